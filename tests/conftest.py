@@ -1,0 +1,75 @@
+"""Shared fixtures: the shipped dataset, small mutable copies of it, and a clean working folder."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = ROOT / "datasets" / "shapes"
+SHAPES_YAML = SHAPES / "data.yaml"
+
+
+@pytest.fixture
+def shapes_yaml() -> Path:
+    return SHAPES_YAML
+
+
+def copy_shapes(dest: Path, n_train: int = 8, n_val: int = 4, dense: bool = True) -> Path:
+    """A small copy of datasets/shapes under `dest`; returns its data.yaml.
+
+    With `dense`, the densest training image (90 objects) is among the copied ones, so the copy
+    keeps the shipped dataset's worst label density.
+    """
+    for split, count in (("train", n_train), ("val", n_val)):
+        images = sorted((SHAPES / "images" / split).glob("*.jpg"))[:count]
+        if dense and split == "train":
+            densest = SHAPES / "images" / "train" / "train_0104.jpg"
+            images = images[: count - 1] + [densest]
+        for image in images:
+            label = SHAPES / "labels" / split / f"{image.stem}.txt"
+            (dest / "images" / split).mkdir(parents=True, exist_ok=True)
+            (dest / "labels" / split).mkdir(parents=True, exist_ok=True)
+            shutil.copy(image, dest / "images" / split / image.name)
+            shutil.copy(label, dest / "labels" / split / label.name)
+    shutil.copy(SHAPES_YAML, dest / "data.yaml")
+    return dest / "data.yaml"
+
+
+@pytest.fixture
+def small_shapes(tmp_path: Path) -> Path:
+    """A data.yaml of 8 train and 4 val images, in a folder the test may change."""
+    return copy_shapes(tmp_path / "shapes")
+
+
+@pytest.fixture
+def make_shapes(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: make_shapes(n_train, n_val) -> data.yaml of a fresh copy."""
+    counter = iter(range(1000))
+
+    def make(n_train: int = 8, n_val: int = 4, dense: bool = True) -> Path:
+        return copy_shapes(tmp_path / f"shapes{next(counter)}", n_train, n_val, dense)
+
+    return make
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test from an empty folder, so runs/ lands there."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def tree_digest(folder: Path, ignore_suffixes: tuple[str, ...] = (".cache",)) -> dict[str, str]:
+    """sha256 of every file under `folder` (label caches ignored): to prove nothing was changed."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix not in ignore_suffixes
+    }

@@ -1,0 +1,137 @@
+"""Real (tiny) Ultralytics training through visionbatch: both tasks, offline, nothing overwritten."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from visionbatch.training import SUMMARY_NAME, prepare, train
+from visionbatch.ultralytics_compat import cpu_count
+
+from conftest import tree_digest
+
+pytestmark = pytest.mark.slow
+TINY = {"epochs": 1, "imgsz": 64, "batch": 4, "plots": False, "val": True}
+
+
+def _check_run(result, task: str, data_folder: Path, before: dict) -> dict:
+    assert result.status == "completed"
+    assert result.task == task
+    save_dir = Path(result.save_dir)
+    summary = json.loads((save_dir / SUMMARY_NAME).read_text())
+    assert summary == result.to_dict()
+    assert [e["epoch"] for e in summary["epochs"]] == [1]
+    epoch = summary["epochs"][0]
+    assert epoch["train_s"] > 0 and epoch["val_s"] > 0
+    assert epoch["peak_rss_bytes"] > 100 * 2**20  # torch + a model: well over 100 MiB
+    assert summary["batch_size"] == 4 and summary["batch_source"] == "batch=4"
+    assert summary["cpu_threads"] == cpu_count()  # Ultralytics alone would use cpus - 1
+    assert summary["versions"]["ultralytics"].startswith("8.4.")
+    assert Path(result.best).is_file() and Path(result.last).is_file()
+    assert tree_digest(data_folder) == before  # the dataset is untouched (label caches aside)
+    return summary
+
+
+def test_detect_trains_offline(small_shapes: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setenv("ULTRALYTICS_API_KEY", "ul_user_key")  # hidden from Platform sync, then given back
+    monkeypatch.delenv("YOLO_OFFLINE", raising=False)
+    touched = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "ULTRALYTICS_API_KEY")
+    env = {k: os.environ.get(k) for k in touched}
+    threads = torch.get_num_threads()
+    before = tree_digest(small_shapes.parent)
+    result = train(small_shapes, **TINY)
+    summary = _check_run(result, "detect", small_shapes.parent, before)
+    assert Path(result.save_dir) == workdir / "runs" / "detect" / "train"
+    assert "metrics/mAP50-95(B)" in summary["final_metrics"]
+    assert "train/box_loss" in summary["epochs"][0]["losses"]
+    assert summary["args"]["model"] == "yolo11n.yaml"
+    assert torch.get_num_threads() == threads  # restored after training
+    assert {k: os.environ.get(k) for k in touched} == env
+
+
+def test_segment_trains_offline(small_shapes: Path, workdir: Path) -> None:
+    before = tree_digest(small_shapes.parent)
+    result = train(small_shapes, task="segment", **TINY)
+    summary = _check_run(result, "segment", small_shapes.parent, before)
+    assert summary["args"]["model"] == "yolo11n-seg.yaml"
+    assert "metrics/mAP50-95(M)" in summary["final_metrics"]
+    assert "train/seg_loss" in summary["epochs"][0]["losses"]
+
+
+def test_relative_path_beside_yaml_trains(small_shapes: Path, workdir: Path) -> None:
+    """A `path:` Ultralytics would look up in its datasets_dir trains from a resolved copy."""
+    folder = small_shapes.parent
+    yaml_file = folder.parent / "moved.yaml"
+    yaml_file.write_text(small_shapes.read_text() + f"path: {folder.name}\n")
+    original = yaml_file.read_text()
+    job = prepare(yaml_file, dict(TINY))
+    assert job.dataset.root_from_yaml and any("resolved" in n for n in job.notes)
+    result = train(yaml_file, **TINY)
+    assert result.status == "completed"
+    copy = Path(result.save_dir) / "data.resolved.yaml"
+    assert copy.is_file() and str(folder.resolve()) in copy.read_text()
+    assert yaml_file.read_text() == original
+
+
+AUDIT = textwrap.dedent(
+    """
+    import json, socket, sys
+
+    NETWORK = {"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr",
+               "socket.sendto", "socket.sendmsg", "urllib.Request", "ftplib.connect", "smtplib.connect"}
+    seen = []
+
+    def hook(event, args):
+        if event == "socket.connect":
+            if args[0].family in (socket.AF_INET, socket.AF_INET6):
+                seen.append([event, repr(args[1])])
+        elif event in NETWORK:
+            seen.append([event, repr(args[:2])])
+        elif event == "subprocess.Popen" and "pip" in repr(args[1]):
+            seen.append([event, repr(args[1])])
+
+    sys.addaudithook(hook)
+    from visionbatch.cli import main
+
+    codes = [main(["train", *sys.argv[2:]]) for _ in range(2)]
+    during = list(seen)
+    try:  # the hook itself must see a lookup, or the empty list above proves nothing
+        socket.getaddrinfo("visionbatch-audit.invalid", 80)
+    except OSError:
+        pass
+    with open(sys.argv[1], "w") as fh:
+        json.dump({"codes": codes, "during": during, "after": seen[len(during):]}, fh)
+    """
+)
+
+
+def test_training_makes_no_network_attempt(small_shapes: Path, tmp_path: Path) -> None:
+    """Zero DNS lookups, connections or pip runs during two real training runs in a fresh process."""
+    report = tmp_path / "audit.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "ULTRALYTICS_"))}
+    env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    args = [str(small_shapes), "epochs=1", "imgsz=64", "batch=4", "name=audit", "task=segment"]
+    proc = subprocess.run([sys.executable, "-c", AUDIT, str(report), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    audit = json.loads(report.read_text())
+    assert audit["codes"] == [0, 0]
+    assert audit["during"] == []
+    assert audit["after"] and audit["after"][0][0] == "socket.getaddrinfo"
+    # the second run went to a new folder: nothing of the first was overwritten
+    runs = sorted(p.name for p in (cwd / "runs" / "segment").iterdir())
+    assert runs == ["audit", "audit-2"]
+    assert all((cwd / "runs" / "segment" / r / SUMMARY_NAME).is_file() for r in runs)
+    # Ultralytics' settings and font went to visionbatch's own folder, not the user's config
+    assert (tmp_path / "cache" / "visionbatch" / "Ultralytics" / "Arial.ttf").is_file()
+    assert not (tmp_path / "cfg" / "Ultralytics").exists()

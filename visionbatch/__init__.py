@@ -1,0 +1,48 @@
+"""visionbatch: fit the training batch to the GPU, cost the data pipeline, tune inference batching.
+
+For Ultralytics YOLO detection and segmentation. Importing this package imports nothing heavy
+and changes nothing (no environment variables, no torch settings); the verbs load what they need.
+
+Examples:
+    >>> import visionbatch
+    >>> result = visionbatch.train("datasets/shapes/data.yaml", epochs=1, imgsz=64)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; loaded on first use to keep `import visionbatch` light
+_EXPORTS = {
+    "train": "visionbatch.training",
+    "TrainResult": "visionbatch.plans",
+    "EpochRecord": "visionbatch.plans",
+    "load_dataset": "visionbatch.dataset",
+    "DatasetSummary": "visionbatch.dataset",
+    "VisionbatchError": "visionbatch.errors",
+    "ConfigError": "visionbatch.errors",
+    "DatasetError": "visionbatch.errors",
+    "ProbeError": "visionbatch.errors",
+    "BudgetError": "visionbatch.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from visionbatch.dataset import DatasetSummary, load_dataset
+    from visionbatch.errors import BudgetError, ConfigError, DatasetError, ProbeError, VisionbatchError
+    from visionbatch.plans import EpochRecord, TrainResult
+    from visionbatch.training import train
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        module = importlib.import_module(_EXPORTS[name])
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'visionbatch' has no attribute '{name}'")

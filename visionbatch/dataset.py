@@ -1,0 +1,435 @@
+"""Read and check a YOLO data.yaml before anything trains on it.
+
+Paths resolve the way Ultralytics resolves them (`ultralytics/data/utils.py:check_det_dataset`),
+with one exception: a relative `path:` that does not exist from the working directory but does
+exist beside the YAML is taken from beside the YAML, where Ultralytics would look in its global
+`datasets_dir` and fail. The summary records when that happened so the trainer can hand
+Ultralytics a resolved copy.
+
+Every problem becomes a `DatasetError` naming the file (and line) and the fix. Nothing here
+writes to the dataset: Ultralytics rewrites truncated JPEGs in place, so those are refused
+instead.
+
+This module needs no Ultralytics import: it runs before the offline set-up, and in tests.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from visionbatch.errors import DatasetError
+
+# Ultralytics' IMG_FORMATS (data/utils.py), kept here so this module does not import it.
+IMAGE_SUFFIXES = frozenset(
+    {"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpeg2000", "jpg", "mpo", "png", "tif", "tiff", "webp"}
+)
+COORD_TOLERANCE = 0.01  # Ultralytics accepts coordinates up to 1.01 and down to -0.01
+MAX_LISTED = 3  # problems named in one error line before "and N more"
+
+
+@dataclass(frozen=True, slots=True)
+class SplitSummary:
+    """What one split (train or val) holds.
+
+    Attributes:
+        sources: the image folders or list files named in data.yaml, resolved.
+        images: number of images found.
+        labelled: images with a non-empty label file.
+        instances: labelled objects in total.
+        max_instances: the most objects in one image (the worst label density).
+        max_instances_file: the label file holding that many.
+        polygons: objects labelled with a polygon rather than a box.
+        max_polygon_points: the most vertices in one polygon.
+        max_width: widest image in pixels.
+        max_height: tallest image in pixels.
+    """
+
+    sources: tuple[str, ...]
+    images: int
+    labelled: int
+    instances: int
+    max_instances: int
+    max_instances_file: str
+    polygons: int
+    max_polygon_points: int
+    max_width: int
+    max_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSummary:
+    """A checked data.yaml: classes, splits and label statistics.
+
+    Attributes:
+        yaml_path: the data.yaml, absolute.
+        root: the dataset root that train/val resolve against.
+        names: class names by id, contiguous from 0.
+        train: the training split.
+        val: the validation split.
+        root_from_yaml: True when a relative `path:` only resolved beside the YAML (see module doc).
+        raw: the YAML's own mapping, unchanged.
+    """
+
+    yaml_path: str
+    root: str
+    names: dict[int, str]
+    train: SplitSummary
+    val: SplitSummary
+    root_from_yaml: bool = False
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+    @property
+    def segmentable(self) -> bool:
+        """Every labelled training object has a polygon, so segmentation can train."""
+        return self.train.instances > 0 and self.train.polygons == self.train.instances
+
+    def resolved_yaml(self) -> dict:
+        """The YAML mapping with `path` made absolute (for the `root_from_yaml` case)."""
+        return {**self.raw, "path": self.root}
+
+    def describe(self) -> str:
+        """One line for logs: images, classes, labels."""
+        kind = "polygons" if self.segmentable else "boxes"
+        return (
+            f"{self.train.images} train / {self.val.images} val images, {self.nc} classes, "
+            f"{self.train.instances} {kind} (up to {self.train.max_instances} per image)"
+        )
+
+
+def load_dataset(data: str | os.PathLike, check_images: bool = True) -> DatasetSummary:
+    """Read, resolve and check a data.yaml with its images and labels.
+
+    Args:
+        data: path to the data.yaml.
+        check_images: open every image header (PIL verify); off only where speed matters more.
+
+    Returns:
+        The checked summary.
+
+    Raises:
+        DatasetError: naming the file, the problem and the fix.
+
+    Examples:
+        >>> summary = load_dataset("datasets/shapes/data.yaml")
+        >>> summary.nc, summary.segmentable
+        (5, True)
+    """
+    yaml_path = Path(data).expanduser()
+    raw = _read_yaml(yaml_path)
+    names = _class_names(raw, yaml_path)
+    root, root_from_yaml = _dataset_root(raw, yaml_path)
+    splits = {}
+    for key in ("train", "val"):
+        sources = _split_sources(raw, key, root, yaml_path)
+        images = _image_files(sources, key, yaml_path)
+        splits[key] = _scan_split(sources, images, names, key, yaml_path, check_images)
+    return DatasetSummary(
+        yaml_path=str(yaml_path.resolve()),
+        root=str(root),
+        names=names,
+        train=splits["train"],
+        val=splits["val"],
+        root_from_yaml=root_from_yaml,
+        raw=raw,
+    )
+
+
+def _read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise DatasetError(f"data={path} is a folder: pass the dataset's YAML file, e.g. data={path / 'data.yaml'}")
+    if not path.is_file():
+        hint = " (YAML files end in .yaml or .yml)" if path.suffix not in {".yaml", ".yml"} else ""
+        raise DatasetError(f"data={path}: no such file{hint}: pass the path to your dataset's data.yaml")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc}): check the file's permissions and encoding") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DatasetError(f"{path}: not valid YAML{where} ({problem}): fix the syntax there") from None
+    if not isinstance(raw, dict):
+        raise DatasetError(
+            f"{path}: expected a mapping with train:, val: and names: keys, found {type(raw).__name__}: "
+            "see datasets/shapes/data.yaml for the layout"
+        )
+    for key in ("train", "val"):
+        if not raw.get(key):
+            alias = " ('validation:' is accepted too)" if key == "val" else ""
+            if key == "val" and raw.get("validation"):
+                raw["val"] = raw.pop("validation")
+                continue
+            raise DatasetError(
+                f"{path}: missing '{key}:' key{alias}: add '{key}: images/{key}' (a folder or a .txt list of images)"
+            )
+    for key in ("path", "train", "val", "test"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, (str, list)):
+            raise DatasetError(f"{path}: '{key}: {value}' must be a path or a list of paths")
+    return raw
+
+
+def _class_names(raw: dict, path: Path) -> dict[int, str]:
+    names, nc = raw.get("names"), raw.get("nc")
+    if names is None:
+        if nc is None:
+            raise DatasetError(f"{path}: missing 'names:' key: list the classes, e.g. 'names: [cat, dog]'")
+        if not isinstance(nc, int) or nc < 1:
+            raise DatasetError(f"{path}: 'nc: {nc}' must be a positive integer: set it to the number of classes")
+        return {i: f"class_{i}" for i in range(nc)}
+    if isinstance(names, list):
+        mapping = dict(enumerate(names))
+    elif isinstance(names, dict):
+        mapping = {}
+        for key, value in names.items():
+            try:
+                index = int(key)
+            except (TypeError, ValueError):
+                raise DatasetError(
+                    f"{path}: class id '{key}' in names is not an integer: use 'names: {{0: {value}, ...}}'"
+                ) from None
+            mapping[index] = value
+        ids = sorted(mapping)
+        if ids != list(range(len(ids))):
+            gaps = sorted(set(range(max(ids) + 1)) - set(ids))
+            where = f"missing {_short(gaps)}" if ids[0] >= 0 else f"negative id {ids[0]}"
+            raise DatasetError(
+                f"{path}: class ids in names must run 0..{len(ids) - 1} without gaps ({where}): "
+                "renumber the classes (and their labels) so the ids are contiguous"
+            )
+    else:
+        raise DatasetError(f"{path}: 'names:' must be a list or a mapping of id: name, not {type(names).__name__}")
+    if not mapping:
+        raise DatasetError(f"{path}: 'names:' is empty: list at least one class")
+    if nc is not None and nc != len(mapping):
+        raise DatasetError(f"{path}: 'nc: {nc}' but names lists {len(mapping)} classes: remove nc or make them agree")
+    return {i: str(mapping[i]) for i in sorted(mapping)}
+
+
+def _dataset_root(raw: dict, path: Path) -> tuple[Path, bool]:
+    declared = raw.get("path")
+    if not declared:
+        return path.resolve().parent, False
+    root = Path(declared).expanduser()
+    if root.is_absolute() or root.exists():
+        return root.resolve(), False
+    beside = (path.resolve().parent / root).resolve()
+    if beside.exists():
+        return beside, True  # Ultralytics would try <datasets_dir>/<path> here
+    raise DatasetError(
+        f"{path}: 'path: {declared}' does not exist (not from the working directory {Path.cwd()}, "
+        f"nor beside the YAML): set path: to the dataset's folder, or remove it to resolve against the YAML's folder"
+    )
+
+
+def _split_sources(raw: dict, key: str, root: Path, path: Path) -> list[Path]:
+    entries = raw[key] if isinstance(raw[key], list) else [raw[key]]
+    sources = []
+    for entry in entries:
+        source = (root / str(entry)).resolve()
+        if not source.exists() and str(entry).startswith("../"):
+            source = (root / str(entry)[3:]).resolve()  # Ultralytics' fallback for '../' entries
+        if not source.exists():
+            raise DatasetError(
+                f"{path}: '{key}: {entry}' not found (looked for {source}): "
+                f"fix the path, relative to {root}"
+            )
+        sources.append(source)
+    return sources
+
+
+def _image_files(sources: Sequence[Path], key: str, path: Path) -> list[str]:
+    files: list[str] = []
+    for source in sources:
+        if source.is_dir():
+            files += glob.glob(str(Path(glob.escape(str(source))) / "**" / "*.*"), recursive=True)
+        else:
+            try:
+                lines = source.read_text(encoding="utf-8-sig").strip().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DatasetError(f"{source}: cannot read the image list ({exc})") from None
+            parent = str(source.parent) + os.sep
+            files += [line.replace("./", parent, 1) if line.startswith("./") else line for line in lines]
+    images = sorted(f for f in files if f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES)
+    if not images:
+        names = ", ".join(str(s) for s in sources)
+        raise DatasetError(
+            f"{path}: '{key}:' holds no images ({names}): put .jpg/.png files there, "
+            f"with YOLO labels in the matching labels/ folder"
+        )
+    return images
+
+
+def label_path(image: str) -> str:
+    """The label file Ultralytics pairs with an image (`img2label_paths`): last /images/ -> /labels/."""
+    images_dir, labels_dir = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return labels_dir.join(image.rsplit(images_dir, 1)).rsplit(".", 1)[0] + ".txt"
+
+
+@dataclass(slots=True)
+class _LabelStats:
+    instances: int = 0
+    polygons: int = 0
+    max_points: int = 0
+    problem: str = ""
+
+
+def _parse_label_file(file: str, nc: int) -> _LabelStats:
+    """Check one label file the way Ultralytics' verify_image_label does, with line numbers."""
+    stats = _LabelStats()
+    try:
+        text = Path(file).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        stats.problem = f"{file}: cannot be read ({exc.__class__.__name__}): fix or remove it"
+        return stats
+    kinds = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{file} line {number}"
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            stats.problem = f"{where}: '{line.strip()[:60]}' is not numbers: expected 'class x y w h' or 'class x1 y1 x2 y2 ...'"
+            return stats
+        if len(values) == 5:
+            kinds.add("box")
+        elif len(values) >= 7 and len(values) % 2 == 1:
+            kinds.add("polygon")
+            stats.polygons += 1
+            stats.max_points = max(stats.max_points, (len(values) - 1) // 2)
+        else:
+            stats.problem = (
+                f"{where}: {len(values)} columns: expected 5 (class x y w h) "
+                f"or an odd number >= 7 (class x1 y1 x2 y2 x3 y3 ...)"
+            )
+            return stats
+        cls = values[0]
+        if cls != int(cls) or not 0 <= cls < nc:
+            stats.problem = (
+                f"{where}: class {fields[0]} is outside names (ids 0-{nc - 1}): "
+                f"fix the label or add the class to names in data.yaml"
+            )
+            return stats
+        coords = values[1:]
+        if max(coords) > 1 + COORD_TOLERANCE or min(coords) < -COORD_TOLERANCE:
+            stats.problem = (
+                f"{where}: coordinates must be normalised to 0-1 (found {max(coords, key=lambda v: abs(v - 0.5)):g}): "
+                "divide pixel coordinates by the image width and height"
+            )
+            return stats
+        if len(values) == 5 and min(coords[2:]) <= 0:
+            stats.problem = f"{where}: box width and height must be positive: fix or remove the row"
+            return stats
+        stats.instances += 1
+    if len(kinds) > 1:
+        stats.problem = f"{file}: mixes box rows and polygon rows: label every object of a file the same way"
+    return stats
+
+
+def _pil_open():
+    """PIL's own Image.open: Ultralytics replaces it with one that pip-installs pi-heif on any unknown file."""
+    import sys
+
+    from PIL import Image
+
+    patches = sys.modules.get("ultralytics.utils.patches")
+    return getattr(patches, "_image_open", Image.open)
+
+
+def _check_image(file: str) -> tuple[str, int, int]:
+    """(problem, width, height) for one image, using PIL's header check as Ultralytics does."""
+    from PIL import UnidentifiedImageError
+
+    if file.rpartition(".")[-1].lower() in {"heic", "heif"}:
+        try:
+            from pi_heif import register_heif_opener
+        except ImportError:
+            return f"{file}: HEIC/HEIF images need the pi-heif package: pip install pi-heif", 0, 0
+        register_heif_opener()
+    try:
+        with _pil_open()(file) as im:
+            im.verify()
+            width, height = im.size
+            fmt = (im.format or "").lower()
+    except FileNotFoundError:
+        return f"{file}: listed but missing: restore it or remove it from the list", 0, 0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"{file}: corrupt or not an image ({exc.__class__.__name__}): replace or remove it", 0, 0
+    if width < 10 or height < 10:
+        return f"{file}: {width}x{height} pixels is too small (Ultralytics needs 10x10): remove it", 0, 0
+    if fmt in {"jpeg", "jpg"}:
+        with open(file, "rb") as fh:
+            fh.seek(-2, os.SEEK_END)
+            if fh.read() != b"\xff\xd9":
+                return (
+                    f"{file}: truncated JPEG (no end marker); Ultralytics would rewrite it in place: "
+                    "re-save or remove it",
+                    0,
+                    0,
+                )
+    return "", width, height
+
+
+def _scan_split(
+    sources: Sequence[Path], images: list[str], names: dict[int, str], key: str, path: Path, check_images: bool
+) -> SplitSummary:
+    labels = [label_path(f) for f in images]
+    present = [f for f in labels if os.path.isfile(f)]
+    if not present:
+        expected = Path(labels[0]).parent
+        raise DatasetError(
+            f"{path}: no label files for '{key}:' (expected YOLO .txt labels in {expected}, "
+            f"paired with {Path(images[0]).parent} by name): add the labels"
+        )
+    workers = min(16, (os.cpu_count() or 1) * 4)
+    with ThreadPoolExecutor(workers) as pool:
+        stats = list(pool.map(lambda f: _parse_label_file(f, len(names)), present, chunksize=64))
+        checks = list(pool.map(_check_image, images, chunksize=64)) if check_images else []
+    _raise_first((s.problem for s in stats), "label files")
+    _raise_first((c[0] for c in checks), "images")
+    if not any(s.instances for s in stats):
+        raise DatasetError(
+            f"{path}: the {len(present)} label files for '{key}:' hold no objects: "
+            f"label the images (one 'class x y w h' row per object)"
+        )
+    densest = max(range(len(stats)), key=lambda i: stats[i].instances)
+    return SplitSummary(
+        sources=tuple(str(s) for s in sources),
+        images=len(images),
+        labelled=sum(s.instances > 0 for s in stats),
+        instances=sum(s.instances for s in stats),
+        max_instances=stats[densest].instances,
+        max_instances_file=present[densest],
+        polygons=sum(s.polygons for s in stats),
+        max_polygon_points=max(s.max_points for s in stats),
+        max_width=max((c[1] for c in checks), default=0),
+        max_height=max((c[2] for c in checks), default=0),
+    )
+
+
+def _raise_first(problems: Iterable[str], what: str) -> None:
+    found = [p for p in problems if p]
+    if found:
+        more = f" (and {len(found) - 1} more {what} with problems)" if len(found) > 1 else ""
+        raise DatasetError(found[0] + more)
+
+
+def _short(values: Sequence[int]) -> str:
+    shown = ", ".join(str(v) for v in values[:MAX_LISTED])
+    return shown + (", ..." if len(values) > MAX_LISTED else "")

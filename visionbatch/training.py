@@ -1,0 +1,295 @@
+"""`visionbatch train`: check the inputs, choose the batch, run real Ultralytics training, record it.
+
+The flow is `prepare()` (pure checks: arguments, dataset, task, model, batch; no training) then
+`run()` (Ultralytics' own `YOLO(model).train(**args)`, with callbacks that time each epoch and
+read its peak memory). Every Ultralytics argument passes through with Ultralytics' meaning;
+visionbatch only fills defaults that work offline and refuses inputs that would fail later.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visionbatch.config import BatchRequest, check_train_args, parse_batch
+from visionbatch.dataset import DatasetSummary, load_dataset
+from visionbatch.errors import ConfigError, DatasetError
+from visionbatch.plans import EpochRecord, TrainResult, write_json
+from visionbatch import telemetry
+from visionbatch.ultralytics_compat import DEFAULT_MODELS, TASKS, check_model, model_task, offline, versions
+
+SUMMARY_NAME = "visionbatch.json"
+DEFAULT_BATCH = 16  # Ultralytics' default
+# visionbatch's own train keys (beyond Ultralytics'); value: help text.
+TRAIN_KEYS: dict[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJob:
+    """Everything decided before training starts.
+
+    Attributes:
+        dataset: the checked data.yaml.
+        task: 'detect' or 'segment'.
+        model: model YAML or checkpoint to train.
+        batch: what `batch=` asked for.
+        args: the arguments Ultralytics receives (batch filled in once chosen).
+        notes: decisions the user should see.
+    """
+
+    dataset: DatasetSummary
+    task: str
+    model: str
+    batch: BatchRequest
+    args: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.args["batch"])
+
+
+def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: Mapping[str, str] = TRAIN_KEYS
+            ) -> TrainingJob:
+    """Check arguments and dataset; choose task, model and output folder. Trains nothing.
+
+    Raises:
+        ConfigError: an argument is unknown, malformed or impossible.
+        DatasetError: the data.yaml, its images or labels cannot be trained on.
+    """
+    if "data" in overrides:
+        raise ConfigError(f"data= is given twice ({data} and data={overrides['data']}): pass the data.yaml once")
+    args = check_train_args(overrides, extra_keys=list(extra_keys))
+    batch = parse_batch(args["batch"]) if "batch" in args else BatchRequest(DEFAULT_BATCH, None, "default")
+    dataset = load_dataset(data)
+    task, model = _task_and_model(args.get("task"), args.get("model"), dataset)
+    notes = []
+    if task == "detect" and dataset.segmentable and "task" not in args and "model" not in args:
+        notes.append("labels are polygons: task=segment trains segmentation on the same data")
+    if dataset.root_from_yaml:
+        notes.append(
+            f"path: {dataset.raw.get('path')} resolved beside the YAML ({dataset.root}); "
+            f"Ultralytics gets a resolved copy in the run folder"
+        )
+    args.update(data=dataset.yaml_path, model=model, task=task, project=_project(args.get("project"), task))
+    if batch.batch_size is not None:
+        args["batch"] = batch.batch_size
+    else:
+        args.pop("batch", None)  # chosen by choose_batch()
+    return TrainingJob(dataset, task, model, batch, args, tuple(notes))
+
+
+def _task_and_model(task: str | None, model: str | None, dataset: DatasetSummary) -> tuple[str, str]:
+    if model is not None:
+        model = str(model)
+        found = model_task(model)
+        if found not in TASKS:
+            raise ConfigError(f"model={model} is a {found} model: visionbatch trains detect or segment models")
+        if task is not None and task != found:
+            raise ConfigError(
+                f"task={task} but model={model} is a {found} model: use model={DEFAULT_MODELS[task]} "
+                f"(or another {task} model), or leave task out"
+            )
+        task = found
+    task = task or "detect"
+    model = model or DEFAULT_MODELS[task]
+    check_model(model)
+    if task == "segment" and not dataset.segmentable:
+        boxes = dataset.train.instances - dataset.train.polygons
+        raise DatasetError(
+            f"{dataset.yaml_path}: task=segment needs polygon labels, but {boxes} of "
+            f"{dataset.train.instances} training objects are boxes: label them as polygons "
+            f"('class x1 y1 x2 y2 ...'), or train task=detect"
+        )
+    return task, model
+
+
+def _project(project: str | None, task: str) -> str:
+    """Ultralytics' run folder, with runs_dir fixed to ./runs: runs/<task>[/<project>]."""
+    base = Path.cwd() / "runs" / task
+    if not project:
+        return str(base)
+    path = Path(project).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def choose_batch(job: TrainingJob) -> TrainingJob:
+    """Fill in the batch size: the user's, the default, or a fitted one (issue: fit_batch)."""
+    if job.batch.batch_size is not None:
+        return job
+    raise ConfigError(
+        f"{job.batch.source}: fitting the batch to device memory is not available yet: "
+        f"pass a batch size, e.g. batch={DEFAULT_BATCH}"
+    )
+
+
+@dataclass
+class _Telemetry:
+    """Ultralytics callbacks that time each epoch and read its memory peaks."""
+
+    resolved_yaml: dict | None
+    records: dict[int, EpochRecord] = field(default_factory=dict)
+    save_dir: Path | None = None
+    device: Any = None
+    cpu_threads: int = 0
+    first_epoch_at: float | None = None
+    _epoch_start: float = 0.0
+    _train_end: float = 0.0
+    _epoch_open: bool = False
+
+    def callbacks(self) -> dict[str, Callable]:
+        return {
+            "on_pretrain_routine_start": self.on_pretrain_routine_start,
+            "on_train_epoch_start": self.on_train_epoch_start,
+            "on_train_epoch_end": self.on_train_epoch_end,
+            "on_fit_epoch_end": self.on_fit_epoch_end,
+        }
+
+    def on_pretrain_routine_start(self, trainer) -> None:
+        self.save_dir = Path(trainer.save_dir)
+        self.device = trainer.device
+        if self.resolved_yaml is not None:  # hand Ultralytics absolute paths (see dataset.py)
+            copy = self.save_dir / "data.resolved.yaml"
+            copy.write_text(yaml.safe_dump(self.resolved_yaml, sort_keys=False))
+            trainer.args.data = str(copy)
+
+    def on_train_epoch_start(self, trainer) -> None:
+        import torch
+
+        if self.first_epoch_at is None:
+            self.first_epoch_at = time.perf_counter()
+        self.cpu_threads = torch.get_num_threads()
+        telemetry.reset_peak_rss()
+        if trainer.device.type == "cuda":
+            telemetry.cuda_reset_peaks(trainer.device)
+        self._epoch_start = time.perf_counter()
+        self._epoch_open = True
+
+    def on_train_epoch_end(self, trainer) -> None:
+        self._train_end = time.perf_counter()
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        if not self._epoch_open:
+            return  # final_eval fires this event again after the last epoch
+        self._epoch_open = False
+        epoch = trainer.epoch + 1
+        allocated = reserved = None
+        if trainer.device.type == "cuda":
+            allocated, reserved = telemetry.cuda_peaks(trainer.device)
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
+        dataset = getattr(trainer.train_loader, "dataset", None)
+        self.records[epoch] = EpochRecord(
+            epoch=epoch,
+            train_s=round(self._train_end - self._epoch_start, 3),
+            val_s=round(time.perf_counter() - self._train_end, 3),
+            peak_rss_bytes=telemetry.peak_rss_bytes(),
+            cuda_peak_allocated_bytes=allocated,
+            cuda_peak_reserved_bytes=reserved,
+            losses={k: float(v) for k, v in losses.items()},
+            metrics={k: float(v) for k, v in (trainer.metrics or {}).items()},
+            mosaic=bool(getattr(dataset, "mosaic", False)),
+        )
+
+
+def run(job: TrainingJob, started: float | None = None) -> TrainResult:
+    """Train with Ultralytics and write `visionbatch.json` into the run folder, also on failure."""
+    started = time.perf_counter() if started is None else started
+    probe = _Telemetry(job.dataset.resolved_yaml() if job.dataset.root_from_yaml else None)
+    status, error, yolo = "failed", None, None
+    with offline():
+        from ultralytics import YOLO
+        from ultralytics.utils import LOGGER
+
+        LOGGER.info(_header(job))
+        try:
+            yolo = YOLO(job.model, task=job.task)
+            for event, callback in probe.callbacks().items():
+                yolo.add_callback(event, callback)
+            yolo.train(**job.args)
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except Exception as exc:
+            error = f"{exc.__class__.__name__}: {exc}"
+            raise
+        finally:
+            result = _result(job, probe, yolo, status, error, started)
+            if probe.save_dir is not None:
+                write_json(probe.save_dir / SUMMARY_NAME, result)
+    return result
+
+
+def _header(job: TrainingJob) -> str:
+    lines = [
+        f"visionbatch: {job.task} {job.model} on {job.dataset.yaml_path}",
+        f"visionbatch: {job.dataset.describe()}",
+        f"visionbatch: batch {job.batch_size} ({job.batch.source})",
+    ]
+    return "\n".join(lines + [f"visionbatch: note: {note}" for note in job.notes])
+
+
+def _result(job: TrainingJob, probe: _Telemetry, yolo: Any, status: str, error: str | None, started: float
+            ) -> TrainResult:
+    trainer = getattr(yolo, "trainer", None)
+    device = probe.device if probe.device is not None else getattr(trainer, "device", None)
+    final = {}
+    best = last = None
+    if trainer is not None and status == "completed":
+        final = {k: float(v) for k, v in (trainer.metrics or {}).items() if isinstance(v, (int, float))}
+        best = str(trainer.best) if Path(trainer.best).exists() else None
+        last = str(trainer.last) if Path(trainer.last).exists() else None
+    first_epoch = probe.first_epoch_at
+    return TrainResult(
+        status=status,
+        save_dir=str(probe.save_dir) if probe.save_dir else "",
+        task=job.task,
+        model=job.model,
+        data=job.dataset.yaml_path,
+        device=str(device) if device is not None else "",
+        device_name=telemetry.device_name(device) if device is not None else "",
+        cpu_threads=probe.cpu_threads,
+        batch_size=int(getattr(trainer, "batch_size", job.batch_size) or job.batch_size),
+        batch_source=job.batch.source,
+        args={k: v for k, v in job.args.items()},
+        versions=versions(),
+        epochs=tuple(probe.records[k] for k in sorted(probe.records)),
+        setup_s=round((first_epoch or time.perf_counter()) - started, 3),
+        wall_s=round(time.perf_counter() - started, 3),
+        final_metrics=final,
+        best=best,
+        last=last,
+        error=error,
+        notes=job.notes,
+    )
+
+
+def train(data: str | os.PathLike, /, **overrides: Any) -> TrainResult:
+    """Train a YOLO detection or segmentation model offline with Ultralytics.
+
+    Args:
+        data: path to the dataset's data.yaml.
+        **overrides: any Ultralytics train argument (`epochs=3`, `imgsz=320`, `task="segment"`,
+            `model="yolo11s.yaml"`, `device=0`, ...), with Ultralytics' meaning.
+
+    Returns:
+        The run's `TrainResult`, also written as `visionbatch.json` in the run folder.
+
+    Raises:
+        ConfigError: an unknown key or impossible value.
+        DatasetError: a data.yaml, image or label problem.
+
+    Examples:
+        >>> result = train("datasets/shapes/data.yaml", epochs=1, imgsz=64)
+        >>> result.status, result.task
+        ('completed', 'detect')
+    """
+    started = time.perf_counter()
+    job = choose_batch(prepare(data, overrides))
+    return run(job, started)
