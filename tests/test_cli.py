@@ -72,7 +72,7 @@ def test_bad_dataset_exit_2_and_nothing_changed(capsys, small_shapes: Path, work
 
 def test_missing_data_argument(capsys) -> None:
     code, _, err = run_cli(capsys, "train", "epochs=1")
-    assert code == 2 and "needs a dataset" in err
+    assert code == 2 and "needs DATA: visionbatch train path/to/data.yaml" in err
 
 
 def test_version_and_help(capsys) -> None:

@@ -1,0 +1,36 @@
+"""Helpers every command shares: the positional argument and the key=value pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from visionbatch.config import parse_pairs
+from visionbatch.errors import ConfigError
+
+
+def split_tokens(tokens: Sequence[str], command: str, positional: str) -> tuple[str | None, dict[str, Any]]:
+    """The one positional argument (DATA or MODEL) and the key=value pairs, in any order.
+
+    Examples:
+        >>> split_tokens(["data.yaml", "epochs=3"], "train", "DATA")
+        ('data.yaml', {'epochs': 3})
+    """
+    bare = [t for t in tokens if "=" not in t]
+    if len(bare) > 1:
+        raise ConfigError(
+            f"visionbatch {command} takes one {positional} and key=value arguments, got {', '.join(bare)}: "
+            f"write options as key=value, e.g. epochs=3"
+        )
+    pairs = parse_pairs(t for t in tokens if "=" in t)
+    return (bare[0] if bare else None), pairs
+
+
+def positional(tokens: Sequence[str], command: str, name: str, key: str, example: str) -> tuple[str, dict[str, Any]]:
+    """The positional argument (or its `key=` form) and the remaining pairs; refuse when missing."""
+    value, pairs = split_tokens(tokens, command, name)
+    if value is None:
+        value = pairs.pop(key, None)
+    if value is None:
+        raise ConfigError(f"visionbatch {command} needs {name}: {example}")
+    return str(value), pairs

@@ -1,0 +1,45 @@
+"""`visionbatch train DATA.yaml [key=value ...]`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from visionbatch.cli.args import positional
+from visionbatch.console import human_bytes, table
+from visionbatch.plans import TrainResult
+
+SUMMARY = "train a detection or segmentation model with Ultralytics, offline"
+USAGE = """visionbatch train DATA.yaml [key=value ...]
+
+Any Ultralytics train argument works with Ultralytics' meaning: model=yolo11s.yaml, epochs=50,
+imgsz=640, device=0, task=segment, batch=32, workers=8, ... Defaults that work offline:
+model=yolo11n.yaml (yolo11n-seg.yaml for task=segment); task from model=, else detect.
+Output: runs/<task>/<name>/ (Ultralytics' run folder) with visionbatch.json."""
+
+
+def run(tokens: Sequence[str]) -> TrainResult:
+    from visionbatch.training import train
+
+    data, pairs = positional(tokens, "train", "DATA", "data",
+                             "visionbatch train path/to/data.yaml [key=value ...]")
+    return train(data, **pairs)
+
+
+def show(result: TrainResult) -> str:
+    rows = []
+    for e in result.epochs:
+        metric = e.metrics.get("metrics/mAP50-95(M)", e.metrics.get("metrics/mAP50-95(B)"))
+        rows.append([e.epoch, e.train_s, e.val_s, human_bytes(e.peak_rss_bytes),
+                     human_bytes(e.cuda_peak_reserved_bytes), sum(e.losses.values()), metric])
+    lines = [
+        "",
+        table(["epoch", "train s", "val s", "peak RSS", "CUDA reserved", "train loss", "mAP50-95"], rows,
+              title=f"visionbatch train: {result.task} {result.model}, batch {result.batch_size} "
+                    f"({result.batch_source}), {result.device} ({result.cpu_threads} CPU threads)"),
+    ]
+    final = {k.removeprefix("metrics/"): v for k, v in result.final_metrics.items() if "mAP" in k}
+    if final:
+        lines.append("final: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
+    lines.append(f"setup {result.setup_s:.1f} s, total {result.wall_s:.1f} s")
+    lines.append(f"run folder: {result.save_dir}  (summary: visionbatch.json, weights: weights/best.pt)")
+    return "\n".join(lines)
