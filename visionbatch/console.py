@@ -25,7 +25,7 @@ def human_bytes(value: float | None) -> str:
         if abs(size) < 1024 or unit == _UNITS[-1]:
             if unit == "B" or size >= 100:
                 return f"{size:.0f} {unit}"
-            return f"{size:.3g} {unit}" if size >= 10 else f"{size:.2f} {unit}"
+            return f"{size:.1f} {unit}" if size >= 10 else f"{size:.2f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
 
