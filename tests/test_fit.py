@@ -246,3 +246,77 @@ def test_fit_without_cuda_or_budget_says_what_it_can_do(small_shapes: Path, monk
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no CUDA device to fit the batch on here: pass memory_budget="):
         fit_batch(small_shapes, imgsz=64)
+
+
+# -- surfaces -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["memory_fraction=1.5"], "memory_fraction=1.5 is out of range: expected 0 < memory_fraction <= 1"),
+    (["memory_budget=lots"], "memory_budget=lots is not a memory size"),
+    (["memory_fracton=0.8", "memory_budget=1GiB"], "(did you mean 'memory_fraction'?)"),
+    (["memory_budget=1MiB"], "batch 1 does not fit 922 KiB (0.9 x 1.00 MiB usable on cpu): one image of yolo11n.yaml at imgsz=64 needs"),
+    (["memory_budget=1GiB", "batch=16"], "batch=16: fit finds the batch"),
+    (["memory_budget=1GiB", "labels_per_image=0"], "labels_per_image=0 is impossible"),
+    (["memory_budget=1GiB", "device=0,1"], "device=0,1"),
+], ids=["fraction", "budget-words", "misspelt-key", "budget-below-batch-1", "fixed-batch", "labels", "multi-gpu"])
+def test_fit_cli_bad_input(capsys, small_shapes: Path, workdir: Path, extra, words, monkeypatch) -> None:
+    import torch
+
+    from visionbatch.cli import main
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # device=0,1 exists: refused for another reason
+    code = main(["fit", str(small_shapes), "imgsz=64", *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and words in err, err
+    assert not (workdir / "runs").exists()
+
+
+@pytest.mark.slow
+def test_fit_cli_writes_plan_and_curve(capsys, small_shapes: Path, workdir: Path) -> None:
+    import json
+
+    from visionbatch.cli import main
+
+    code = main(["fit", str(small_shapes), "imgsz=64", "memory_budget=1GiB", "name=cpu-fit"])
+    out = capsys.readouterr().out
+    assert code == 0
+    folder = workdir / "runs" / "fit" / "cpu-fit"
+    plan = json.loads((folder / "plan.json").read_text())
+    assert (folder / "memory_curve.png").stat().st_size > 10_000
+    assert plan["batch_size"] == plan["max_batch_size"] == 8  # the copy holds 8 training images
+    assert plan["warnings"] == ["batch capped at the 8 training images"]
+    assert "plan: batch 8 (largest that fits 8; validation batch 16)" in out
+    assert "why: batch 8 uses every training image" in out
+
+
+@pytest.mark.slow
+def test_train_with_batch_auto_records_the_plan(small_shapes: Path, workdir: Path) -> None:
+    import json
+
+    from visionbatch.training import PLAN_NAME, SUMMARY_NAME, train
+
+    result = train(small_shapes, batch="auto", memory_budget="1GiB", epochs=1, imgsz=64, plots=False)
+    folder = Path(result.save_dir)
+    assert result.status == "completed" and result.batch_size == 8 and result.batch_source == "batch=auto"
+    plan = json.loads((folder / PLAN_NAME).read_text())
+    assert plan["batch_size"] == 8 and (folder / "memory_curve.png").is_file()
+    summary = json.loads((folder / SUMMARY_NAME).read_text())
+    assert summary["batch_plan"]["batch_size"] == 8 and summary["args"]["batch"] == 8
+    [row] = summary["memory_vs_plan"]
+    assert row["epoch"] == 1 and row["predicted_bytes"] == plan["predicted_bytes"] and row["measured_bytes"] > 0
+    assert any(note.startswith("batch 8 from the fit") for note in summary["notes"])
+
+
+def test_train_batch_auto_on_cpu_needs_a_budget(capsys, small_shapes: Path, workdir: Path, monkeypatch) -> None:
+    import torch
+
+    from visionbatch.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["train", str(small_shapes), "batch=auto", "epochs=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pass memory_budget=" in err and err.count("\n") == 1
+    assert main(["train", str(small_shapes), "batch=8", "memory_budget=1GiB"]) == 2
+    assert "only applies with batch=auto" in capsys.readouterr().err

@@ -17,6 +17,10 @@ __version__ = "0.1.0"
 # public name -> module that defines it; loaded on first use to keep `import visionbatch` light
 _EXPORTS = {
     "train": "visionbatch.training",
+    "fit_batch": "visionbatch.fit",
+    "BatchPlan": "visionbatch.plans",
+    "MemoryCurve": "visionbatch.plans",
+    "ProbeSample": "visionbatch.plans",
     "TrainResult": "visionbatch.plans",
     "EpochRecord": "visionbatch.plans",
     "load_dataset": "visionbatch.dataset",
@@ -33,7 +37,8 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from visionbatch.dataset import DatasetSummary, load_dataset
     from visionbatch.errors import BudgetError, ConfigError, DatasetError, ProbeError, VisionbatchError
-    from visionbatch.plans import EpochRecord, TrainResult
+    from visionbatch.fit import fit_batch
+    from visionbatch.plans import BatchPlan, EpochRecord, MemoryCurve, ProbeSample, TrainResult
     from visionbatch.training import train
 
 

@@ -81,13 +81,13 @@ def logs_to(stream: IO[str]) -> Iterator[None]:
     handlers = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
     before = [h.stream for h in handlers]
     for handler in handlers:
-        handler.setStream(stream)
+        handler.stream = stream  # not setStream(): that flushes the old stream, which may be closed
     try:
         with contextlib.redirect_stdout(stream):
             yield
     finally:
         for handler, old in zip(handlers, before):
-            handler.setStream(old)
+            handler.stream = old
 
 
 def err(message: str) -> None:

@@ -103,6 +103,8 @@ class TrainResult:
         last: path of last.pt, if saved.
         error: the error message when status is 'failed'.
         notes: things the user should know (resolved paths, refused defaults).
+        batch_plan: the fitted plan's key figures when the batch was fitted (batch_plan.json has it all).
+        memory_vs_plan: per epoch, the measured peak next to the plan's prediction.
     """
 
     status: str
@@ -125,6 +127,8 @@ class TrainResult:
     last: str | None
     error: str | None = None
     notes: tuple[str, ...] = ()
+    batch_plan: dict[str, Any] | None = None
+    memory_vs_plan: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

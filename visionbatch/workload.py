@@ -140,15 +140,15 @@ def make_spec(
 
 
 @contextlib.contextmanager
-def quiet_ultralytics() -> Iterator[None]:
-    """Silence Ultralytics' INFO lines (model summaries, optimizer banners) for the block."""
+def quiet_ultralytics(level: int = logging.WARNING) -> Iterator[None]:
+    """Silence Ultralytics' lines below `level` (model summaries, optimizer banners) for the block."""
     logger = logging.getLogger("ultralytics")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    before = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(before)
 
 
 class Workload:
@@ -325,9 +325,10 @@ class Workload:
             preds = ema(batch["img"])
             ema.loss(batch, preds)  # the validator computes the loss during training
         head = preds[0] if self.spec.task == "segment" else preds
-        detections = nms.non_max_suppression(
-            head, conf_thres=0.001, iou_thres=float(self.cfg.iou), nc=self.spec.nc if self.spec.task == "segment" else 0,
-            multi_label=True, max_det=int(self.cfg.max_det))
+        with quiet_ultralytics(logging.ERROR):  # an untrained model trips NMS's time-limit warning
+            detections = nms.non_max_suppression(
+                head, conf_thres=0.001, iou_thres=float(self.cfg.iou),
+                nc=self.spec.nc if self.spec.task == "segment" else 0, multi_label=True, max_det=int(self.cfg.max_det))
         if self.spec.task == "segment":  # SegmentationValidator.postprocess
             proto = preds[0][1] if isinstance(preds[0], tuple) else preds[1]
             shape = [4 * x for x in proto.shape[2:]]
