@@ -35,3 +35,31 @@ def test_bench_autobatch_refuses_without_a_gpu(small_shapes: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_autobatch.py"), "--data", str(small_shapes)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no CUDA GPU here" in proc.stderr
+
+
+def _load_tool(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibration_fit_recovers_the_allocator_law() -> None:
+    tool = _load_tool("calibrate_memory")
+    rows = [{"measured": {"ok": True, "allocated": a, "reserved": int(1.1 * a + 30 * 2**20), "context": c}}
+            for a, c in ((1 << 30, 500 << 20), (2 << 30, 510 << 20), (5 << 30, 505 << 20))]
+    constants = tool.fit_constants(rows, "hopper", "NVIDIA H100")
+    assert constants["status"] == "calibrated" and constants["measured_on"] == "NVIDIA H100"
+    assert constants["reserved_over_allocated"] == 1.1
+    assert abs(constants["reserved_extra_bytes"] - 30 * 2**20) <= 1
+    assert constants["context_bytes"]["hopper"] == 505 << 20
+
+
+def test_calibrate_memory_trace_only_runs_without_a_gpu(shapes_yaml: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "calibrate_memory.py"), "--data", str(shapes_yaml),
+                           "--models", "yolo11n", "--tasks", "detect", "--imgsz", "64", "--amp", "off", "--batches",
+                           "1", "--trace-only"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| yolo11n.yaml | detect | 64 | False | 1 |" in proc.stdout

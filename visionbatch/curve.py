@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from fractions import Fraction
 
-from visionbatch.plans import MemoryCurve
+from visionbatch.plans import MemoryCurve, MemorySurface
 
 CURVATURE_SHARE = 0.01  # curvature must add this share of the peak at the largest batch to count
 CURVATURE_NOISE_MULTIPLE = 3.0
@@ -44,18 +44,25 @@ def _quadratic(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, 
 
 
 def _solve3(a: list[list[float]], b: list[float]) -> list[float]:
-    """Gaussian elimination with partial pivoting for a 3x3 system."""
+    return _solve(a, b)
+
+
+def _solve(a: list[list[float]], b: list[float]) -> list[float]:
+    """Gaussian elimination with partial pivoting for a small square system."""
+    n = len(b)
     m = [row[:] + [v] for row, v in zip(a, b)]
-    for col in range(3):
-        pivot = max(range(col, 3), key=lambda r: abs(m[r][col]))
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(m[r][col]))
+        if m[pivot][col] == 0:
+            raise ValueError("the readings do not determine the fit (too few distinct points)")
         m[col], m[pivot] = m[pivot], m[col]
-        for row in range(col + 1, 3):
+        for row in range(col + 1, n):
             factor = m[row][col] / m[col][col]
-            for k in range(col, 4):
+            for k in range(col, n + 1):
                 m[row][k] -= factor * m[col][k]
-    out = [0.0, 0.0, 0.0]
-    for row in (2, 1, 0):
-        out[row] = (m[row][3] - sum(m[row][k] * out[k] for k in range(row + 1, 3))) / m[row][row]
+    out = [0] * n
+    for row in reversed(range(n)):
+        out[row] = (m[row][n] - sum(m[row][k] * out[k] for k in range(row + 1, n))) / m[row][row]
     return out
 
 
@@ -190,3 +197,72 @@ def interpolate_batch(low: tuple[int, float], high: tuple[int, float], budget_by
     else:
         guess = math.floor(b_low + (budget_bytes - m_low) * (b_high - b_low) / (m_high - m_low))
     return min(max(guess, b_low + 1), b_high - 1)
+
+
+def fit_memory_surface(points: Sequence[tuple[int, int, float]]) -> MemorySurface:
+    """Fit peak memory over (batch, imgsz): fixed + fixed_per_pixel s^2 + b (per_image + per_image_per_pixel s^2).
+
+    Args:
+        points: (batch size, image size in pixels, peak bytes) readings: at least two batch sizes
+            at each of at least two image sizes.
+
+    Raises:
+        ValueError: the readings cannot determine the four coefficients.
+
+    Examples:
+        >>> pts = [(b, s, 1000 + 0.01 * s * s + b * (50 + 0.5 * s * s)) for b in (1, 2) for s in (100, 200)]
+        >>> surface = fit_memory_surface(pts)
+        >>> round(surface.per_image(300)), round(surface.predict(4, 300))
+        (45050, 182100)
+    """
+    if len({s for _, s, _ in points}) < 2 or len({b for b, _, _ in points}) < 2 or len(points) < 4:
+        raise ValueError("a memory surface needs readings at two or more batch sizes and two or more image sizes")
+    rows = [[Fraction(1), Fraction(s) ** 2, Fraction(b), Fraction(b) * Fraction(s) ** 2] for b, s, _ in points]
+    ys = [Fraction(y) for _, _, y in points]
+    normal = [[sum(r[i] * r[j] for r in rows) for j in range(4)] for i in range(4)]
+    rhs = [sum(r[i] * y for r, y in zip(rows, ys)) for i in range(4)]
+    coef = _solve(normal, rhs)
+    residuals = [y - sum(c * x for c, x in zip(coef, r)) for r, y in zip(rows, ys)]
+    dof = len(points) - 4
+    residual = math.sqrt(sum(r * r for r in residuals) / dof) if dof > 0 else 0.0
+    return MemorySurface(
+        fixed_bytes=float(coef[0]), fixed_per_pixel_bytes=float(coef[1]), per_image_bytes=float(coef[2]),
+        per_image_per_pixel_bytes=float(coef[3]), residual_bytes=float(residual), points=len(points),
+        imgsz_min=min(s for _, s, _ in points), imgsz_max=max(s for _, s, _ in points),
+        batch_min=min(b for b, _, _ in points), batch_max=max(b for b, _, _ in points),
+    )
+
+
+def surface_max_batch(surface: MemorySurface, imgsz: int, budget_bytes: float, cap: int = 1 << 16) -> int:
+    """The largest batch whose predicted peak at `imgsz` fits the budget (0 if not even 1).
+
+    Examples:
+        >>> pts = [(b, s, 1000 + b * s * s) for b in (1, 2) for s in (10, 20)]
+        >>> surface_max_batch(fit_memory_surface(pts), 30, 10_000)
+        10
+    """
+    room = budget_bytes - surface.fixed(imgsz)
+    each = surface.per_image(imgsz)
+    if room < each:
+        return 0
+    return cap if each <= 0 else min(cap, int(room // each))
+
+
+def surface_max_imgsz(surface: MemorySurface, batch_size: int, budget_bytes: float, stride: int = 32,
+                      cap: int = 8192) -> int:
+    """The largest image size (a multiple of `stride`) at which `batch_size` fits the budget (0 if none).
+
+    Examples:
+        >>> pts = [(b, s, 1000 + b * s * s) for b in (1, 2) for s in (10, 20)]
+        >>> surface_max_imgsz(fit_memory_surface(pts), 4, 1000 + 4 * 64 * 64, stride=32)
+        64
+    """
+    room = budget_bytes - surface.fixed_bytes - batch_size * surface.per_image_bytes
+    per_pixel = surface.fixed_per_pixel_bytes + batch_size * surface.per_image_per_pixel_bytes
+    if room <= 0:
+        return 0
+    side = cap if per_pixel <= 0 else math.isqrt(int(room / per_pixel))
+    side = min(side, cap) // stride * stride
+    while side > 0 and surface.predict(batch_size, side) > budget_bytes:  # float edge of the square root
+        side -= stride
+    return side

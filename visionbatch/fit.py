@@ -129,6 +129,7 @@ def plan_batch(
     max_probes: int = MAX_PROBES,
     sigmas: float = DEFAULT_SIGMAS,
     capacity: Capacity | None = None,
+    measured: bool = True,
 ) -> BatchPlan:
     """Find the largest batch that fits `memory_fraction` of the device, by measuring it.
 
@@ -142,6 +143,7 @@ def plan_batch(
         max_probes: the most training probes to run.
         sigmas: how many standard deviations of the curve's prediction must fit too.
         capacity: the device's memory, if already read (else the probe reads it).
+        measured: False when the probe estimates instead of measuring (a trace for a target).
 
     Returns:
         The verified `BatchPlan`.
@@ -184,7 +186,7 @@ def plan_batch(
     if not _timed(state, state.best):  # throughput at the answer, for the plan
         _time(state, state.best)
     return _plan(state, capacity, memory_fraction, limit, workload or {}, nominal_batch, sigmas, warnings,
-                 time.perf_counter() - started)
+                 time.perf_counter() - started, measured)
 
 
 def _timed(state: _Probing, batch_size: int) -> bool:
@@ -215,7 +217,7 @@ def _too_small(state: _Probing, capacity: Capacity, fraction: float, workload: d
 
 
 def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, workload: dict[str, Any],
-          nominal_batch: int, sigmas: float, warnings: list[str], seconds: float) -> BatchPlan:
+          nominal_batch: int, sigmas: float, warnings: list[str], seconds: float, measured: bool) -> BatchPlan:
     curve = state.curve("train")
     val_curve = state.curve("val")
     if curve is None:  # only batch 1 ran
@@ -228,7 +230,7 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
     verified = sorted(b for b in train_at if b <= best and train_at[b].peak_bytes <= state.budget_bytes
                       and 2 * b in val_at and val_at[2 * b].peak_bytes <= state.budget_bytes)
     speeds = {b: train_at[b].img_per_s for b in verified if train_at[b].img_per_s}
-    chosen, reason = best, _reason_max(state, capacity, fraction, curve, limit)
+    chosen, reason = best, _reason_max(state, capacity, fraction, curve, limit, measured)
     if speeds:
         top = max(speeds.values())
         saturated = min(b for b, v in speeds.items() if v >= (1 - THROUGHPUT_TOLERANCE) * top)
@@ -268,9 +270,9 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
         context_bytes=capacity.context_bytes,
         predicted_bytes=int(curve.predict(chosen)),
         predicted_uncertainty_bytes=int(curve.uncertainty(chosen)),
-        measured_bytes=train_at[chosen].peak_bytes if chosen in train_at else None,
+        measured_bytes=train_at[chosen].peak_bytes if chosen in train_at and measured else None,
         val_predicted_bytes=int(val_curve.predict(2 * chosen)) if val_curve else None,
-        val_measured_bytes=val_at[2 * chosen].peak_bytes if 2 * chosen in val_at else None,
+        val_measured_bytes=val_at[2 * chosen].peak_bytes if 2 * chosen in val_at and measured else None,
         img_per_s=speeds.get(chosen),
         best_img_per_s=top_speed,
         samples=tuple(state.samples),
@@ -279,13 +281,15 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
         workload=workload,
         reason=reason,
         warnings=tuple(warnings),
-        measured=True,
+        measured=measured,
         planning_s=round(seconds, 3),
     )
 
 
-def _reason_max(state: _Probing, capacity: Capacity, fraction: float, curve: MemoryCurve, limit: int) -> str:
+def _reason_max(state: _Probing, capacity: Capacity, fraction: float, curve: MemoryCurve, limit: int,
+                measured: bool = True) -> str:
     best = state.best
+    verb = "measured" if measured else "is estimated at"
     budget = f"{fraction:g} x {human_bytes(capacity.usable_bytes)} = {human_bytes(state.budget_bytes)}"
     if best >= limit:
         return f"batch {best} uses every training image and fits {budget}"
@@ -299,7 +303,7 @@ def _reason_max(state: _Probing, capacity: Capacity, fraction: float, curve: Mem
             nxt = f"batch {best + 1} is predicted to need {human_bytes(curve.predict(best + 1))} (batch {state.upper} {why})"
     else:
         nxt = f"batch {best + 1} is predicted to need {human_bytes(curve.predict(best + 1))}"
-    return f"batch {best} is the largest that fits {budget}: it measured {human_bytes(reading.peak_bytes)}; {nxt}"
+    return f"batch {best} is the largest that fits {budget}: it {verb} {human_bytes(reading.peak_bytes)}; {nxt}"
 
 
 # -- the public entry point -------------------------------------------------------------------------
@@ -374,11 +378,12 @@ def fit_batch(
     device: Any = None,
     memory_fraction: float = 0.9,
     memory_budget: str | int | None = None,
+    target: str | None = None,
     labels_per_image: int | None = None,
     max_probes: int = MAX_PROBES,
     **train_args: Any,
 ) -> BatchPlan:
-    """Fit the training batch to the device by measuring the real training step.
+    """Fit the training batch to the device by measuring the real training step, or predict it.
 
     Args:
         data: the dataset's data.yaml (its densest image sets the label density).
@@ -386,7 +391,10 @@ def fit_batch(
         imgsz: training image size.
         device: CUDA device (0, 'cuda:1') or 'cpu' (default: GPU 0 when there is one).
         memory_fraction: share of the usable memory to fill (0 < f <= 1).
-        memory_budget: for CPU fits: the memory that plays the device's ('2GiB').
+        memory_budget: the memory to fit into instead of a GPU's ('2GiB'): real CPU steps against
+            it; with `target`, the memory the target leaves to training.
+        target: a GPU you do not have (`'gtx1050'`, `'rtx3060'`, `'orin-nano-8gb'`, or a size
+            such as `'6GiB'`): the plan is predicted from a CPU trace of the step, not measured.
         labels_per_image: override the worst-case label density (default: densest image,
             x4 while mosaic is on).
         max_probes: the most training probes to run.
@@ -394,10 +402,10 @@ def fit_batch(
             optimizer, epochs, mosaic, close_mosaic, mask_ratio, overlap_mask, freeze, ...).
 
     Returns:
-        A verified `BatchPlan`.
+        A verified `BatchPlan` (`plan.measured` is False for a target's prediction).
 
     Raises:
-        ConfigError: an unknown or impossible argument; no device and no budget.
+        ConfigError: an unknown or impossible argument; no device and no budget; an unknown target.
         DatasetError: a data.yaml problem.
         BudgetError: not even batch 1 fits.
 
@@ -405,11 +413,12 @@ def fit_batch(
         >>> plan = fit_batch("datasets/shapes/data.yaml", imgsz=64, memory_budget="256MiB")
         >>> plan.batch_size <= plan.max_batch_size, plan.measured_bytes <= plan.budget_bytes
         (True, True)
+        >>> fit_batch("datasets/shapes/data.yaml", model="yolo11s.yaml", imgsz=1024, target="gtx1050").measured
+        False
     """
     from visionbatch.config import check_fraction
     from visionbatch.training import prepare
     from visionbatch.ultralytics_compat import offline
-    from visionbatch.workload import Workload, make_spec
 
     memory_fraction = check_fraction(memory_fraction)
     if labels_per_image is not None and (not isinstance(labels_per_image, int) or labels_per_image < 1):
@@ -421,37 +430,93 @@ def fit_batch(
         overrides["model"] = model
     overrides.pop("batch", None)
     with offline():
+        if target is not None:
+            gpu = resolve_target(target)
+            if device is not None:
+                raise ConfigError(f"device={device} with target={target}: a prediction runs on this CPU; "
+                                  f"drop device= (or drop target= to measure on the device)")
+            job = prepare(data, overrides)
+            return _predicted_plan(job, gpu, memory_fraction, memory_budget, labels_per_image, max_probes)
         job = prepare(data, overrides)
-        device_name, budget = resolve_device(device, memory_budget)
-        device_type = device_name.split(":")[0]
-        if device_type == "cuda":
-            import torch
+        return _measured_plan(job, device, memory_fraction, memory_budget, labels_per_image, max_probes)
 
-            from visionbatch.probes.cuda import CudaProbe
 
-            probe: Probe = CudaProbe(int(device_name.split(":")[1]))
-            torch.cuda.set_device(probe.index)
-            gpu = torch.cuda.get_device_name(probe.index)
-        else:
-            from visionbatch.probes.cpu import CpuProbe
-            from visionbatch.telemetry import device_name as describe
+def resolve_target(target: Any) -> Any:
+    """A known GPU by name, or a generic CUDA GPU of a given size ('6GiB')."""
+    from visionbatch.config import parse_bytes
+    from visionbatch.targets import Target, find_target
 
-            import torch
+    text = str(target)
+    if text[:1].isdigit():
+        size = parse_bytes(text, key="target")
+        return Target(f"cuda-{text.lower()}", f"a CUDA GPU with {text}", size, "default",
+                      note="a generic GPU: AMP on, the default CUDA context")
+    return find_target(text)
 
-            probe = CpuProbe(budget, name=describe(torch.device("cpu")))
-            gpu = ""
-        spec = make_spec(job.model, job.task, job.dataset.names, job.dataset.train.images,
-                         job.dataset.train.max_instances, job.dataset.val.max_instances, job.args, device_type, gpu,
-                         labels_per_image)
-        deterministic = bool(job.args.get("deterministic", True))
-        with _trainer_globals(deterministic, device_type):
-            workload = Workload(spec, device_name)
-            try:
-                capacity = probe.capacity()  # after the model is on the device: the context exists
-                description = {**spec.describe(), "max_imgsz": workload.train_imgsz, "device": device_name,
-                               "data": job.dataset.yaml_path}
-                return plan_batch(probe, workload, memory_fraction, spec.dataset_images, description,
-                                  nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=max_probes,
-                                  capacity=capacity)
-            finally:
-                workload.close()
+
+def _spec_for(job: Any, device_type: str, device_name: str, labels_per_image: int | None) -> Any:
+    from visionbatch.workload import make_spec
+
+    return make_spec(job.model, job.task, job.dataset.names, job.dataset.train.images, job.dataset.train.max_instances,
+                     job.dataset.val.max_instances, job.args, device_type, device_name, labels_per_image)
+
+
+def _measured_plan(job: Any, device: Any, fraction: float, memory_budget: Any, labels_per_image: int | None,
+                   max_probes: int) -> BatchPlan:
+    import torch
+
+    from visionbatch.workload import Workload
+
+    device_name, budget = resolve_device(device, memory_budget)
+    device_type = device_name.split(":")[0]
+    if device_type == "cuda":
+        from visionbatch.probes.cuda import CudaProbe
+
+        probe: Probe = CudaProbe(int(device_name.split(":")[1]))
+        torch.cuda.set_device(probe.index)
+        gpu = torch.cuda.get_device_name(probe.index)
+    else:
+        from visionbatch.probes.cpu import CpuProbe
+        from visionbatch.telemetry import device_name as describe
+
+        probe = CpuProbe(budget, name=describe(torch.device("cpu")))
+        gpu = ""
+    spec = _spec_for(job, device_type, gpu, labels_per_image)
+    with _trainer_globals(bool(job.args.get("deterministic", True)), device_type):
+        workload = Workload(spec, device_name)
+        try:
+            capacity = probe.capacity()  # after the model is on the device: the context exists
+            description = {**spec.describe(), "max_imgsz": workload.train_imgsz, "device": device_name,
+                           "data": job.dataset.yaml_path}
+            return plan_batch(probe, workload, fraction, spec.dataset_images, description,
+                              nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=max_probes,
+                              capacity=capacity)
+        finally:
+            workload.close()
+
+
+def _predicted_plan(job: Any, gpu: Any, fraction: float, memory_budget: Any, labels_per_image: int | None,
+                    max_probes: int) -> BatchPlan:
+    from visionbatch.config import parse_bytes
+    from visionbatch.probes.trace import DeviceModel, TraceEstimator, TraceProbe, TraceRunner
+
+    device_model = DeviceModel.for_arch(gpu.name, gpu.arch)
+    usable = parse_bytes(memory_budget) if memory_budget is not None else gpu.budget_bytes
+    capacity = Capacity(device=f"target:{gpu.key}", name=gpu.name, total_bytes=gpu.total_bytes,
+                        used_by_others_bytes=gpu.total_bytes - usable, context_bytes=device_model.context_bytes,
+                        usable_bytes=usable)
+    spec = _spec_for(job, "cuda", gpu.name if gpu.amp else f"{gpu.name} GTX 1650", labels_per_image)
+    with _trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
+        estimator = TraceEstimator(spec, device_model)
+        probe = TraceProbe(estimator, capacity)
+        description = {**spec.describe(), "max_imgsz": estimator.train_imgsz, "device": capacity.device,
+                       "data": job.dataset.yaml_path, "target": gpu.key}
+        plan = plan_batch(probe, TraceRunner(), fraction, spec.dataset_images, description,
+                          nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=max_probes,
+                          capacity=capacity, measured=False)
+    calibration = "calibrated" if device_model.calibrated else "uncalibrated defaults (see calibration.json)"
+    notes = [f"predicted for {gpu.name} from a CPU trace of the step, not measured on it; CUDA overheads: "
+             f"{calibration}"]
+    if gpu.note:
+        notes.append(gpu.note)
+    return replace(plan, warnings=plan.warnings + tuple(notes))

@@ -285,3 +285,42 @@ class BatchPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemorySurface:
+    """Peak memory over batch and image size: (fixed + fixed_per_pixel s^2) + b (per_image + per_image_per_pixel s^2).
+
+    s is the image side in pixels. The fixed part (model, optimizer, EMA, context) barely depends on
+    s; what each image adds (activations, their gradients, the loss's anchors) scales with its pixels.
+
+    Attributes:
+        fixed_bytes, fixed_per_pixel_bytes, per_image_bytes, per_image_per_pixel_bytes: the coefficients.
+        residual_bytes: standard deviation of the residuals of the fit.
+        points: readings fitted.
+        imgsz_min, imgsz_max, batch_min, batch_max: the fitted range (outside it, predictions extrapolate).
+    """
+
+    fixed_bytes: float
+    fixed_per_pixel_bytes: float
+    per_image_bytes: float
+    per_image_per_pixel_bytes: float
+    residual_bytes: float
+    points: int
+    imgsz_min: int
+    imgsz_max: int
+    batch_min: int
+    batch_max: int
+
+    def fixed(self, imgsz: float) -> float:
+        return self.fixed_bytes + self.fixed_per_pixel_bytes * imgsz**2
+
+    def per_image(self, imgsz: float) -> float:
+        """Bytes each image in the batch adds at this size."""
+        return self.per_image_bytes + self.per_image_per_pixel_bytes * imgsz**2
+
+    def predict(self, batch_size: float, imgsz: float) -> float:
+        return self.fixed(imgsz) + batch_size * self.per_image(imgsz)
+
+    def extrapolates(self, batch_size: float, imgsz: float) -> bool:
+        return not (self.imgsz_min <= imgsz <= self.imgsz_max and self.batch_min <= batch_size <= self.batch_max)

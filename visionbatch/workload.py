@@ -159,52 +159,24 @@ class Workload:
 
     def __init__(self, spec: WorkloadSpec, device: str) -> None:
         import torch
-        from ultralytics.cfg import get_cfg
-        from ultralytics.engine.trainer import BaseTrainer
-        from ultralytics.nn.tasks import DetectionModel, SegmentationModel, load_checkpoint
         from ultralytics.utils.torch_utils import ModelEMA
 
         self.spec = spec
         self.device = torch.device(device)
-        self.cfg = get_cfg(overrides={**spec.args, "task": spec.task, "mode": "train"})
-        model_class = SegmentationModel if spec.task == "segment" else DetectionModel
-        with quiet_ultralytics():
-            if str(spec.model).endswith(".pt"):
-                weights, _ = load_checkpoint(spec.model)
-                model = model_class(weights.yaml, nc=spec.nc, ch=3, verbose=False)
-                model.load(weights)
-            else:
-                model = model_class(spec.model, nc=spec.nc, ch=3, verbose=False)
-        model.nc, model.names, model.args = spec.nc, spec.names, self.cfg
-        model = model.to(self.device)
-        if self.device.type == "cuda" and self.cfg.channels_last is not False:
-            model = model.to(memory_format=torch.channels_last)  # as the trainer does on CUDA
-        freeze = [f"model.{x}." for x in self._freeze_list()] + [".dfl"]
-        for name, param in model.named_parameters():
-            param.requires_grad = not any(f in name for f in freeze)
-        self.model = model
-        self.stride = max(int(model.stride.max()), 32)
+        self.cfg = training_cfg(spec)
+        self.model = build_model(spec, self.cfg, self.device)
+        self.stride = max(int(self.model.stride.max()), 32)
         self.train_imgsz = spec.max_imgsz(self.stride)
         self.val_imgsz = math.ceil(spec.imgsz / self.stride) * self.stride
         self.mask_ratio = int(self.cfg.mask_ratio)
         self.overlap = bool(self.cfg.overlap_mask)
-        stub = _OptimizerOwner(self.cfg, spec.nc)
-        with quiet_ultralytics():
-            self.optimizer = BaseTrainer.build_optimizer(
-                stub, model, name=self.cfg.optimizer, lr=self.cfg.lr0, momentum=self.cfg.momentum,
-                decay=self.cfg.weight_decay, iterations=spec.iterations)
-        self.ema = ModelEMA(model)
+        self.optimizer = build_optimizer(self.model, self.cfg, spec)
+        self.ema = ModelEMA(self.model)
         use_scaler = spec.amp and spec.amp_dtype == "float16"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler and self.device.type == "cuda")
         self.amp_arg: Any = torch.bfloat16 if spec.amp_dtype == "bfloat16" else spec.amp
         self._optimizer_ready = False
         self._generator = torch.Generator().manual_seed(0)
-
-    def _freeze_list(self) -> list[int]:
-        freeze = self.cfg.freeze
-        if isinstance(freeze, int):
-            return list(range(freeze))
-        return list(freeze) if isinstance(freeze, (list, tuple)) else []
 
     def persistent(self) -> list[Any]:
         """What lives across steps (for trackers that must be told): model, optimizer, EMA."""
@@ -213,28 +185,7 @@ class Workload:
     # -- batches --------------------------------------------------------------------------------
 
     def _batch(self, batch_size: int, imgsz: int, labels: int) -> dict[str, Any]:
-        """A collated batch in Ultralytics' format (CPU tensors, as the dataloader yields)."""
-        import torch
-
-        g = self._generator
-        n = batch_size * labels
-        centres = torch.rand(n, 2, generator=g) * 0.8 + 0.1
-        sizes = torch.rand(n, 2, generator=g) * 0.15 + 0.01
-        batch = {
-            "img": torch.randint(0, 256, (batch_size, 3, imgsz, imgsz), dtype=torch.uint8, generator=g),
-            "batch_idx": torch.arange(batch_size).repeat_interleave(labels).float(),
-            "cls": torch.randint(0, self.spec.nc, (n, 1), generator=g).float(),
-            "bboxes": torch.cat([centres, sizes], 1),
-        }
-        if self.spec.task == "segment":
-            side = imgsz // self.mask_ratio
-            if self.overlap:  # one index mask per image; int32 past 255 objects, as polygons2masks_overlap
-                dtype = torch.int32 if labels > 255 else torch.uint8
-                batch["masks"] = torch.randint(0, labels + 1, (batch_size, side, side), generator=g).to(dtype)
-            else:
-                batch["masks"] = torch.randint(0, 2, (n, side, side), dtype=torch.uint8, generator=g)
-            batch["sem_masks"] = torch.zeros(batch_size, side, side)
-        return batch
+        return synthetic_batch(self.spec, batch_size, imgsz, labels, self.mask_ratio, self.overlap, self._generator)
 
     def _to_device(self, batch: dict[str, Any], half: bool = False) -> dict[str, Any]:
         out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -319,6 +270,7 @@ class Workload:
 
     def _validate(self, ema: Any, batch: dict[str, Any]) -> None:
         from ultralytics.utils import nms, ops
+        import torchvision  # noqa: F401  Ultralytics' NMS uses torchvision's kernel once it is imported, as in training
         from ultralytics.utils.torch_utils import autocast
 
         with autocast(self.spec.amp and self.device.type == "cuda", device=self.device.type):
@@ -345,6 +297,74 @@ class Workload:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def training_cfg(spec: WorkloadSpec) -> Any:
+    """Ultralytics' full argument namespace for the spec's arguments (what model.args holds in training)."""
+    from ultralytics.cfg import get_cfg
+
+    return get_cfg(overrides={**spec.args, "task": spec.task, "mode": "train"})
+
+
+def build_model(spec: WorkloadSpec, cfg: Any, device: Any) -> Any:
+    """The task's model as Ultralytics' trainer builds it: classes, args, frozen layers, channels-last on CUDA."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel, SegmentationModel, load_checkpoint
+
+    model_class = SegmentationModel if spec.task == "segment" else DetectionModel
+    with quiet_ultralytics():
+        if str(spec.model).endswith(".pt"):
+            weights, _ = load_checkpoint(spec.model)
+            model = model_class(weights.yaml, nc=spec.nc, ch=3, verbose=False)
+            model.load(weights)
+        else:
+            model = model_class(spec.model, nc=spec.nc, ch=3, verbose=False)
+    model.nc, model.names, model.args = spec.nc, spec.names, cfg
+    model = model.to(device)
+    if torch.device(device).type == "cuda" and cfg.channels_last is not False:
+        model = model.to(memory_format=torch.channels_last)  # as the trainer does on CUDA
+    freeze = cfg.freeze
+    indices = list(range(freeze)) if isinstance(freeze, int) else list(freeze) if isinstance(freeze, (list, tuple)) else []
+    names = [f"model.{x}." for x in indices] + [".dfl"]
+    for name, param in model.named_parameters():
+        param.requires_grad = not any(f in name for f in names)
+    return model
+
+
+def build_optimizer(model: Any, cfg: Any, spec: WorkloadSpec) -> Any:
+    """The optimizer Ultralytics' BaseTrainer.build_optimizer makes for these arguments."""
+    from ultralytics.engine.trainer import BaseTrainer
+
+    with quiet_ultralytics():
+        return BaseTrainer.build_optimizer(
+            _OptimizerOwner(cfg, spec.nc), model, name=cfg.optimizer, lr=cfg.lr0, momentum=cfg.momentum,
+            decay=cfg.weight_decay, iterations=spec.iterations)
+
+
+def synthetic_batch(spec: WorkloadSpec, batch_size: int, imgsz: int, labels: int, mask_ratio: int, overlap: bool,
+                    generator: Any) -> dict[str, Any]:
+    """A collated batch in Ultralytics' format (CPU tensors, as the dataloader yields), `labels` per image."""
+    import torch
+
+    g = generator
+    n = batch_size * labels
+    centres = torch.rand(n, 2, generator=g) * 0.8 + 0.1
+    sizes = torch.rand(n, 2, generator=g) * 0.15 + 0.01
+    batch = {
+        "img": torch.randint(0, 256, (batch_size, 3, imgsz, imgsz), dtype=torch.uint8, generator=g),
+        "batch_idx": torch.arange(batch_size).repeat_interleave(labels).float(),
+        "cls": torch.randint(0, spec.nc, (n, 1), generator=g).float(),
+        "bboxes": torch.cat([centres, sizes], 1),
+    }
+    if spec.task == "segment":
+        side = imgsz // mask_ratio
+        if overlap:  # one index mask per image; int32 past 255 objects, as polygons2masks_overlap
+            dtype = torch.int32 if labels > 255 else torch.uint8
+            batch["masks"] = torch.randint(0, labels + 1, (batch_size, side, side), generator=g).to(dtype)
+        else:
+            batch["masks"] = torch.randint(0, 2, (n, side, side), dtype=torch.uint8, generator=g)
+        batch["sem_masks"] = torch.zeros(batch_size, side, side)
+    return batch
 
 
 class _OptimizerOwner:

@@ -14,6 +14,7 @@ from visionbatch.plans import BatchPlan
 
 SUMMARY = "find the largest (and the fastest) training batch that fits the GPU, by measuring it"
 FIT_KEYS = {
+    "target": "predict for a GPU you do not have, from a CPU trace: gtx1050, rtx3060, t4, orin-nano-8gb, 6GiB, ...",
     "memory_fraction": "share of usable device memory to fill, 0 < f <= 1 (default 0.9)",
     "memory_budget": "fit against this much memory instead of a GPU's: 4GiB, 512MiB (CPU fits)",
     "labels_per_image": "worst-case labels per training image (default: densest image, x4 with mosaic)",
@@ -30,7 +31,11 @@ visionbatch keys:
 
 Ultralytics train keys that shape the step pass through: model=, imgsz=, device=, task=, amp=,
 multi_scale=, optimizer=, epochs=, mosaic=, close_mosaic=, mask_ratio=, overlap_mask=, freeze=, ...
-batch=0.85 (a fraction), batch=-1 and batch=auto are read as memory_fraction, as in train."""
+batch=0.85 (a fraction), batch=-1 and batch=auto are read as memory_fraction, as in train.
+
+Targets (target=KEY, or a size such as target=6GiB for a generic CUDA GPU):
+""" + "\n".join(f"  {t.key:14s} {t.name}" + (f"  [{t.note}]" if t.note else "") for t in __import__(
+    "visionbatch.targets", fromlist=["TARGETS"]).TARGETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,8 @@ def show(result: FitRun) -> str:
             + f", budget {plan.memory_fraction:g} x usable = {human_bytes(plan.budget_bytes)}")
     lines = ["", table(["batch", "train peak", "val batch", "val peak", "img/s", "fits"], rows, title=head), ""]
     measured = f", measured {human_bytes(plan.measured_bytes)}" if plan.measured_bytes is not None else ""
+    if not plan.measured:
+        lines.append("PREDICTED, not measured: the readings above are CPU-trace estimates for the target")
     lines.append(f"plan: batch {plan.batch_size} (largest that fits {plan.max_batch_size}; validation batch "
                  f"{plan.val_batch_size}), accumulate {plan.accumulate} for nominal batch {plan.nominal_batch_size}")
     lines.append(f"memory at batch {plan.batch_size}: predicted {human_bytes(plan.predicted_bytes)} "

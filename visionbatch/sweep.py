@@ -1,0 +1,310 @@
+"""Memory against image size: fit a surface over (batch, imgsz) from few probes, answer both ways.
+
+`sweep_resolution()` probes batch 1 and 2 at the smallest and the largest requested size, fits
+`peak(b, s) = F + G s^2 + b (A + B s^2)` (curve.fit_memory_surface) for training and for
+validation at 2x the batch, then, with no further probing:
+- the largest batch at every requested size, and the memory each image costs there;
+- the largest image size at a given batch (`batch=16`: "how large can images be at 16?").
+Sizes in between are held out of the fit and probed once each, as a check of the surface.
+
+Probes, as for `fit`: a CPU trace for a `target` GPU (or a CPU `memory_budget`), real CUDA steps
+on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from visionbatch.curve import fit_memory_surface, surface_max_batch, surface_max_imgsz
+from visionbatch.errors import BudgetError, ConfigError
+from visionbatch.plans import MemorySurface, ProbeSample, to_jsonable
+from visionbatch.probes.base import Capacity
+
+DEFAULT_SIZES = (320, 640, 1024, 1280)
+
+
+@dataclass(frozen=True, slots=True)
+class SizeRow:
+    """One image size.
+
+    Attributes:
+        imgsz: image side in pixels.
+        max_batch_size: the largest batch whose training and validation (2x) fit the budget.
+        predicted_bytes: training peak predicted at that batch.
+        per_image_bytes: what each training image adds at this size.
+        fixed_bytes: what training holds whatever the batch (model, optimizer, EMA, context).
+        limited_by: 'train' or 'val': which phase sets the limit.
+        extrapolated: the size lies outside the probed sizes.
+        check_bytes: a probe at this size (held out of the fit), if one was run.
+        check_predicted_bytes: the surface's prediction for that probe.
+    """
+
+    imgsz: int
+    max_batch_size: int
+    predicted_bytes: int
+    per_image_bytes: int
+    fixed_bytes: int
+    limited_by: str
+    extrapolated: bool
+    check_bytes: int | None = None
+    check_predicted_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolutionSweep:
+    """Largest batch per image size, memory per image, and the inverse answer.
+
+    Attributes:
+        rows: one per requested size.
+        surface: the training surface.
+        val_surface: the validation surface (batch = validation batch).
+        budget_bytes: memory_fraction x usable memory.
+        memory_fraction: the fraction aimed at.
+        device: 'cuda:0', 'cpu' (a traced CPU budget) or 'target:<key>'.
+        device_name: the GPU, CPU or target.
+        usable_bytes: memory the process may have.
+        measured: True when the probes ran on the device, False for traces.
+        samples: every probe.
+        batch_size: the batch of the inverse question, if asked.
+        max_imgsz: the largest image size at `batch_size` (a multiple of the stride).
+        max_imgsz_extrapolated: that answer lies outside the probed sizes.
+        workload: what one step held.
+        warnings: things to know.
+        seconds: time spent.
+    """
+
+    rows: tuple[SizeRow, ...]
+    surface: MemorySurface
+    val_surface: MemorySurface
+    budget_bytes: int
+    memory_fraction: float
+    device: str
+    device_name: str
+    usable_bytes: int
+    measured: bool
+    samples: tuple[tuple[int, ProbeSample], ...]
+    batch_size: int | None
+    max_imgsz: int | None
+    max_imgsz_extrapolated: bool | None
+    workload: dict[str, Any]
+    warnings: tuple[str, ...]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+
+def _sizes(imgsz: Any, stride: int = 32) -> list[int]:
+    values = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz]
+    sizes = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 32:
+            raise ConfigError(f"imgsz={imgsz}: give image sizes in pixels, at least 32, e.g. imgsz=320,640,1024")
+        sizes.append(value)
+    if len(set(sizes)) < 2:
+        raise ConfigError(f"imgsz={imgsz}: a sweep needs two or more sizes, e.g. imgsz=320,640,1024,1280")
+    return sorted(set(sizes))
+
+
+def sweep_resolution(
+    data: str | os.PathLike,
+    imgsz: Sequence[int] = DEFAULT_SIZES,
+    model: str | None = None,
+    device: Any = None,
+    target: str | None = None,
+    memory_budget: Any = None,
+    memory_fraction: float = 0.9,
+    batch_size: int | None = None,
+    labels_per_image: int | None = None,
+    **train_args: Any,
+) -> ResolutionSweep:
+    """Largest batch at each image size, and the largest size at a batch, from one fitted surface.
+
+    Args:
+        data: the dataset's data.yaml.
+        imgsz: image sizes to answer for (two or more).
+        model: model YAML or checkpoint.
+        device: a CUDA device to measure on (default: GPU 0 when there is one and no target).
+        target: a GPU to predict for (see `visionbatch.targets`), traced on this CPU.
+        memory_budget: a memory budget instead of a device (traced CPU tensor bytes).
+        memory_fraction: share of usable memory to fill.
+        batch_size: answer the inverse question: the largest imgsz at this batch.
+        labels_per_image: override the worst-case label density.
+        **train_args: Ultralytics train arguments that shape the step.
+
+    Returns:
+        The `ResolutionSweep`.
+
+    Examples:
+        >>> sweep = sweep_resolution("datasets/shapes/data.yaml", imgsz=(320, 640, 1024), target="rtx3060",
+        ...                          batch_size=16)
+        >>> [row.imgsz for row in sweep.rows], sweep.max_imgsz is not None
+        ([320, 640, 1024], True)
+    """
+    from visionbatch.config import check_fraction, parse_bytes
+    from visionbatch.fit import _spec_for, _trainer_globals, resolve_device, resolve_target
+    from visionbatch.training import prepare
+    from visionbatch.ultralytics_compat import offline
+
+    started = time.perf_counter()
+    sizes = _sizes(imgsz)
+    fraction = check_fraction(memory_fraction)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"batch={batch_size} is impossible: ask for a batch size >= 1, e.g. batch=16")
+    overrides = {k: v for k, v in train_args.items() if k != "batch"}
+    overrides["imgsz"] = sizes[0]
+    if model is not None:
+        overrides["model"] = model
+    with offline():
+        job = prepare(data, overrides)
+        if target is not None or memory_budget is not None or device == "cpu":
+            from visionbatch.probes.trace import DeviceModel, TraceEstimator
+
+            if target is not None:
+                gpu = resolve_target(target)
+                device_model = DeviceModel.for_arch(gpu.name, gpu.arch)
+                usable = parse_bytes(memory_budget) if memory_budget is not None else gpu.budget_bytes
+                capacity = Capacity(f"target:{gpu.key}", gpu.name, gpu.total_bytes, gpu.total_bytes - usable,
+                                    device_model.context_bytes, usable)
+                spec = _spec_for(job, "cuda", gpu.name if gpu.amp else f"{gpu.name} GTX 1650", labels_per_image)
+            else:
+                resolve_device("cpu", memory_budget)  # the same message as fit when the budget is missing
+                usable = parse_bytes(memory_budget)
+                device_model = DeviceModel.cpu()
+                capacity = Capacity("cpu", "CPU (traced tensor bytes)", None, 0, 0, usable)
+                spec = _spec_for(job, "cpu", "", labels_per_image)
+            with _trainer_globals(True, "cpu"):
+                base = TraceEstimator(spec, device_model)
+                probe = _TracePoints(base)
+                result = _sweep(probe, capacity, sizes, fraction, batch_size, spec, measured=False)
+        else:
+            device_name, _ = resolve_device(device, None)
+            spec = _spec_for(job, "cuda", "", labels_per_image)
+            probe = _CudaPoints(spec, device_name)
+            with _trainer_globals(bool(job.args.get("deterministic", True)), "cuda"):
+                try:
+                    spec = _spec_for(job, "cuda", probe.gpu_name, labels_per_image)
+                    probe.start(spec)
+                    result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True)
+                finally:
+                    probe.close()
+    return _finish(result, job, time.perf_counter() - started)
+
+
+def _finish(result: ResolutionSweep, job: Any, seconds: float) -> ResolutionSweep:
+    from dataclasses import replace
+
+    workload = {**result.workload, "data": job.dataset.yaml_path}
+    return replace(result, workload=workload, seconds=round(seconds, 3))
+
+
+class _TracePoints:
+    """(batch, imgsz, phase) -> trace estimate, one estimator per size sharing one model."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.by_size: dict[int, Any] = {}
+        self.stride = base.stride
+
+    def read(self, batch_size: int, imgsz: int, phase: str) -> ProbeSample:
+        estimator = self.by_size.setdefault(imgsz, self.base.at_imgsz(imgsz))
+        estimate = estimator.train(batch_size) if phase == "train" else estimator.val(batch_size)
+        return ProbeSample(batch_size, phase, True, estimate.device_bytes, estimate.allocated_bytes,
+                           estimate.reserved_bytes)
+
+
+class _CudaPoints:
+    """(batch, imgsz, phase) -> a measured step on a CUDA device."""
+
+    def __init__(self, spec: Any, device_name: str) -> None:
+        import torch
+
+        from visionbatch.probes.cuda import CudaProbe
+
+        self.probe = CudaProbe(int(device_name.split(":")[1]))
+        torch.cuda.set_device(self.probe.index)
+        self.gpu_name = torch.cuda.get_device_name(self.probe.index)
+        self.device_name = device_name
+        self.workload: Any = None
+
+    def start(self, spec: Any) -> None:
+        from visionbatch.workload import Workload
+
+        self.workload = Workload(spec, self.device_name)
+        self.stride = self.workload.stride
+
+    def capacity(self) -> Capacity:
+        return self.probe.capacity()
+
+    def read(self, batch_size: int, imgsz: int, phase: str) -> ProbeSample:
+        from dataclasses import replace
+
+        w = self.workload
+        w.train_imgsz = replace(w.spec, imgsz=imgsz).max_imgsz(w.stride)  # multi-scale's top size
+        w.val_imgsz = -(-imgsz // w.stride) * w.stride
+        if phase == "train":
+            return self.probe.measure(lambda: w.train_step(batch_size, self.probe.pass_boundary), batch_size, phase,
+                                      w.persistent())
+        return self.probe.measure(lambda: w.val_step(batch_size), batch_size, phase, w.persistent())
+
+    def close(self) -> None:
+        if self.workload is not None:
+            self.workload.close()
+
+
+def _sweep(points: Any, capacity: Capacity, sizes: list[int], fraction: float, batch_size: int | None, spec: Any,
+           measured: bool) -> ResolutionSweep:
+    budget = int(fraction * capacity.usable_bytes)
+    fitted = [sizes[0], sizes[-1]]
+    samples: list[tuple[int, ProbeSample]] = []
+
+    def read(b: int, s: int, phase: str) -> ProbeSample:
+        sample = points.read(b, s, phase)
+        samples.append((s, sample))
+        if not sample.ok:
+            raise BudgetError(f"batch {b} at imgsz={s} ran out of memory on {capacity.device} while sweeping: "
+                              f"sweep smaller sizes, e.g. imgsz={','.join(str(x) for x in sizes[:-1])}")
+        return sample
+
+    train_pts, val_pts = [], []
+    for s in fitted:
+        for b in (1, 2):
+            train_pts.append((b, s, read(b, s, "train").peak_bytes))
+            val_pts.append((2 * b, s, read(2 * b, s, "val").peak_bytes))
+    train, val = fit_memory_surface(train_pts), fit_memory_surface(val_pts)
+    checks = {s: read(2, s, "train").peak_bytes for s in sizes if s not in fitted}
+    rows, warnings = [], []
+    for s in sizes:
+        by_train = surface_max_batch(train, s, budget)
+        by_val = surface_max_batch(val, s, budget) // 2
+        best = min(by_train, by_val)
+        rows.append(SizeRow(
+            imgsz=s, max_batch_size=best, predicted_bytes=int(train.predict(best, s)) if best else 0,
+            per_image_bytes=int(train.per_image(s)), fixed_bytes=int(train.fixed(s)),
+            limited_by="val" if by_val < by_train else "train", extrapolated=not fitted[0] <= s <= fitted[-1],
+            check_bytes=checks.get(s), check_predicted_bytes=int(train.predict(2, s)) if s in checks else None))
+    if all(row.max_batch_size == 0 for row in rows):
+        warnings.append("not even batch 1 fits at any of these sizes")
+    top = max(row.max_batch_size for row in rows)
+    if top > 2:
+        warnings.append(f"batches above 2 are predicted along the surface's straight line in the batch "
+                        f"(probed at 1 and 2); `visionbatch fit` verifies one size at its answer")
+    max_imgsz = extrapolated = None
+    if batch_size is not None:
+        max_imgsz = min(surface_max_imgsz(train, batch_size, budget, points.stride),
+                        surface_max_imgsz(val, 2 * batch_size, budget, points.stride))
+        extrapolated = not fitted[0] <= max_imgsz <= fitted[-1]
+        if extrapolated:
+            warnings.append(f"the largest imgsz at batch {batch_size} ({max_imgsz}) lies outside the probed sizes "
+                            f"({fitted[0]}-{fitted[-1]}): an extrapolation")
+    if not measured:
+        warnings.append(f"traced on this CPU for {capacity.name}, not measured on it")
+    return ResolutionSweep(
+        rows=tuple(rows), surface=train, val_surface=val, budget_bytes=budget, memory_fraction=fraction,
+        device=capacity.device, device_name=capacity.name, usable_bytes=capacity.usable_bytes, measured=measured,
+        samples=tuple(samples), batch_size=batch_size, max_imgsz=max_imgsz, max_imgsz_extrapolated=extrapolated,
+        workload=spec.describe(), warnings=tuple(warnings), seconds=0.0)

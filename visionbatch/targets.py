@@ -1,0 +1,131 @@
+"""GPUs users train on, for predicting a batch without the hardware: memory and what changes it.
+
+Memory is the board's nominal size (a "12 GB" card is 12 GiB here; torch reports a few percent
+less as total_memory, and the CUDA context takes its share, which the prediction models
+separately). Jetson modules share one memory between CPU and GPU: their budget is what the OS
+leaves free, `os_reserved_bytes` less than the total.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from visionbatch.errors import ConfigError
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A GPU to predict for.
+
+    Attributes:
+        key: the name to pass (`target=rtx3060`).
+        name: the product name.
+        total_bytes: memory on the board.
+        arch: GPU architecture (decides the CUDA context size in the calibration data).
+        amp: whether Ultralytics trains with AMP there (False on GTX 16xx: its check_amp blocklist).
+        bf16: whether the GPU has native bfloat16 (Ampere and newer).
+        unified: CPU and GPU share the memory (Jetson).
+        os_reserved_bytes: memory the OS and desktop keep on a unified-memory device.
+        note: anything a user should know about this entry.
+    """
+
+    key: str
+    name: str
+    total_bytes: int
+    arch: str
+    amp: bool = True
+    bf16: bool = False
+    unified: bool = False
+    os_reserved_bytes: int = 0
+    note: str = ""
+
+    @property
+    def budget_bytes(self) -> int:
+        """Memory a training process can have before the fraction: total, less the OS on Jetson."""
+        return self.total_bytes - self.os_reserved_bytes
+
+
+def _gib(value: float) -> int:
+    return int(value * GIB)
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("gtx1050", "NVIDIA GeForce GTX 1050 (4 GB)", _gib(4), "pascal",
+           note="laptop and 4 GB desktop boards; the 2 GB desktop board is gtx1050-2gb"),
+    Target("gtx1050-2gb", "NVIDIA GeForce GTX 1050 (2 GB)", _gib(2), "pascal"),
+    Target("gtx1050ti", "NVIDIA GeForce GTX 1050 Ti", _gib(4), "pascal"),
+    Target("gtx1060", "NVIDIA GeForce GTX 1060 (6 GB)", _gib(6), "pascal"),
+    Target("gtx1080ti", "NVIDIA GeForce GTX 1080 Ti", _gib(11), "pascal"),
+    Target("gtx1650", "NVIDIA GeForce GTX 1650", _gib(4), "turing", amp=False,
+           note="Ultralytics disables AMP on GTX 16xx (NaN losses), so training runs in FP32"),
+    Target("gtx1660", "NVIDIA GeForce GTX 1660 / Ti / Super", _gib(6), "turing", amp=False,
+           note="Ultralytics disables AMP on GTX 16xx (NaN losses), so training runs in FP32"),
+    Target("rtx2060", "NVIDIA GeForce RTX 2060", _gib(6), "turing"),
+    Target("rtx2080ti", "NVIDIA GeForce RTX 2080 Ti", _gib(11), "turing"),
+    Target("rtx3050", "NVIDIA GeForce RTX 3050", _gib(8), "ampere", bf16=True),
+    Target("rtx3060", "NVIDIA GeForce RTX 3060 (12 GB)", _gib(12), "ampere", bf16=True),
+    Target("rtx3070", "NVIDIA GeForce RTX 3070", _gib(8), "ampere", bf16=True),
+    Target("rtx3080", "NVIDIA GeForce RTX 3080 (10 GB)", _gib(10), "ampere", bf16=True),
+    Target("rtx3090", "NVIDIA GeForce RTX 3090", _gib(24), "ampere", bf16=True),
+    Target("rtx4060", "NVIDIA GeForce RTX 4060", _gib(8), "ada", bf16=True),
+    Target("rtx4070", "NVIDIA GeForce RTX 4070", _gib(12), "ada", bf16=True),
+    Target("rtx4080", "NVIDIA GeForce RTX 4080", _gib(16), "ada", bf16=True),
+    Target("rtx4090", "NVIDIA GeForce RTX 4090", _gib(24), "ada", bf16=True),
+    Target("rtx5090", "NVIDIA GeForce RTX 5090", _gib(32), "blackwell", bf16=True),
+    Target("t4", "NVIDIA Tesla T4", _gib(16), "turing"),
+    Target("v100-16gb", "NVIDIA Tesla V100 (16 GB)", _gib(16), "volta"),
+    Target("v100-32gb", "NVIDIA Tesla V100 (32 GB)", _gib(32), "volta"),
+    Target("a10", "NVIDIA A10", _gib(24), "ampere", bf16=True),
+    Target("l4", "NVIDIA L4", _gib(24), "ada", bf16=True),
+    Target("a100-40gb", "NVIDIA A100 (40 GB)", _gib(40), "ampere", bf16=True),
+    Target("a100-80gb", "NVIDIA A100 (80 GB)", _gib(80), "ampere", bf16=True),
+    Target("h100", "NVIDIA H100 (80 GB)", _gib(80), "hopper", bf16=True),
+    Target("h200", "NVIDIA H200 (141 GB)", _gib(141), "hopper", bf16=True),
+    Target("orin-nano-4gb", "NVIDIA Jetson Orin Nano 4GB", _gib(4), "orin", bf16=True, unified=True,
+           os_reserved_bytes=_gib(1.0), note="unified memory: the budget is what the OS leaves (assumed 1 GiB kept)"),
+    Target("orin-nano-8gb", "NVIDIA Jetson Orin Nano 8GB", _gib(8), "orin", bf16=True, unified=True,
+           os_reserved_bytes=_gib(1.5), note="unified memory: the budget is what the OS leaves (assumed 1.5 GiB kept)"),
+    Target("orin-nx-8gb", "NVIDIA Jetson Orin NX 8GB", _gib(8), "orin", bf16=True, unified=True,
+           os_reserved_bytes=_gib(1.5), note="unified memory: the budget is what the OS leaves (assumed 1.5 GiB kept)"),
+    Target("orin-nx-16gb", "NVIDIA Jetson Orin NX 16GB", _gib(16), "orin", bf16=True, unified=True,
+           os_reserved_bytes=_gib(2), note="unified memory: the budget is what the OS leaves (assumed 2 GiB kept)"),
+    Target("agx-orin-32gb", "NVIDIA Jetson AGX Orin 32GB", _gib(32), "orin", bf16=True, unified=True,
+           os_reserved_bytes=_gib(2), note="unified memory: the budget is what the OS leaves (assumed 2 GiB kept)"),
+    Target("agx-orin-64gb", "NVIDIA Jetson AGX Orin 64GB", _gib(64), "orin", bf16=True, unified=True,
+           os_reserved_bytes=_gib(2), note="unified memory: the budget is what the OS leaves (assumed 2 GiB kept)"),
+    Target("xavier-nx", "NVIDIA Jetson Xavier NX 8GB", _gib(8), "volta", unified=True,
+           os_reserved_bytes=_gib(1.5), note="unified memory: the budget is what the OS leaves (assumed 1.5 GiB kept)"),
+)
+
+_ALIASES = {"1050": "gtx1050", "3060": "rtx3060", "4090": "rtx4090", "a100": "a100-40gb", "v100": "v100-16gb",
+            "orin-nano": "orin-nano-8gb", "jetson-orin-nano": "orin-nano-8gb", "agx-orin": "agx-orin-64gb",
+            "orin-nx": "orin-nx-16gb", "h100-80gb": "h100"}
+
+
+def _normal(text: str) -> str:
+    text = re.sub(r"^(nvidia|geforce|jetson|tesla)[\s_-]*", "", text.strip().lower())
+    text = re.sub(r"^(geforce|jetson)[\s_-]*", "", text)
+    return re.sub(r"[\s_]+", "-", text).replace("-ti", "ti").replace("rtx-", "rtx").replace("gtx-", "gtx")
+
+
+def find_target(name: str) -> Target:
+    """The target called `name` (case, spaces and 'NVIDIA'/'GeForce'/'Jetson' prefixes ignored).
+
+    Raises:
+        ConfigError: naming the known targets.
+
+    Examples:
+        >>> find_target("GTX 1050").key, find_target("Jetson Orin Nano 8GB").key, find_target("rtx-3060").key
+        ('gtx1050', 'orin-nano-8gb', 'rtx3060')
+    """
+    key = _normal(str(name))
+    key = _ALIASES.get(key, key)
+    for target in TARGETS:
+        if target.key == key or _normal(target.key) == key:
+            return target
+    known = ", ".join(t.key for t in TARGETS)
+    raise ConfigError(f"target={name} is not a GPU visionbatch knows: use one of {known}; "
+                      f"or give the memory directly, e.g. memory_budget=6GiB")
