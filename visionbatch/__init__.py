@@ -6,6 +6,7 @@ and changes nothing (no environment variables, no torch settings); the verbs loa
 Examples:
     >>> import visionbatch
     >>> result = visionbatch.train("datasets/shapes/data.yaml", epochs=1, imgsz=64)
+    >>> plan = visionbatch.tune_inference("yolo11n.yaml", imgsz=320, latency_ms=100)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ _EXPORTS = {
     "EpochRecord": "visionbatch.plans",
     "load_dataset": "visionbatch.dataset",
     "DatasetSummary": "visionbatch.dataset",
+    "tune_inference": "visionbatch.infer.tune",
+    "InferencePlan": "visionbatch.infer.plan",
     "VisionbatchError": "visionbatch.errors",
     "ConfigError": "visionbatch.errors",
     "DatasetError": "visionbatch.errors",
@@ -33,6 +36,8 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from visionbatch.dataset import DatasetSummary, load_dataset
     from visionbatch.errors import BudgetError, ConfigError, DatasetError, ProbeError, VisionbatchError
+    from visionbatch.infer.plan import InferencePlan
+    from visionbatch.infer.tune import tune_inference
     from visionbatch.plans import EpochRecord, TrainResult
     from visionbatch.training import train
 
