@@ -165,15 +165,18 @@ class TegrastatsReader:
         self.latest: dict[str, float] = {}
         self._proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
+        self._first = threading.Event()
 
     @staticmethod
     def available() -> bool:
         return shutil.which("tegrastats") is not None
 
-    def open(self) -> TegrastatsReader:
+    def open(self, first_line_timeout_s: float = 3.0) -> TegrastatsReader:
+        """Start tegrastats and wait for its first reading, so the first batch's window has one."""
         self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self._thread = threading.Thread(target=self._loop, name="visionbatch-tegrastats", daemon=True)
         self._thread.start()
+        self._first.wait(first_line_timeout_s)
         return self
 
     def _loop(self) -> None:
@@ -182,6 +185,7 @@ class TegrastatsReader:
             parsed = parse_tegrastats(line)
             if parsed:
                 self.latest = parsed
+                self._first.set()
 
     def power_mw(self) -> float | None:
         return self.latest.get("power_mw")

@@ -169,12 +169,10 @@ class TensorRTRunner:
 
     backend = "tensorrt"
 
-    def __init__(self, engine_path: Path, device: str) -> None:
+    def __init__(self, engine_path: Path, device: str, stream: Any = None) -> None:
         import tensorrt as trt
         import torch
 
-        if device == "cpu":
-            raise ConfigError("backend=tensorrt runs on an NVIDIA GPU: give device=0 (or run on the Jetson)")
         self.torch_device = torch.device(device)
         offset, _ = engine_header(engine_path)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -193,7 +191,7 @@ class TensorRTRunner:
         self.output_names = sorted(n for n in names if n != self.input_name)
         self.dtypes = {n: _torch_dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self.max_batch = int(engine.get_tensor_profile_shape(self.input_name, 0)[2][0])
-        self.stream = torch.cuda.Stream(self.torch_device)
+        self.stream = stream if stream is not None else torch.cuda.Stream(self.torch_device)
         self.device = device
         self.precision = "fp16" if self.dtypes[self.input_name] == torch.float16 else "fp32 I/O"
         self.provider = f"TensorRT {trt.__version__}"
