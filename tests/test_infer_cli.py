@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+import infer_models
+
 from visionbatch.cli import main
-from visionbatch.infer.export import export
 
 BAD = [
     ("misspelt-key", ["latency=100"], "unknown argument 'latency=100' (did you mean 'latency_ms'?)"),
@@ -78,9 +79,10 @@ def test_half_and_cuda_on_a_cpu_machine(capsys, workdir: Path) -> None:
     assert "no CUDA GPU is visible" in run_cli(capsys, "yolo11n.yaml", "device=0")[2]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export("yolo11n.yaml", "onnx", tmp_path_factory.mktemp("onnx"), imgsz=64)
+    """yolo11n exported at 64 px with a dynamic batch, once per session."""
+    return infer_models.tiny_onnx(tmp_path_factory)
 
 
 def test_cli_run_prints_the_table_and_the_choice(capsys, workdir: Path, tiny_onnx: Path) -> None:

@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
+import infer_models
 import triton_model_config
 from test_infer_edge import fake_tegrastats, make_board
 from visionbatch.infer import edge, probes
-from visionbatch.infer.export import export
 from visionbatch.infer.tune import tune_inference
 
 FAST = dict(batch_sizes=[1, 2], runs=3, warmup_runs=1)
 GIB = 2**30
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """yolo11n exported at 64 px with a dynamic batch, once for the module."""
-    return export("yolo11n.yaml", "onnx", tmp_path_factory.mktemp("onnx"), imgsz=64)
+    """yolo11n exported at 64 px with a dynamic batch, once per session."""
+    return infer_models.tiny_onnx(tmp_path_factory)
 
 
 def nvinfer(plan) -> configparser.SectionProxy:
@@ -58,6 +58,7 @@ def test_yaml_is_exported_swept_and_deployed(workdir: Path) -> None:
     assert Path(plan.files["triton_model"]).stat().st_size == Path(plan.model_file).stat().st_size
 
 
+@pytest.mark.slow
 def test_segmentation_end_to_end(workdir: Path) -> None:
     plan = tune_inference("yolo11n-seg.yaml", imgsz=64, end_to_end=True, name="seg", **FAST)
     assert plan.task == "segment" and plan.end_to_end
