@@ -6,11 +6,15 @@ For each task (detect: yolo11n.yaml, segment: yolo11n-seg.yaml), each in its own
   visionbatch   `visionbatch infer MODEL imgsz=320 backend=onnxruntime latency_ms=100 --json`:
                 exports the model (dynamic batch), sweeps batch sizes, chooses one; its wall time
                 is the acceptance figure (< 2 minutes on a 2-core CPU)
-  benchmark()   Ultralytics' `benchmark(model=..., format='-')` run offline on the very ONNX file
-                visionbatch exported: Ultralytics loads it through AutoBackend (ONNX Runtime, its
-                default session threads), predicts once, then validates at batch 1 and reports
-                its mean 'inference' time per image; FPS = 1000 / that. Same model, same backend.
-  benchmark()*  `benchmark(model=MODEL.yaml, format='onnx')` as a user types it: Ultralytics
+  benchmark()   Ultralytics' `benchmark()` measuring path, run offline on the very file visionbatch
+                exported: `YOLO(file).predict(bus.jpg)` then `.val(batch=1, rect=False, conf=0.001)`,
+                reading `results.speed['inference']` (mean ms per image of the model call alone)
+                and FPS = 1000 / that, as benchmark() does (ultralytics/utils/benchmarks.py). The
+                lines are replayed rather than calling benchmark() itself because benchmark() can
+                only export, not take a ready .onnx/.engine: its '-' (PyTorch) row reads
+                `model.pt_path`, which a YOLO made from an exported file or a YAML does not have.
+                Same model file, same backend (AutoBackend: ONNX Runtime with its default threads).
+  benchmark()*  `benchmark(model=MODEL.yaml, format='onnx')` itself, as a user types it: Ultralytics
                 exports its own static batch-1 ONNX and measures it the same way.
 
 Validation runs on a temporary copy of the shipped datasets/shapes val split (40 images), so no
@@ -47,14 +51,27 @@ MODELS = {"detect": "yolo11n.yaml", "segment": "yolo11n-seg.yaml"}
 BENCHMARK = """
 import json, sys
 from visionbatch.ultralytics_compat import offline
-model, data, imgsz, fmt, device, half = sys.argv[1:7]
+mode, model, task, data, imgsz, fmt, device, half = sys.argv[1:9]
+quantize = 16 if half == "1" else None
 with offline():
-    from ultralytics.utils.benchmarks import benchmark
-    frame = benchmark(model=model, data=data, imgsz=int(imgsz), format=fmt, device=device,
-                      quantize=16 if half == "1" else None)
-print("VISIONBATCH-BENCH " + json.dumps(dict(zip(frame.columns, frame.row(0)))))
+    if mode == "benchmark":
+        from ultralytics.utils.benchmarks import benchmark
+        frame = benchmark(model=model, data=data, imgsz=int(imgsz), format=fmt, device=device, quantize=quantize)
+        row = dict(zip(frame.columns, frame.row(0)))
+        ms = row["Inference time (ms/im)"]
+        ok = row["Status\u2754"] == "\u2705" and ms not in (None, "-")
+        result = {"ms_per_image": float(ms) if ok else None, "fps": float(row["FPS"]) if ok else None}
+    else:  # the lines benchmark() runs for one format, on a ready file
+        from ultralytics import YOLO
+        from ultralytics.utils import ASSETS
+        yolo = YOLO(model, task=task)
+        yolo.predict(ASSETS / "bus.jpg", imgsz=int(imgsz), device=device, quantize=quantize, verbose=False)
+        results = yolo.val(data=data, batch=1, imgsz=int(imgsz), rect=False, plots=False, device=device,
+                           quantize=quantize, verbose=False, conf=0.001)
+        speed = results.speed["inference"]
+        result = {"ms_per_image": round(speed, 2), "fps": round(1000 / (speed + 1e-3), 2)}
+print("VISIONBATCH-BENCH " + json.dumps(result))
 """
-
 
 def run(cmd: list[str], cwd: Path) -> tuple[str, str, float, int]:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -71,18 +88,18 @@ def visionbatch_infer(model: str, args: list[str], work: Path) -> tuple[dict, fl
     return json.loads(out), wall
 
 
-def ultralytics_benchmark(model: str, data: Path, imgsz: int, fmt: str, device: str, half: bool,
-                          work: Path) -> dict:
-    out, err, wall, code = run([sys.executable, "-c", BENCHMARK, model, str(data), str(imgsz), fmt, device,
-                                "1" if half else "0"], work)
+def ultralytics_benchmark(mode: str, model: str, task: str, data: Path, imgsz: int, fmt: str, device: str,
+                          half: bool, work: Path) -> dict:
+    out, err, wall, code = run([sys.executable, "-c", BENCHMARK, mode, model, task, str(data), str(imgsz), fmt,
+                                device, "1" if half else "0"], work)
     line = next((l for l in out.splitlines() if l.startswith("VISIONBATCH-BENCH ")), None)
     if code != 0 or line is None:
         return {"error": (err or out)[-500:], "wall_s": wall}
-    row = json.loads(line.removeprefix("VISIONBATCH-BENCH "))
-    ms = row.get("Inference time (ms/im)")
-    ok = row.get("Status❔") == "✅" and ms not in (None, "-")
-    return {"ms_per_image": float(ms) if ok else None, "fps": float(row["FPS"]) if ok else None,
-            "status": row.get("Status❔"), "wall_s": wall}
+    result = json.loads(line.removeprefix("VISIONBATCH-BENCH "))
+    if result["fps"] is None:
+        failure = next((l for l in (err + out).splitlines() if "Benchmark failure" in l), "no figure")
+        return {"error": failure, "wall_s": wall}
+    return {**result, "wall_s": wall}
 
 
 def val_copy(data_yaml: Path, dest: Path) -> Path:
@@ -168,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                 same_file = model if plan["backend"] == "pytorch" else plan["model_file"]
                 bench = own = {}
                 if not args.no_benchmark:
-                    bench = ultralytics_benchmark(same_file, data, args.imgsz, "-", device, half, work)
-                    own_format = {"onnxruntime": "onnx", "tensorrt": "engine", "pytorch": "-"}[plan["backend"]]
-                    own = ultralytics_benchmark(model, data, args.imgsz, own_format, device, half, work)
+                    bench = ultralytics_benchmark("replica", same_file, task, data, args.imgsz, "", device, half, work)
+                    if plan["backend"] != "pytorch":  # benchmark() cannot run a YAML-built PyTorch model
+                        own_format = {"onnxruntime": "onnx", "tensorrt": "engine"}[plan["backend"]]
+                        own = ultralytics_benchmark("benchmark", model, task, data, args.imgsz, own_format, device,
+                                                    half, work)
                 first = plan["measurements"][0]
                 chosen = next((m for m in plan["measurements"] if m["batch_size"] == plan["batch_size"]), None)
                 gain = (f"{chosen['throughput_per_s'] / bench['fps']:.2f}x"

@@ -147,6 +147,9 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
             summary=choice.reason,
         )
         onnx_path = info.path if info.path.suffix == ".onnx" else _sibling_onnx(info.path)
+        if onnx_path is None:
+            notes.append(f"the configs name {spec.model_name}.onnx, which this run did not export: make it with "
+                         f"visionbatch infer {opts.model} backend=onnxruntime (the ONNX lands in the run folder)")
         plan_bytes = engine_bytes(info.path) if opts.backend == "tensorrt" else None
         written = deploy.write_deployment(spec, run_dir, info.names, onnx_path=onnx_path, engine_plan=plan_bytes)
         files.update({key: str(path) for key, path in written.items()})
