@@ -111,10 +111,11 @@ def stop_reason(measured: Sequence[BatchMeasurement], next_batch: int, constrain
     last = measured[-1]
     budget = constraints.latency_ms
     if budget is not None:
-        median = last.latency_p50_ms + constraints.fill_wait_ms(last.batch_size)
-        if median > budget:
-            return (f"latency: batch {last.batch_size} takes {median:.1f} ms at the median, over the "
-                    f"{budget:g} ms budget; larger batches only take longer")
+        fill = constraints.fill_wait_ms(last.batch_size)
+        if last.latency_p50_ms + fill > budget:
+            waits = f" after a {fill:.1f} ms fill wait" if fill else ""
+            return (f"latency: batch {last.batch_size} takes {last.latency_p50_ms:.1f} ms at the median{waits}, "
+                    f"over the {budget:g} ms budget; larger batches only take longer")
         if constraints.fill_wait_ms(next_batch) > budget:
             return (f"latency: batch {next_batch} would wait {constraints.fill_wait_ms(next_batch):.1f} ms to fill "
                     f"at {constraints.required_per_s:g} img/s, over the {budget:g} ms budget")
