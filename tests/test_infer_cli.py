@@ -58,6 +58,35 @@ def test_bad_models(capsys, workdir: Path, argv: list[str], words: str) -> None:
     assert code == 2 and words in err and err.count("\n") == 1
 
 
+def static_onnx(path: Path, shape: list[int]) -> Path:
+    """A one-node ONNX graph (Identity) with a fixed input shape, like a static export."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["output0"])], "static",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, shape)])
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["batch=1,2"], "the batch dimension is fixed at 1: re-export with dynamic=True"),
+    (["imgsz=128", "batch=1"], "imgsz=128: static.onnx takes 64x64 inputs only: use imgsz=64"),
+])
+def test_static_onnx_refused_before_anything_is_written(capsys, workdir: Path, argv: list[str], words: str) -> None:
+    model = static_onnx(workdir / "static.onnx", [1, 3, 64, 64])
+    code, _, err = run_cli(capsys, str(model), *argv)
+    assert code == 2 and words in err and err.count("\n") == 1
+    assert not (workdir / "runs").exists()
+
+
+def test_pose_model_refused(capsys, workdir: Path) -> None:
+    code, _, err = run_cli(capsys, "yolo11n-pose.yaml")
+    assert code == 2 and "model=yolo11n-pose.yaml is a pose model: visionbatch infer tunes detect and segment" in err
+    assert not (workdir / "runs").exists()
+
+
 def test_onnx_file_with_backend_pytorch(capsys, workdir: Path) -> None:
     (workdir / "m.onnx").write_bytes(b"x")
     code, _, err = run_cli(capsys, "m.onnx", "backend=pytorch")
@@ -77,6 +106,7 @@ def test_half_and_cuda_on_a_cpu_machine(capsys, workdir: Path) -> None:
         pytest.skip("this machine has a CUDA device")
     assert "half=True needs a CUDA device" in run_cli(capsys, "yolo11n.yaml", "half=True")[2]
     assert "no CUDA GPU is visible" in run_cli(capsys, "yolo11n.yaml", "device=0")[2]
+    assert "provider=cuda runs on a GPU but device=cpu" in run_cli(capsys, "yolo11n.yaml", "provider=cuda")[2]
 
 
 @pytest.fixture

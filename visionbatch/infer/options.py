@@ -109,6 +109,8 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
         if str(provider).lower() not in ORT_PROVIDERS:
             raise ConfigError(f"provider={provider} is not one visionbatch drives: use cpu, cuda or tensorrt")
         provider = str(provider).lower()
+    if backend == "onnxruntime":
+        _check_provider(provider or ("cpu" if device == "cpu" else "cuda"), device)
     if imgsz is not None:
         imgsz = _int(imgsz, "imgsz", "imgsz=640", low=STRIDE)
         if imgsz % STRIDE:
@@ -172,6 +174,17 @@ def _backend(backend: str | None, kind: str, model: str) -> str:
         raise ConfigError("backend=tensorrt needs the tensorrt package and an NVIDIA GPU (JetPack ships it on a "
                           "Jetson; elsewhere pip install tensorrt): here, use backend=onnxruntime")
     return name
+
+
+def _check_provider(kind: str, device: str) -> None:
+    import onnxruntime
+
+    if kind != "cpu" and device == "cpu":
+        raise ConfigError(f"provider={kind} runs on a GPU but device=cpu: give device=0")
+    available = onnxruntime.get_available_providers()
+    if ORT_PROVIDERS[kind] not in available:
+        raise ConfigError(f"provider={kind}: ONNX Runtime {onnxruntime.__version__} here has {', '.join(available)} "
+                          f"only: install onnxruntime-gpu for CUDA/TensorRT, or use device=cpu")
 
 
 def _device(device: Any, backend: str) -> str:

@@ -88,13 +88,14 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         seconds_per_batch=seconds_per_batch, max_seconds=max_seconds, device=device, threads=threads,
         target=target, name=name, project=project)
     say = progress or (lambda line: None)
-    run_dir = new_run_dir("infer", opts.name, opts.project)
     notes: list[str] = []
+    ready = _ready_model(opts)  # a bad .onnx/.engine or a pose model is refused before anything is written
+    run_dir = new_run_dir("infer", opts.name, opts.project)
     with offline():
         import torch
 
         jetson = edge.detect_jetson()
-        info, imgsz = _resolve_model(opts, run_dir, say, notes)
+        info, imgsz = ready if isinstance(ready, tuple) else _export_model(opts, ready, run_dir, say, notes)
         runner = _open_runner(opts, info, imgsz, run_dir)
         threads_used = None
         if opts.device == "cpu":
@@ -172,35 +173,39 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
     return plan
 
 
-def _resolve_model(opts: InferenceOptions, run_dir: Path, say: Callable[[str], None],
-                   notes: list[str]) -> tuple[ModelInfo, int]:
-    """The file the backend runs, exported into the run folder when the model is a .pt/.yaml."""
+def _ready_model(opts: InferenceOptions) -> tuple[ModelInfo, int] | str:
+    """(info, imgsz) of a ready .onnx/.engine, checked; for a .pt/.yaml, its task (export comes later)."""
     if opts.kind == "onnx":
         info = onnx_info(Path(opts.model))
-    elif opts.kind == "engine":
+        return info, _check_size(opts, info)
+    if opts.kind == "engine":
         info = engine_info(Path(opts.model))
-    else:
-        task = source_task(opts.model)
-        imgsz = opts.imgsz or 640
-        if task not in {"detect", "segment"}:
-            raise ConfigError(f"model={opts.model} is a {task} model: visionbatch infer tunes detect and segment models")
-        if opts.backend == "pytorch":
-            return ModelInfo(path=Path(opts.model), task=task, names={}, imgsz=imgsz), imgsz
-        fmt = "engine" if opts.backend == "tensorrt" else "onnx"
-        say(f"exporting {opts.model} to {fmt} at imgsz={imgsz} with a dynamic batch (Ultralytics exporter, offline)")
-        max_batch = max(opts.batch_sizes)
-        path = export(opts.model, fmt, run_dir, imgsz, half=opts.half,
-                      device=opts.device, max_batch=max_batch)
-        info = onnx_info(path) if fmt == "onnx" else engine_info(path)
-        info = ModelInfo(path=path, task=task, names=info.names, imgsz=imgsz, input_name=info.input_name,
-                         fixed_batch=info.fixed_batch, fixed_hw=info.fixed_hw, half=info.half)
-        notes.append(f"exported {Path(opts.model).name} to {path.name} (dynamic batch) in the run folder")
-    imgsz = _check_size(opts, info)
-    return info, imgsz
+        return info, _check_size(opts, info)
+    task = source_task(opts.model)
+    if task not in {"detect", "segment"}:
+        raise ConfigError(f"model={opts.model} is a {task} model: visionbatch infer tunes detect and segment models")
+    return task
+
+
+def _export_model(opts: InferenceOptions, task: str, run_dir: Path, say: Callable[[str], None],
+                  notes: list[str]) -> tuple[ModelInfo, int]:
+    """The .pt/.yaml exported into the run folder for the backend (PyTorch runs the source itself)."""
+    imgsz = opts.imgsz or 640
+    if opts.backend == "pytorch":
+        return ModelInfo(path=Path(opts.model), task=task, names={}, imgsz=imgsz), imgsz
+    fmt = "engine" if opts.backend == "tensorrt" else "onnx"
+    say(f"exporting {opts.model} to {fmt} at imgsz={imgsz} with a dynamic batch (Ultralytics exporter, offline)")
+    path = export(opts.model, fmt, run_dir, imgsz, half=opts.half, device=opts.device,
+                  max_batch=max(opts.batch_sizes))
+    exported = onnx_info(path) if fmt == "onnx" else engine_info(path)
+    info = dataclasses.replace(exported, task=task, imgsz=imgsz)
+    notes.append(f"exported {Path(opts.model).name} to {path.name} (dynamic batch) in the run folder")
+    return info, _check_size(opts, info)
 
 
 def _check_size(opts: InferenceOptions, info: ModelInfo) -> int:
-    imgsz = opts.imgsz or info.imgsz or 640
+    fixed = info.fixed_hw[0] if info.fixed_hw and info.fixed_hw[0] == info.fixed_hw[1] else None
+    imgsz = opts.imgsz or info.imgsz or fixed or 640
     if info.fixed_hw is not None and info.fixed_hw != (imgsz, imgsz):
         raise ConfigError(f"imgsz={imgsz}: {info.path.name} takes {info.fixed_hw[0]}x{info.fixed_hw[1]} inputs only: "
                           f"use imgsz={info.fixed_hw[0]}, or re-export with dynamic=True")
