@@ -23,9 +23,9 @@ from visionbatch.infer.choice import choose
 from visionbatch.infer.export import ModelInfo, engine_bytes, engine_info, export, onnx_info, source_task
 from visionbatch.infer.options import InferenceOptions, check_options
 from visionbatch.infer.pipeline import EndToEnd, model_step
-from visionbatch.infer.plan import Constraints, InferencePlan, JetsonInfo, StreamLoad
+from visionbatch.infer.plan import BatchMeasurement, Constraints, InferencePlan, JetsonInfo, StreamLoad
 from visionbatch.infer.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner, is_out_of_memory
-from visionbatch.infer.sweep import run_sweep
+from visionbatch.infer.sweep import SweepResult, run_sweep
 from visionbatch.plans import write_json
 from visionbatch.rundir import new_run_dir
 from visionbatch.ultralytics_compat import cpu_count, offline, versions
@@ -91,78 +91,27 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
     notes: list[str] = []
     ready = _ready_model(opts)  # a bad .onnx/.engine or a pose model is refused before anything is written
     run_dir = new_run_dir("infer", opts.name, opts.project)
-    with offline():
-        import torch
-
-        jetson = edge.detect_jetson()
-        info, imgsz = ready if isinstance(ready, tuple) else _export_model(opts, ready, run_dir, say, notes)
-        runner = _open_runner(opts, info, imgsz, run_dir)
-        threads_used = None
-        if opts.device == "cpu":
-            threads_used = opts.threads or cpu_count()
-            torch.set_num_threads(threads_used)  # offline() restores the caller's count
-        probe = _probe(opts, jetson)
-        try:
-            outputs = _dry_run(runner, imgsz)
-            constraints = _constraints(opts, jetson, notes)
-            num_classes = len(info.names) or _classes_from_outputs(info.task, outputs)
-            if opts.end_to_end:
-                pipeline = EndToEnd(runner, imgsz, info.task, num_classes)
-                make_step = pipeline.step
-            else:
-                def make_step(batch_size: int):
-                    return model_step(runner, batch_size, imgsz)
-            sizes = _fit_sizes(opts.batch_sizes, runner, notes)
-            say(f"sweeping batch sizes {', '.join(map(str, sizes))} on {opts.backend} "
-                f"({runner.provider}, {runner.precision}, {opts.device})")
-            result = run_sweep(make_step, sizes, opts.policy, constraints, probe,
-                               memory_limit_bytes=_memory_limit(opts, jetson, constraints, probe),
-                               is_out_of_memory=is_out_of_memory, progress=say)
-            device_name = _device_name(opts.device, jetson)
-        finally:
-            getattr(probe, "close", lambda: None)()
-            runner.close()
-    if not result.measurements:
-        raise ProbeError(f"model={opts.model}: not even batch {sizes[0]} could run ({result.stop_reason}): "
-                         f"use a smaller imgsz or another device")
-    device_type = "cuda" if opts.device.startswith("cuda") or jetson else "cpu"
-    choice = choose(result.measurements, constraints, imgsz=imgsz, precision=runner.precision,
-                    device_type=device_type)
-    notes += _measurement_notes(opts, info, jetson, device_name, result.measurements)
-    first = result.measurements[0]
-    chosen = next((m for m in result.measurements if m.batch_size == choice.batch_size), None)
+    run = _sweep(opts, ready, run_dir, say, notes)
+    measurements = run.result.measurements
+    choice = choose(measurements, run.constraints, imgsz=run.imgsz, precision=run.precision,
+                    device_type=run.device_type)
+    notes += _measurement_notes(opts, run.jetson, run.device_name, measurements)
+    chosen = next((m for m in measurements if m.batch_size == choice.batch_size), None)
+    first = measurements[0]
     speedup = (round(chosen.throughput_per_s / first.throughput_per_s, 3)
                if chosen is not None and first.batch_size == 1 and first.throughput_per_s else None)
     files = {"plan": str(run_dir / "plan.json"), "plot": str(run_dir / "sweep.png")}
     if chosen is not None:
-        spec = deploy.DeploymentSpec(
-            model_name=Path(info.path).stem, task=info.task, imgsz=imgsz, batch_size=chosen.batch_size,
-            precision="fp16" if runner.precision.startswith("fp16") else "fp32", num_classes=num_classes,
-            outputs=tuple((name, str(array.dtype), tuple(array.shape[1:])) for name, array in outputs),
-            input_dtype="float16" if getattr(runner, "input_dtype", np.float32) == np.float16 else "float32",
-            load=constraints.load,
-            latency_slack_ms=(None if constraints.latency_ms is None else
-                              constraints.latency_ms - constraints.fill_wait_ms(chosen.batch_size)
-                              - chosen.latency_p99_ms),
-            gpu=device_type == "cuda" or opts.target is not None,
-            summary=choice.reason,
-        )
-        onnx_path = info.path if info.path.suffix == ".onnx" else _sibling_onnx(info.path)
-        if onnx_path is None:
-            notes.append(f"the configs name {spec.model_name}.onnx, which this run did not export: make it with "
-                         f"visionbatch infer {opts.model} backend=onnxruntime (the ONNX lands in the run folder)")
-        plan_bytes = engine_bytes(info.path) if opts.backend == "tensorrt" else None
-        written = deploy.write_deployment(spec, run_dir, info.names, onnx_path=onnx_path, engine_plan=plan_bytes)
-        files.update({key: str(path) for key, path in written.items()})
+        files.update(_write_configs(opts, run, chosen, choice.reason, run_dir, notes))
     else:
         notes.append("no deployment configs written: no batch met the constraints")
     plan = InferencePlan(
-        model=opts.model, model_file=str(info.path), task=info.task, backend=opts.backend,
-        provider=runner.provider, device=opts.device, device_name=device_name, precision=runner.precision,
-        imgsz=imgsz, end_to_end=opts.end_to_end, cpu_threads=threads_used, constraints=constraints,
-        measurements=result.measurements, verdicts=choice.verdicts, stop_reason=result.stop_reason,
+        model=opts.model, model_file=str(run.info.path), task=run.info.task, backend=opts.backend,
+        provider=run.provider, device=opts.device, device_name=run.device_name, precision=run.precision,
+        imgsz=run.imgsz, end_to_end=opts.end_to_end, cpu_threads=run.threads, constraints=run.constraints,
+        measurements=measurements, verdicts=choice.verdicts, stop_reason=run.result.stop_reason,
         batch_size=choice.batch_size, reason=choice.reason, advice=choice.advice, speedup_vs_batch1=speedup,
-        jetson=jetson, target=opts.target, files=files, run_dir=str(run_dir), versions=_versions(),
+        jetson=run.jetson, target=opts.target, files=files, run_dir=str(run_dir), versions=_versions(),
         wall_s=0.0, notes=tuple(notes),
     )
     from visionbatch.infer.plot import plot_sweep
@@ -171,6 +120,93 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
     plan = dataclasses.replace(plan, wall_s=round(time.perf_counter() - started, 3))
     write_json(run_dir / "plan.json", plan)
     return plan
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Run:
+    """What the sweep ran on and measured, for the choice and the configs."""
+
+    info: ModelInfo
+    imgsz: int
+    jetson: JetsonInfo | None
+    device_name: str
+    device_type: str  # 'cuda' (a GPU or a Jetson) or 'cpu'
+    provider: str
+    precision: str
+    input_dtype: str
+    threads: int | None
+    outputs: tuple[tuple[str, np.ndarray], ...]
+    num_classes: int
+    constraints: Constraints
+    result: SweepResult
+
+
+def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_dir: Path,
+           say: Callable[[str], None], notes: list[str]) -> _Run:
+    """Export if need be, open the runner and the probe, dry-run once, sweep; close what was opened."""
+    with offline():
+        import torch
+
+        jetson = edge.detect_jetson()
+        info, imgsz = ready if isinstance(ready, tuple) else _export_model(opts, ready, run_dir, say, notes)
+        threads = None
+        if opts.device == "cpu":
+            threads = opts.threads or cpu_count()
+            torch.set_num_threads(threads)  # offline() restores the caller's count
+        runner = _open_runner(opts, info, imgsz, run_dir)
+        probe = None
+        try:
+            probe = _probe(opts, jetson)
+            outputs = _dry_run(runner, imgsz)
+            constraints = _constraints(opts, jetson, notes)
+            num_classes = len(info.names) or _classes_from_outputs(info.task, outputs)
+            if opts.end_to_end:
+                make_step = EndToEnd(runner, imgsz, info.task, num_classes).step
+            else:
+                def make_step(batch_size: int) -> Callable[[], None]:
+                    return model_step(runner, batch_size, imgsz)
+            sizes = _fit_sizes(opts.batch_sizes, runner, notes)
+            say(f"sweeping batch sizes {', '.join(map(str, sizes))} on {opts.backend} "
+                f"({runner.provider}, {runner.precision}, {opts.device})")
+            result = run_sweep(make_step, sizes, opts.policy, constraints, probe,
+                               memory_limit_bytes=_memory_limit(opts, jetson, constraints),
+                               is_out_of_memory=is_out_of_memory, progress=say)
+            device_name = _device_name(opts.device, jetson)
+        finally:
+            getattr(probe, "close", lambda: None)()
+            runner.close()
+    if not result.measurements:
+        raise ProbeError(f"model={opts.model}: not even batch {sizes[0]} could run ({result.stop_reason}): "
+                         f"use a smaller imgsz or another device")
+    return _Run(
+        info=info, imgsz=imgsz, jetson=jetson, device_name=device_name,
+        device_type="cuda" if opts.device.startswith("cuda") or jetson else "cpu",
+        provider=runner.provider, precision=runner.precision,
+        input_dtype="float16" if getattr(runner, "input_dtype", np.float32) == np.float16 else "float32",
+        threads=threads, outputs=tuple(outputs), num_classes=num_classes, constraints=constraints, result=result,
+    )
+
+
+def _write_configs(opts: InferenceOptions, run: _Run, chosen: BatchMeasurement, reason: str, run_dir: Path,
+                   notes: list[str]) -> dict[str, str]:
+    constraints = run.constraints
+    slack = (None if constraints.latency_ms is None else
+             constraints.latency_ms - constraints.fill_wait_ms(chosen.batch_size) - chosen.latency_p99_ms)
+    spec = deploy.DeploymentSpec(
+        model_name=run.info.path.stem, task=run.info.task, imgsz=run.imgsz, batch_size=chosen.batch_size,
+        precision="fp16" if run.precision.startswith("fp16") else "fp32", num_classes=run.num_classes,
+        outputs=tuple((name, str(array.dtype), tuple(array.shape[1:])) for name, array in run.outputs),
+        input_dtype=run.input_dtype, load=constraints.load, latency_slack_ms=slack,
+        gpu=run.device_type == "cuda" or opts.target is not None, summary=reason,
+    )
+    info = run.info
+    onnx_path = info.path if info.path.suffix == ".onnx" else _sibling_onnx(info.path)
+    if onnx_path is None:
+        notes.append(f"the configs name {spec.model_name}.onnx, which this run did not export: make it with "
+                     f"visionbatch infer {opts.model} backend=onnxruntime (the ONNX lands in the run folder)")
+    plan_bytes = engine_bytes(info.path) if opts.backend == "tensorrt" else None
+    written = deploy.write_deployment(spec, run_dir, info.names, onnx_path=onnx_path, engine_plan=plan_bytes)
+    return {key: str(path) for key, path in written.items()}
 
 
 def _ready_model(opts: InferenceOptions) -> tuple[ModelInfo, int] | str:
@@ -292,7 +328,7 @@ def _device_memory(opts: InferenceOptions, jetson: JetsonInfo | None) -> tuple[i
     return edge.read_meminfo().get("MemTotal"), "this machine"
 
 
-def _memory_limit(opts: InferenceOptions, jetson: JetsonInfo | None, constraints: Constraints, probe: Any) -> int | None:
+def _memory_limit(opts: InferenceOptions, jetson: JetsonInfo | None, constraints: Constraints) -> int | None:
     """The reading past which the sweep stops: the budget, or most of what is free now."""
     limits = [constraints.memory_budget_bytes] if constraints.memory_budget_bytes else []
     if opts.device.startswith("cuda") and jetson is None:
@@ -323,8 +359,8 @@ def _device_name(device: str, jetson: JetsonInfo | None) -> str:
     return get_cpu_info()
 
 
-def _measurement_notes(opts: InferenceOptions, info: ModelInfo, jetson: JetsonInfo | None, device_name: str,
-                       measurements: tuple) -> list[str]:
+def _measurement_notes(opts: InferenceOptions, jetson: JetsonInfo | None, device_name: str,
+                       measurements: tuple[BatchMeasurement, ...]) -> list[str]:
     notes = []
     if opts.target is not None and (jetson is None or jetson.module != opts.target):
         notes.append(f"timings are from {device_name}, not from the {opts.target.name}: the configs carry this "
