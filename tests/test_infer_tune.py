@@ -113,3 +113,29 @@ def test_planning_for_a_jetson_from_this_machine(workdir: Path, tiny_onnx: Path)
     assert any(n.startswith("timings are from ") and "not from the Jetson AGX Orin 32GB" in n for n in plan.notes)
     config = triton_model_config.parse(Path(plan.files["triton_config"]).read_text())
     assert config.instance_group[0].kind == 1  # KIND_GPU: planned for the Jetson
+
+
+def test_pytorch_backend_on_cpu(workdir: Path) -> None:
+    plan = tune_inference("yolo11n.yaml", imgsz=64, backend="pytorch", **FAST)
+    assert plan.backend == "pytorch" and plan.provider.startswith("torch ") and plan.provider.endswith(" eager")
+    assert plan.precision == "fp32" and plan.model_file == "yolo11n.yaml"
+    assert [m.batch_size for m in plan.measurements] == [1, 2]
+    assert any(n.startswith("the configs name yolo11n.onnx, which this run did not export") for n in plan.notes)
+    assert "triton_model" not in plan.files and Path(plan.files["triton_config"]).is_file()
+
+
+def test_a_checkpoint_is_exported_into_the_run_folder_not_beside_it(workdir: Path, tmp_path: Path) -> None:
+    """Ultralytics' exporter writes beside the .pt (overwriting a same-named .onnx); visionbatch must not."""
+    from visionbatch.ultralytics_compat import offline
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with offline():
+        from ultralytics import YOLO
+
+        YOLO("yolo11n.yaml").save(mine / "best.pt")
+    (mine / "best.onnx").write_bytes(b"the user's own file")
+    plan = tune_inference(str(mine / "best.pt"), imgsz=64, batch_sizes=[1], runs=2, warmup_runs=0)
+    assert Path(plan.model_file) == Path(plan.run_dir) / "best.onnx"
+    assert sorted(p.name for p in mine.iterdir()) == ["best.onnx", "best.pt"]
+    assert (mine / "best.onnx").read_bytes() == b"the user's own file"
