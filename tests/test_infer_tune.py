@@ -78,7 +78,7 @@ def test_onnx_file_with_a_memory_budget_nothing_fits(workdir: Path, tiny_onnx: P
     assert plan.reason.startswith("no measured batch meets the constraints (batch 1: memory ")
     assert any(a.startswith("a larger memory budget: ") for a in plan.advice)
     assert "no deployment configs written: no batch met the constraints" in plan.notes
-    assert set(plan.files) == {"plan", "plot"}
+    assert set(plan.files) == {"plan", "plot"} and Path(plan.files["plot"]).is_file()
     assert not (Path(plan.run_dir) / "deepstream").exists()
 
 

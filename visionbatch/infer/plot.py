@@ -10,7 +10,7 @@ from visionbatch.plots import new_figure, save_figure
 
 def plot_sweep(plan: InferencePlan, path: Path) -> Path:
     """Write the sweep plot as PNG and return its path."""
-    fig, ax = new_figure(7.5, 4.5)
+    fig, ax = new_figure(7.5, 5.0)
     sizes = [m.batch_size for m in plan.measurements]
     throughput = [m.throughput_per_s for m in plan.measurements]
     p99 = [m.latency_p99_ms for m in plan.measurements]
@@ -41,7 +41,7 @@ def plot_sweep(plan: InferencePlan, path: Path) -> Path:
         ax.axvline(plan.batch_size, color="0.5", alpha=0.5, linewidth=6, label=f"chosen: batch {plan.batch_size}")
     handles = ax.get_legend_handles_labels()
     more = lat.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left", fontsize=8)
+    fig.legend(handles[0] + more[0], handles[1] + more[1], loc="outside lower center", ncols=3, fontsize=8)
     extra = ", end to end" if plan.end_to_end else ""
     ax.set_title(f"{Path(plan.model).name} {plan.imgsz}px, {plan.backend} {plan.precision} on "
                  f"{plan.device_name or plan.device}{extra}", fontsize=9)
