@@ -73,3 +73,15 @@ def tree_digest(folder: Path, ignore_suffixes: tuple[str, ...] = (".cache",)) ->
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.suffix not in ignore_suffixes
     }
+
+
+@pytest.fixture(autouse=True)
+def _ultralytics_logs_to_this_tests_stdout():
+    """Ultralytics' log handler keeps the stdout it was created with; pytest replaces stdout per test."""
+    import logging
+    import sys
+
+    for handler in logging.getLogger("ultralytics").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.stream = sys.stdout  # not setStream(): it flushes the old, possibly closed, stream
+    yield

@@ -105,7 +105,7 @@ def test_memory_budget_below_batch_1() -> None:
     choice = choose(SWEEP, Constraints(memory_budget_bytes=50 * MIB), imgsz=640, precision="fp16")
     assert choice.batch_size is None
     assert choice.advice == ("a larger memory budget: 100 MiB admits batch 1",)
-    assert "batch 1: memory 100 MiB > 50 MiB budget;" in choice.reason
+    assert "batch 1: memory 100 MiB > 50.0 MiB budget;" in choice.reason
 
 
 def test_a_device_too_slow_for_one_stream() -> None:

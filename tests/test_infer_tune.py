@@ -109,7 +109,7 @@ def test_planning_for_a_jetson_from_this_machine(workdir: Path, tiny_onnx: Path)
     plan = tune_inference(str(tiny_onnx), target="agx-orin-32gb", memory_fraction=0.5, **FAST)
     assert plan.jetson is None and plan.target.key == "agx-orin-32gb"
     assert plan.constraints.memory_budget_bytes == 16 * GIB
-    assert plan.constraints.memory_budget_source == "50% of Jetson AGX Orin 32GB's 32 GiB"
+    assert plan.constraints.memory_budget_source == "50% of Jetson AGX Orin 32GB's 32.0 GiB"
     assert any(n.startswith("timings are from ") and "not from the Jetson AGX Orin 32GB" in n for n in plan.notes)
     config = triton_model_config.parse(Path(plan.files["triton_config"]).read_text())
     assert config.instance_group[0].kind == 1  # KIND_GPU: planned for the Jetson

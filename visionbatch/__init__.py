@@ -18,6 +18,10 @@ __version__ = "0.1.0"
 # public name -> module that defines it; loaded on first use to keep `import visionbatch` light
 _EXPORTS = {
     "train": "visionbatch.training",
+    "fit_batch": "visionbatch.fit",
+    "BatchPlan": "visionbatch.plans",
+    "MemoryCurve": "visionbatch.plans",
+    "ProbeSample": "visionbatch.plans",
     "TrainResult": "visionbatch.plans",
     "EpochRecord": "visionbatch.plans",
     "load_dataset": "visionbatch.dataset",
@@ -36,9 +40,10 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from visionbatch.dataset import DatasetSummary, load_dataset
     from visionbatch.errors import BudgetError, ConfigError, DatasetError, ProbeError, VisionbatchError
+    from visionbatch.fit import fit_batch
     from visionbatch.infer.plan import InferencePlan
     from visionbatch.infer.tune import tune_inference
-    from visionbatch.plans import EpochRecord, TrainResult
+    from visionbatch.plans import BatchPlan, EpochRecord, MemoryCurve, ProbeSample, TrainResult
     from visionbatch.training import train
 
 

@@ -210,3 +210,48 @@ def check_train_args(args: Mapping[str, Any], extra_keys: Sequence[str] = (), co
 def _plain(message: str) -> str:
     """Ultralytics' message without emoji and quotes around key=value."""
     return message.encode("ascii", "ignore").decode().strip().replace("'", "")
+
+
+_BYTE_UNITS = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
+}
+
+
+def parse_bytes(value: Any, key: str = "memory_budget") -> int:
+    """A memory size: bytes as a number, or a number with a unit (GiB, GB, MiB, MB, ...).
+
+    Binary units (GiB) are powers of 1024, decimal ones (GB) powers of 1000; a bare G means GiB,
+    as in `free -g`.
+
+    Examples:
+        >>> parse_bytes("2GiB"), parse_bytes("1.5 GB"), parse_bytes(4096), parse_bytes("512m")
+        (2147483648, 1500000000, 4096, 536870912)
+    """
+    import re
+
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}={value} is not a memory size: use e.g. {key}=4GiB or {key}=512MiB")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), "b"
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not match or (match.group(2) and match.group(2).lower() not in _BYTE_UNITS):
+            raise ConfigError(f"{key}={value} is not a memory size: use e.g. {key}=4GiB, {key}=512MiB or bytes")
+        number, unit = float(match.group(1)), (match.group(2) or "b").lower()
+    size = int(number * _BYTE_UNITS[unit])
+    if size <= 0:
+        raise ConfigError(f"{key}={value} is impossible: a memory budget must be positive, e.g. {key}=4GiB")
+    return size
+
+
+def check_fraction(value: Any, key: str = "memory_fraction") -> float:
+    """A share of memory: 0 < value <= 1.
+
+    Examples:
+        >>> check_fraction(0.9)
+        0.9
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"{key}={value} is out of range: expected 0 < {key} <= 1, e.g. {key}=0.9")
+    return float(value)

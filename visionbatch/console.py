@@ -25,7 +25,7 @@ def human_bytes(value: float | None) -> str:
         if abs(size) < 1024 or unit == _UNITS[-1]:
             if unit == "B" or size >= 100:
                 return f"{size:.0f} {unit}"
-            return f"{size:.3g} {unit}" if size >= 10 else f"{size:.2f} {unit}"
+            return f"{size:.1f} {unit}" if size >= 10 else f"{size:.2f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
 
@@ -81,13 +81,13 @@ def logs_to(stream: IO[str]) -> Iterator[None]:
     handlers = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
     before = [h.stream for h in handlers]
     for handler in handlers:
-        handler.setStream(stream)
+        handler.stream = stream  # not setStream(): that flushes the old stream, which may be closed
     try:
         with contextlib.redirect_stdout(stream):
             yield
     finally:
         for handler, old in zip(handlers, before):
-            handler.setStream(old)
+            handler.stream = old
 
 
 def err(message: str) -> None:

@@ -103,6 +103,8 @@ class TrainResult:
         last: path of last.pt, if saved.
         error: the error message when status is 'failed'.
         notes: things the user should know (resolved paths, refused defaults).
+        batch_plan: the fitted plan's key figures when the batch was fitted (batch_plan.json has it all).
+        memory_vs_plan: per epoch, the measured peak next to the plan's prediction.
     """
 
     status: str
@@ -125,6 +127,8 @@ class TrainResult:
     last: str | None
     error: str | None = None
     notes: tuple[str, ...] = ()
+    batch_plan: dict[str, Any] | None = None
+    memory_vs_plan: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -135,3 +139,149 @@ class TrainResult:
         if not self.epochs:
             return None
         return sum(e.train_s + e.val_s for e in self.epochs) / len(self.epochs)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeSample:
+    """One measured step at one batch size.
+
+    Attributes:
+        batch_size: images per step.
+        phase: 'train' (forward, loss, backward, optimizer, EMA) or 'val' (eval forward, loss, NMS).
+        ok: the step ran without running out of memory.
+        peak_bytes: the fitted reading: device memory the process needed at peak (CUDA: peak
+            reserved + CUDA context; CPU: peak bytes of live tensors). None when the step failed.
+        allocated_bytes: peak allocated by torch (CUDA) or tensor bytes (CPU).
+        reserved_bytes: peak reserved by torch's caching allocator (CUDA only).
+        step_s: seconds per step, from the timed steps (None when not timed or failed).
+        error: the out-of-memory message when the step failed.
+    """
+
+    batch_size: int
+    phase: str
+    ok: bool
+    peak_bytes: int | None
+    allocated_bytes: int | None = None
+    reserved_bytes: int | None = None
+    step_s: float | None = None
+    error: str | None = None
+
+    @property
+    def img_per_s(self) -> float | None:
+        return self.batch_size / self.step_s if self.ok and self.step_s else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemoryCurve:
+    """Peak memory against batch size: fixed + per_image * b + quadratic * b**2.
+
+    Attributes:
+        fixed_bytes: intercept: model, optimizer state, EMA, context.
+        per_image_bytes: slope: activations, gradients of activations, loss buffers per image.
+        quadratic_bytes: curvature term; 0 for a straight line.
+        residual_bytes: standard deviation of the residuals (0 when the points fit exactly).
+        noise_floor_bytes: the smallest uncertainty assumed for any prediction.
+        points: samples the curve was fitted to.
+        batch_min: smallest fitted batch size.
+        batch_max: largest fitted batch size (predictions above it extrapolate).
+        mean_batch: mean fitted batch size (for the prediction interval).
+        sxx: sum of squared deviations of the fitted batch sizes (for the prediction interval).
+    """
+
+    fixed_bytes: float
+    per_image_bytes: float
+    quadratic_bytes: float
+    residual_bytes: float
+    noise_floor_bytes: float
+    points: int
+    batch_min: int
+    batch_max: int
+    mean_batch: float
+    sxx: float
+
+    @property
+    def kind(self) -> str:
+        return "quadratic" if self.quadratic_bytes else "linear"
+
+    def predict(self, batch_size: float) -> float:
+        """Predicted peak bytes at `batch_size`."""
+        return self.fixed_bytes + self.per_image_bytes * batch_size + self.quadratic_bytes * batch_size**2
+
+    def uncertainty(self, batch_size: float) -> float:
+        """One standard deviation of the prediction at `batch_size`, never below the noise floor."""
+        spread = 1.0 / max(self.points, 1)
+        if self.sxx > 0:
+            spread += (batch_size - self.mean_batch) ** 2 / self.sxx
+        return max(self.residual_bytes * math.sqrt(1.0 + spread), self.noise_floor_bytes)
+
+    def extrapolates(self, batch_size: float) -> bool:
+        return batch_size > self.batch_max or batch_size < self.batch_min
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """The batch size to train with, and everything it was decided from.
+
+    Attributes:
+        batch_size: the batch to train with: the largest verified batch, or a smaller one where
+            throughput has already saturated (within 3% of the best measured).
+        max_batch_size: the largest batch verified to fit the budget (training and validation).
+        val_batch_size: the validation batch Ultralytics will use (2 x batch_size).
+        val_max_batch_size: the largest validation batch the validation curve allows.
+        accumulate: gradient accumulation Ultralytics applies at this batch (nominal batch 64).
+        nominal_batch_size: Ultralytics' nbs.
+        budget_bytes: memory the plan may use: memory_fraction x usable device memory.
+        memory_fraction: the fraction of usable memory aimed at.
+        device: 'cuda:0', 'cpu', or a target name for predictions.
+        device_name: the GPU model, CPU model or target.
+        total_bytes: device memory in total (None for a CPU budget).
+        usable_bytes: memory this process can have: total minus other processes' use, or the budget given.
+        context_bytes: memory the CUDA context takes outside torch's allocator (0 on CPU).
+        predicted_bytes: training peak predicted at batch_size.
+        predicted_uncertainty_bytes: one standard deviation of that prediction.
+        measured_bytes: training peak measured at batch_size (None when predicted, not measured).
+        val_predicted_bytes: validation peak predicted at val_batch_size.
+        val_measured_bytes: validation peak measured at val_batch_size.
+        img_per_s: training throughput measured at batch_size.
+        best_img_per_s: the best throughput measured.
+        samples: every probe, in the order run.
+        curve: the fitted training curve.
+        val_curve: the fitted validation curve (batch = validation batch).
+        workload: what one step contained (model, task, imgsz, labels per image, AMP, optimizer, ...).
+        reason: why this batch, in one sentence.
+        warnings: things to know (noisy readings, extrapolation, clamps).
+        measured: True when the answer was verified with real steps on the device.
+        planning_s: seconds spent planning.
+    """
+
+    batch_size: int
+    max_batch_size: int
+    val_batch_size: int
+    val_max_batch_size: int | None
+    accumulate: int
+    nominal_batch_size: int
+    budget_bytes: int
+    memory_fraction: float
+    device: str
+    device_name: str
+    total_bytes: int | None
+    usable_bytes: int
+    context_bytes: int
+    predicted_bytes: int
+    predicted_uncertainty_bytes: int
+    measured_bytes: int | None
+    val_predicted_bytes: int | None
+    val_measured_bytes: int | None
+    img_per_s: float | None
+    best_img_per_s: float | None
+    samples: tuple[ProbeSample, ...]
+    curve: MemoryCurve
+    val_curve: MemoryCurve | None
+    workload: dict[str, Any]
+    reason: str
+    warnings: tuple[str, ...]
+    measured: bool
+    planning_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)

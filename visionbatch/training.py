@@ -20,14 +20,17 @@ import yaml
 from visionbatch.config import BatchRequest, check_train_args, parse_batch
 from visionbatch.dataset import DatasetSummary, load_dataset
 from visionbatch.errors import ConfigError, DatasetError
-from visionbatch.plans import EpochRecord, TrainResult, write_json
+from visionbatch.plans import BatchPlan, EpochRecord, TrainResult, write_json
 from visionbatch import telemetry
 from visionbatch.ultralytics_compat import DEFAULT_MODELS, TASKS, check_model, model_task, offline, versions
 
 SUMMARY_NAME = "visionbatch.json"
+PLAN_NAME = "batch_plan.json"
 DEFAULT_BATCH = 16  # Ultralytics' default
 # visionbatch's own train keys (beyond Ultralytics'); value: help text.
-TRAIN_KEYS: dict[str, str] = {}
+TRAIN_KEYS: dict[str, str] = {
+    "memory_budget": "with batch=auto on a CPU: the memory the batch must fit, e.g. 8GiB",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,9 @@ class TrainingJob:
         model: model YAML or checkpoint to train.
         batch: what `batch=` asked for.
         args: the arguments Ultralytics receives (batch filled in once chosen).
+        options: visionbatch's own keys (TRAIN_KEYS), kept away from Ultralytics.
         notes: decisions the user should see.
+        plan: the batch plan, when the batch was fitted.
     """
 
     dataset: DatasetSummary
@@ -48,7 +53,9 @@ class TrainingJob:
     model: str
     batch: BatchRequest
     args: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    plan: BatchPlan | None = None
 
     @property
     def batch_size(self) -> int:
@@ -66,6 +73,7 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
     if "data" in overrides:
         raise ConfigError(f"data= is given twice ({data} and data={overrides['data']}): pass the data.yaml once")
     args = check_train_args(overrides, extra_keys=list(extra_keys))
+    options = {k: args.pop(k) for k in list(args) if k in extra_keys}
     batch = parse_batch(args["batch"]) if "batch" in args else BatchRequest(DEFAULT_BATCH, None, "default")
     dataset = load_dataset(data)
     task, model = _task_and_model(args.get("task"), args.get("model"), dataset)
@@ -82,7 +90,7 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
         args["batch"] = batch.batch_size
     else:
         args.pop("batch", None)  # chosen by choose_batch()
-    return TrainingJob(dataset, task, model, batch, args, tuple(notes))
+    return TrainingJob(dataset, task, model, batch, args, options, tuple(notes))
 
 
 def _task_and_model(task: str | None, model: str | None, dataset: DatasetSummary) -> tuple[str, str]:
@@ -120,13 +128,27 @@ def _project(project: str | None, task: str) -> str:
 
 
 def choose_batch(job: TrainingJob) -> TrainingJob:
-    """Fill in the batch size: the user's, the default, or a fitted one (issue: fit_batch)."""
-    if job.batch.batch_size is not None:
+    """Fill in the batch size: the user's, the default, or one fitted to the device (fit_batch)."""
+    if not job.batch.fit:
+        if "memory_budget" in job.options:
+            raise ConfigError(f"memory_budget={job.options['memory_budget']} only applies with batch=auto: "
+                              f"drop it, or use batch=auto to fit the batch to it")
         return job
-    raise ConfigError(
-        f"{job.batch.source}: fitting the batch to device memory is not available yet: "
-        f"pass a batch size, e.g. batch={DEFAULT_BATCH}"
-    )
+    from ultralytics.utils import LOGGER
+
+    from visionbatch.console import human_bytes
+    from visionbatch.fit import fit_batch, resolve_device
+
+    resolve_device(job.args.get("device"), job.options.get("memory_budget"))  # refuse before any work
+    LOGGER.info(f"visionbatch: {job.batch.source}: fitting the batch to {job.batch.memory_fraction:g} of the "
+                f"device's memory by measuring the training step...")
+    shaping = {k: v for k, v in job.args.items() if k not in {"data", "model", "imgsz", "device", "project", "name"}}
+    plan = fit_batch(job.dataset.yaml_path, model=job.model, imgsz=job.args.get("imgsz", 640),
+                     device=job.args.get("device"), memory_fraction=job.batch.memory_fraction,
+                     memory_budget=job.options.get("memory_budget"), **shaping)
+    note = (f"batch {plan.batch_size} from the fit ({plan.reason}); predicted peak "
+            f"{human_bytes(plan.predicted_bytes)} of a {human_bytes(plan.budget_bytes)} budget")
+    return replace(job, args={**job.args, "batch": plan.batch_size}, plan=plan, notes=job.notes + (note,))
 
 
 @dataclass
@@ -134,6 +156,7 @@ class _Telemetry:
     """Ultralytics callbacks that time each epoch and read its memory peaks."""
 
     resolved_yaml: dict | None
+    plan: BatchPlan | None = None
     records: dict[int, EpochRecord] = field(default_factory=dict)
     save_dir: Path | None = None
     device: Any = None
@@ -158,6 +181,11 @@ class _Telemetry:
             copy = self.save_dir / "data.resolved.yaml"
             copy.write_text(yaml.safe_dump(self.resolved_yaml, sort_keys=False))
             trainer.args.data = str(copy)
+        if self.plan is not None:
+            from visionbatch.fit_plot import plot_batch_plan
+
+            write_json(self.save_dir / PLAN_NAME, self.plan)
+            plot_batch_plan(self.plan, self.save_dir / "memory_curve.png")
 
     def on_train_epoch_start(self, trainer) -> None:
         import torch
@@ -200,7 +228,7 @@ class _Telemetry:
 def run(job: TrainingJob, started: float | None = None) -> TrainResult:
     """Train with Ultralytics and write `visionbatch.json` into the run folder, also on failure."""
     started = time.perf_counter() if started is None else started
-    probe = _Telemetry(job.dataset.resolved_yaml() if job.dataset.root_from_yaml else None)
+    probe = _Telemetry(job.dataset.resolved_yaml() if job.dataset.root_from_yaml else None, job.plan)
     status, error, yolo = "failed", None, None
     with offline():
         from ultralytics import YOLO
@@ -267,7 +295,35 @@ def _result(job: TrainingJob, probe: _Telemetry, yolo: Any, status: str, error: 
         last=last,
         error=error,
         notes=job.notes,
+        batch_plan=_plan_summary(job.plan),
+        memory_vs_plan=_memory_vs_plan(job.plan, probe.records),
     )
+
+
+def _plan_summary(plan: BatchPlan | None) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    keys = ("batch_size", "max_batch_size", "val_batch_size", "budget_bytes", "memory_fraction", "device",
+            "device_name", "predicted_bytes", "predicted_uncertainty_bytes", "measured_bytes", "context_bytes",
+            "img_per_s", "reason", "warnings", "planning_s")
+    return {k: getattr(plan, k) for k in keys} | {"file": PLAN_NAME}
+
+
+def _memory_vs_plan(plan: BatchPlan | None, records: Mapping[int, EpochRecord]) -> tuple[dict[str, Any], ...]:
+    """Each epoch's measured peak next to the plan's prediction, in the same units where possible."""
+    if plan is None:
+        return ()
+    rows = []
+    for epoch in sorted(records):
+        record = records[epoch]
+        if record.cuda_peak_reserved_bytes is not None:
+            measured, what = record.cuda_peak_reserved_bytes + plan.context_bytes, "CUDA peak reserved + context"
+        else:
+            measured, what = record.peak_rss_bytes, "process peak RSS (the plan counts tensors only)"
+        rows.append({"epoch": epoch, "predicted_bytes": plan.predicted_bytes, "measured_bytes": measured,
+                     "measured_over_predicted": round(measured / plan.predicted_bytes, 4) if measured else None,
+                     "measured": what})
+    return tuple(rows)
 
 
 def train(data: str | os.PathLike, /, **overrides: Any) -> TrainResult:
@@ -291,5 +347,6 @@ def train(data: str | os.PathLike, /, **overrides: Any) -> TrainResult:
         ('completed', 'detect')
     """
     started = time.perf_counter()
-    job = choose_batch(prepare(data, overrides))
-    return run(job, started)
+    with offline():
+        job = choose_batch(prepare(data, overrides))
+        return run(job, started)

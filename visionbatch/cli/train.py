@@ -14,7 +14,12 @@ USAGE = """visionbatch train DATA.yaml [key=value ...]
 Any Ultralytics train argument works with Ultralytics' meaning: model=yolo11s.yaml, epochs=50,
 imgsz=640, device=0, task=segment, batch=32, workers=8, ... Defaults that work offline:
 model=yolo11n.yaml (yolo11n-seg.yaml for task=segment); task from model=, else detect.
-Output: runs/<task>/<name>/ (Ultralytics' run folder) with visionbatch.json."""
+Output: runs/<task>/<name>/ (Ultralytics' run folder) with visionbatch.json.
+
+batch=auto (or a fraction, batch=0.85, or Ultralytics' batch=-1 for 0.6) fits the batch to the
+GPU first (see visionbatch fit) and trains with the plan; batch_plan.json and memory_curve.png
+go into the run folder, and visionbatch.json sets each epoch's peak memory next to the plan's
+prediction. On a CPU, batch=auto needs memory_budget=, e.g. memory_budget=8GiB."""
 
 
 def run(tokens: Sequence[str]) -> TrainResult:
@@ -37,6 +42,9 @@ def show(result: TrainResult) -> str:
               title=f"visionbatch train: {result.task} {result.model}, batch {result.batch_size} "
                     f"({result.batch_source}), {result.device} ({result.cpu_threads} CPU threads)"),
     ]
+    for row in result.memory_vs_plan:
+        lines.append(f"epoch {row['epoch']}: plan predicted {human_bytes(row['predicted_bytes'])}, measured "
+                     f"{human_bytes(row['measured_bytes'])} ({row['measured']})")
     final = {k.removeprefix("metrics/"): v for k, v in result.final_metrics.items() if "mAP" in k}
     if final:
         lines.append("final: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))

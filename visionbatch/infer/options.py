@@ -7,7 +7,7 @@ import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from visionbatch.config import suggest
+from visionbatch.config import check_fraction, parse_bytes, suggest
 from visionbatch.errors import ConfigError
 from visionbatch.infer.edge import find_module
 from visionbatch.infer.export import check_source
@@ -16,7 +16,6 @@ from visionbatch.infer.runners import BACKENDS, ORT_PROVIDERS
 from visionbatch.infer.sweep import DEFAULT_MAX_BATCH, SweepPolicy, default_batch_sizes
 
 STRIDE = 32
-GIB = 2**30
 BACKEND_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "torch": "pytorch", "pt": "pytorch",
                    "trt": "tensorrt", "engine": "tensorrt"}
 
@@ -28,7 +27,8 @@ CLI_KEYS: dict[str, tuple[str, str]] = {
     "batch": ("batch_sizes", "batch sizes to try, e.g. batch=1,2,4,8 (default: powers of two up to max_batch)"),
     "max_batch": ("max_batch", f"largest default batch size (default {DEFAULT_MAX_BATCH})"),
     "latency_ms": ("latency_ms", "budget for a frame's worst latency: fill wait + p99 batch latency"),
-    "memory_gb": ("memory_gb", "memory budget in GiB for the reading taken (RSS, CUDA, or Jetson unified memory)"),
+    "memory_budget": ("memory_budget_bytes", "memory budget for the reading taken (RSS, CUDA, Jetson unified memory): "
+                      "4GiB, 512MiB"),
     "memory_fraction": ("memory_fraction", "memory budget as a fraction of the device's (or target's) memory"),
     "streams": ("streams", "camera streams to serve (with fps=)"),
     "fps": ("fps", "frames per second of each stream (with streams=)"),
@@ -79,8 +79,8 @@ def from_cli(pairs: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"unknown argument '{key}={value}'{suggest(key, CLI_KEYS)}: "
                               f"see 'visionbatch infer --help' for the keys")
         parameter = CLI_KEYS[key][0]
-        if key == "memory_gb":
-            kwargs["memory_budget_bytes"] = int(_positive(value, "memory_gb", "memory_gb=2") * GIB)
+        if key == "memory_budget":
+            kwargs[parameter] = parse_bytes(value, "memory_budget")
         elif key == "batch":
             kwargs[parameter] = value if isinstance(value, (list, tuple)) else [value]
         else:
@@ -128,13 +128,11 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
                                                             "give the per-frame latency budget in milliseconds, "
                                                             "e.g. latency_ms=50")
     if memory_budget_bytes is not None:
-        memory_budget_bytes = int(_positive(memory_budget_bytes, "memory_budget_bytes", "memory_gb=2"))
+        memory_budget_bytes = parse_bytes(memory_budget_bytes, "memory_budget")
     if memory_fraction is not None:
-        memory_fraction = _positive(memory_fraction, "memory_fraction", "memory_fraction=0.5")
-        if memory_fraction > 1:
-            raise ConfigError(f"memory_fraction={memory_fraction} is out of range: expected 0 < memory_fraction <= 1")
+        memory_fraction = check_fraction(memory_fraction)
         if memory_budget_bytes is not None:
-            raise ConfigError("memory_gb= and memory_fraction= both set a memory budget: give one")
+            raise ConfigError("memory_budget= and memory_fraction= both set a memory budget: give one")
     if (streams is None) != (fps is None):
         given = f"streams={streams}" if streams is not None else f"fps={fps}"
         raise ConfigError(f"{given} needs its partner: a stream load is streams=N fps=F, e.g. streams=4 fps=25")

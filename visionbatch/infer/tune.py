@@ -301,7 +301,7 @@ def _probe(opts: InferenceOptions, jetson: JetsonInfo | None) -> Any:
 def _constraints(opts: InferenceOptions, jetson: JetsonInfo | None, notes: list[str]) -> Constraints:
     budget, source = opts.memory_budget_bytes, ""
     if budget is not None:
-        source = f"memory_gb={budget / 2**30:g}"
+        source = f"memory_budget={human_bytes(budget).replace(' ', '')}"
     elif opts.memory_fraction is not None or opts.target is not None:
         share = opts.memory_fraction if opts.memory_fraction is not None else TARGET_MEMORY_SHARE
         total, what = _device_memory(opts, jetson)

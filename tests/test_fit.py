@@ -1,0 +1,322 @@
+"""The batch planner: exact answers on a simulated CUDA device, and the real pipeline on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from visionbatch.errors import BudgetError, ConfigError
+from visionbatch.fit import plan_batch
+from visionbatch.probes.base import is_oom
+from visionbatch.probes.simulated import SimulatedProbe
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+class NullRunner:
+    """A workload that does nothing: the simulated probe supplies the readings."""
+
+    def __init__(self) -> None:
+        self.timed: list[int] = []
+
+    def train_step(self, batch_size, boundary=None):
+        return 0.0
+
+    def val_step(self, batch_size):
+        return 0.0
+
+    def time_steps(self, batch_size, steps=3):
+        self.timed.append(batch_size)
+        return self.seconds(batch_size)
+
+    seconds = staticmethod(lambda b: 0.010 + 0.001 * b)
+
+    def persistent(self):
+        return []
+
+
+def linear(train_fixed, train_slope, val_fixed, val_slope, jump=None):
+    """A memory law: bytes for (batch, phase); `jump=(batch, bytes)` adds bytes above that batch."""
+
+    def law(batch: int, phase: str) -> float:
+        if phase == "train":
+            extra = jump[1] if jump and batch > jump[0] else 0
+            return train_fixed + train_slope * batch + extra
+        return val_fixed + val_slope * batch
+
+    return law
+
+
+def train_batches(probe: SimulatedProbe) -> list[int]:
+    return [b for b, phase in probe.calls if phase == "train"]
+
+
+def test_exact_answer_on_a_linear_device() -> None:
+    # training 1 GiB + 100 MiB/image, validation 1 GiB + 20 MiB/image, 16 GiB card, aim at 90%:
+    # budget 14745.6 MiB -> 1024 + 100 b <= 14745.6 -> b = 137
+    probe = SimulatedProbe(linear(GIB, 100 * MIB, GIB, 20 * MIB), total_bytes=16 * GIB)
+    runner = NullRunner()
+    plan = plan_batch(probe, runner, 0.9, dataset_images=10_000)
+    assert (plan.batch_size, plan.max_batch_size, plan.val_batch_size) == (137, 137, 274)
+    # 4 probes: 1, 2, a quarter of the answer (capped at 16x the largest that fitted), the answer
+    assert train_batches(probe) == [1, 2, 32, 137]
+    assert plan.budget_bytes == int(0.9 * 16 * GIB)
+    assert plan.measured_bytes == plan.predicted_bytes == GIB + 137 * 100 * MIB
+    assert plan.val_measured_bytes == GIB + 274 * 20 * MIB
+    assert plan.accumulate == 1 and plan.nominal_batch_size == 64
+    assert plan.img_per_s == pytest.approx(137 / 0.147)
+    assert plan.curve.per_image_bytes == 100 * MIB and plan.curve.fixed_bytes == GIB
+    assert plan.val_max_batch_size == 686  # (14745.6 - 1024) MiB / 20 MiB
+    assert plan.reason.startswith("batch 137 is the largest that fits 0.9 x 16.0 GiB = 14.4 GiB")
+    assert "batch 138 is predicted to need 14.5 GiB" in plan.reason
+    assert plan.warnings == () and plan.measured
+
+
+def test_out_of_memory_above_the_curve_is_bisected() -> None:
+    # a workspace jump of 1 GiB above batch 100 that the small probes cannot see; the card OOMs
+    # before the budget is reached: 8 GiB, 1 GiB used by others, 500 MiB CUDA context
+    law = linear(600 * MIB, 50 * MIB, 600 * MIB, 10 * MIB, jump=(100, GIB))
+    probe = SimulatedProbe(law, total_bytes=8 * GIB, used_by_others_bytes=GIB, context_bytes=500 * MIB)
+    plan = plan_batch(probe, NullRunner(), 1.0, dataset_images=10_000)
+    # 1, 2, 30, then the curve's 121 runs out of memory; bisecting: 75, 98, 109 (OOM), 103 (OOM)
+    assert train_batches(probe) == [1, 2, 30, 121, 75, 98, 109, 103]
+    assert plan.max_batch_size == 98  # 98% of the true 100 in the 8 probes allowed, and said so
+    assert plan.warnings == ("stopped after 8 probes: a batch between 98 and 103 might fit too",)
+    failed = [s for s in plan.samples if not s.ok]
+    assert [s.batch_size for s in failed] == [121, 109, 103]
+    assert all(s.phase == "train" and "out of memory" in s.error for s in failed)
+    at_98 = next(s for s in plan.samples if s.batch_size == 98 and s.phase == "train")
+    assert at_98.peak_bytes == 500 * MIB + 600 * MIB + 98 * 50 * MIB  # the context counts
+    assert plan.context_bytes == 500 * MIB and plan.usable_bytes == 7 * GIB
+    assert plan.batch_size <= plan.max_batch_size
+
+
+def test_validation_at_twice_the_batch_can_bind() -> None:
+    # training alone would allow 137, validation at 2b needs 1 GiB + 200 MiB/image: 2b <= 68 -> b = 34
+    probe = SimulatedProbe(linear(GIB, 100 * MIB, GIB, 200 * MIB), total_bytes=16 * GIB)
+    plan = plan_batch(probe, NullRunner(), 0.9, dataset_images=10_000)
+    assert (plan.batch_size, plan.val_batch_size, plan.val_max_batch_size) == (34, 68, 68)
+    assert plan.val_measured_bytes == GIB + 68 * 200 * MIB
+
+
+def test_throughput_saturation_picks_the_smallest_batch_within_3_percent() -> None:
+    runner = NullRunner()
+    runner.seconds = lambda b: max(0.1, 0.004 * b)  # 250 img/s from batch 25 up
+    probe = SimulatedProbe(linear(GIB, 100 * MIB, GIB, 20 * MIB), total_bytes=16 * GIB)
+    plan = plan_batch(probe, runner, 0.9, dataset_images=10_000)
+    assert (plan.batch_size, plan.max_batch_size) == (32, 137)
+    assert plan.img_per_s == pytest.approx(250.0) and plan.best_img_per_s == pytest.approx(250.0)
+    assert plan.reason.startswith("throughput saturates: batch 32 trains 250.0 img/s")
+    assert plan.accumulate == 2  # round(64 / 32)
+
+
+def test_non_monotonic_readings_warn_and_the_answer_is_still_verified() -> None:
+    def law(batch: int, phase: str) -> float:
+        dip = -300 * MIB if batch == 2 else 0  # the allocator reused a cached block at batch 2
+        return GIB + 100 * MIB * batch + dip if phase == "train" else GIB
+
+    probe = SimulatedProbe(law, total_bytes=16 * GIB)
+    plan = plan_batch(probe, NullRunner(), 0.9, dataset_images=10_000)
+    assert any("not monotonic (1 -> 2)" in w for w in plan.warnings)
+    assert plan.measured_bytes <= plan.budget_bytes
+    assert plan.max_batch_size == 137  # verified at the top: the dip only fooled the first fit
+
+
+def test_noisy_readings_stay_under_budget_and_close_to_the_truth() -> None:
+    probe = SimulatedProbe(linear(GIB, 100 * MIB, GIB, 20 * MIB), total_bytes=16 * GIB, noise_bytes=30 * MIB,
+                           noise_floor_bytes=2 * MIB, seed=3)
+    plan = plan_batch(probe, NullRunner(), 0.9, dataset_images=10_000)
+    assert plan.measured_bytes <= plan.budget_bytes
+    assert 0.9 * 137 <= plan.max_batch_size <= 137
+    assert plan.predicted_uncertainty_bytes > 2 * MIB
+
+
+def test_budget_below_batch_1() -> None:
+    probe = SimulatedProbe(linear(3 * GIB, 500 * MIB, GIB, 0), total_bytes=4 * GIB)
+    with pytest.raises(BudgetError) as info:
+        plan_batch(probe, NullRunner(), 0.5, dataset_images=100, workload={"model": "yolo11s.yaml", "imgsz": 1024})
+    message = str(info.value)
+    assert message.startswith("batch 1 does not fit 2.00 GiB (0.5 x 4.00 GiB usable on cuda:0)")
+    assert "one image of yolo11s.yaml at imgsz=1024 needs 3.49 GiB" in message
+    assert "raise the budget, lower imgsz or use a smaller model" in message
+
+
+def test_out_of_memory_at_batch_1() -> None:
+    probe = SimulatedProbe(linear(5 * GIB, 0, 0, 0), total_bytes=4 * GIB)
+    with pytest.raises(BudgetError, match=r"needs more than 4.00 GiB \(it ran out of memory\)"):
+        plan_batch(probe, NullRunner(), 0.9, dataset_images=100)
+
+
+def test_dataset_size_caps_the_batch() -> None:
+    probe = SimulatedProbe(linear(GIB, 10 * MIB, GIB, 1 * MIB), total_bytes=80 * GIB)
+    plan = plan_batch(probe, NullRunner(), 0.9, dataset_images=50)
+    assert plan.max_batch_size == 50
+    assert "batch capped at the 50 training images" in plan.warnings
+    assert plan.reason == "batch 50 uses every training image and fits 0.9 x 80.0 GiB = 72.0 GiB"
+
+
+def test_probe_limit_warns() -> None:
+    # a curve far from the truth above batch 8: every guess from the curve fails
+    law = linear(GIB, 10 * MIB, GIB, MIB, jump=(8, 13.5 * GIB))
+    probe = SimulatedProbe(law, total_bytes=16 * GIB)
+    plan = plan_batch(probe, NullRunner(), 0.9, dataset_images=10_000, max_probes=4)
+    assert len(train_batches(probe)) == 4
+    assert plan.max_batch_size <= 8 and any("stopped after 4 probes" in w for w in plan.warnings)
+
+
+def test_other_errors_propagate() -> None:
+    class Broken(SimulatedProbe):
+        def _end(self):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    probe = Broken(linear(GIB, MIB, GIB, MIB), total_bytes=16 * GIB)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        plan_batch(probe, NullRunner(), 0.9, dataset_images=100)
+
+
+@pytest.mark.parametrize("exc, expected", [
+    ("cuda-oom", True),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
+    (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), True),
+    (RuntimeError("GET was unable to find an engine to execute this computation"), True),
+    (RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1000 bytes"), True),
+    (RuntimeError("CUDA error: an illegal memory access was encountered (out of memory?)"), False),
+    (RuntimeError("CUDA error: device-side assert triggered"), False),
+    (RuntimeError("shape mismatch"), False),
+    (ValueError("out of memory"), False),
+    (MemoryError(), False),
+])
+def test_is_oom_is_narrow(exc, expected) -> None:
+    import torch
+
+    if exc == "cuda-oom":
+        exc = torch.cuda.OutOfMemoryError("CUDA out of memory.")
+    assert is_oom(exc) is expected
+
+
+# -- the real pipeline on CPU -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cpu_fit_verifies_the_batch_and_one_more_would_not_fit(shapes_yaml: Path) -> None:
+    import torch
+
+    from visionbatch.fit import _trainer_globals, fit_batch
+    from visionbatch.probes.cpu import CpuProbe
+    from visionbatch.training import prepare
+    from visionbatch.ultralytics_compat import offline
+    from visionbatch.workload import Workload, make_spec
+
+    rng = torch.get_rng_state()
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    plan = fit_batch(shapes_yaml, imgsz=64, memory_budget="160MiB", task="segment", epochs=50)
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's random stream is untouched
+    assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == deterministic
+    assert plan.device == "cpu" and plan.measured
+    assert plan.workload["labels_per_image"] == 360  # the densest image (90) x4 for mosaic
+    assert plan.workload["optimizer"] == "AdamW" and not plan.workload["amp"]
+    assert plan.measured_bytes <= plan.budget_bytes == int(0.9 * 160 * MIB)
+    train = [s for s in plan.samples if s.phase == "train"]
+    assert 3 <= len(train) <= 6 and all(s.ok for s in train)
+    assert plan.max_batch_size == max(s.batch_size for s in train if s.peak_bytes <= plan.budget_bytes)
+    assert abs(plan.predicted_bytes - plan.measured_bytes) <= 0.05 * plan.measured_bytes
+    # one more image does not fit: measure batch max+1 the same way, in a fresh workload
+    with offline():
+        job = prepare(shapes_yaml, {"imgsz": 64, "task": "segment", "epochs": 50})
+        spec = make_spec(job.model, job.task, job.dataset.names, job.dataset.train.images,
+                         job.dataset.train.max_instances, job.dataset.val.max_instances, job.args, "cpu")
+        with _trainer_globals(True, "cpu"):
+            workload = Workload(spec, "cpu")
+            probe = CpuProbe(160 * MIB)
+            b = plan.max_batch_size + 1
+            over = probe.measure(lambda: workload.train_step(b, probe.pass_boundary), b, "train", workload.persistent())
+            workload.close()
+    assert over.peak_bytes > plan.budget_bytes
+
+
+def test_fit_without_cuda_or_budget_says_what_it_can_do(small_shapes: Path, monkeypatch) -> None:
+    import torch
+
+    from visionbatch.fit import fit_batch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA device to fit the batch on here: pass memory_budget="):
+        fit_batch(small_shapes, imgsz=64)
+
+
+# -- surfaces -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["memory_fraction=1.5"], "memory_fraction=1.5 is out of range: expected 0 < memory_fraction <= 1"),
+    (["memory_budget=lots"], "memory_budget=lots is not a memory size"),
+    (["memory_fracton=0.8", "memory_budget=1GiB"], "(did you mean 'memory_fraction'?)"),
+    (["memory_budget=1MiB"], "batch 1 does not fit 922 KiB (0.9 x 1.00 MiB usable on cpu): one image of yolo11n.yaml at imgsz=64 needs"),
+    (["memory_budget=1GiB", "batch=16"], "batch=16: fit finds the batch"),
+    (["memory_budget=1GiB", "labels_per_image=0"], "labels_per_image=0 is impossible"),
+    (["memory_budget=1GiB", "device=0,1"], "device=0,1"),
+], ids=["fraction", "budget-words", "misspelt-key", "budget-below-batch-1", "fixed-batch", "labels", "multi-gpu"])
+def test_fit_cli_bad_input(capsys, small_shapes: Path, workdir: Path, extra, words, monkeypatch) -> None:
+    import torch
+
+    from visionbatch.cli import main
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # device=0,1 exists: refused for another reason
+    code = main(["fit", str(small_shapes), "imgsz=64", *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and words in err, err
+    assert not (workdir / "runs").exists()
+
+
+@pytest.mark.slow
+def test_fit_cli_writes_plan_and_curve(capsys, small_shapes: Path, workdir: Path) -> None:
+    import json
+
+    from visionbatch.cli import main
+
+    code = main(["fit", str(small_shapes), "imgsz=64", "memory_budget=1GiB", "name=cpu-fit"])
+    out = capsys.readouterr().out
+    assert code == 0
+    folder = workdir / "runs" / "fit" / "cpu-fit"
+    plan = json.loads((folder / "plan.json").read_text())
+    assert (folder / "memory_curve.png").stat().st_size > 10_000
+    assert plan["batch_size"] == plan["max_batch_size"] == 8  # the copy holds 8 training images
+    assert plan["warnings"] == ["batch capped at the 8 training images"]
+    assert "plan: batch 8 (largest that fits 8; validation batch 16)" in out
+    assert "why: batch 8 uses every training image" in out
+
+
+@pytest.mark.slow
+def test_train_with_batch_auto_records_the_plan(small_shapes: Path, workdir: Path) -> None:
+    import json
+
+    from visionbatch.training import PLAN_NAME, SUMMARY_NAME, train
+
+    result = train(small_shapes, batch="auto", memory_budget="1GiB", epochs=1, imgsz=64, plots=False)
+    folder = Path(result.save_dir)
+    assert result.status == "completed" and result.batch_size == 8 and result.batch_source == "batch=auto"
+    plan = json.loads((folder / PLAN_NAME).read_text())
+    assert plan["batch_size"] == 8 and (folder / "memory_curve.png").is_file()
+    summary = json.loads((folder / SUMMARY_NAME).read_text())
+    assert summary["batch_plan"]["batch_size"] == 8 and summary["args"]["batch"] == 8
+    [row] = summary["memory_vs_plan"]
+    assert row["epoch"] == 1 and row["predicted_bytes"] == plan["predicted_bytes"] and row["measured_bytes"] > 0
+    assert any(note.startswith("batch 8 from the fit") for note in summary["notes"])
+
+
+def test_train_batch_auto_on_cpu_needs_a_budget(capsys, small_shapes: Path, workdir: Path, monkeypatch) -> None:
+    import torch
+
+    from visionbatch.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["train", str(small_shapes), "batch=auto", "epochs=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pass memory_budget=" in err and err.count("\n") == 1
+    assert main(["train", str(small_shapes), "batch=8", "memory_budget=1GiB"]) == 2
+    assert "only applies with batch=auto" in capsys.readouterr().err

@@ -1,0 +1,63 @@
+"""The memory-curve picture of a BatchPlan: samples, fits, budget, choice, throughput."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visionbatch.plans import BatchPlan
+from visionbatch.plots import new_figure, save_figure
+
+GIB = float(1 << 30)
+
+
+def plot_batch_plan(plan: BatchPlan, path: str | Path) -> Path:
+    """Write a PNG: peak memory against training batch (validation at 2x plotted at its training batch)."""
+    fig, ax = new_figure(8.0, 5.0)
+    train = [s for s in plan.samples if s.phase == "train"]
+    val = [s for s in plan.samples if s.phase == "val" and s.ok]
+    failed = [s for s in train if not s.ok]
+    top = max([s.batch_size for s in train] + [plan.max_batch_size]) * 1.15
+    xs = [top * i / 200 for i in range(201)]
+    curve = plan.curve
+    mean = [curve.predict(x) / GIB for x in xs]
+    band = [2 * curve.uncertainty(x) / GIB for x in xs]
+    ax.fill_between(xs, [m - b for m, b in zip(mean, band)], [m + b for m, b in zip(mean, band)],
+                    color="tab:blue", alpha=0.15, linewidth=0, label="training fit ±2σ")
+    ax.plot(xs, mean, color="tab:blue", linewidth=1.5, label=f"training fit ({curve.kind})")
+    ok = [s for s in train if s.ok]
+    ax.scatter([s.batch_size for s in ok], [s.peak_bytes / GIB for s in ok], color="tab:blue", zorder=3,
+               label="training step (measured)")
+    if plan.val_curve is not None:
+        ax.plot(xs, [plan.val_curve.predict(2 * x) / GIB for x in xs], color="tab:orange", linestyle="--",
+                linewidth=1.2, label="validation at 2x batch (fit)")
+    if val:
+        ax.scatter([s.batch_size / 2 for s in val], [s.peak_bytes / GIB for s in val], marker="s", color="tab:orange",
+                   zorder=3, label="validation at 2x batch (measured)")
+    if failed:
+        ax.scatter([s.batch_size for s in failed], [plan.budget_bytes / GIB] * len(failed), marker="x", s=60,
+                   color="tab:red", zorder=4, label="out of memory")
+    ax.axhline(plan.budget_bytes / GIB, color="tab:red", linewidth=1,
+               label=f"budget {plan.memory_fraction:g} x usable ({plan.budget_bytes / GIB:.2f} GiB)")
+    if plan.total_bytes:
+        ax.axhline(plan.total_bytes / GIB, color="grey", linewidth=0.8, linestyle=":", label="device total")
+    ax.axvline(plan.batch_size, color="tab:green", linewidth=1.2, label=f"chosen batch {plan.batch_size}")
+    if plan.max_batch_size != plan.batch_size:
+        ax.axvline(plan.max_batch_size, color="tab:green", linewidth=1, linestyle="--",
+                   label=f"largest that fits {plan.max_batch_size}")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, max(plan.budget_bytes, max(s.peak_bytes for s in ok)) / GIB * 1.15)
+    ax.set_xlabel("training batch size (images)")
+    ax.set_ylabel("peak memory (GiB)")
+    work = plan.workload
+    ax.set_title(f"{work.get('model', '')} {work.get('task', '')} imgsz={work.get('max_imgsz', work.get('imgsz', ''))}"
+                 f" on {plan.device_name} ({plan.device})", fontsize=10)
+    timed = [s for s in ok if s.step_s]
+    if timed:
+        right = ax.twinx()
+        right.plot([s.batch_size for s in timed], [s.img_per_s for s in timed], color="tab:purple", marker="^",
+                   linestyle=":", label="throughput (img/s)")
+        right.set_ylabel("training throughput (img/s)", color="tab:purple")
+        right.set_ylim(0, max(s.img_per_s for s in timed) * 1.3)
+        right.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    return save_figure(fig, path)

@@ -1,0 +1,9 @@
+"""Measure one step at one batch size: on a CUDA device, on CPU tensors, or on a simulated device.
+
+All probes share `Probe.measure()`: run a step, read the peak, and turn an out-of-memory error
+(and only that) into a failed sample. See `base.py`.
+"""
+
+from visionbatch.probes.base import Capacity, Probe, is_oom
+
+__all__ = ["Capacity", "Probe", "is_oom"]

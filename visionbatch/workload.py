@@ -1,0 +1,357 @@
+"""The real Ultralytics training step at a given batch size, for measuring its memory and speed.
+
+What one step holds, as `ultralytics/engine/trainer.py` builds it:
+- the task's model, built from the user's YAML (or checkpoint) with the dataset's classes, in
+  train mode, channels-last on CUDA, with Ultralytics' frozen layers;
+- the task's real loss and label assigner, fed a synthetic batch at the dataset's worst label
+  density (`labels_per_image`: the densest image's count, x4 while mosaic is on) with masks at
+  the model's mask ratio for segmentation;
+- the optimizer Ultralytics would build (its `optimizer=auto` rule, via its own
+  `build_optimizer`), the EMA copy, AMP autocast and the grad scaler when AMP is on;
+- the largest image training will see (`imgsz * (1 + multi_scale)`, rounded up to the stride).
+
+`train_step(b)` runs, in order: one full step the first time (so the optimizer state exists),
+a forward/backward (gradients now allocated, as in the middle of gradient accumulation), then a
+full step (forward, backward, clip, optimizer, EMA): the peak of the last is the peak of a real
+step. `val_step(b)` runs what validation does between epochs: the EMA model in eval mode on a
+batch of `b`, its loss and NMS (and mask decoding), with the training state still alive.
+
+The synthetic labels follow Ultralytics' batch format exactly (keys, dtypes, shapes), so the
+loss, the assigner and the mask loss allocate what they allocate for real data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from visionbatch.ultralytics_compat import amp_supported
+
+MOSAIC_LABEL_FACTOR = 4  # a mosaic tile joins four images
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """What one training step is made of.
+
+    Attributes:
+        model: model YAML or checkpoint.
+        task: 'detect' or 'segment'.
+        names: class names by id.
+        imgsz: the training image size.
+        multi_scale: Ultralytics' multi_scale fraction.
+        labels_per_image: labels in every synthetic training image.
+        val_labels_per_image: labels in every synthetic validation image (no mosaic there).
+        amp: whether training runs under AMP.
+        amp_dtype: 'float16', 'bfloat16' or 'float32' (no AMP).
+        optimizer: the optimizer Ultralytics will build (after resolving optimizer=auto).
+        iterations: the iteration count Ultralytics' optimizer=auto rule sees.
+        dataset_images: training images (after fraction).
+        args: the Ultralytics arguments the step depends on.
+    """
+
+    model: str
+    task: str
+    names: dict[int, str]
+    imgsz: int
+    multi_scale: float
+    labels_per_image: int
+    val_labels_per_image: int
+    amp: bool
+    amp_dtype: str
+    optimizer: str
+    iterations: int
+    dataset_images: int
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+    def max_imgsz(self, stride: int) -> int:
+        """The largest side a training step sees: Ultralytics' multi-scale upper bound."""
+        return math.ceil(self.imgsz * (1 + self.multi_scale) / stride) * stride
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "task": self.task, "nc": self.nc, "imgsz": self.imgsz,
+            "multi_scale": self.multi_scale, "labels_per_image": self.labels_per_image,
+            "val_labels_per_image": self.val_labels_per_image, "amp": self.amp, "amp_dtype": self.amp_dtype,
+            "optimizer": self.optimizer, "ema": True, "dataset_images": self.dataset_images,
+        }
+
+
+def resolve_optimizer(name: str, dataset_images: int, epochs: int, nbs: int) -> tuple[str, int]:
+    """Ultralytics' optimizer=auto rule (`BaseTrainer.build_optimizer`) for batches up to nbs.
+
+    Examples:
+        >>> resolve_optimizer("auto", 160, 100, 64)
+        ('AdamW', 300)
+        >>> resolve_optimizer("auto", 118287, 100, 64)
+        ('MuSGD', 184900)
+        >>> resolve_optimizer("SGD", 160, 100, 64)
+        ('SGD', 300)
+    """
+    iterations = math.ceil(dataset_images / max(nbs, 1)) * epochs
+    if name.lower() != "auto":
+        return name, iterations
+    return ("MuSGD" if iterations > 10000 else "AdamW"), iterations
+
+
+def labels_for(max_instances: int, args: dict[str, Any]) -> int:
+    """Worst-case labels per training image: x4 while mosaic runs (mosaic > 0 and epochs > close_mosaic).
+
+    Examples:
+        >>> labels_for(90, {}), labels_for(90, {"mosaic": 0.0}), labels_for(90, {"epochs": 5})
+        (360, 90, 90)
+    """
+    mosaic = float(args.get("mosaic", 1.0)) > 0
+    mosaic_epochs = int(args.get("epochs", 100)) > int(args.get("close_mosaic", 10))
+    return max(1, max_instances * (MOSAIC_LABEL_FACTOR if mosaic and mosaic_epochs else 1))
+
+
+def make_spec(
+    model: str, task: str, names: dict[int, str], train_images: int, max_instances: int, val_max_instances: int,
+    args: dict[str, Any], device_type: str, device_name: str = "", labels_per_image: int | None = None,
+) -> WorkloadSpec:
+    """The step Ultralytics would run for these arguments on this kind of device."""
+    fraction = args.get("fraction", 1.0)
+    images = train_images if not isinstance(fraction, (int, float)) or fraction == 1.0 else (
+        int(fraction) if isinstance(fraction, int) and fraction > 1 else max(1, round(train_images * fraction)))
+    amp_arg = args.get("amp", True)
+    amp = device_type == "cuda" and amp_arg not in (False, "fp32") and (
+        amp_arg == "bf16" or amp_supported(device_name))
+    amp_dtype = ("bfloat16" if amp_arg == "bf16" else "float16") if amp else "float32"
+    optimizer, iterations = resolve_optimizer(str(args.get("optimizer", "auto")), images,
+                                              int(args.get("epochs", 100)), int(args.get("nbs", 64)))
+    return WorkloadSpec(
+        model=model, task=task, names=dict(names), imgsz=int(args.get("imgsz", 640)),
+        multi_scale=float(args.get("multi_scale", 0.0) or 0.0),
+        labels_per_image=labels_per_image or labels_for(max_instances, args),
+        val_labels_per_image=max(1, val_max_instances),
+        amp=amp, amp_dtype=amp_dtype, optimizer=optimizer, iterations=iterations, dataset_images=images,
+        args=dict(args),
+    )
+
+
+@contextlib.contextmanager
+def quiet_ultralytics(level: int = logging.WARNING) -> Iterator[None]:
+    """Silence Ultralytics' lines below `level` (model summaries, optimizer banners) for the block."""
+    logger = logging.getLogger("ultralytics")
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+class Workload:
+    """The model, optimizer, EMA and scaler of one training run, on one device.
+
+    Build it inside `offline()`; `close()` frees the device memory it holds.
+    """
+
+    def __init__(self, spec: WorkloadSpec, device: str) -> None:
+        import torch
+        from ultralytics.cfg import get_cfg
+        from ultralytics.engine.trainer import BaseTrainer
+        from ultralytics.nn.tasks import DetectionModel, SegmentationModel, load_checkpoint
+        from ultralytics.utils.torch_utils import ModelEMA
+
+        self.spec = spec
+        self.device = torch.device(device)
+        self.cfg = get_cfg(overrides={**spec.args, "task": spec.task, "mode": "train"})
+        model_class = SegmentationModel if spec.task == "segment" else DetectionModel
+        with quiet_ultralytics():
+            if str(spec.model).endswith(".pt"):
+                weights, _ = load_checkpoint(spec.model)
+                model = model_class(weights.yaml, nc=spec.nc, ch=3, verbose=False)
+                model.load(weights)
+            else:
+                model = model_class(spec.model, nc=spec.nc, ch=3, verbose=False)
+        model.nc, model.names, model.args = spec.nc, spec.names, self.cfg
+        model = model.to(self.device)
+        if self.device.type == "cuda" and self.cfg.channels_last is not False:
+            model = model.to(memory_format=torch.channels_last)  # as the trainer does on CUDA
+        freeze = [f"model.{x}." for x in self._freeze_list()] + [".dfl"]
+        for name, param in model.named_parameters():
+            param.requires_grad = not any(f in name for f in freeze)
+        self.model = model
+        self.stride = max(int(model.stride.max()), 32)
+        self.train_imgsz = spec.max_imgsz(self.stride)
+        self.val_imgsz = math.ceil(spec.imgsz / self.stride) * self.stride
+        self.mask_ratio = int(self.cfg.mask_ratio)
+        self.overlap = bool(self.cfg.overlap_mask)
+        stub = _OptimizerOwner(self.cfg, spec.nc)
+        with quiet_ultralytics():
+            self.optimizer = BaseTrainer.build_optimizer(
+                stub, model, name=self.cfg.optimizer, lr=self.cfg.lr0, momentum=self.cfg.momentum,
+                decay=self.cfg.weight_decay, iterations=spec.iterations)
+        self.ema = ModelEMA(model)
+        use_scaler = spec.amp and spec.amp_dtype == "float16"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler and self.device.type == "cuda")
+        self.amp_arg: Any = torch.bfloat16 if spec.amp_dtype == "bfloat16" else spec.amp
+        self._optimizer_ready = False
+        self._generator = torch.Generator().manual_seed(0)
+
+    def _freeze_list(self) -> list[int]:
+        freeze = self.cfg.freeze
+        if isinstance(freeze, int):
+            return list(range(freeze))
+        return list(freeze) if isinstance(freeze, (list, tuple)) else []
+
+    def persistent(self) -> list[Any]:
+        """What lives across steps (for trackers that must be told): model, optimizer, EMA."""
+        return [self.model, self.optimizer, self.ema.ema]
+
+    # -- batches --------------------------------------------------------------------------------
+
+    def _batch(self, batch_size: int, imgsz: int, labels: int) -> dict[str, Any]:
+        """A collated batch in Ultralytics' format (CPU tensors, as the dataloader yields)."""
+        import torch
+
+        g = self._generator
+        n = batch_size * labels
+        centres = torch.rand(n, 2, generator=g) * 0.8 + 0.1
+        sizes = torch.rand(n, 2, generator=g) * 0.15 + 0.01
+        batch = {
+            "img": torch.randint(0, 256, (batch_size, 3, imgsz, imgsz), dtype=torch.uint8, generator=g),
+            "batch_idx": torch.arange(batch_size).repeat_interleave(labels).float(),
+            "cls": torch.randint(0, self.spec.nc, (n, 1), generator=g).float(),
+            "bboxes": torch.cat([centres, sizes], 1),
+        }
+        if self.spec.task == "segment":
+            side = imgsz // self.mask_ratio
+            if self.overlap:  # one index mask per image; int32 past 255 objects, as polygons2masks_overlap
+                dtype = torch.int32 if labels > 255 else torch.uint8
+                batch["masks"] = torch.randint(0, labels + 1, (batch_size, side, side), generator=g).to(dtype)
+            else:
+                batch["masks"] = torch.randint(0, 2, (n, side, side), dtype=torch.uint8, generator=g)
+            batch["sem_masks"] = torch.zeros(batch_size, side, side)
+        return batch
+
+    def _to_device(self, batch: dict[str, Any], half: bool = False) -> dict[str, Any]:
+        out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        out["img"] = (out["img"].half() if half else out["img"].float()) / 255  # trainer/validator preprocess
+        return out
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def _pass(self, batch: dict[str, Any], optimizer_step: bool) -> None:
+        import torch
+        from ultralytics.utils.torch_utils import autocast
+
+        with autocast(self.amp_arg, device=self.device.type):
+            loss, _ = self.model(self._to_device(batch))
+            loss = loss.sum()
+        self.scaler.scale(loss).backward()
+        del loss
+        if optimizer_step:  # BaseTrainer.optimizer_step
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad()
+            self.ema.update(self.model)
+            self._optimizer_ready = True
+
+    def train_step(self, batch_size: int, boundary: Callable[[], None] | None = None) -> float:
+        """Run the measured training sequence at `batch_size`; return the last full step's seconds.
+
+        `boundary` is called between forward passes (trackers that count per pass need it).
+        """
+        boundary = boundary or (lambda: None)
+        self.model.train()
+        batch = self._batch(batch_size, self.train_imgsz, self.spec.labels_per_image)
+        if not self._optimizer_ready:
+            self._pass(batch, optimizer_step=True)  # allocates the optimizer state
+            boundary()
+        self._pass(batch, optimizer_step=False)  # gradients allocated, as between accumulation steps
+        boundary()
+        self._sync()
+        start = time.perf_counter()
+        self._pass(batch, optimizer_step=True)
+        self._sync()
+        return time.perf_counter() - start
+
+    def time_steps(self, batch_size: int, steps: int = 3) -> float:
+        """Mean seconds of `steps` full training steps at `batch_size`, after one warm-up step."""
+        self.model.train()
+        batch = self._batch(batch_size, self.train_imgsz, self.spec.labels_per_image)
+        self._pass(batch, optimizer_step=True)
+        self._sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self._pass(batch, optimizer_step=True)
+        self._sync()
+        return (time.perf_counter() - start) / steps
+
+    def val_step(self, batch_size: int) -> float:
+        """Run one validation batch of `batch_size` with the training state alive; return seconds."""
+        import torch
+
+        grads = [p for p in self.model.parameters() if p.requires_grad and p.grad is None]
+        for p in grads:  # an epoch can end mid-accumulation: gradients may still be allocated
+            p.grad = torch.zeros_like(p)
+        ema = self.ema.ema.float().eval()
+        batch = self._batch(batch_size, self.val_imgsz, self.spec.val_labels_per_image)
+        try:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                self._validate(ema, self._to_device(batch, half=self.spec.amp and self.device.type == "cuda"))
+            self._sync()
+            return time.perf_counter() - start
+        finally:
+            for p in grads:
+                p.grad = None
+
+    def _validate(self, ema: Any, batch: dict[str, Any]) -> None:
+        from ultralytics.utils import nms, ops
+        from ultralytics.utils.torch_utils import autocast
+
+        with autocast(self.spec.amp and self.device.type == "cuda", device=self.device.type):
+            preds = ema(batch["img"])
+            ema.loss(batch, preds)  # the validator computes the loss during training
+        head = preds[0] if self.spec.task == "segment" else preds
+        with quiet_ultralytics(logging.ERROR):  # an untrained model trips NMS's time-limit warning
+            detections = nms.non_max_suppression(
+                head, conf_thres=0.001, iou_thres=float(self.cfg.iou),
+                nc=self.spec.nc if self.spec.task == "segment" else 0, multi_label=True, max_det=int(self.cfg.max_det))
+        if self.spec.task == "segment":  # SegmentationValidator.postprocess
+            proto = preds[0][1] if isinstance(preds[0], tuple) else preds[1]
+            shape = [4 * x for x in proto.shape[2:]]
+            for i, x in enumerate(detections):
+                ops.process_mask(proto[i], x[:, 6:], x[:, :4], shape=shape)
+
+    def close(self) -> None:
+        """Free the model, optimizer and EMA (and the device cache)."""
+        import gc
+
+        import torch
+
+        self.model = self.optimizer = self.ema = self.scaler = None  # type: ignore[assignment]
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class _OptimizerOwner:
+    """What `BaseTrainer.build_optimizer` reads from its trainer: args (it may rewrite lr0) and nc."""
+
+    def __init__(self, cfg: Any, nc: int) -> None:
+        from copy import copy
+
+        self.args = copy(cfg)
+        self.data = {"nc": nc}
