@@ -6,6 +6,7 @@ and changes nothing (no environment variables, no torch settings); the verbs loa
 Examples:
     >>> import visionbatch
     >>> result = visionbatch.train("datasets/shapes/data.yaml", epochs=1, imgsz=64)
+    >>> plan = visionbatch.tune_inference("yolo11n.yaml", imgsz=320, latency_ms=100)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _EXPORTS = {
     "EpochRecord": "visionbatch.plans",
     "load_dataset": "visionbatch.dataset",
     "DatasetSummary": "visionbatch.dataset",
+    "tune_inference": "visionbatch.infer.tune",
+    "InferencePlan": "visionbatch.infer.plan",
     "VisionbatchError": "visionbatch.errors",
     "ConfigError": "visionbatch.errors",
     "DatasetError": "visionbatch.errors",
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
     from visionbatch.dataset import DatasetSummary, load_dataset
     from visionbatch.errors import BudgetError, ConfigError, DatasetError, ProbeError, VisionbatchError
     from visionbatch.fit import fit_batch
+    from visionbatch.infer.plan import InferencePlan
+    from visionbatch.infer.tune import tune_inference
     from visionbatch.plans import BatchPlan, EpochRecord, MemoryCurve, ProbeSample, TrainResult
     from visionbatch.training import train
 

@@ -1,0 +1,155 @@
+"""visionbatch.infer.sweep: batch sizes, percentiles, stop rules, and the sweep on a simulated device."""
+
+from __future__ import annotations
+
+import pytest
+
+from visionbatch.infer.plan import Constraints, StreamLoad
+from visionbatch.infer.runners import is_out_of_memory
+from visionbatch.infer.sweep import SweepPolicy, default_batch_sizes, run_sweep, stop_reason, summarize
+
+MIB = 2**20
+
+
+class FakeDevice:
+    """A simulated accelerator on a fake clock: a batch of b takes `fixed_ms + per_image_ms * b`,
+    uses `base_mib + per_image_mib * b` of memory, and runs out of memory above `capacity` images
+    with the CUDA allocator's message."""
+
+    memory_source = "simulated"
+
+    def __init__(self, fixed_ms: float = 5.0, per_image_ms: float = 10.0, base_mib: float = 100.0,
+                 per_image_mib: float = 50.0, capacity: int | None = None) -> None:
+        self.now = 0.0
+        self.fixed_ms, self.per_image_ms = fixed_ms, per_image_ms
+        self.base_mib, self.per_image_mib = base_mib, per_image_mib
+        self.capacity = capacity
+        self.batch = 0
+        self.calls: list[int] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def make_step(self, batch: int):
+        self.batch = batch
+
+        def step() -> None:
+            if self.capacity is not None and batch > self.capacity:
+                raise RuntimeError(f"CUDA out of memory. Tried to allocate {batch * 50} MiB")
+            self.calls.append(batch)
+            self.now += (self.fixed_ms + self.per_image_ms * batch) / 1000.0
+
+        return step
+
+    # probe
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> tuple[int, float]:
+        return int((self.base_mib + self.per_image_mib * self.batch) * MIB), 7000.0
+
+
+def sweep(device: FakeDevice, constraints: Constraints = Constraints(), memory_limit: int | None = None,
+          **policy):
+    return run_sweep(device.make_step, default_batch_sizes(64), SweepPolicy(warmup_runs=1, runs=5, **policy),
+                     constraints, device, memory_limit_bytes=memory_limit, is_out_of_memory=is_out_of_memory,
+                     clock=device.clock)
+
+
+def test_default_batch_sizes() -> None:
+    assert default_batch_sizes(1) == (1,)
+    assert default_batch_sizes(48) == (1, 2, 4, 8, 16, 32, 48)
+
+
+def test_summarize_percentiles_and_throughput() -> None:
+    latencies = [10.0] * 99 + [20.0]
+    m = summarize(2, latencies, memory_bytes=5, memory_source="x", power_mw=1234.56)
+    assert (m.runs, m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms, m.latency_max_ms) == (100, 10.0, 10.0, 10.1, 20.0)
+    assert m.latency_mean_ms == 10.1 and m.per_image_ms == 5.05
+    assert m.throughput_per_s == pytest.approx(2 * 100 / 1.010, abs=1e-3)
+    assert (m.memory_bytes, m.memory_source, m.power_mw) == (5, "x", 1234.6)
+    staged = summarize(1, [3.0, 5.0], stages_ms=[{"preprocess": 1.0}, {"preprocess": 2.0}], detections=[0, 3])
+    assert staged.stages_ms == {"preprocess": 1.5} and staged.detections_per_image == 1.5
+
+
+def test_sweep_plateau_stops_early_on_fake_clock() -> None:
+    device = FakeDevice()  # throughput b / (5 + 10 b) ms: 66.7, 80, 88.9, 94.1, 97.0, 98.5 img/s
+    result = sweep(device)
+    assert [m.batch_size for m in result.measurements] == [1, 2, 4, 8, 16, 32]
+    assert result.stop_reason == ("throughput plateaued: batches 16 and 32 gained less than 5% over the best "
+                                  "before them")
+    first = result.measurements[0]
+    assert first.runs == 5 and first.latency_p50_ms == 15.0 and first.throughput_per_s == pytest.approx(66.667)
+    assert first.memory_bytes == 150 * MIB and first.power_mw == 7000.0
+    assert device.calls.count(1) == 6  # 1 warm-up + 5 timed
+
+
+def test_out_of_memory_keeps_the_last_size_that_worked() -> None:
+    device = FakeDevice(capacity=16)
+    result = sweep(device)
+    assert [m.batch_size for m in result.measurements] == [1, 2, 4, 8, 16]
+    assert result.stop_reason == "memory: batch 32 ran out of memory (RuntimeError)"
+
+
+def test_other_errors_propagate() -> None:
+    def make_step(batch: int):
+        def step() -> None:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered (out of memory?)")
+        return step
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        run_sweep(make_step, (1, 2), SweepPolicy(runs=1), Constraints(), FakeDevice(), is_out_of_memory=is_out_of_memory)
+
+
+def test_latency_budget_stops_after_the_first_batch_over_it() -> None:
+    result = sweep(FakeDevice(), Constraints(latency_ms=50))
+    assert [m.batch_size for m in result.measurements] == [1, 2, 4, 8]
+    assert result.stop_reason.startswith("latency: batch 8 takes 85.0 ms at the median, over the 50 ms budget")
+
+
+def test_fill_wait_alone_can_stop_the_sweep() -> None:
+    # 2 x 10 fps = 20 img/s: batch 4 waits 150 ms to fill, over a 120 ms budget
+    result = sweep(FakeDevice(per_image_ms=1.0), Constraints(latency_ms=120, load=StreamLoad(2, 10)))
+    assert [m.batch_size for m in result.measurements] == [1, 2]
+    assert result.stop_reason == "latency: batch 4 would wait 150.0 ms to fill at 20 img/s, over the 120 ms budget"
+
+
+def test_memory_projected_past_the_limit() -> None:
+    # 100 MiB + 50 MiB per image: 16 reads 900 MiB, 32 is projected at 1700 MiB > 1 GiB
+    result = sweep(FakeDevice(), memory_limit=1024 * MIB, plateau_patience=10)
+    assert [m.batch_size for m in result.measurements] == [1, 2, 4, 8, 16]
+    assert result.stop_reason == "memory: batch 32 is projected at 1.66 GiB, over the 1.00 GiB limit"
+
+
+def test_time_bound() -> None:
+    # seconds_per_batch=1 makes each batch at least 1 s of fake time; the bound is 2.5 s
+    device = FakeDevice()
+    result = run_sweep(device.make_step, (1, 2, 4, 8), SweepPolicy(warmup_runs=0, seconds_per_batch=1.0,
+                                                                   min_runs=1, max_seconds=2.5),
+                       Constraints(), device, clock=device.clock)
+    assert [m.batch_size for m in result.measurements] == [1, 2]
+    assert result.stop_reason.startswith("time: batch 4 would take about 1 s, past the 2.5 s bound")
+    assert result.measurements[0].runs == 67  # ceil(1 s / 15 ms)
+
+
+def test_stop_reason_none_while_throughput_grows() -> None:
+    rows = [summarize(b, [t]) for b, t in [(1, 10.0), (2, 12.0), (4, 16.0)]]
+    assert stop_reason(rows, 8, Constraints(latency_ms=100), SweepPolicy()) is None
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (MemoryError(), True),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested buffer"), True),
+    (RuntimeError("std::bad_alloc"), True),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), False),
+    (ValueError("input size is outside the profile"), False),
+])
+def test_is_out_of_memory_is_narrow(exc: BaseException, expected: bool) -> None:
+    assert is_out_of_memory(exc) is expected
+
+
+def test_torch_oom_class() -> None:
+    import torch
+
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("no room"))

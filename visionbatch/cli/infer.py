@@ -1,0 +1,98 @@
+"""`visionbatch infer MODEL [key=value ...]`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from visionbatch.cli.args import positional
+from visionbatch.console import err, human_bytes, table
+from visionbatch.infer.options import CLI_KEYS
+from visionbatch.infer.plan import InferencePlan
+
+SUMMARY = "tune the inference batch for deployment (latency, memory, camera load) and write its configs"
+USAGE = """visionbatch infer MODEL [key=value ...]
+
+MODEL: a model YAML (yolo11n.yaml), a local .pt, an .onnx or a TensorRT .engine. A .pt/.yaml is
+exported offline with a dynamic batch. Sweeps batch sizes on the backend, chooses the batch with
+the most throughput within the constraints, writes plan.json, sweep.png and DeepStream / Triton /
+TensorRT settings to runs/infer/<name>/.
+
+Keys:
+""" + "\n".join(f"  {key:<16}{text}" for key, (_, text) in CLI_KEYS.items()) + """
+
+Examples:
+  visionbatch infer yolo11n.yaml imgsz=320 latency_ms=100
+  visionbatch infer best.pt imgsz=640 streams=8 fps=25 latency_ms=200 target=orin-nano-8gb
+  visionbatch infer model.engine streams=4 fps=30 latency_ms=80 end_to_end=True"""
+
+
+def run(tokens: Sequence[str]) -> InferencePlan:
+    from visionbatch.infer.options import from_cli
+    from visionbatch.infer.tune import tune_inference
+
+    model, pairs = positional(tokens, "infer", "MODEL", "model", "visionbatch infer yolo11n.yaml [key=value ...]")
+    return tune_inference(model, progress=lambda line: err(f"visionbatch infer: {line}"), **from_cli(pairs))
+
+
+def show(plan: InferencePlan) -> str:
+    load = plan.constraints.load is not None
+    power = any(m.power_mw is not None for m in plan.measurements)
+    verdicts = {v.batch_size: v for v in plan.verdicts}
+    first = plan.measurements[0]
+    headers = ["batch", "runs", "p50 ms", "p90 ms", "p99 ms", "ms/img", "img/s", "x b1", "memory"]
+    headers += ["fill ms"] if load else []
+    headers += ["power W"] if power else []
+    headers += ["verdict"]
+    rows = []
+    for m in plan.measurements:
+        verdict = verdicts[m.batch_size]
+        gain = m.throughput_per_s / first.throughput_per_s if first.batch_size == 1 else None
+        row = [m.batch_size, m.runs, *(_ms(v) for v in (m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms)),
+               f"{m.per_image_ms:.2f}", f"{m.throughput_per_s:.1f}", None if gain is None else f"{gain:.2f}x",
+               human_bytes(m.memory_bytes)]
+        row += [_ms(verdict.fill_wait_ms)] if load else []
+        row += [None if m.power_mw is None else f"{m.power_mw / 1000:.1f}"] if power else []
+        mark = "chosen" if m.batch_size == plan.batch_size else ("ok" if verdict.feasible else
+                                                                  verdict.violations[0].split(" ")[0])
+        rows.append(row + [mark])
+    memory_source = first.memory_source or "memory"
+    title = (f"visionbatch infer: {plan.task} {plan.model} at {plan.imgsz}px, {plan.backend} ({plan.provider}) "
+             f"{plan.precision} on {plan.device_name or plan.device}"
+             + (f", {plan.cpu_threads} threads" if plan.cpu_threads else "")
+             + (", end to end" if plan.end_to_end else ""))
+    lines = ["", table(headers, rows, title=title), f"(memory: {memory_source})"]
+    if any(m.stages_ms for m in plan.measurements):
+        stage_rows = [[m.batch_size, *(_ms(m.stages_ms.get(k)) for k in ("preprocess", "inference", "postprocess")),
+                       m.detections_per_image] for m in plan.measurements]
+        lines += ["", table(["batch", "preprocess ms", "inference ms", "postprocess ms", "detections/img"],
+                            stage_rows, title="end to end, mean per call")]
+    lines.append("")
+    lines.append(f"constraints: {_constraints(plan)}")
+    lines.append(f"sweep stopped: {plan.stop_reason}")
+    if plan.batch_size is not None:
+        lines.append(f"chosen: {plan.reason}")
+    else:
+        lines.append(f"nothing feasible: {plan.reason}")
+        lines += [f"  what would help: {a}" for a in plan.advice]
+    lines += [f"note: {n}" for n in plan.notes]
+    lines.append(f"run folder: {plan.run_dir}")
+    shown = [k for k in ("plan", "plot", "deepstream_nvinfer", "deepstream_streammux", "triton_config", "trtexec")
+             if k in plan.files]
+    lines += [f"  {k}: {plan.files[k]}" for k in shown]
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str | None:
+    return None if value is None else f"{value:.1f}"
+
+
+def _constraints(plan: InferencePlan) -> str:
+    c = plan.constraints
+    parts = []
+    if c.latency_ms is not None:
+        parts.append(f"latency <= {c.latency_ms:g} ms (fill wait + p99)")
+    if c.load is not None:
+        parts.append(f"{c.load.streams} streams x {c.load.fps:g} fps = {c.load.images_per_s:g} img/s")
+    if c.memory_budget_bytes is not None:
+        parts.append(f"memory <= {human_bytes(c.memory_budget_bytes)}")
+    return ", ".join(parts) if parts else "none: the most throughput wins"

@@ -1,0 +1,239 @@
+"""Result values of `visionbatch infer`: what was measured per batch, the constraints, the choice.
+
+All frozen and JSON-able (`visionbatch.plans.to_jsonable`); `InferencePlan` is written as
+`plan.json` next to the configs it produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from visionbatch.plans import to_jsonable
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamLoad:
+    """Camera streams to serve: `streams` sources at `fps` frames per second each.
+
+    Examples:
+        >>> load = StreamLoad(streams=4, fps=25)
+        >>> load.images_per_s, load.fill_wait_ms(1), load.fill_wait_ms(5)
+        (100.0, 0.0, 40.0)
+    """
+
+    streams: int
+    fps: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Frames per second arriving in all: the throughput real time needs."""
+        return float(self.streams * self.fps)
+
+    def fill_wait_ms(self, batch_size: int) -> float:
+        """How long the first frame of a batch waits for the other `batch_size - 1` to arrive.
+
+        Frames arrive at `streams * fps` per second in all, so a batch of b fills in about
+        (b - 1) / (streams * fps) seconds after its first frame.
+        """
+        return (batch_size - 1) / self.images_per_s * 1000.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Constraints:
+    """What the chosen batch must satisfy; None means unconstrained.
+
+    Attributes:
+        latency_ms: budget for a frame's worst latency: batch fill wait + p99 batch latency.
+        memory_budget_bytes: the most memory the measured reading may show (see
+            `BatchMeasurement.memory_source`).
+        memory_budget_source: where the memory budget came from, for messages.
+        load: the camera load to keep up with.
+    """
+
+    latency_ms: float | None = None
+    memory_budget_bytes: int | None = None
+    memory_budget_source: str = ""
+    load: StreamLoad | None = None
+
+    @property
+    def required_per_s(self) -> float | None:
+        return self.load.images_per_s if self.load else None
+
+    def fill_wait_ms(self, batch_size: int) -> float:
+        return self.load.fill_wait_ms(batch_size) if self.load else 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchMeasurement:
+    """One batch size, measured: latency of a whole batch, throughput, memory, power.
+
+    Attributes:
+        batch_size: images per call.
+        runs: timed calls (after warm-up).
+        latency_p50_ms: median latency of one call (the whole batch).
+        latency_p90_ms: 90th percentile.
+        latency_p99_ms: 99th percentile (linear interpolation; with fewer than 100 runs it sits
+            between the largest readings).
+        latency_mean_ms: mean latency of one call.
+        latency_max_ms: the slowest call.
+        per_image_ms: mean call latency divided by the batch size.
+        throughput_per_s: images per second over the timed calls, back to back.
+        memory_bytes: the memory reading over the timed calls (None if none could be read).
+        memory_source: what `memory_bytes` is, e.g. 'process peak RSS'.
+        power_mw: mean power over the timed calls where the device reports it, else None.
+        stages_ms: end to end only: mean milliseconds per call of 'preprocess', 'inference' and
+            'postprocess'.
+        detections_per_image: end to end only: mean detections kept by NMS per image.
+    """
+
+    batch_size: int
+    runs: int
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p99_ms: float
+    latency_mean_ms: float
+    latency_max_ms: float
+    per_image_ms: float
+    throughput_per_s: float
+    memory_bytes: int | None = None
+    memory_source: str = ""
+    power_mw: float | None = None
+    stages_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    detections_per_image: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchVerdict:
+    """A measured batch judged against the constraints.
+
+    Attributes:
+        batch_size: the batch judged.
+        fill_wait_ms: time for the batch to fill at the stream load (0 without a load).
+        worst_latency_ms: fill wait + p99 batch latency: what the latency budget is held against.
+        feasible: True when every constraint holds.
+        violations: one short line per broken constraint.
+    """
+
+    batch_size: int
+    fill_wait_ms: float
+    worst_latency_ms: float
+    feasible: bool
+    violations: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Choice:
+    """The chosen batch (None when nothing is feasible), why, and what would help otherwise."""
+
+    batch_size: int | None
+    reason: str
+    verdicts: tuple[BatchVerdict, ...]
+    advice: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JetsonModule:
+    """A Jetson module, for memory budgets and for planning from another machine.
+
+    Attributes:
+        key: the name `target=` takes, e.g. 'orin-nano-8gb'.
+        name: NVIDIA's name.
+        memory_bytes: unified memory (CPU and GPU share it).
+        gpu: the GPU in words.
+        dla_cores: deep-learning accelerator cores (TensorRT can place layers there).
+        part_numbers: module part numbers as in the device tree's `compatible`/dtb names.
+    """
+
+    key: str
+    name: str
+    memory_bytes: int
+    gpu: str
+    dla_cores: int
+    part_numbers: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JetsonInfo:
+    """The Jetson this process runs on, as the OS describes it.
+
+    Attributes:
+        model: /proc/device-tree/model, e.g. 'NVIDIA Jetson Orin Nano Developer Kit'.
+        l4t_release: from /etc/nv_tegra_release, e.g. '36.4.3'.
+        memory_total_bytes: MemTotal from /proc/meminfo.
+        module: the module from the table, when it could be told.
+    """
+
+    model: str
+    l4t_release: str | None
+    memory_total_bytes: int | None
+    module: JetsonModule | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InferencePlan:
+    """What `tune_inference` measured and chose; written as `plan.json`.
+
+    Attributes:
+        model: the model argument.
+        model_file: the file that ran (exported .onnx, .engine, or the .pt/.yaml for PyTorch).
+        task: 'detect' or 'segment'.
+        backend: 'onnxruntime', 'pytorch' or 'tensorrt'.
+        provider: what executed it, e.g. 'CPUExecutionProvider', 'torch eager', 'TensorRT 10.3'.
+        device: 'cpu' or 'cuda:0'.
+        device_name: the CPU or GPU model.
+        precision: 'fp32' or 'fp16'.
+        imgsz: square input size in pixels.
+        end_to_end: whether letterbox pre-processing and NMS were timed with the model.
+        cpu_threads: threads the CPU path ran with (None on GPU backends).
+        constraints: the constraints the choice was held to.
+        measurements: one per batch measured, in order.
+        verdicts: the same batches judged against the constraints.
+        stop_reason: why the sweep stopped where it did.
+        batch_size: the chosen batch, None when nothing met the constraints.
+        reason: the choice in one sentence.
+        advice: what would make an infeasible load feasible.
+        speedup_vs_batch1: chosen throughput / batch-1 throughput.
+        jetson: the Jetson this ran on, if any.
+        target: the Jetson module planned for (`target=`), if any.
+        files: artefact name -> path (plan, plot, configs).
+        run_dir: the run folder.
+        versions: package versions.
+        wall_s: seconds for the whole call, export included.
+        notes: things the user should know.
+    """
+
+    model: str
+    model_file: str
+    task: str
+    backend: str
+    provider: str
+    device: str
+    device_name: str
+    precision: str
+    imgsz: int
+    end_to_end: bool
+    cpu_threads: int | None
+    constraints: Constraints
+    measurements: tuple[BatchMeasurement, ...]
+    verdicts: tuple[BatchVerdict, ...]
+    stop_reason: str
+    batch_size: int | None
+    reason: str
+    advice: tuple[str, ...]
+    speedup_vs_batch1: float | None
+    jetson: JetsonInfo | None
+    target: JetsonModule | None
+    files: dict[str, str]
+    run_dir: str
+    versions: dict[str, str]
+    wall_s: float
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @property
+    def chosen(self) -> BatchMeasurement | None:
+        """The measurement of the chosen batch."""
+        return next((m for m in self.measurements if m.batch_size == self.batch_size), None)

@@ -1,0 +1,264 @@
+"""The batch sweep: which sizes, how each is timed, and when to stop early.
+
+`run_sweep` is the only part that touches a clock; it takes the clock, the step and the probe as
+arguments so tests drive it with a fake device. Everything else here is pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from visionbatch.console import human_bytes
+from visionbatch.infer.plan import BatchMeasurement, Constraints
+
+DEFAULT_MAX_BATCH = 64
+
+
+def default_batch_sizes(max_batch: int = DEFAULT_MAX_BATCH) -> tuple[int, ...]:
+    """Powers of two from 1 up to `max_batch` (and `max_batch` itself if it is not one).
+
+    Examples:
+        >>> default_batch_sizes(64), default_batch_sizes(12)
+        ((1, 2, 4, 8, 16, 32, 64), (1, 2, 4, 8, 12))
+    """
+    sizes = [2**k for k in range(int(math.log2(max_batch)) + 1)]
+    if sizes[-1] != max_batch:
+        sizes.append(max_batch)
+    return tuple(sizes)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SweepPolicy:
+    """How each batch is timed and when the sweep stops.
+
+    Attributes:
+        warmup_runs: untimed calls first (the first call at a new shape allocates and tunes).
+        runs: a fixed number of timed calls per batch; None to time for `seconds_per_batch`.
+        seconds_per_batch: time each batch at least this long (and at least `min_runs` calls).
+        min_runs: fewest timed calls per batch.
+        max_runs: most timed calls per batch.
+        max_seconds: time bound for the whole sweep: a batch predicted to end past it is skipped.
+        plateau_gain: a batch gaining less than this over the best before it has plateaued.
+        plateau_patience: stop after this many plateaued batches in a row.
+    """
+
+    warmup_runs: int = 3
+    runs: int | None = None
+    seconds_per_batch: float = 1.0
+    min_runs: int = 10
+    max_runs: int = 1000
+    max_seconds: float = 90.0
+    plateau_gain: float = 0.05
+    plateau_patience: int = 2
+
+
+def summarize(batch_size: int, latencies_ms: Sequence[float], memory_bytes: int | None = None,
+              memory_source: str = "", power_mw: float | None = None,
+              stages_ms: Sequence[dict[str, float]] = (), detections: Sequence[float] = ()) -> BatchMeasurement:
+    """Percentiles, per-image latency and throughput from the timed calls of one batch.
+
+    Examples:
+        >>> m = summarize(4, [10.0, 10.0, 10.0, 30.0])
+        >>> m.latency_p50_ms, m.latency_mean_ms, m.per_image_ms, m.throughput_per_s
+        (10.0, 15.0, 3.75, 266.667)
+    """
+    values = np.asarray(latencies_ms, dtype=float)
+    mean = float(values.mean())
+    p50, p90, p99 = (float(np.percentile(values, q)) for q in (50, 90, 99))
+    stage_means = {}
+    for key in (stages_ms[0] if stages_ms else {}):
+        stage_means[key] = round(float(np.mean([s[key] for s in stages_ms])), 3)
+    return BatchMeasurement(
+        batch_size=batch_size,
+        runs=len(values),
+        latency_p50_ms=round(p50, 3),
+        latency_p90_ms=round(p90, 3),
+        latency_p99_ms=round(p99, 3),
+        latency_mean_ms=round(mean, 3),
+        latency_max_ms=round(float(values.max()), 3),
+        per_image_ms=round(mean / batch_size, 3),
+        throughput_per_s=round(float(batch_size * len(values) / (values.sum() / 1000.0)), 3),
+        memory_bytes=memory_bytes,
+        memory_source=memory_source,
+        power_mw=None if power_mw is None else round(power_mw, 1),
+        stages_ms=stage_means,
+        detections_per_image=round(float(np.mean(detections)), 3) if len(detections) else None,
+    )
+
+
+def stop_reason(measured: Sequence[BatchMeasurement], next_batch: int, constraints: Constraints,
+                policy: SweepPolicy, memory_limit_bytes: int | None = None, elapsed_s: float = 0.0) -> str | None:
+    """Why the sweep should not measure `next_batch`, or None to go on.
+
+    Stops when the last batch's median latency (plus fill wait) is over the latency budget (a
+    larger batch only takes longer), when `next_batch` would wait longer than the budget just to
+    fill, when memory projected linearly from the last two batches passes `memory_limit_bytes`,
+    when throughput has plateaued, or when `next_batch` would end past the time bound.
+
+    Examples:
+        >>> m = [summarize(b, [t]) for b, t in [(1, 10.0), (2, 19.0), (4, 38.0), (8, 75.0)]]
+        >>> stop_reason(m[:2], 4, Constraints(), SweepPolicy()) is None
+        True
+        >>> stop_reason(m, 16, Constraints(), SweepPolicy())
+        'throughput plateaued: batches 4 and 8 gained less than 5% over the best before them'
+    """
+    last = measured[-1]
+    budget = constraints.latency_ms
+    if budget is not None:
+        fill = constraints.fill_wait_ms(last.batch_size)
+        if last.latency_p50_ms + fill > budget:
+            waits = f" after a {fill:.1f} ms fill wait" if fill else ""
+            return (f"latency: batch {last.batch_size} takes {last.latency_p50_ms:.1f} ms at the median{waits}, "
+                    f"over the {budget:g} ms budget; larger batches only take longer")
+        if constraints.fill_wait_ms(next_batch) > budget:
+            return (f"latency: batch {next_batch} would wait {constraints.fill_wait_ms(next_batch):.1f} ms to fill "
+                    f"at {constraints.required_per_s:g} img/s, over the {budget:g} ms budget")
+    if memory_limit_bytes is not None:
+        projected = _project_memory(measured, next_batch)
+        if projected is not None and projected > memory_limit_bytes:
+            return (f"memory: batch {next_batch} is projected at {human_bytes(projected)}, over the "
+                    f"{human_bytes(memory_limit_bytes)} limit")
+    patience = policy.plateau_patience
+    if len(measured) > patience:
+        flat = []
+        for index in range(len(measured) - patience, len(measured)):
+            before = max(m.throughput_per_s for m in measured[:index])
+            flat.append(measured[index].throughput_per_s < before * (1 + policy.plateau_gain))
+        if all(flat):
+            sizes = [str(m.batch_size) for m in measured[-patience:]]
+            return (f"throughput plateaued: batches {' and '.join(sizes)} gained less than "
+                    f"{policy.plateau_gain:.0%} over the best before them")
+    predicted_s = predicted_batch_seconds(last, next_batch, policy)
+    if elapsed_s + predicted_s > policy.max_seconds:
+        return (f"time: batch {next_batch} would take about {predicted_s:.0f} s, past the "
+                f"{policy.max_seconds:g} s bound for the sweep (max_seconds=)")
+    return None
+
+
+def predicted_batch_seconds(last: BatchMeasurement, next_batch: int, policy: SweepPolicy) -> float:
+    """Seconds to measure `next_batch`, scaling the last batch's per-image time."""
+    call_s = last.per_image_ms * next_batch / 1000.0
+    if policy.runs is not None:
+        timed = call_s * policy.runs
+    else:
+        timed = max(call_s * policy.min_runs, policy.seconds_per_batch)
+    return call_s * policy.warmup_runs + timed
+
+
+def _project_memory(measured: Sequence[BatchMeasurement], next_batch: int) -> int | None:
+    points = [(m.batch_size, m.memory_bytes) for m in measured if m.memory_bytes is not None]
+    if len(points) < 2:
+        return None
+    (b1, m1), (b2, m2) = points[-2], points[-1]
+    slope = max(0.0, (m2 - m1) / (b2 - b1))
+    return int(m2 + slope * (next_batch - b2))
+
+
+class Probe(Protocol):
+    """Reads memory (and power) over a window of timed calls."""
+
+    memory_source: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> tuple[int | None, float | None]: ...  # (memory bytes, mean power mW)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SweepResult:
+    measurements: tuple[BatchMeasurement, ...]
+    stop_reason: str
+
+
+Step = Callable[[], Any]  # runs one batch; may return {'stages_ms': {...}, 'detections': n}
+
+
+def run_sweep(make_step: Callable[[int], Step], batch_sizes: Sequence[int], policy: SweepPolicy,
+              constraints: Constraints, probe: Probe, memory_limit_bytes: int | None = None,
+              is_out_of_memory: Callable[[BaseException], bool] = lambda exc: False,
+              clock: Callable[[], float] = time.perf_counter,
+              progress: Callable[[str], None] | None = None) -> SweepResult:
+    """Measure each batch size in turn until done or a stop rule fires.
+
+    Args:
+        make_step: batch size -> a callable that runs one batch (its input prepared once).
+        batch_sizes: ascending sizes to try.
+        policy: warm-up, timing and stop settings.
+        constraints: used by the early-stop rules.
+        probe: memory/power reader around the timed calls.
+        memory_limit_bytes: stop before a batch projected past this.
+        is_out_of_memory: says whether an exception is the device running out of memory; such a
+            batch ends the sweep (the last size that worked is kept), anything else propagates.
+        clock: seconds, monotonic.
+        progress: receives one line per batch measured.
+
+    Returns:
+        The measurements and why the sweep stopped.
+    """
+    measured: list[BatchMeasurement] = []
+    started = clock()
+    reason = f"all {len(batch_sizes)} batch sizes measured"
+    for index, batch_size in enumerate(batch_sizes):
+        if measured:
+            why = stop_reason(measured, batch_size, constraints, policy, memory_limit_bytes, clock() - started)
+            if why:
+                reason = why
+                break
+        try:
+            measurement = _measure(make_step, batch_size, policy, probe, clock)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            reason = f"memory: batch {batch_size} ran out of memory ({type(exc).__name__})"
+            if progress:
+                progress(f"batch {batch_size}: out of memory; keeping batches up to "
+                         f"{measured[-1].batch_size if measured else 'none'}")
+            break
+        measured.append(measurement)
+        if progress:
+            progress(_progress_line(measurement, index, len(batch_sizes)))
+    return SweepResult(tuple(measured), reason)
+
+
+def _measure(make_step: Callable[[int], Step], batch_size: int, policy: SweepPolicy, probe: Probe,
+             clock: Callable[[], float]) -> BatchMeasurement:
+    step = make_step(batch_size)
+    for _ in range(policy.warmup_runs):
+        step()
+    latencies: list[float] = []
+    stages: list[dict[str, float]] = []
+    detections: list[float] = []
+    probe.start()
+    try:
+        begin = clock()
+        while True:
+            t0 = clock()
+            out = step()
+            t1 = clock()
+            latencies.append((t1 - t0) * 1000.0)
+            if isinstance(out, dict):
+                if "stages_ms" in out:
+                    stages.append(out["stages_ms"])
+                if "detections" in out:
+                    detections.append(out["detections"])
+            if policy.runs is not None:
+                if len(latencies) >= policy.runs:
+                    break
+            elif len(latencies) >= policy.max_runs or (
+                    len(latencies) >= policy.min_runs and t1 - begin >= policy.seconds_per_batch):
+                break
+    finally:
+        memory, power = probe.stop()
+    return summarize(batch_size, latencies, memory, probe.memory_source, power, stages, detections)
+
+
+def _progress_line(m: BatchMeasurement, index: int, total: int) -> str:
+    memory = f", {m.memory_source} {human_bytes(m.memory_bytes)}" if m.memory_bytes is not None else ""
+    return (f"[{index + 1}/{total}] batch {m.batch_size}: {m.runs} runs, p50 {m.latency_p50_ms:.1f} ms, "
+            f"p99 {m.latency_p99_ms:.1f} ms, {m.throughput_per_s:.1f} img/s{memory}")

@@ -1,0 +1,392 @@
+"""`tune_inference()`: export, sweep batch sizes on the deployment backend, choose, write configs.
+
+The flow: check the arguments (nothing is written before they pass), make a run folder, resolve
+the model to a file the backend loads (exporting .pt/.yaml offline), open the runner and the
+memory/power probe for the device, sweep, choose under the constraints, then write plan.json,
+sweep.png and the DeepStream / Triton / TensorRT settings next to each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionbatch.console import human_bytes
+from visionbatch.errors import ConfigError, ProbeError
+from visionbatch.infer import deploy, edge, probes
+from visionbatch.infer.choice import choose
+from visionbatch.infer.export import ModelInfo, engine_bytes, engine_info, export, onnx_info, source_task
+from visionbatch.infer.options import InferenceOptions, check_options
+from visionbatch.infer.pipeline import EndToEnd, model_step
+from visionbatch.infer.plan import BatchMeasurement, Constraints, InferencePlan, JetsonInfo, StreamLoad
+from visionbatch.infer.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner, is_out_of_memory
+from visionbatch.infer.sweep import SweepResult, run_sweep
+from visionbatch.plans import write_json
+from visionbatch.rundir import new_run_dir
+from visionbatch.ultralytics_compat import cpu_count, offline, versions
+
+TARGET_MEMORY_SHARE = 0.75  # of a target Jetson's memory, when no budget is given: the rest for OS and video
+SAFETY_SHARE = 0.9          # the sweep stops before a batch projected past this share of free memory
+
+
+def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None = None, provider: str | None = None,
+                   batch_sizes: list[int] | tuple[int, ...] | None = None, max_batch: int = 64,
+                   latency_ms: float | None = None, memory_budget_bytes: int | None = None,
+                   memory_fraction: float | None = None, streams: int | None = None, fps: float | None = None,
+                   half: bool = False, end_to_end: bool = False, warmup_runs: int = 3, runs: int | None = None,
+                   seconds_per_batch: float = 1.0, max_seconds: float = 90.0, device: str | int | None = None,
+                   threads: int | None = None, target: str | None = None, name: str | None = None,
+                   project: str | None = None, progress: Callable[[str], None] | None = None) -> InferencePlan:
+    """Find the inference batch with the most throughput under latency, memory and stream-load limits.
+
+    Args:
+        model: a model YAML (yolo11n.yaml), a local .pt, an .onnx or a TensorRT .engine.
+        imgsz: input size in pixels (default: the size the file was exported at, else 640).
+        backend: 'onnxruntime', 'pytorch' or 'tensorrt' (default: from the file, else onnxruntime).
+        provider: ONNX Runtime provider 'cpu', 'cuda' or 'tensorrt' (default: from device).
+        batch_sizes: sizes to try (default: powers of two up to `max_batch`).
+        max_batch: largest default batch size.
+        latency_ms: budget for a frame's worst latency (fill wait + p99 batch latency).
+        memory_budget_bytes: memory budget for the device's reading (RSS on CPU, CUDA memory,
+            Jetson unified memory).
+        memory_fraction: the budget as a fraction of the device's memory (or the target's).
+        streams, fps: the camera load to keep up with; adds the fill wait (b - 1) / (streams x fps).
+        half: fp16 (CUDA only).
+        end_to_end: time letterbox pre-processing and NMS with the model.
+        warmup_runs: untimed calls per batch first.
+        runs: timed calls per batch (default: at least 10 and at least `seconds_per_batch`).
+        seconds_per_batch: time each batch at least this long.
+        max_seconds: time bound for the sweep.
+        device: 'cpu', 0 or 'cuda:0' (default: the GPU if there is one).
+        threads: CPU threads (default: every core).
+        target: a Jetson module to plan for ('orin-nano-8gb', ...): its memory sets the default
+            budget and the configs are written for it.
+        name, project: the run folder (runs/infer/<name>).
+        progress: receives a line per step of a long sweep.
+
+    Returns:
+        The plan, also written as plan.json in the run folder beside sweep.png and the configs.
+
+    Raises:
+        ConfigError: a bad argument, a model that would need a download, a backend not installed.
+
+    Examples:
+        >>> plan = tune_inference("yolo11n.yaml", imgsz=320, latency_ms=100)  # doctest: +SKIP
+        >>> plan.batch_size, plan.chosen.throughput_per_s, plan.files["triton_config"]  # doctest: +SKIP
+        (2, 101.3, '.../runs/infer/infer/triton/yolo11n/config.pbtxt')
+    """
+    started = time.perf_counter()
+    opts = check_options(
+        model, imgsz=imgsz, backend=backend, provider=provider, batch_sizes=batch_sizes, max_batch=max_batch,
+        latency_ms=latency_ms, memory_budget_bytes=memory_budget_bytes, memory_fraction=memory_fraction,
+        streams=streams, fps=fps, half=half, end_to_end=end_to_end, warmup_runs=warmup_runs, runs=runs,
+        seconds_per_batch=seconds_per_batch, max_seconds=max_seconds, device=device, threads=threads,
+        target=target, name=name, project=project)
+    say = progress or (lambda line: None)
+    notes: list[str] = []
+    ready = _ready_model(opts)  # a bad .onnx/.engine or a pose model is refused before anything is written
+    run_dir = new_run_dir("infer", opts.name, opts.project)
+    run = _sweep(opts, ready, run_dir, say, notes)
+    measurements = run.result.measurements
+    choice = choose(measurements, run.constraints, imgsz=run.imgsz, precision=run.precision,
+                    device_type=run.device_type)
+    notes += _measurement_notes(opts, run.jetson, run.device_name, measurements)
+    chosen = next((m for m in measurements if m.batch_size == choice.batch_size), None)
+    first = measurements[0]
+    speedup = (round(chosen.throughput_per_s / first.throughput_per_s, 3)
+               if chosen is not None and first.batch_size == 1 and first.throughput_per_s else None)
+    files = {"plan": str(run_dir / "plan.json"), "plot": str(run_dir / "sweep.png")}
+    if chosen is not None:
+        files.update(_write_configs(opts, run, chosen, choice.reason, run_dir, notes))
+    else:
+        notes.append("no deployment configs written: no batch met the constraints")
+    plan = InferencePlan(
+        model=opts.model, model_file=str(run.info.path), task=run.info.task, backend=opts.backend,
+        provider=run.provider, device=opts.device, device_name=run.device_name, precision=run.precision,
+        imgsz=run.imgsz, end_to_end=opts.end_to_end, cpu_threads=run.threads, constraints=run.constraints,
+        measurements=measurements, verdicts=choice.verdicts, stop_reason=run.result.stop_reason,
+        batch_size=choice.batch_size, reason=choice.reason, advice=choice.advice, speedup_vs_batch1=speedup,
+        jetson=run.jetson, target=opts.target, files=files, run_dir=str(run_dir), versions=_versions(),
+        wall_s=0.0, notes=tuple(notes),
+    )
+    from visionbatch.infer.plot import plot_sweep
+
+    plot_sweep(plan, run_dir / "sweep.png")
+    plan = dataclasses.replace(plan, wall_s=round(time.perf_counter() - started, 3))
+    write_json(run_dir / "plan.json", plan)
+    return plan
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Run:
+    """What the sweep ran on and measured, for the choice and the configs."""
+
+    info: ModelInfo
+    imgsz: int
+    jetson: JetsonInfo | None
+    device_name: str
+    device_type: str  # 'cuda' (a GPU or a Jetson) or 'cpu'
+    provider: str
+    precision: str
+    input_dtype: str
+    threads: int | None
+    outputs: tuple[tuple[str, np.ndarray], ...]
+    num_classes: int
+    constraints: Constraints
+    result: SweepResult
+
+
+def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_dir: Path,
+           say: Callable[[str], None], notes: list[str]) -> _Run:
+    """Export if need be, open the runner and the probe, dry-run once, sweep; close what was opened."""
+    with offline():
+        import torch
+
+        jetson = edge.detect_jetson()
+        info, imgsz = ready if isinstance(ready, tuple) else _export_model(opts, ready, run_dir, say, notes)
+        threads = None
+        if opts.device == "cpu":
+            threads = opts.threads or cpu_count()
+            torch.set_num_threads(threads)  # offline() restores the caller's count
+        runner = _open_runner(opts, info, imgsz, run_dir)
+        probe = None
+        try:
+            probe = _probe(opts, jetson)
+            outputs = _dry_run(runner, imgsz)
+            constraints = _constraints(opts, jetson, notes)
+            num_classes = len(info.names) or _classes_from_outputs(info.task, outputs)
+            if opts.end_to_end:
+                make_step = EndToEnd(runner, imgsz, info.task, num_classes).step
+            else:
+                def make_step(batch_size: int) -> Callable[[], None]:
+                    return model_step(runner, batch_size, imgsz)
+            sizes = _fit_sizes(opts.batch_sizes, runner, notes)
+            say(f"sweeping batch sizes {', '.join(map(str, sizes))} on {opts.backend} "
+                f"({runner.provider}, {runner.precision}, {opts.device})")
+            result = run_sweep(make_step, sizes, opts.policy, constraints, probe,
+                               memory_limit_bytes=_memory_limit(opts, jetson, constraints),
+                               is_out_of_memory=is_out_of_memory, progress=say)
+            device_name = _device_name(opts.device, jetson)
+        finally:
+            getattr(probe, "close", lambda: None)()
+            runner.close()
+    if not result.measurements:
+        raise ProbeError(f"model={opts.model}: not even batch {sizes[0]} could run ({result.stop_reason}): "
+                         f"use a smaller imgsz or another device")
+    return _Run(
+        info=info, imgsz=imgsz, jetson=jetson, device_name=device_name,
+        device_type="cuda" if opts.device.startswith("cuda") or jetson else "cpu",
+        provider=runner.provider, precision=runner.precision,
+        input_dtype="float16" if getattr(runner, "input_dtype", np.float32) == np.float16 else "float32",
+        threads=threads, outputs=tuple(outputs), num_classes=num_classes, constraints=constraints, result=result,
+    )
+
+
+def _write_configs(opts: InferenceOptions, run: _Run, chosen: BatchMeasurement, reason: str, run_dir: Path,
+                   notes: list[str]) -> dict[str, str]:
+    constraints = run.constraints
+    slack = (None if constraints.latency_ms is None else
+             constraints.latency_ms - constraints.fill_wait_ms(chosen.batch_size) - chosen.latency_p99_ms)
+    spec = deploy.DeploymentSpec(
+        model_name=run.info.path.stem, task=run.info.task, imgsz=run.imgsz, batch_size=chosen.batch_size,
+        precision="fp16" if run.precision.startswith("fp16") else "fp32", num_classes=run.num_classes,
+        outputs=tuple((name, str(array.dtype), tuple(array.shape[1:])) for name, array in run.outputs),
+        input_dtype=run.input_dtype, load=constraints.load, latency_slack_ms=slack,
+        gpu=run.device_type == "cuda" or opts.target is not None, summary=reason,
+    )
+    info = run.info
+    onnx_path = info.path if info.path.suffix == ".onnx" else _sibling_onnx(info.path)
+    if onnx_path is None:
+        notes.append(f"the configs name {spec.model_name}.onnx, which this run did not export: make it with "
+                     f"visionbatch infer {opts.model} backend=onnxruntime (the ONNX lands in the run folder)")
+    plan_bytes = engine_bytes(info.path) if opts.backend == "tensorrt" else None
+    written = deploy.write_deployment(spec, run_dir, info.names, onnx_path=onnx_path, engine_plan=plan_bytes)
+    return {key: str(path) for key, path in written.items()}
+
+
+def _ready_model(opts: InferenceOptions) -> tuple[ModelInfo, int] | str:
+    """(info, imgsz) of a ready .onnx/.engine, checked; for a .pt/.yaml, its task (export comes later)."""
+    if opts.kind == "onnx":
+        info = onnx_info(Path(opts.model))
+        return info, _check_size(opts, info)
+    if opts.kind == "engine":
+        info = engine_info(Path(opts.model))
+        return info, _check_size(opts, info)
+    task = source_task(opts.model)
+    if task not in {"detect", "segment"}:
+        raise ConfigError(f"model={opts.model} is a {task} model: visionbatch infer tunes detect and segment models")
+    return task
+
+
+def _export_model(opts: InferenceOptions, task: str, run_dir: Path, say: Callable[[str], None],
+                  notes: list[str]) -> tuple[ModelInfo, int]:
+    """The .pt/.yaml exported into the run folder for the backend (PyTorch runs the source itself)."""
+    imgsz = opts.imgsz or 640
+    if opts.backend == "pytorch":
+        return ModelInfo(path=Path(opts.model), task=task, names={}, imgsz=imgsz), imgsz
+    fmt = "engine" if opts.backend == "tensorrt" else "onnx"
+    say(f"exporting {opts.model} to {fmt} at imgsz={imgsz} with a dynamic batch (Ultralytics exporter, offline)")
+    path = export(opts.model, fmt, run_dir, imgsz, half=opts.half, device=opts.device,
+                  max_batch=max(opts.batch_sizes))
+    exported = onnx_info(path) if fmt == "onnx" else engine_info(path)
+    info = dataclasses.replace(exported, task=task, imgsz=imgsz)
+    notes.append(f"exported {Path(opts.model).name} to {path.name} (dynamic batch) in the run folder")
+    return info, _check_size(opts, info)
+
+
+def _check_size(opts: InferenceOptions, info: ModelInfo) -> int:
+    fixed = info.fixed_hw[0] if info.fixed_hw and info.fixed_hw[0] == info.fixed_hw[1] else None
+    imgsz = opts.imgsz or info.imgsz or fixed or 640
+    if info.fixed_hw is not None and info.fixed_hw != (imgsz, imgsz):
+        raise ConfigError(f"imgsz={imgsz}: {info.path.name} takes {info.fixed_hw[0]}x{info.fixed_hw[1]} inputs only: "
+                          f"use imgsz={info.fixed_hw[0]}, or re-export with dynamic=True")
+    if info.fixed_batch is not None and any(b != info.fixed_batch for b in opts.batch_sizes):
+        raise ConfigError(f"model={info.path}: the batch dimension is fixed at {info.fixed_batch}: re-export with "
+                          f"dynamic=True (visionbatch does for .pt/.yaml models), or give batch={info.fixed_batch}")
+    return imgsz
+
+
+def _open_runner(opts: InferenceOptions, info: ModelInfo, imgsz: int, run_dir: Path) -> Any:
+    if opts.backend == "pytorch":
+        return TorchRunner(opts.model, opts.device, half=opts.half)
+    if opts.backend == "tensorrt":
+        return TensorRTRunner(info.path, opts.device)
+    return OnnxRuntimeRunner(info, opts.device, threads=opts.threads or cpu_count(), provider=opts.provider,
+                             imgsz=imgsz, max_batch=max(opts.batch_sizes), cache_dir=run_dir / "ort_trt_cache",
+                             half=opts.half)
+
+
+def _fit_sizes(sizes: tuple[int, ...], runner: Any, notes: list[str]) -> tuple[int, ...]:
+    limit = getattr(runner, "max_batch", None)
+    if limit is None or max(sizes) <= limit:
+        return sizes
+    kept = tuple(b for b in sizes if b <= limit) or (limit,)
+    notes.append(f"the engine's optimisation profile stops at batch {limit}: batches above it were not tried")
+    return kept
+
+
+def _dry_run(runner: Any, imgsz: int) -> list[tuple[str, np.ndarray]]:
+    """One batch-1 call: proves the model runs and gives the output names, dtypes and shapes."""
+    outputs = runner.infer(runner.prepare(np.zeros((1, 3, imgsz, imgsz), dtype=np.float32)))
+    runner.synchronize()
+    names = getattr(runner, "output_names", None) or [f"output{i}" for i in range(len(outputs))]
+    found = []
+    for name, raw in zip(names, outputs):
+        half = str(getattr(raw, "dtype", "")).endswith("float16")
+        array = raw.detach().cpu().numpy() if hasattr(raw, "detach") else np.asarray(raw)
+        found.append((name, array.astype(np.float16 if half else np.float32)))
+    return found
+
+
+def _classes_from_outputs(task: str, outputs: list[tuple[str, np.ndarray]]) -> int:
+    channels = outputs[0][1].shape[1]
+    return channels - 4 - (outputs[1][1].shape[1] if task == "segment" and len(outputs) > 1 else 0)
+
+
+def _probe(opts: InferenceOptions, jetson: JetsonInfo | None) -> Any:
+    if jetson is not None:
+        return probes.jetson_probe()
+    if opts.device.startswith("cuda"):
+        import torch
+
+        return probes.cuda_probe(torch.device(opts.device), opts.backend)
+    return probes.RssProbe()
+
+
+def _constraints(opts: InferenceOptions, jetson: JetsonInfo | None, notes: list[str]) -> Constraints:
+    budget, source = opts.memory_budget_bytes, ""
+    if budget is not None:
+        source = f"memory_budget={human_bytes(budget).replace(' ', '')}"
+    elif opts.memory_fraction is not None or opts.target is not None:
+        share = opts.memory_fraction if opts.memory_fraction is not None else TARGET_MEMORY_SHARE
+        total, what = _device_memory(opts, jetson)
+        if total is not None:
+            budget = int(share * total)
+            source = f"{share:.0%} of {what}'s {human_bytes(total)}"
+            if opts.memory_fraction is None:
+                source += " (the rest for the OS and the video pipeline)"
+    if source:
+        notes.append(f"memory budget: {human_bytes(budget)} = {source}")
+    load = StreamLoad(opts.streams, opts.fps) if opts.streams is not None else None
+    return Constraints(latency_ms=opts.latency_ms, memory_budget_bytes=budget, memory_budget_source=source, load=load)
+
+
+def _device_memory(opts: InferenceOptions, jetson: JetsonInfo | None) -> tuple[int | None, str]:
+    if opts.target is not None:
+        return opts.target.memory_bytes, opts.target.name
+    if jetson is not None:
+        return jetson.memory_total_bytes, jetson.model
+    if opts.device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_properties(torch.device(opts.device)).total_memory, opts.device
+    return edge.read_meminfo().get("MemTotal"), "this machine"
+
+
+def _memory_limit(opts: InferenceOptions, jetson: JetsonInfo | None, constraints: Constraints) -> int | None:
+    """The reading past which the sweep stops: the budget, or most of what is free now."""
+    limits = [constraints.memory_budget_bytes] if constraints.memory_budget_bytes else []
+    if opts.device.startswith("cuda") and jetson is None:
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(opts.device))
+        limits.append(int(SAFETY_SHARE * free + torch.cuda.memory_reserved(torch.device(opts.device))))
+    else:
+        meminfo = edge.read_meminfo()
+        available = meminfo.get("MemAvailable")
+        if available is not None:
+            from visionbatch import telemetry
+
+            now = edge.memory_used_bytes(meminfo) if jetson else telemetry.current_rss_bytes()
+            limits.append(int((now or 0) + SAFETY_SHARE * available))
+    return min(limits) if limits else None
+
+
+def _device_name(device: str, jetson: JetsonInfo | None) -> str:
+    if jetson is not None:
+        return jetson.model
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    from ultralytics.utils.torch_utils import get_cpu_info
+
+    return get_cpu_info()
+
+
+def _measurement_notes(opts: InferenceOptions, jetson: JetsonInfo | None, device_name: str,
+                       measurements: tuple[BatchMeasurement, ...]) -> list[str]:
+    notes = []
+    if opts.target is not None and (jetson is None or jetson.module != opts.target):
+        notes.append(f"timings are from {device_name}, not from the {opts.target.name}: the configs carry this "
+                     f"machine's choice; run visionbatch infer on the {opts.target.name} for its own numbers")
+    fewest = min(m.runs for m in measurements)
+    if fewest < 100:
+        notes.append(f"p99 from as few as {fewest} runs sits near the slowest run: give seconds= or runs= "
+                     f"for a steadier tail")
+    if opts.end_to_end and str(opts.model).endswith((".yaml", ".yml")):
+        notes.append("weights are untrained (model from a YAML): NMS finds no candidates, so post-processing "
+                     "times are a lower bound; use your trained .pt for real ones")
+    return notes
+
+
+def _sibling_onnx(path: Path) -> Path | None:
+    candidate = path.with_suffix(".onnx")
+    return candidate if candidate.is_file() else None
+
+
+def _versions() -> dict[str, str]:
+    found = versions()
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
