@@ -19,6 +19,8 @@ _EXPORTS = {
     "train": "visionbatch.training",
     "TrainResult": "visionbatch.plans",
     "EpochRecord": "visionbatch.plans",
+    "profile_augmentation": "visionbatch.augment",
+    "AugmentationReport": "visionbatch.augment",
     "load_dataset": "visionbatch.dataset",
     "DatasetSummary": "visionbatch.dataset",
     "VisionbatchError": "visionbatch.errors",
@@ -31,6 +33,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from visionbatch.augment import AugmentationReport, profile_augmentation
     from visionbatch.dataset import DatasetSummary, load_dataset
     from visionbatch.errors import BudgetError, ConfigError, DatasetError, ProbeError, VisionbatchError
     from visionbatch.plans import EpochRecord, TrainResult

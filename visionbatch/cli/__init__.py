@@ -21,7 +21,7 @@ from visionbatch.errors import VisionbatchError
 from visionbatch.plans import to_jsonable
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
-COMMANDS = ("train",)  # modules of this package, in the order `visionbatch --help` lists them
+COMMANDS = ("train", "augcost")  # modules of this package, in the order `visionbatch --help` lists them
 
 
 def command(name: str) -> ModuleType:

@@ -1,0 +1,516 @@
+"""`profile_augmentation()`: what each transform, each resolution and each loader setting costs.
+
+The flow: check the arguments and the dataset (as `visionbatch train` does), link a sample of
+the dataset into a temporary folder, then with Ultralytics' own code
+1. build the training dataset as the trainer does (`build_yolo_dataset` with the same cfg) at
+   each imgsz, time every transform with mosaic and after `close_mosaic()`, and the validation
+   chain at the training size;
+2. time the real DataLoader for each workers x cache setting;
+3. time the training step (or take the user's figure) and set the two against each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from copy import copy
+from pathlib import Path
+from typing import Any
+
+from visionbatch.augment import analysis, timing
+from visionbatch.augment.loader import measure as measure_loader
+from visionbatch.augment.pipeline import Pipeline, load_pipeline
+from visionbatch.augment.report import (
+    AugmentationReport,
+    LoaderSample,
+    PhaseProfile,
+    PipelineDelta,
+    ResolutionFit,
+    StepTiming,
+)
+from visionbatch.augment.sample import Sample, link_sample
+from visionbatch.console import err
+from visionbatch.errors import ConfigError
+from visionbatch.ultralytics_compat import cpu_count, offline, versions
+
+DEFAULT_IMAGES = 64  # images per profiled phase: enough for a p95, a second or so at 640 px
+DEFAULT_SECONDS = 2.0  # timed seconds per loader setting, after warm-up
+LOADER_IMAGES = 512  # images linked for the loader (a larger sample keeps small-sample reuse rare)
+CACHES = ("none", "ram", "disk")
+CACHE_LIMIT_BYTES = {"ram": 2 << 30, "disk": 1 << 30}  # the most augcost caches for one measurement
+MAX_SIZES = 6
+# augcost's own keys (beyond Ultralytics' train keys); value: help text.
+AUGCOST_KEYS: dict[str, str] = {
+    "sizes": "image sizes to profile, e.g. sizes=320,640,1280 (default: imgsz and its neighbours at 0.5x and 2x)",
+    "pipeline": "a serialized A.Compose (YAML or JSON, from A.save) to cost in place of Ultralytics' default "
+                "Albumentations transforms",
+    "images": f"images timed per phase and size (default {DEFAULT_IMAGES})",
+    "seconds": f"timed seconds per loader setting (default {DEFAULT_SECONDS:g})",
+    "loader_workers": "worker counts to time, e.g. loader_workers=0,2,4 (default: 0, powers of 2, the CPU count)",
+    "loader_cache": "cache modes to time, e.g. loader_cache=False,ram (default: False,ram,disk; on a temporary copy)",
+    "step_img_per_s": "the training step's images/s when known (e.g. from a GPU run); default: timed here",
+}
+
+
+def profile_augmentation(
+    data: str | os.PathLike,
+    /,
+    *,
+    sizes: Sequence[int] | int | None = None,
+    pipeline: str | os.PathLike | None = None,
+    images: int = DEFAULT_IMAGES,
+    seconds: float = DEFAULT_SECONDS,
+    loader_workers: Sequence[int] | int | None = None,
+    loader_cache: Sequence[Any] | Any = None,
+    step_img_per_s: float | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = err,
+    **train_args: Any,
+) -> AugmentationReport:
+    """Cost each augmentation, resolution and loader setting inside Ultralytics' real training pipeline.
+
+    Args:
+        data: the dataset's data.yaml.
+        sizes: image sizes to profile (default: imgsz and its neighbours at half and double).
+        pipeline: a serialized `A.Compose` (YAML or JSON from `A.save`) to cost in place of
+            Ultralytics' default Albumentations transforms, and against them.
+        images: images timed per phase and size.
+        seconds: timed seconds per loader setting.
+        loader_workers: worker counts to time (default: 0, powers of 2 and the CPU count).
+        loader_cache: cache modes to time: False/'none', 'ram', 'disk' (default: all three;
+            disk and RAM caches are written for the linked sample only, in a temporary folder).
+        step_img_per_s: the training step's images per second, when known (e.g. from a GPU run);
+            otherwise the step is timed here on `device`.
+        seed: seed of every timed pass.
+        progress: called with one line per finished measurement (default: stderr); None for silence.
+        **train_args: any Ultralytics train argument, with Ultralytics' meaning: imgsz, batch,
+            task, model, device, mosaic, mixup, close_mosaic, epochs, cache, workers, fraction, ...
+
+    Returns:
+        The report: per-transform costs per phase and size, growth with resolution, loader
+        throughput, the step's throughput and the bottleneck verdict.
+
+    Raises:
+        ConfigError: an unknown key, an impossible value, or a bad pipeline file.
+        DatasetError: the data.yaml, its images or labels cannot be trained on.
+
+    Examples:
+        >>> report = profile_augmentation("datasets/shapes/data.yaml", imgsz=320, sizes=[320])
+        >>> report.phase("mosaic").cost("Mosaic").calls_per_image
+        1.0
+        >>> print(report.verdict.message)  # doctest: +SKIP
+        compute-bound on CPU, in series (Ultralytics trains with workers=0 on CPU): ...
+    """
+    started = time.perf_counter()
+    say = progress or (lambda line: None)
+    if isinstance(train_args.get("imgsz"), (list, tuple)):
+        shown = ",".join(str(v) for v in train_args["imgsz"])
+        raise ConfigError(f"imgsz={shown}: imgsz is the training size (one integer); "
+                          f"list the sizes to profile with sizes={shown}")
+    from visionbatch.config import check_train_args
+    from visionbatch.training import prepare
+
+    check_train_args(train_args, extra_keys=list(AUGCOST_KEYS), command="augcost")  # suggests augcost's keys too
+    job = prepare(data, train_args, extra_keys=())
+    if job.batch.batch_size is None:
+        raise ConfigError(f"{job.batch.source}: augcost profiles a fixed batch: pass a batch size, e.g. batch=16")
+    batch_size = job.batch_size
+    imgsz = int(job.args.get("imgsz", 640))
+    sizes_checked = _sizes(sizes, imgsz)
+    images = _count("images", images, low=2, high=10_000)
+    seconds = _positive("seconds", seconds, high=600)
+    workers_swept = _workers(loader_workers)
+    caches = _caches(loader_cache)
+    step_given = None if step_img_per_s is None else _positive("step_img_per_s", step_img_per_s)
+    custom = load_pipeline(pipeline) if pipeline is not None else None
+    args = {k: v for k, v in job.args.items() if k not in {"project", "name"}}
+
+    with offline(), _quiet(), timing.rng_kept(), tempfile.TemporaryDirectory(prefix="visionbatch-augcost-") as tmp:
+        from ultralytics.cfg import DEFAULT_CFG, get_cfg
+        from ultralytics.data.utils import check_det_dataset
+
+        cfg = get_cfg(DEFAULT_CFG, args)
+        sample = link_sample(job.dataset, Path(tmp), images, LOADER_IMAGES, cfg.fraction)
+        data_dict = check_det_dataset(str(sample.yaml_path))
+        run = _Run(cfg, data_dict, sample, batch_size, seed, custom, say)
+        phases = run.training_phases(sizes_checked, keep=batch_size)
+        phases.append(run.validation())
+        train_cache, train_workers = _cache_mode(cfg.cache), min(int(cfg.workers), cpu_count())
+        loader = run.loader_sweep(imgsz, sorted(set(workers_swept) | {train_workers}),
+                                  [c for c in CACHES if c in set(caches) | {train_cache}], seconds, job.args.get("device"))
+        step, step_note = run.step(job.task, job.model, step_given, job.args.get("device"))
+
+    studied = "pipeline" if custom else "default"
+    head = next(p for p in phases if p.imgsz == imgsz and p.chain == studied and p.phase != "val")
+    smaller = next((p for p in sorted(phases, key=lambda p: -p.imgsz)
+                    if p.phase == head.phase and p.chain == studied and p.imgsz < imgsz), None)
+    verdict = None
+    if step is not None:
+        serial = step.source == "cpu"
+        verdict = analysis.decide(loader, step.images_per_s, workers=0 if serial else train_workers,
+                                  cache=train_cache, profile=head, smaller=smaller, serial=serial,
+                                  device_word="GPU" if step.source == "cuda" else "accelerator")
+    notes = _notes(job, cfg, sample, batch_size, custom, step, step_note, run)
+    report = AugmentationReport(
+        data=job.dataset.yaml_path,
+        task=job.task,
+        model=job.model,
+        imgsz=imgsz,
+        batch_size=batch_size,
+        sizes=sizes_checked,
+        pipeline=custom.path if custom else None,
+        train_images=sample.train_images,
+        sampled_images=sample.linked,
+        seed=seed,
+        args=args,
+        phases=tuple(phases),
+        resolution=_resolution(phases, studied),
+        pipeline_delta=_deltas(phases, imgsz) if custom else (),
+        loader=tuple(loader),
+        step=step,
+        verdict=verdict,
+        notes=tuple(notes),
+        versions=versions(),
+        wall_s=round(time.perf_counter() - started, 3),
+    )
+    if verdict is not None:
+        say(f"augcost: {verdict.message}")
+    return report
+
+
+class _Run:
+    """The measurements of one profile, sharing the linked sample and Ultralytics' cfg."""
+
+    def __init__(self, cfg: Any, data: dict, sample: Sample, batch_size: int, seed: int,
+                 custom: Pipeline | None, say: Callable[[str], None]) -> None:
+        self.cfg, self.data, self.sample = cfg, data, sample
+        self.batch_size, self.seed, self.custom, self.say = batch_size, seed, custom, say
+        self.kept: list[dict] = []
+        self.collate: Callable | None = None
+        self.schedule = _schedule(int(cfg.epochs), int(cfg.close_mosaic))
+        self.shapes: list[tuple[int, int]] | None = None
+
+    def dataset(self, imgsz: int, chain: str, mode: str = "train", cache: str | None = None,
+                count: int | None = None) -> Any:
+        """The dataset exactly as the trainer builds it, over the linked sample."""
+        from ultralytics.cfg import get_cfg
+        from ultralytics.data.build import build_yolo_dataset
+
+        overrides = {"imgsz": imgsz}
+        if cache is not None:
+            overrides["cache"] = False if cache == "none" else cache
+        cfg = get_cfg(self.cfg, overrides)
+        if chain == "pipeline":
+            cfg.augmentations = list(self.custom.transforms)
+        if mode == "val":  # the trainer's val loader: rect batches at twice the batch
+            return build_yolo_dataset(cfg, self.data["val"], self.batch_size * 2, self.data, mode="val",
+                                      rect=True, stride=32, fraction=1.0)
+        return build_yolo_dataset(cfg, self.data["train"], self.batch_size, self.data, mode="train",
+                                  stride=32, fraction=count or self.sample.profile_images)
+
+    def training_phases(self, sizes: Sequence[int], keep: int) -> list[PhaseProfile]:
+        chains = ["pipeline", "default"] if self.custom else ["default"]
+        phases = []
+        for size in sizes:
+            for chain in chains if size == sizes[0] else chains[:1]:
+                twins = self.dataset(size, chain), self.dataset(size, chain)
+                self.collate = twins[0].collate_fn
+                for phase, epochs in self.schedule:
+                    if phase == "close_mosaic":
+                        for dataset in twins:  # as BaseTrainer._close_dataloader_mosaic: a rebuilt chain
+                            dataset.close_mosaic(hyp=copy(self.cfg))
+                    want = keep if not self.kept and chain == chains[0] else 0
+                    phases.append(self._profile(twins, phase, size, chain, epochs, want))
+        return phases
+
+    def validation(self) -> PhaseProfile:
+        size, chain = int(self.cfg.imgsz), "pipeline" if self.custom else "default"
+        twins = self.dataset(size, chain, mode="val"), self.dataset(size, chain, mode="val")
+        return self._profile(twins, "val", size, chain, None, 0, batch_size=self.batch_size * 2)
+
+    def _profile(self, twins: tuple[Any, Any], phase: str, imgsz: int, chain: str, epochs: int | None, keep: int,
+                 batch_size: int | None = None) -> PhaseProfile:
+        result = timing.profile_pass(twins, range(len(twins[0])), batch_size or self.batch_size, self.seed, keep)
+        if keep:
+            self.kept = result.kept
+        rows, total, total_p95 = analysis.summarise(result.images, result.calls)
+        getitem = sum(sum(v for k, v in image.items() if k != "collate") for image in result.images)
+        profile = PhaseProfile(
+            phase=phase, imgsz=imgsz, chain=chain, images=len(result.images), epochs=epochs, transforms=rows,
+            total_ms=total, total_p95_ms=total_p95,
+            getitem_ms=round(1000 * getitem / len(result.images), 6),
+            unprofiled_ms=round(1000 * sum(result.unprofiled_s) / len(result.unprofiled_s), 6),
+            identical_output=result.identical,
+        )
+        top = ", ".join(f"{r.name} {r.mean_ms:.1f}" for r in rows[:3])
+        self.say(f"augcost: {phase:<12} imgsz={imgsz:<5} {chain:<8} {total:7.2f} ms/img "
+                 f"(p95 {total_p95:.2f}; {top}) over {profile.images} images")
+        return profile
+
+    def loader_sweep(self, imgsz: int, workers: Sequence[int], caches: Sequence[str], seconds: float,
+                     device: Any) -> list[LoaderSample]:
+        from visionbatch.augment.step import step_device
+
+        chain = "pipeline" if self.custom else "default"
+        first_phase = self.schedule[0][0]
+        torch_device = step_device(device)
+        samples, base_build = [], None
+        for cache in caches:
+            count, note = self._cache_count(cache, imgsz)
+            if count is None:
+                samples += [LoaderSample(cache, w, 0, None, 0, 0.0, 0.0, note) for w in workers]
+                self.say(f"augcost: loader cache={cache}: skipped ({note})")
+                continue
+            start = time.perf_counter()
+            dataset = self.dataset(imgsz, chain, cache=cache, count=count)
+            build_s = time.perf_counter() - start
+            base_build = build_s if base_build is None else base_build
+            if cache != "none" and dataset.cache is None:  # Ultralytics refused (RAM or disk space)
+                samples += [LoaderSample(cache, w, 0, None, 0, 0.0, 0.0, "Ultralytics refused the cache (space)")
+                            for w in workers]
+                continue
+            if first_phase == "close_mosaic":
+                dataset.close_mosaic(hyp=copy(self.cfg))
+            for w in workers:
+                sample = measure_loader(dataset, self.batch_size, w, seconds, torch_device, cache,
+                                        max(build_s - base_build, 0.0) if cache != "none" else 0.0)
+                if note:
+                    sample = dataclasses.replace(sample, note=note)
+                samples.append(sample)
+                rate = f"{sample.images_per_s:.1f} img/s" if sample.images_per_s else "not measured"
+                self.say(f"augcost: loader cache={cache:<4} workers={w} ({sample.workers_used} started): {rate} "
+                         f"({sample.images} images in {sample.seconds:.1f} s)")
+        return samples
+
+    def _cache_count(self, cache: str, imgsz: int) -> tuple[int | None, str]:
+        """How many linked images a cache measurement may hold, and why fewer than all."""
+        linked = self.sample.linked
+        if cache == "none":
+            return linked, ""
+        limit = CACHE_LIMIT_BYTES[cache]
+        if self.shapes is None:  # original (height, width) of each linked image, from the label scan
+            self.shapes = [tuple(lb["shape"]) for lb in self.dataset(imgsz, "default", cache="none", count=linked).labels]
+        channels = int(self.data.get("channels", 3))
+        total, count = 0, 0
+        for height, width in self.shapes:
+            if cache == "ram":  # load_image resizes the long side to imgsz before caching
+                ratio = imgsz / max(height, width)
+                height, width = math.ceil(height * ratio), math.ceil(width * ratio)
+            if total + height * width * channels > limit:
+                break
+            total, count = total + height * width * channels, count + 1
+        if count < min(linked, 2 * self.batch_size):
+            return None, f"the sample would need more than {limit / 2**30:.0f} GiB of {cache} cache"
+        note = f"{count} of {linked} images (cache held under {limit / 2**30:.0f} GiB)" if count < linked else ""
+        return count, note
+
+    def step(self, task: str, model: str, given: float | None, device: Any) -> tuple[StepTiming | None, str]:
+        from visionbatch.augment.step import given_step, measure_step
+
+        if given is not None:
+            return given_step(given, model, self.batch_size), ""
+        if not self.kept or self.collate is None:
+            return None, "no training batch was profiled, so the step was not timed"
+        import torch
+
+        try:
+            step = measure_step(task, model, len(self.data["names"]), int(self.data.get("channels", 3)),
+                                self.cfg, self.kept, self.collate, device, self.batch_size)
+        except torch.cuda.OutOfMemoryError:
+            return None, (f"the training step ran out of GPU memory at batch {self.batch_size}: pass a smaller "
+                          f"batch, or step_img_per_s= from a run that fits")
+        self.say(f"augcost: step {model} batch {step.measured_batch_size} on {step.device}: "
+                 f"{step.images_per_s:.1f} img/s")
+        return step, ""
+
+
+def _schedule(epochs: int, close_mosaic: int) -> list[tuple[str, int]]:
+    """Training phases and their epochs, as BaseTrainer closes mosaic at epoch >= epochs - close_mosaic.
+
+    Examples:
+        >>> _schedule(100, 10), _schedule(10, 10), _schedule(5, 0)
+        ([('mosaic', 90), ('close_mosaic', 10)], [('close_mosaic', 10)], [('mosaic', 5)])
+    """
+    if close_mosaic <= 0:
+        return [("mosaic", epochs)]
+    before = max(epochs - close_mosaic, 0)
+    return ([("mosaic", before)] if before else []) + [("close_mosaic", min(close_mosaic, epochs))]
+
+
+def _resolution(phases: Sequence[PhaseProfile], chain: str) -> tuple[ResolutionFit, ...]:
+    fits = []
+    for phase in ("mosaic", "close_mosaic"):
+        points = sorted((p for p in phases if p.phase == phase and p.chain == chain), key=lambda p: p.imgsz)
+        if len(points) < 2:
+            continue
+        sizes = tuple(p.imgsz for p in points)
+        totals = tuple(p.total_ms for p in points)
+        exponent = analysis.growth_exponent(sizes, totals)
+        fixed, per_mpx = analysis.fit_line(sizes, totals)
+        names = set.intersection(*({t.name for t in p.transforms if t.mean_ms > 0} for p in points))
+        per_row = {name: round(analysis.growth_exponent(sizes, [p.cost(name).mean_ms for p in points]), 3)
+                   for name in sorted(names)}
+        fits.append(ResolutionFit(phase, sizes, totals, round(exponent, 4), round(fixed, 4), round(per_mpx, 4),
+                                  analysis.growth_words(exponent), per_row))
+    return tuple(fits)
+
+
+def _deltas(phases: Sequence[PhaseProfile], imgsz: int) -> tuple[PipelineDelta, ...]:
+    deltas = []
+    for phase in ("mosaic", "close_mosaic"):
+        ours = next((p for p in phases if (p.phase, p.imgsz, p.chain) == (phase, imgsz, "pipeline")), None)
+        base = next((p for p in phases if (p.phase, p.imgsz, p.chain) == (phase, imgsz, "default")), None)
+        if ours and base:
+            added = ours.total_ms - base.total_ms
+            deltas.append(PipelineDelta(phase, base.total_ms, ours.total_ms, round(added, 6),
+                                        round(added / base.total_ms, 6) if base.total_ms else 0.0))
+    return tuple(deltas)
+
+
+def _notes(job: Any, cfg: Any, sample: Sample, batch_size: int, custom: Pipeline | None,
+           step: StepTiming | None, step_note: str, run: _Run) -> list[str]:
+    notes = [f"measured on {sample.linked} of {sample.train_images} training images (per-transform profile: "
+             f"{sample.profile_images}), linked into a temporary folder: nothing is written to your dataset"]
+    if run.schedule[0][0] == "close_mosaic":
+        notes.append(f"epochs={cfg.epochs} <= close_mosaic={cfg.close_mosaic}: Ultralytics closes mosaic before the "
+                     f"first epoch, so mosaic never runs and only the close_mosaic chain is profiled")
+    elif float(cfg.mosaic) == 0:
+        notes.append("mosaic=0: the 'mosaic' phase runs without Mosaic (Ultralytics keeps it in the chain with p=0)")
+    buffer = min(sample.train_images, batch_size * 8, 1000)
+    if sample.train_images <= buffer and _cache_mode(cfg.cache) == "none":
+        notes.append(f"{sample.train_images} training images fit Mosaic's buffer ({buffer} = min(images, 8 x batch, "
+                     f"1000)): after the first epoch each loader worker keeps every image in RAM, so load_image "
+                     f"costs ~0 then; the profile shows the first epoch")
+    if sample.npy_beside_images:
+        notes.append("your dataset has .npy image caches beside some images; Ultralytics would read those even "
+                     "with cache=False, the measurements here decode the images")
+    if custom is not None:
+        notes.append(f"pipeline={custom.path} ({', '.join(custom.names) or 'empty'}) replaces Ultralytics' default "
+                     f"Albumentations transforms, as train(augmentations=[...]) does")
+        if custom.compose_p != 1:
+            notes.append(f"the pipeline's Compose p={custom.compose_p:g} is dropped: Ultralytics composes the "
+                         f"transforms itself with p=1")
+    if float(cfg.multi_scale) > 0:
+        notes.append(f"multi_scale={cfg.multi_scale}: the step's input size varies in training; it was timed at "
+                     f"imgsz={cfg.imgsz}")
+    if step is not None and step.source == "cpu":
+        notes.append(f"the step was timed on this CPU at batch {step.measured_batch_size} (images/s on a CPU hardly "
+                     f"depend on the batch); on CPU Ultralytics trains with workers=0, so the loader's workers "
+                     f"only matter on a GPU")
+    elif step is not None:
+        notes.append("loader throughput was measured alone; in training the main process needs CPU time too")
+    if step_note:
+        notes.append(step_note)
+    return notes
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Ultralytics' info lines (one per dataset build) off; its warnings stay. Restored on exit."""
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _cache_mode(value: Any) -> str:
+    """Ultralytics' cache value as one of CACHES: False/None -> none, True -> ram."""
+    if value is True:
+        return "ram"
+    if value in (False, None) or str(value).lower() in {"false", "none", ""}:
+        return "none"
+    return str(value).lower()
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _sizes(value: Any, imgsz: int) -> tuple[int, ...]:
+    """The training size first, then the other sizes ascending."""
+    if value is None:
+        listed = list(analysis.default_sizes(imgsz))
+    else:
+        listed = _as_list(value)
+        for size in listed:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 32:
+                raise ConfigError(f"sizes={_show(value)}: '{size}' is not an image size: list integers >= 32, "
+                                  f"e.g. sizes=320,640,1280")
+        if len(set(listed)) > MAX_SIZES:
+            raise ConfigError(f"sizes={_show(value)}: at most {MAX_SIZES} sizes: each one is profiled in full")
+    others = sorted(set(listed) - {imgsz})
+    return (imgsz, *others)
+
+
+def _count(key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key}={value} is impossible: use an integer from {low} to {high}, e.g. {key}={DEFAULT_IMAGES}")
+    return value
+
+
+def _positive(key: str, value: Any, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high or math.isnan(value):
+        limit = f" and at most {high:g}" if math.isfinite(high) else ""
+        raise ConfigError(f"{key}={value} is impossible: use a number above 0{limit}, e.g. {key}=2")
+    return float(value)
+
+
+def _workers(value: Any) -> list[int]:
+    if value is None:
+        cpus = cpu_count()
+        return sorted({0, cpus} | {2 ** k for k in range(8) if 2 ** k <= cpus})
+    listed = _as_list(value)
+    for workers in listed:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ConfigError(f"loader_workers={_show(value)}: '{workers}' is not a worker count: list integers "
+                              f">= 0, e.g. loader_workers=0,2,4")
+    return sorted(set(listed))
+
+
+def _caches(value: Any) -> list[str]:
+    if value is None:
+        return list(CACHES)
+    modes = []
+    for item in _as_list(value):
+        mode = _cache_mode(item)
+        if mode not in CACHES:
+            raise ConfigError(f"loader_cache={_show(value)}: '{item}' is not a cache mode: list some of False, ram, "
+                              f"disk, e.g. loader_cache=False,ram")
+        modes.append(mode)
+    return modes
+
+
+def _show(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def training_callback(data: str, args: Mapping[str, Any], progress: Callable[[str], None] | None = None
+                      ) -> Callable[[Any], None]:
+    """An `on_pretrain_routine_start` callback that profiles first and saves into the run folder."""
+
+    def on_pretrain_routine_start(trainer: Any) -> None:
+        from ultralytics.utils import LOGGER
+
+        from visionbatch.augment.figure import save_report
+
+        say = progress or LOGGER.info
+        overrides = {k: v for k, v in args.items() if k not in {"data", "project", "name"}}
+        overrides.update(batch=int(trainer.batch_size), device=str(trainer.device))
+        report = profile_augmentation(data, progress=say, **overrides)
+        save_report(report, Path(trainer.save_dir))
+        say(f"augcost: saved {Path(trainer.save_dir) / 'augcost.json'}")
+
+    return on_pretrain_routine_start
