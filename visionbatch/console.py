@@ -81,13 +81,21 @@ def logs_to(stream: IO[str]) -> Iterator[None]:
     handlers = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
     before = [h.stream for h in handlers]
     for handler in handlers:
-        handler.setStream(stream)
+        _set_stream(handler, stream)
     try:
         with contextlib.redirect_stdout(stream):
             yield
     finally:
         for handler, old in zip(handlers, before):
-            handler.setStream(old)
+            _set_stream(handler, old)
+
+
+def _set_stream(handler: logging.StreamHandler, stream: IO[str]) -> None:
+    """setStream() flushes the old stream first, which fails when it was closed (a finished test's capture)."""
+    try:
+        handler.setStream(stream)
+    except ValueError:
+        handler.stream = stream
 
 
 def err(message: str) -> None:

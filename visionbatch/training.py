@@ -27,7 +27,10 @@ from visionbatch.ultralytics_compat import DEFAULT_MODELS, TASKS, check_model, m
 SUMMARY_NAME = "visionbatch.json"
 DEFAULT_BATCH = 16  # Ultralytics' default
 # visionbatch's own train keys (beyond Ultralytics'); value: help text.
-TRAIN_KEYS: dict[str, str] = {}
+TRAIN_KEYS: dict[str, str] = {
+    "augcost": "augcost=True profiles the data pipeline first (visionbatch augcost); augcost.json/png go into "
+               "the run folder",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class TrainingJob:
         batch: what `batch=` asked for.
         args: the arguments Ultralytics receives (batch filled in once chosen).
         notes: decisions the user should see.
+        augcost: profile the data pipeline before training (augcost=True).
     """
 
     dataset: DatasetSummary
@@ -49,6 +53,7 @@ class TrainingJob:
     batch: BatchRequest
     args: dict[str, Any]
     notes: tuple[str, ...] = ()
+    augcost: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -66,6 +71,9 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
     if "data" in overrides:
         raise ConfigError(f"data= is given twice ({data} and data={overrides['data']}): pass the data.yaml once")
     args = check_train_args(overrides, extra_keys=list(extra_keys))
+    augcost = args.pop("augcost", False)
+    if not isinstance(augcost, bool):
+        raise ConfigError(f"augcost={augcost} is not a switch: use augcost=True or leave it out")
     batch = parse_batch(args["batch"]) if "batch" in args else BatchRequest(DEFAULT_BATCH, None, "default")
     dataset = load_dataset(data)
     task, model = _task_and_model(args.get("task"), args.get("model"), dataset)
@@ -82,7 +90,7 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
         args["batch"] = batch.batch_size
     else:
         args.pop("batch", None)  # chosen by choose_batch()
-    return TrainingJob(dataset, task, model, batch, args, tuple(notes))
+    return TrainingJob(dataset, task, model, batch, args, tuple(notes), augcost)
 
 
 def _task_and_model(task: str | None, model: str | None, dataset: DatasetSummary) -> tuple[str, str]:
@@ -211,6 +219,10 @@ def run(job: TrainingJob, started: float | None = None) -> TrainResult:
             yolo = YOLO(job.model, task=job.task)
             for event, callback in probe.callbacks().items():
                 yolo.add_callback(event, callback)
+            if job.augcost:  # after the telemetry callback, which records save_dir first
+                from visionbatch.augment import training_callback
+
+                yolo.add_callback("on_pretrain_routine_start", training_callback(job.dataset.yaml_path, job.args))
             yolo.train(**job.args)
             status = "completed"
         except KeyboardInterrupt:

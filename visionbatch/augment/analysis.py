@@ -140,9 +140,9 @@ def growth_words(exponent: float) -> str:
 
 
 def find_sample(loader: Sequence[LoaderSample], workers: int, cache: str) -> LoaderSample | None:
-    """The measured sample for a setting, matched on the workers the loader really started."""
+    """The measured sample for a setting (`workers` as asked: the loader applies the same caps in training)."""
     for sample in loader:
-        if sample.images_per_s is not None and sample.cache == cache and sample.workers_used == workers:
+        if sample.images_per_s is not None and sample.cache == cache and sample.workers == workers:
             return sample
     return None
 
@@ -173,11 +173,11 @@ def decide(loader: Sequence[LoaderSample], step_images_per_s: float, *, workers:
     if current is None or best is None:
         return None
     rate, step = current.images_per_s, step_images_per_s
-    where = f"workers={current.workers_used}, cache={current.cache}"
+    where = f"workers={current.workers}, cache={current.cache}"
     if rate >= step:
         enough = [s for s in measured if s.cache == current.cache and s.images_per_s >= step * ENOUGH]
-        fewest = min(enough, key=lambda s: s.workers_used) if enough else current
-        spare = f" (workers={fewest.workers_used} would still keep up)" if fewest.workers_used < current.workers_used else ""
+        fewest = min(enough, key=lambda s: s.workers) if enough else current
+        spare = f" (workers={fewest.workers} would still keep up)" if fewest.workers < current.workers else ""
         change = (f"the data pipeline is not the bottleneck{spare}: a faster step (smaller imgsz or model, AMP "
                   f"on a GPU) helps most")
         message = (f"compute-bound: the step takes {step:.0f} img/s and the loader delivers {rate:.0f} img/s "
@@ -200,12 +200,12 @@ def _data_change(current: LoaderSample, best: LoaderSample, step: float, profile
     """The change with the highest projected loader throughput; a loader setting first if it is enough."""
     options: list[tuple[float, str]] = []
     if best.images_per_s > current.images_per_s:
-        options.append((best.images_per_s, f"use workers={best.workers_used} cache={_cache_arg(best.cache)} "
+        options.append((best.images_per_s, f"use workers={best.workers} cache={_cache_arg(best.cache)} "
                                            f"({best.images_per_s:.0f} img/s measured)"))
         if best.images_per_s >= step:
             return options[0][1]
     base = max(best.images_per_s, current.images_per_s)
-    setting = (f" with workers={best.workers_used} cache={_cache_arg(best.cache)}"
+    setting = (f" with workers={best.workers} cache={_cache_arg(best.cache)}"
                if best.images_per_s > current.images_per_s else "")
     top = _top_transform(profile)
     if top is not None and profile.total_ms > top.mean_ms:
@@ -228,7 +228,7 @@ def _decide_serial(measured: Sequence[LoaderSample], step: float, cache: str, pr
     step_ms = 1000 / step
     share = data_ms / (data_ms + step_ms)
     savings: list[tuple[float, str]] = []
-    cached = [s for s in measured if s.workers_used == 0 and s.cache != cache]
+    cached = [s for s in measured if s.workers == 0 and s.cache != cache]
     if cached:
         fastest = max(cached, key=lambda s: s.images_per_s)
         saved = data_ms - 1000 / fastest.images_per_s

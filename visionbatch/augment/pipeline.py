@@ -74,13 +74,15 @@ def load_pipeline(path: str | os.PathLike) -> Pipeline:
             f"wrap it, A.Compose([...]), and {SAVE_HINT}"
         )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Albumentations warns about clamped arguments; the costs stay valid
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # clamped or defaulted arguments are Albumentations' own business
             compose = A.from_dict(raw)
     except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-        detail = " ".join(str(exc).split())[:200]
-        raise ConfigError(f"{label}: Albumentations refuses it ({exc.__class__.__name__}: {detail}): "
-                          f"fix that transform's arguments") from None
+        raise ConfigError(f"{label}: Albumentations refuses it ({_brief(exc)}): fix that transform's arguments"
+                          ) from None
+    ignored = [str(w.message) for w in caught if "are not valid for transform" in str(w.message)]
+    if ignored:  # Albumentations drops unknown arguments with a warning: a typo would cost another pipeline
+        raise ConfigError(f"{label}: {ignored[0]} (Albumentations would ignore them): fix or remove them")
     if not isinstance(compose, A.BaseCompose):
         raise ConfigError(f"{label}: not a serialized A.Compose: {SAVE_HINT}")
     transforms = tuple(compose.transforms)
@@ -90,6 +92,19 @@ def load_pipeline(path: str | os.PathLike) -> Pipeline:
         names=tuple(type(t).__name__ for t in transforms),
         compose_p=float(getattr(compose, "p", 1.0)),
     )
+
+
+def _brief(exc: Exception) -> str:
+    """An exception in one short line: pydantic's report without its link and type tags.
+
+    Examples:
+        >>> _brief(ValueError("1 validation error for InitSchema\\np\\n  Input should be a number [type=x]\\n  For more"))
+        'p: Input should be a number'
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) >= 3 and "validation error" in lines[0]:
+        return f"{lines[1]}: {lines[2].split(' [type=')[0]}"
+    return f"{exc.__class__.__name__}: {' '.join(lines)[:160]}"
 
 
 def _parse(text: str, file: Path, label: str) -> Any:

@@ -40,6 +40,7 @@ from visionbatch.errors import ConfigError
 from visionbatch.ultralytics_compat import cpu_count, offline, versions
 
 DEFAULT_IMAGES = 64  # images per profiled phase: enough for a p95, a second or so at 640 px
+DEFAULT_REPEATS = 2  # passes per phase; each image keeps its fastest
 DEFAULT_SECONDS = 2.0  # timed seconds per loader setting, after warm-up
 LOADER_IMAGES = 512  # images linked for the loader (a larger sample keeps small-sample reuse rare)
 CACHES = ("none", "ram", "disk")
@@ -51,6 +52,7 @@ AUGCOST_KEYS: dict[str, str] = {
     "pipeline": "a serialized A.Compose (YAML or JSON, from A.save) to cost in place of Ultralytics' default "
                 "Albumentations transforms",
     "images": f"images timed per phase and size (default {DEFAULT_IMAGES})",
+    "repeats": f"passes per phase and size; each image keeps its fastest (default {DEFAULT_REPEATS})",
     "seconds": f"timed seconds per loader setting (default {DEFAULT_SECONDS:g})",
     "loader_workers": "worker counts to time, e.g. loader_workers=0,2,4 (default: 0, powers of 2, the CPU count)",
     "loader_cache": "cache modes to time, e.g. loader_cache=False,ram (default: False,ram,disk; on a temporary copy)",
@@ -70,6 +72,7 @@ def profile_augmentation(
     loader_cache: Sequence[Any] | Any = None,
     step_img_per_s: float | None = None,
     seed: int = 0,
+    repeats: int = DEFAULT_REPEATS,
     progress: Callable[[str], None] | None = err,
     **train_args: Any,
 ) -> AugmentationReport:
@@ -88,6 +91,8 @@ def profile_augmentation(
         step_img_per_s: the training step's images per second, when known (e.g. from a GPU run);
             otherwise the step is timed here on `device`.
         seed: seed of every timed pass.
+        repeats: passes per phase and size; each image keeps its fastest pass (bursts of other
+            processes only ever add time).
         progress: called with one line per finished measurement (default: stderr); None for silence.
         **train_args: any Ultralytics train argument, with Ultralytics' meaning: imgsz, batch,
             task, model, device, mosaic, mixup, close_mosaic, epochs, cache, workers, fraction, ...
@@ -124,6 +129,7 @@ def profile_augmentation(
     imgsz = int(job.args.get("imgsz", 640))
     sizes_checked = _sizes(sizes, imgsz)
     images = _count("images", images, low=2, high=10_000)
+    repeats = _count("repeats", repeats, low=1, high=20)
     seconds = _positive("seconds", seconds, high=600)
     workers_swept = _workers(loader_workers)
     caches = _caches(loader_cache)
@@ -131,14 +137,15 @@ def profile_augmentation(
     custom = load_pipeline(pipeline) if pipeline is not None else None
     args = {k: v for k, v in job.args.items() if k not in {"project", "name"}}
 
-    with offline(), _quiet(), timing.rng_kept(), tempfile.TemporaryDirectory(prefix="visionbatch-augcost-") as tmp:
+    with _environment_kept(), offline(), _quiet(), timing.rng_kept(), \
+            tempfile.TemporaryDirectory(prefix="visionbatch-augcost-") as tmp:
         from ultralytics.cfg import DEFAULT_CFG, get_cfg
         from ultralytics.data.utils import check_det_dataset
 
         cfg = get_cfg(DEFAULT_CFG, args)
         sample = link_sample(job.dataset, Path(tmp), images, LOADER_IMAGES, cfg.fraction)
         data_dict = check_det_dataset(str(sample.yaml_path))
-        run = _Run(cfg, data_dict, sample, batch_size, seed, custom, say)
+        run = _Run(cfg, data_dict, sample, batch_size, seed, repeats, custom, say)
         phases = run.training_phases(sizes_checked, keep=batch_size)
         phases.append(run.validation())
         train_cache, train_workers = _cache_mode(cfg.cache), min(int(cfg.workers), cpu_count())
@@ -187,10 +194,10 @@ def profile_augmentation(
 class _Run:
     """The measurements of one profile, sharing the linked sample and Ultralytics' cfg."""
 
-    def __init__(self, cfg: Any, data: dict, sample: Sample, batch_size: int, seed: int,
+    def __init__(self, cfg: Any, data: dict, sample: Sample, batch_size: int, seed: int, repeats: int,
                  custom: Pipeline | None, say: Callable[[str], None]) -> None:
         self.cfg, self.data, self.sample = cfg, data, sample
-        self.batch_size, self.seed, self.custom, self.say = batch_size, seed, custom, say
+        self.batch_size, self.seed, self.repeats, self.custom, self.say = batch_size, seed, repeats, custom, say
         self.kept: list[dict] = []
         self.collate: Callable | None = None
         self.schedule = _schedule(int(cfg.epochs), int(cfg.close_mosaic))
@@ -236,7 +243,8 @@ class _Run:
 
     def _profile(self, twins: tuple[Any, Any], phase: str, imgsz: int, chain: str, epochs: int | None, keep: int,
                  batch_size: int | None = None) -> PhaseProfile:
-        result = timing.profile_pass(twins, range(len(twins[0])), batch_size or self.batch_size, self.seed, keep)
+        result = timing.profile_pass(twins, range(len(twins[0])), batch_size or self.batch_size, self.seed, keep,
+                                     self.repeats)
         if keep:
             self.kept = result.kept
         rows, total, total_p95 = analysis.summarise(result.images, result.calls)
@@ -422,6 +430,23 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _environment_kept() -> Iterator[None]:
+    """Undo environment variables set meanwhile (torch sets TORCHINDUCTOR_CACHE_DIR on its first optimizer).
+
+    OMP_NUM_THREADS is left to `offline()`, which keeps the value Ultralytics' import sets.
+    """
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(before) - {"OMP_NUM_THREADS"}:
+            del os.environ[key]
+        for key, value in before.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
 def _cache_mode(value: Any) -> str:
     """Ultralytics' cache value as one of CACHES: False/None -> none, True -> ram."""
     if value is True:
@@ -432,8 +457,11 @@ def _cache_mode(value: Any) -> str:
 
 
 def _as_list(value: Any) -> list:
+    """'320,640' or (320, 640) or 320 -> [320, 640] / [320]; text items read as key=value values are."""
+    from visionbatch.config import smart_value
+
     if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
+        return [smart_value(v.strip()) for v in value.split(",") if v.strip()]
     if isinstance(value, (list, tuple)):
         return list(value)
     return [value]
@@ -457,7 +485,7 @@ def _sizes(value: Any, imgsz: int) -> tuple[int, ...]:
 
 def _count(key: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{key}={value} is impossible: use an integer from {low} to {high}, e.g. {key}={DEFAULT_IMAGES}")
+        raise ConfigError(f"{key}={value} is impossible: use an integer from {low} to {high}")
     return value
 
 
@@ -497,20 +525,18 @@ def _show(value: Any) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
 
 
-def training_callback(data: str, args: Mapping[str, Any], progress: Callable[[str], None] | None = None
-                      ) -> Callable[[Any], None]:
-    """An `on_pretrain_routine_start` callback that profiles first and saves into the run folder."""
+def training_callback(data: str, args: Mapping[str, Any], **options: Any) -> Callable[[Any], None]:
+    """An `on_pretrain_routine_start` callback: profile with the run's arguments, save into its folder.
+
+    `options` go to `profile_augmentation` (sizes, seconds, ...); batch and device are the trainer's.
+    """
 
     def on_pretrain_routine_start(trainer: Any) -> None:
-        from ultralytics.utils import LOGGER
+        from visionbatch.augment.figure import JSON_NAME, save_report
 
-        from visionbatch.augment.figure import save_report
-
-        say = progress or LOGGER.info
         overrides = {k: v for k, v in args.items() if k not in {"data", "project", "name"}}
         overrides.update(batch=int(trainer.batch_size), device=str(trainer.device))
-        report = profile_augmentation(data, progress=say, **overrides)
-        save_report(report, Path(trainer.save_dir))
-        say(f"augcost: saved {Path(trainer.save_dir) / 'augcost.json'}")
+        report = save_report(profile_augmentation(data, **options, **overrides), Path(trainer.save_dir))
+        err(f"augcost: {Path(report.save_dir) / JSON_NAME}")
 
     return on_pretrain_routine_start

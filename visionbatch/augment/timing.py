@@ -12,7 +12,8 @@ so each second is counted once and the rows of an image add up to its `__getitem
 
 Two twin datasets, each on its own copy of the random states, from the same seed and an empty
 Mosaic buffer, run the same indices image by image: one untimed, one timed. Their outputs are
-compared bit for bit, and their times give the profiler's overhead.
+compared bit for bit, and their times give the profiler's overhead. Repeated passes do the same
+work again; each image keeps its fastest run, which filters out other processes' bursts.
 """
 
 from __future__ import annotations
@@ -260,19 +261,30 @@ class PassResult:
 
 
 def profile_pass(datasets: tuple[Any, Any], indices: Sequence[int], batch_size: int, seed: int, keep: int = 0,
-                 clock: Clock = time.perf_counter) -> PassResult:
+                 repeats: int = 1, clock: Clock = time.perf_counter) -> PassResult:
     """Time `dataset[i]` for `indices` untimed on one dataset and timed on its twin, image by image.
 
     `datasets` are two datasets built identically. Each runs on its own copy of the global random
     states (swapped in and out around each image), from the same seed and an empty Mosaic buffer,
     so both see the same images, draws and buffer; interleaving them image by image (alternating
-    which goes first) makes a burst of load from other processes, and warm caches, favour neither. Collation is timed on the timed outputs in
-    batches of `batch_size` and charged to their images. The first `keep` timed outputs are
-    returned (for a real step on a real batch). Everything runs on one torch thread, as in a
-    DataLoader worker (torch sets 1 there); more threads only make collation wait on busy cores.
+    which goes first) makes warm caches favour neither. Collation is timed on the timed outputs in
+    batches of `batch_size` and charged to their images.
+
+    With `repeats` > 1 the whole interleaved pass runs again from the same seed (the same work) and
+    each image keeps its fastest timed and fastest untimed run: other processes' bursts only ever add
+    time, so the minimum is the cost of the work itself.
+
+    The first `keep` timed outputs are returned (for a real step on a real batch). Everything runs
+    on one torch thread, as in a DataLoader worker (torch sets 1 there).
     """
     with worker_threads():
-        return _passes(datasets, indices, batch_size, seed, keep, clock)
+        runs = [_passes(datasets, indices, batch_size, seed, keep if not r else 0, clock) for r in range(repeats)]
+    images, untimed = [], []
+    for position in range(len(indices)):
+        fastest = min(runs, key=lambda run: sum(run.images[position].values()))
+        images.append(fastest.images[position])
+        untimed.append(min(run.unprofiled_s[position] for run in runs))
+    return PassResult(images, runs[0].calls, untimed, all(run.identical for run in runs), runs[0].kept)
 
 
 @contextlib.contextmanager
