@@ -52,7 +52,7 @@ AUGCOST_KEYS: dict[str, str] = {
     "pipeline": "a serialized A.Compose (YAML or JSON, from A.save) to cost in place of Ultralytics' default "
                 "Albumentations transforms",
     "images": f"images timed per phase and size (default {DEFAULT_IMAGES})",
-    "repeats": f"passes per phase and size; each image keeps its fastest (default {DEFAULT_REPEATS})",
+    "repeats": f"passes per phase at the training size; each image keeps its fastest (default {DEFAULT_REPEATS})",
     "seconds": f"timed seconds per loader setting (default {DEFAULT_SECONDS:g})",
     "loader_workers": "worker counts to time, e.g. loader_workers=0,2,4 (default: 0, powers of 2, the CPU count)",
     "loader_cache": "cache modes to time, e.g. loader_cache=False,ram (default: False,ram,disk; on a temporary copy)",
@@ -91,8 +91,8 @@ def profile_augmentation(
         step_img_per_s: the training step's images per second, when known (e.g. from a GPU run);
             otherwise the step is timed here on `device`.
         seed: seed of every timed pass.
-        repeats: passes per phase and size; each image keeps its fastest pass (bursts of other
-            processes only ever add time).
+        repeats: passes per phase at the training size; each image keeps its fastest pass (bursts
+            of other processes only ever add time). Other sizes get one pass.
         progress: called with one line per finished measurement (default: stderr); None for silence.
         **train_args: any Ultralytics train argument, with Ultralytics' meaning: imgsz, batch,
             task, model, device, mosaic, mixup, close_mosaic, epochs, cache, workers, fraction, ...
@@ -164,6 +164,13 @@ def profile_augmentation(
                                   cache=train_cache, profile=head, smaller=smaller, serial=serial,
                                   device_word="GPU" if step.source == "cuda" else "accelerator")
     notes = _notes(job, cfg, sample, batch_size, custom, step, step_note, run)
+    labels, warp = head.cost("labels"), head.cost("RandomPerspective")
+    if job.task == "detect" and job.dataset.train.polygons and labels and warp:
+        notes.append(
+            f"labels are polygons: even for task=detect Ultralytics resamples each to 1000 points and warps them in "
+            f"RandomPerspective (labels {labels.mean_ms:.1f} + RandomPerspective {warp.mean_ms:.1f} of "
+            f"{head.total_ms:.1f} ms per image here); box labels skip that work (with the default degrees=0 and "
+            f"shear=0, boxes differ only where objects are cut at the border)")
     report = AugmentationReport(
         data=job.dataset.yaml_path,
         task=job.task,
@@ -243,8 +250,9 @@ class _Run:
 
     def _profile(self, twins: tuple[Any, Any], phase: str, imgsz: int, chain: str, epochs: int | None, keep: int,
                  batch_size: int | None = None) -> PhaseProfile:
+        repeats = self.repeats if imgsz == int(self.cfg.imgsz) else 1  # other sizes feed a coarse fit only
         result = timing.profile_pass(twins, range(len(twins[0])), batch_size or self.batch_size, self.seed, keep,
-                                     self.repeats)
+                                     repeats)
         if keep:
             self.kept = result.kept
         rows, total, total_p95 = analysis.summarise(result.images, result.calls)
