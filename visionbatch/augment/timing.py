@@ -343,7 +343,7 @@ def _passes(datasets: tuple[Any, Any], indices: Sequence[int], batch_size: int, 
             dataset[index]
     streams = _Streams(datasets, seed)
     recorder = Recorder(clock)
-    untimed, kept, chunk, same = [], [], [], True
+    untimed, kept, chunk, references, same = [], [], [], [], True
     collate = getattr(timed, "collate_fn", None)
     with instrument(timed, recorder):
         for position, index in enumerate(indices):
@@ -358,10 +358,14 @@ def _passes(datasets: tuple[Any, Any], indices: Sequence[int], batch_size: int, 
             same = same and fingerprint(sample) == fingerprint(reference)
             if len(kept) < keep:  # collate_fn adds offsets to batch_idx in place: keep a copy
                 kept.append({**sample, "batch_idx": sample["batch_idx"].clone()} if "batch_idx" in sample else sample)
+            # both outputs live equally long: memory one side frees would otherwise be warm for the other
             chunk.append(sample)
-            if collate is not None and (len(chunk) == batch_size or position == len(indices) - 1):
-                start = clock()
-                collate(chunk)
-                recorder.add(COLLATE, clock() - start, len(chunk))
-                chunk = []
+            references.append(reference)
+            del sample, reference
+            if len(chunk) == batch_size or position == len(indices) - 1:
+                if collate is not None:
+                    start = clock()
+                    collate(chunk)
+                    recorder.add(COLLATE, clock() - start, len(chunk))
+                chunk, references = [], []
     return PassResult(recorder.images, recorder.calls, untimed, same, kept)
