@@ -9,6 +9,8 @@ import pytest
 from visionbatch.augment.analysis import (
     decide,
     default_sizes,
+    mosaic_schedule,
+    stride_multiple,
     fit_line,
     growth_exponent,
     growth_words,
@@ -17,7 +19,7 @@ from visionbatch.augment.analysis import (
     summarise,
 )
 from visionbatch.augment.loader import throughput
-from visionbatch.augment.profile import _schedule, _sizes
+from visionbatch.augment.options import check_sizes
 from visionbatch.augment.report import LoaderSample, PhaseProfile, TransformCost
 from visionbatch.augment.sample import train_count
 from visionbatch.augment.step import images_per_s
@@ -46,17 +48,19 @@ def test_percentile() -> None:
 
 
 @pytest.mark.parametrize("imgsz, sizes", [(640, (320, 640, 1280)), (320, (160, 320, 640)), (64, (32, 64, 128)),
-                                          (32, (32, 64)), (100, (64, 100, 192))])
+                                          (32, (32, 64)), (96, (64, 96, 192))])
 def test_default_sizes(imgsz: int, sizes: tuple) -> None:
     assert default_sizes(imgsz) == sizes
 
 
 def test_sizes_put_the_training_size_first_and_refuse_nonsense() -> None:
-    assert _sizes(None, 640) == (640, 320, 1280)
-    assert _sizes("128,64", 64) == (64, 128)
-    assert _sizes((320, 640), 640) == (640, 320)
+    assert check_sizes(None, 640) == (640, 320, 1280)
+    assert check_sizes("128,64", 64) == (64, 128)
+    assert check_sizes((320, 640), 640) == (640, 320)
+    assert check_sizes((100, 128, 300), 128) == (128, 320)  # rounded up to multiples of 32, as Ultralytics does
+    assert stride_multiple(100) == 128 and stride_multiple(33) == 64 and stride_multiple(32) == 32
     with pytest.raises(ConfigError, match=r"sizes=0,640: '0' is not an image size"):
-        _sizes((0, 640), 640)
+        check_sizes((0, 640), 640)
 
 
 @pytest.mark.parametrize("n, k, expected", [(10, 4, [0, 3, 6, 9]), (5, 5, [0, 1, 2, 3, 4]), (3, 8, [0, 1, 2]),
@@ -95,11 +99,11 @@ def test_train_count_follows_ultralytics_fraction() -> None:
 
 def test_schedule_follows_the_trainer() -> None:
     """BaseTrainer closes mosaic when epoch >= epochs - close_mosaic (0-based), once."""
-    assert _schedule(100, 10) == [("mosaic", 90), ("close_mosaic", 10)]
-    assert _schedule(11, 10) == [("mosaic", 1), ("close_mosaic", 10)]
-    assert _schedule(10, 10) == [("close_mosaic", 10)]  # epoch 0 >= 0: closed before the first epoch
-    assert _schedule(3, 10) == [("close_mosaic", 3)]
-    assert _schedule(50, 0) == [("mosaic", 50)]  # close_mosaic=0 never closes
+    assert mosaic_schedule(100, 10) == [("mosaic", 90), ("close_mosaic", 10)]
+    assert mosaic_schedule(11, 10) == [("mosaic", 1), ("close_mosaic", 10)]
+    assert mosaic_schedule(10, 10) == [("close_mosaic", 10)]  # epoch 0 >= 0: closed before the first epoch
+    assert mosaic_schedule(3, 10) == [("close_mosaic", 3)]
+    assert mosaic_schedule(50, 0) == [("mosaic", 50)]  # close_mosaic=0 never closes
 
 
 def test_step_images_per_s_amortises_the_optimizer() -> None:

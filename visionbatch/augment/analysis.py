@@ -10,7 +10,18 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from visionbatch.augment.report import COLLATE, LABELS, LOAD, OTHER, LoaderSample, PhaseProfile, TransformCost, Verdict
+from visionbatch.augment.report import (
+    COLLATE,
+    LABELS,
+    LOAD,
+    OTHER,
+    LoaderSample,
+    PhaseProfile,
+    PipelineDelta,
+    ResolutionFit,
+    TransformCost,
+    Verdict,
+)
 
 STRIDE = 32  # imgsz values are multiples of the largest YOLO stride
 NOT_DROPPABLE = frozenset({LOAD, LABELS, COLLATE, OTHER, "Format"})  # rows no augmentation setting removes
@@ -62,6 +73,16 @@ def summarise(images: Sequence[Mapping[str, float]], calls: Mapping[str, int]
         ))
     rows.sort(key=lambda r: (-r.mean_ms, r.name))
     return tuple(rows), round(total_mean, 6), round(percentile(totals, 95), 6)
+
+
+def stride_multiple(imgsz: int) -> int:
+    """The size Ultralytics trains at: rounded up to a multiple of the stride (its check_imgsz).
+
+    Examples:
+        >>> stride_multiple(640), stride_multiple(100), stride_multiple(20)
+        (640, 128, 32)
+    """
+    return max(math.ceil(imgsz / STRIDE) * STRIDE, STRIDE)
 
 
 def default_sizes(imgsz: int) -> tuple[int, ...]:
@@ -252,3 +273,46 @@ def _decide_serial(measured: Sequence[LoaderSample], step: float, cache: str, pr
 
 def _cache_arg(cache: str) -> str:
     return "False" if cache == "none" else cache
+
+
+def mosaic_schedule(epochs: int, close_mosaic: int) -> list[tuple[str, int]]:
+    """Training phases and their epochs, as BaseTrainer closes mosaic at epoch >= epochs - close_mosaic.
+
+    Examples:
+        >>> mosaic_schedule(100, 10), _schedule(10, 10), _schedule(5, 0)
+        ([('mosaic', 90), ('close_mosaic', 10)], [('close_mosaic', 10)], [('mosaic', 5)])
+    """
+    if close_mosaic <= 0:
+        return [("mosaic", epochs)]
+    before = max(epochs - close_mosaic, 0)
+    return ([("mosaic", before)] if before else []) + [("close_mosaic", min(close_mosaic, epochs))]
+
+
+def resolution_fits(phases: Sequence[PhaseProfile], chain: str) -> tuple[ResolutionFit, ...]:
+    fits = []
+    for phase in ("mosaic", "close_mosaic"):
+        points = sorted((p for p in phases if p.phase == phase and p.chain == chain), key=lambda p: p.imgsz)
+        if len(points) < 2:
+            continue
+        sizes = tuple(p.imgsz for p in points)
+        totals = tuple(p.total_ms for p in points)
+        exponent = growth_exponent(sizes, totals)
+        fixed, per_mpx = fit_line(sizes, totals)
+        names = set.intersection(*({t.name for t in p.transforms if t.mean_ms > 0} for p in points))
+        per_row = {name: round(growth_exponent(sizes, [p.cost(name).mean_ms for p in points]), 3)
+                   for name in sorted(names)}
+        fits.append(ResolutionFit(phase, sizes, totals, round(exponent, 4), round(fixed, 4), round(per_mpx, 4),
+                                  growth_words(exponent), per_row))
+    return tuple(fits)
+
+
+def pipeline_deltas(phases: Sequence[PhaseProfile], imgsz: int) -> tuple[PipelineDelta, ...]:
+    deltas = []
+    for phase in ("mosaic", "close_mosaic"):
+        ours = next((p for p in phases if (p.phase, p.imgsz, p.chain) == (phase, imgsz, "pipeline")), None)
+        base = next((p for p in phases if (p.phase, p.imgsz, p.chain) == (phase, imgsz, "default")), None)
+        if ours and base:
+            added = ours.total_ms - base.total_ms
+            deltas.append(PipelineDelta(phase, base.total_ms, ours.total_ms, round(added, 6),
+                                        round(added / base.total_ms, 6) if base.total_ms else 0.0))
+    return tuple(deltas)

@@ -25,13 +25,26 @@ from typing import Any
 
 from visionbatch.augment import analysis, timing
 from visionbatch.augment.loader import measure as measure_loader
+from visionbatch.augment.options import (
+    AUGCOST_KEYS,
+    CACHE_LIMIT_BYTES,
+    CACHES,
+    DEFAULT_IMAGES,
+    DEFAULT_REPEATS,
+    DEFAULT_SECONDS,
+    LOADER_IMAGES,
+    cache_mode,
+    check_caches,
+    check_count,
+    check_positive,
+    check_sizes,
+    check_workers,
+)
 from visionbatch.augment.pipeline import Pipeline, load_pipeline
 from visionbatch.augment.report import (
     AugmentationReport,
     LoaderSample,
     PhaseProfile,
-    PipelineDelta,
-    ResolutionFit,
     StepTiming,
 )
 from visionbatch.augment.sample import Sample, link_sample
@@ -39,25 +52,6 @@ from visionbatch.console import err
 from visionbatch.errors import ConfigError
 from visionbatch.ultralytics_compat import cpu_count, offline, versions
 
-DEFAULT_IMAGES = 64  # images per profiled phase: enough for a p95, a second or so at 640 px
-DEFAULT_REPEATS = 2  # passes per phase; each image keeps its fastest
-DEFAULT_SECONDS = 2.0  # timed seconds per loader setting, after warm-up
-LOADER_IMAGES = 512  # images linked for the loader (a larger sample keeps small-sample reuse rare)
-CACHES = ("none", "ram", "disk")
-CACHE_LIMIT_BYTES = {"ram": 2 << 30, "disk": 1 << 30}  # the most augcost caches for one measurement
-MAX_SIZES = 6
-# augcost's own keys (beyond Ultralytics' train keys); value: help text.
-AUGCOST_KEYS: dict[str, str] = {
-    "sizes": "image sizes to profile, e.g. sizes=320,640,1280 (default: imgsz and its neighbours at 0.5x and 2x)",
-    "pipeline": "a serialized A.Compose (YAML or JSON, from A.save) to cost in place of Ultralytics' default "
-                "Albumentations transforms",
-    "images": f"images timed per phase and size (default {DEFAULT_IMAGES})",
-    "repeats": f"passes per phase at the training size; each image keeps its fastest (default {DEFAULT_REPEATS})",
-    "seconds": f"timed seconds per loader setting (default {DEFAULT_SECONDS:g})",
-    "loader_workers": "worker counts to time, e.g. loader_workers=0,2,4 (default: 0, powers of 2, the CPU count)",
-    "loader_cache": "cache modes to time, e.g. loader_cache=False,ram (default: False,ram,disk; on a temporary copy)",
-    "step_img_per_s": "the training step's images/s when known (e.g. from a GPU run); default: timed here",
-}
 
 
 def profile_augmentation(
@@ -126,16 +120,18 @@ def profile_augmentation(
     if job.batch.batch_size is None:
         raise ConfigError(f"{job.batch.source}: augcost profiles a fixed batch: pass a batch size, e.g. batch=16")
     batch_size = job.batch_size
-    imgsz = int(job.args.get("imgsz", 640))
-    sizes_checked = _sizes(sizes, imgsz)
-    images = _count("images", images, low=2, high=10_000)
-    repeats = _count("repeats", repeats, low=1, high=20)
-    seconds = _positive("seconds", seconds, high=600)
-    workers_swept = _workers(loader_workers)
-    caches = _caches(loader_cache)
-    step_given = None if step_img_per_s is None else _positive("step_img_per_s", step_img_per_s)
+    requested = int(job.args.get("imgsz", 640))
+    imgsz = analysis.stride_multiple(requested)  # the trainer's check_imgsz rounds up to the stride
+    sizes_checked = check_sizes(sizes, imgsz)
+    images = check_count("images", images, low=2, high=10_000)
+    repeats = check_count("repeats", repeats, low=1, high=20)
+    seconds = check_positive("seconds", seconds, high=600)
+    workers_swept = check_workers(loader_workers)
+    caches = check_caches(loader_cache)
+    step_given = None if step_img_per_s is None else check_positive("step_img_per_s", step_img_per_s)
     custom = load_pipeline(pipeline) if pipeline is not None else None
     args = {k: v for k, v in job.args.items() if k not in {"project", "name"}}
+    args["imgsz"] = imgsz
 
     with _environment_kept(), offline(), _quiet(), timing.rng_kept(), \
             tempfile.TemporaryDirectory(prefix="visionbatch-augcost-") as tmp:
@@ -148,7 +144,7 @@ def profile_augmentation(
         run = _Run(cfg, data_dict, sample, batch_size, seed, repeats, custom, say)
         phases = run.training_phases(sizes_checked, keep=batch_size)
         phases.append(run.validation())
-        train_cache, train_workers = _cache_mode(cfg.cache), min(int(cfg.workers), cpu_count())
+        train_cache, train_workers = cache_mode(cfg.cache), min(int(cfg.workers), cpu_count())
         loader = run.loader_sweep(imgsz, sorted(set(workers_swept) | {train_workers}),
                                   [c for c in CACHES if c in set(caches) | {train_cache}], seconds, job.args.get("device"))
         step, step_note = run.step(job.task, job.model, step_given, job.args.get("device"))
@@ -163,14 +159,10 @@ def profile_augmentation(
         verdict = analysis.decide(loader, step.images_per_s, workers=0 if serial else train_workers,
                                   cache=train_cache, profile=head, smaller=smaller, serial=serial,
                                   device_word="GPU" if step.source == "cuda" else "accelerator")
-    notes = _notes(job, cfg, sample, batch_size, custom, step, step_note, run)
-    labels, warp = head.cost("labels"), head.cost("RandomPerspective")
-    if job.task == "detect" and job.dataset.train.polygons and labels and warp:
-        notes.append(
-            f"labels are polygons: even for task=detect Ultralytics resamples each to 1000 points and warps them in "
-            f"RandomPerspective (labels {labels.mean_ms:.1f} + RandomPerspective {warp.mean_ms:.1f} of "
-            f"{head.total_ms:.1f} ms per image here); box labels skip that work (with the default degrees=0 and "
-            f"shear=0, boxes differ only where objects are cut at the border)")
+    notes = _notes(job, cfg, sample, batch_size, custom, step, step_note, run, head)
+    if imgsz != requested:
+        notes.insert(0, f"imgsz={requested} is not a multiple of {analysis.STRIDE}: Ultralytics trains at "
+                        f"imgsz={imgsz}, so that is what was profiled")
     report = AugmentationReport(
         data=job.dataset.yaml_path,
         task=job.task,
@@ -184,8 +176,8 @@ def profile_augmentation(
         seed=seed,
         args=args,
         phases=tuple(phases),
-        resolution=_resolution(phases, studied),
-        pipeline_delta=_deltas(phases, imgsz) if custom else (),
+        resolution=analysis.resolution_fits(phases, studied),
+        pipeline_delta=analysis.pipeline_deltas(phases, imgsz) if custom else (),
         loader=tuple(loader),
         step=step,
         verdict=verdict,
@@ -207,7 +199,7 @@ class _Run:
         self.batch_size, self.seed, self.repeats, self.custom, self.say = batch_size, seed, repeats, custom, say
         self.kept: list[dict] = []
         self.collate: Callable | None = None
-        self.schedule = _schedule(int(cfg.epochs), int(cfg.close_mosaic))
+        self.schedule = analysis.mosaic_schedule(int(cfg.epochs), int(cfg.close_mosaic))
         self.shapes: list[tuple[int, int]] | None = None
 
     def dataset(self, imgsz: int, chain: str, mode: str = "train", cache: str | None = None,
@@ -346,51 +338,8 @@ class _Run:
         return step, ""
 
 
-def _schedule(epochs: int, close_mosaic: int) -> list[tuple[str, int]]:
-    """Training phases and their epochs, as BaseTrainer closes mosaic at epoch >= epochs - close_mosaic.
-
-    Examples:
-        >>> _schedule(100, 10), _schedule(10, 10), _schedule(5, 0)
-        ([('mosaic', 90), ('close_mosaic', 10)], [('close_mosaic', 10)], [('mosaic', 5)])
-    """
-    if close_mosaic <= 0:
-        return [("mosaic", epochs)]
-    before = max(epochs - close_mosaic, 0)
-    return ([("mosaic", before)] if before else []) + [("close_mosaic", min(close_mosaic, epochs))]
-
-
-def _resolution(phases: Sequence[PhaseProfile], chain: str) -> tuple[ResolutionFit, ...]:
-    fits = []
-    for phase in ("mosaic", "close_mosaic"):
-        points = sorted((p for p in phases if p.phase == phase and p.chain == chain), key=lambda p: p.imgsz)
-        if len(points) < 2:
-            continue
-        sizes = tuple(p.imgsz for p in points)
-        totals = tuple(p.total_ms for p in points)
-        exponent = analysis.growth_exponent(sizes, totals)
-        fixed, per_mpx = analysis.fit_line(sizes, totals)
-        names = set.intersection(*({t.name for t in p.transforms if t.mean_ms > 0} for p in points))
-        per_row = {name: round(analysis.growth_exponent(sizes, [p.cost(name).mean_ms for p in points]), 3)
-                   for name in sorted(names)}
-        fits.append(ResolutionFit(phase, sizes, totals, round(exponent, 4), round(fixed, 4), round(per_mpx, 4),
-                                  analysis.growth_words(exponent), per_row))
-    return tuple(fits)
-
-
-def _deltas(phases: Sequence[PhaseProfile], imgsz: int) -> tuple[PipelineDelta, ...]:
-    deltas = []
-    for phase in ("mosaic", "close_mosaic"):
-        ours = next((p for p in phases if (p.phase, p.imgsz, p.chain) == (phase, imgsz, "pipeline")), None)
-        base = next((p for p in phases if (p.phase, p.imgsz, p.chain) == (phase, imgsz, "default")), None)
-        if ours and base:
-            added = ours.total_ms - base.total_ms
-            deltas.append(PipelineDelta(phase, base.total_ms, ours.total_ms, round(added, 6),
-                                        round(added / base.total_ms, 6) if base.total_ms else 0.0))
-    return tuple(deltas)
-
-
 def _notes(job: Any, cfg: Any, sample: Sample, batch_size: int, custom: Pipeline | None,
-           step: StepTiming | None, step_note: str, run: _Run) -> list[str]:
+           step: StepTiming | None, step_note: str, run: _Run, head: PhaseProfile) -> list[str]:
     notes = [f"measured on {sample.linked} of {sample.train_images} training images (per-transform profile: "
              f"{sample.profile_images}), linked into a temporary folder: nothing is written to your dataset"]
     if run.schedule[0][0] == "close_mosaic":
@@ -399,7 +348,7 @@ def _notes(job: Any, cfg: Any, sample: Sample, batch_size: int, custom: Pipeline
     elif float(cfg.mosaic) == 0:
         notes.append("mosaic=0: the 'mosaic' phase runs without Mosaic (Ultralytics keeps it in the chain with p=0)")
     buffer = min(sample.train_images, batch_size * 8, 1000)
-    if sample.train_images <= buffer and _cache_mode(cfg.cache) == "none":
+    if sample.train_images <= buffer and cache_mode(cfg.cache) == "none":
         notes.append(f"{sample.train_images} training images fit Mosaic's buffer ({buffer} = min(images, 8 x batch, "
                      f"1000)): after the first epoch each loader worker keeps every image in RAM, so load_image "
                      f"costs ~0 then; the profile shows the first epoch")
@@ -423,6 +372,13 @@ def _notes(job: Any, cfg: Any, sample: Sample, batch_size: int, custom: Pipeline
         notes.append("loader throughput was measured alone; in training the main process needs CPU time too")
     if step_note:
         notes.append(step_note)
+    labels, warp = head.cost("labels"), head.cost("RandomPerspective")
+    if job.task == "detect" and job.dataset.train.polygons and labels and warp:
+        notes.append(
+            f"labels are polygons: even for task=detect Ultralytics resamples each to 1000 points and warps them in "
+            f"RandomPerspective (labels {labels.mean_ms:.1f} + RandomPerspective {warp.mean_ms:.1f} of "
+            f"{head.total_ms:.1f} ms per image here); box labels skip that work (with the default degrees=0 and "
+            f"shear=0, boxes differ only where objects are cut at the border)")
     return notes
 
 
@@ -453,84 +409,6 @@ def _environment_kept() -> Iterator[None]:
         for key, value in before.items():
             if os.environ.get(key) != value:
                 os.environ[key] = value
-
-
-def _cache_mode(value: Any) -> str:
-    """Ultralytics' cache value as one of CACHES: False/None -> none, True -> ram."""
-    if value is True:
-        return "ram"
-    if value in (False, None) or str(value).lower() in {"false", "none", ""}:
-        return "none"
-    return str(value).lower()
-
-
-def _as_list(value: Any) -> list:
-    """'320,640' or (320, 640) or 320 -> [320, 640] / [320]; text items read as key=value values are."""
-    from visionbatch.config import smart_value
-
-    if isinstance(value, str):
-        return [smart_value(v.strip()) for v in value.split(",") if v.strip()]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
-
-
-def _sizes(value: Any, imgsz: int) -> tuple[int, ...]:
-    """The training size first, then the other sizes ascending."""
-    if value is None:
-        listed = list(analysis.default_sizes(imgsz))
-    else:
-        listed = _as_list(value)
-        for size in listed:
-            if isinstance(size, bool) or not isinstance(size, int) or size < 32:
-                raise ConfigError(f"sizes={_show(value)}: '{size}' is not an image size: list integers >= 32, "
-                                  f"e.g. sizes=320,640,1280")
-        if len(set(listed)) > MAX_SIZES:
-            raise ConfigError(f"sizes={_show(value)}: at most {MAX_SIZES} sizes: each one is profiled in full")
-    others = sorted(set(listed) - {imgsz})
-    return (imgsz, *others)
-
-
-def _count(key: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{key}={value} is impossible: use an integer from {low} to {high}")
-    return value
-
-
-def _positive(key: str, value: Any, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high or math.isnan(value):
-        limit = f" and at most {high:g}" if math.isfinite(high) else ""
-        raise ConfigError(f"{key}={value} is impossible: use a number above 0{limit}, e.g. {key}=2")
-    return float(value)
-
-
-def _workers(value: Any) -> list[int]:
-    if value is None:
-        cpus = cpu_count()
-        return sorted({0, cpus} | {2 ** k for k in range(8) if 2 ** k <= cpus})
-    listed = _as_list(value)
-    for workers in listed:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ConfigError(f"loader_workers={_show(value)}: '{workers}' is not a worker count: list integers "
-                              f">= 0, e.g. loader_workers=0,2,4")
-    return sorted(set(listed))
-
-
-def _caches(value: Any) -> list[str]:
-    if value is None:
-        return list(CACHES)
-    modes = []
-    for item in _as_list(value):
-        mode = _cache_mode(item)
-        if mode not in CACHES:
-            raise ConfigError(f"loader_cache={_show(value)}: '{item}' is not a cache mode: list some of False, ram, "
-                              f"disk, e.g. loader_cache=False,ram")
-        modes.append(mode)
-    return modes
-
-
-def _show(value: Any) -> str:
-    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
 
 
 def training_callback(data: str, args: Mapping[str, Any], **options: Any) -> Callable[[Any], None]:

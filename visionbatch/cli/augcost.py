@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from visionbatch.augment.profile import AUGCOST_KEYS
+from visionbatch.augment.options import AUGCOST_KEYS
 from visionbatch.augment.report import AugmentationReport, PhaseProfile
 from visionbatch.cli.args import positional
 from visionbatch.console import fmt, table
