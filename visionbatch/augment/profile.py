@@ -201,6 +201,7 @@ class _Run:
         self.collate: Callable | None = None
         self.schedule = analysis.mosaic_schedule(int(cfg.epochs), int(cfg.close_mosaic))
         self.shapes: list[tuple[int, int]] | None = None
+        self.plain_build_s = 0.0  # build time of a loader dataset without cache: the base of cache_fill_s
 
     def dataset(self, imgsz: int, chain: str, mode: str = "train", cache: str | None = None,
                 count: int | None = None) -> Any:
@@ -268,17 +269,15 @@ class _Run:
         chain = "pipeline" if self.custom else "default"
         first_phase = self.schedule[0][0]
         torch_device = step_device(device)
-        samples, base_build = [], None
+        samples = []
         for cache in caches:
             count, note = self._cache_count(cache, imgsz)
             if count is None:
                 samples += [LoaderSample(cache, w, 0, None, 0, 0.0, 0.0, note) for w in workers]
                 self.say(f"augcost: loader cache={cache}: skipped ({note})")
                 continue
-            start = time.perf_counter()
-            dataset = self.dataset(imgsz, chain, cache=cache, count=count)
-            build_s = time.perf_counter() - start
-            base_build = build_s if base_build is None else base_build
+            dataset, build_s = self._timed_build(imgsz, chain, cache, count)
+            fill_s = max(build_s - self.plain_build_s, 0.0) if cache != "none" else 0.0  # build time beyond no cache
             if cache != "none" and dataset.cache is None:  # Ultralytics refused (RAM or disk space)
                 samples += [LoaderSample(cache, w, 0, None, 0, 0.0, 0.0, "Ultralytics refused the cache (space)")
                             for w in workers]
@@ -286,8 +285,7 @@ class _Run:
             if first_phase == "close_mosaic":
                 dataset.close_mosaic(hyp=copy(self.cfg))
             for w in workers:
-                sample = measure_loader(dataset, self.batch_size, w, seconds, torch_device, cache,
-                                        max(build_s - base_build, 0.0) if cache != "none" else 0.0)
+                sample = measure_loader(dataset, self.batch_size, w, seconds, torch_device, cache, fill_s)
                 if note:
                     sample = dataclasses.replace(sample, note=note)
                 samples.append(sample)
@@ -303,7 +301,7 @@ class _Run:
             return linked, ""
         limit = CACHE_LIMIT_BYTES[cache]
         if self.shapes is None:  # original (height, width) of each linked image, from the label scan
-            self.shapes = [tuple(lb["shape"]) for lb in self.dataset(imgsz, "default", cache="none", count=linked).labels]
+            self.shapes = [tuple(lb["shape"]) for lb in self._timed_build(imgsz, "default", "none", linked)[0].labels]
         channels = int(self.data.get("channels", 3))
         total, count = 0, 0
         for height, width in self.shapes:
@@ -317,6 +315,15 @@ class _Run:
             return None, f"the sample would need more than {limit / 2**30:.0f} GiB of {cache} cache"
         note = f"{count} of {linked} images (cache held under {limit / 2**30:.0f} GiB)" if count < linked else ""
         return count, note
+
+    def _timed_build(self, imgsz: int, chain: str, cache: str, count: int) -> tuple[Any, float]:
+        """A loader dataset and the seconds its build took (the cache fill included)."""
+        start = time.perf_counter()
+        dataset = self.dataset(imgsz, chain, cache=cache, count=count)
+        seconds = time.perf_counter() - start
+        if cache == "none":
+            self.plain_build_s = seconds
+        return dataset, seconds
 
     def step(self, task: str, model: str, given: float | None, device: Any) -> tuple[StepTiming | None, str]:
         from visionbatch.augment.step import given_step, measure_step
