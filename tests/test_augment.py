@@ -89,6 +89,10 @@ def test_custom_albumentations_pipeline_is_costed(small_shapes: Path, tmp_path: 
     assert "Albumentations: Blur" not in ours_names and "Albumentations: Blur" in default_names
     blur = ours.cost("Albumentations: GaussianBlur")
     assert blur.calls_per_image == 1.0 and blur.mean_ms > 0
+    # close_mosaic() rebuilds the chain from the trainer's arguments: the pipeline must survive it
+    closed = report.phase("close_mosaic")
+    assert closed.cost("Albumentations: GaussianBlur").calls_per_image == 1.0
+    assert closed.cost("Albumentations: Blur") is None
     assert [d.phase for d in report.pipeline_delta] == ["mosaic", "close_mosaic"]
     for delta in report.pipeline_delta:
         base, mine = report.phase(delta.phase, chain="default"), report.phase(delta.phase)

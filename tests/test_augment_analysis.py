@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import pytest
 
+from visionbatch.augment import analysis, loader, options, sample, step, timing
 from visionbatch.augment.analysis import (
     decide,
     default_sizes,
@@ -175,3 +177,9 @@ def test_serial_step_dominates() -> None:
 
 def test_no_loader_measured() -> None:
     assert decide([_loader("none", 0, None)], 100.0, workers=0, cache="none", profile=PROFILE) is None
+
+
+@pytest.mark.parametrize("module", [analysis, options, loader, sample, step, timing], ids=lambda m: m.__name__)
+def test_docstring_examples_hold(module) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

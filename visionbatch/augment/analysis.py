@@ -52,7 +52,7 @@ def summarise(images: Sequence[Mapping[str, float]], calls: Mapping[str, int]
     Examples:
         >>> rows, mean, p95 = summarise([{"a": 0.003, "b": 0.001}, {"a": 0.005}], {"a": 2, "b": 1})
         >>> [(r.name, r.mean_ms, r.share, r.calls_per_image) for r in rows], mean
-        ([('a', 4.0, 0.8, 1.0), ('b', 0.5, 0.2, 0.5)], 5.0)
+        ([('a', 4.0, 0.888889, 1.0), ('b', 0.5, 0.111111, 0.5)], 4.5)
     """
     count = len(images)
     if not count:
@@ -279,7 +279,7 @@ def mosaic_schedule(epochs: int, close_mosaic: int) -> list[tuple[str, int]]:
     """Training phases and their epochs, as BaseTrainer closes mosaic at epoch >= epochs - close_mosaic.
 
     Examples:
-        >>> mosaic_schedule(100, 10), _schedule(10, 10), _schedule(5, 0)
+        >>> mosaic_schedule(100, 10), mosaic_schedule(10, 10), mosaic_schedule(5, 0)
         ([('mosaic', 90), ('close_mosaic', 10)], [('close_mosaic', 10)], [('mosaic', 5)])
     """
     if close_mosaic <= 0:

@@ -51,7 +51,12 @@ def as_list(value: Any) -> list:
 
 
 def check_sizes(value: Any, imgsz: int) -> tuple[int, ...]:
-    """The training size first, then the other sizes ascending."""
+    """The training size first, then the other sizes ascending, rounded up to multiples of 32.
+
+    Examples:
+        >>> check_sizes(None, 640), check_sizes("320,100", 640)
+        ((640, 320, 1280), (640, 128, 320))
+    """
     if value is None:
         listed = list(default_sizes(imgsz))
     else:

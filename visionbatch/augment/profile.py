@@ -19,7 +19,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from copy import copy
 from pathlib import Path
 from typing import Any
 
@@ -206,20 +205,26 @@ class _Run:
     def dataset(self, imgsz: int, chain: str, mode: str = "train", cache: str | None = None,
                 count: int | None = None) -> Any:
         """The dataset exactly as the trainer builds it, over the linked sample."""
-        from ultralytics.cfg import get_cfg
         from ultralytics.data.build import build_yolo_dataset
 
-        overrides = {"imgsz": imgsz}
-        if cache is not None:
-            overrides["cache"] = False if cache == "none" else cache
-        cfg = get_cfg(self.cfg, overrides)
-        if chain == "pipeline":
-            cfg.augmentations = list(self.custom.transforms)
+        cfg = self.hyp(imgsz, chain, cache)
         if mode == "val":  # the trainer's val loader: rect batches at twice the batch
             return build_yolo_dataset(cfg, self.data["val"], self.batch_size * 2, self.data, mode="val",
                                       rect=True, stride=32, fraction=1.0)
         return build_yolo_dataset(cfg, self.data["train"], self.batch_size, self.data, mode="train",
                                   stride=32, fraction=count or self.sample.profile_images)
+
+    def hyp(self, imgsz: int, chain: str, cache: str | None = None) -> Any:
+        """The trainer's arguments for a dataset (also what `close_mosaic` rebuilds the chain from)."""
+        from ultralytics.cfg import get_cfg
+
+        overrides: dict[str, Any] = {"imgsz": imgsz}
+        if cache is not None:
+            overrides["cache"] = False if cache == "none" else cache
+        cfg = get_cfg(self.cfg, overrides)
+        if chain == "pipeline":
+            cfg.augmentations = list(self.custom.transforms)
+        return cfg
 
     def training_phases(self, sizes: Sequence[int], keep: int) -> list[PhaseProfile]:
         chains = ["pipeline", "default"] if self.custom else ["default"]
@@ -231,7 +236,7 @@ class _Run:
                 for phase, epochs in self.schedule:
                     if phase == "close_mosaic":
                         for dataset in twins:  # as BaseTrainer._close_dataloader_mosaic: a rebuilt chain
-                            dataset.close_mosaic(hyp=copy(self.cfg))
+                            dataset.close_mosaic(hyp=self.hyp(size, chain))
                     want = keep if not self.kept and chain == chains[0] else 0
                     phases.append(self._profile(twins, phase, size, chain, epochs, want))
         return phases
@@ -283,7 +288,7 @@ class _Run:
                             for w in workers]
                 continue
             if first_phase == "close_mosaic":
-                dataset.close_mosaic(hyp=copy(self.cfg))
+                dataset.close_mosaic(hyp=self.hyp(imgsz, chain, cache))
             for w in workers:
                 sample = measure_loader(dataset, self.batch_size, w, seconds, torch_device, cache, fill_s)
                 if note:
