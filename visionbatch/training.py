@@ -90,7 +90,7 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
         args["batch"] = batch.batch_size
     else:
         args.pop("batch", None)  # chosen by choose_batch()
-    return TrainingJob(dataset, task, model, batch, args, tuple(notes), augcost)
+    return TrainingJob(dataset, task, model, batch, args, tuple(notes), augcost=augcost)
 
 
 def _task_and_model(task: str | None, model: str | None, dataset: DatasetSummary) -> tuple[str, str]:
@@ -288,7 +288,8 @@ def train(data: str | os.PathLike, /, **overrides: Any) -> TrainResult:
     Args:
         data: path to the dataset's data.yaml.
         **overrides: any Ultralytics train argument (`epochs=3`, `imgsz=320`, `task="segment"`,
-            `model="yolo11s.yaml"`, `device=0`, ...), with Ultralytics' meaning.
+            `model="yolo11s.yaml"`, `device=0`, ...), with Ultralytics' meaning; `augcost=True` first
+            profiles the data pipeline (`profile_augmentation`) into the run folder.
 
     Returns:
         The run's `TrainResult`, also written as `visionbatch.json` in the run folder.

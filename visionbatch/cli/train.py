@@ -14,6 +14,7 @@ USAGE = """visionbatch train DATA.yaml [key=value ...]
 Any Ultralytics train argument works with Ultralytics' meaning: model=yolo11s.yaml, epochs=50,
 imgsz=640, device=0, task=segment, batch=32, workers=8, ... Defaults that work offline:
 model=yolo11n.yaml (yolo11n-seg.yaml for task=segment); task from model=, else detect.
+augcost=True first profiles the data pipeline (visionbatch augcost) into the run folder.
 Output: runs/<task>/<name>/ (Ultralytics' run folder) with visionbatch.json."""
 
 
