@@ -10,7 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
+from visionbatch.errors import ConfigError
 from visionbatch.training import SUMMARY_NAME, prepare, train
 from visionbatch.ultralytics_compat import cpu_count
 
@@ -135,3 +137,34 @@ def test_training_makes_no_network_attempt(small_shapes: Path, tmp_path: Path) -
     # Ultralytics' settings and font went to visionbatch's own folder, not the user's config
     assert (tmp_path / "cache" / "visionbatch" / "Ultralytics" / "Arial.ttf").is_file()
     assert not (tmp_path / "cfg" / "Ultralytics").exists()
+
+
+def test_augcost_true_profiles_into_the_run_folder(small_shapes: Path, workdir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`augcost=True` profiles with the run's own arguments first; Ultralytics never sees the key."""
+    import functools
+
+    import visionbatch.augment
+
+    quick = functools.partial(visionbatch.augment.training_callback, images=8, loader_workers=[0],
+                              loader_cache="none", seconds=0.3, repeats=1, step_img_per_s=100.0)
+    monkeypatch.setattr(visionbatch.augment, "training_callback", quick)
+    before = tree_digest(small_shapes.parent)
+    result = train(small_shapes, augcost=True, mosaic=0.5, **TINY)
+    assert result.status == "completed" and "augcost" not in result.args
+    save_dir = Path(result.save_dir)
+    report = json.loads((save_dir / "augcost.json").read_text())
+    assert report["save_dir"] == str(save_dir)
+    assert (report["imgsz"], report["batch_size"], report["sizes"]) == (64, 4, [64, 32, 128])
+    assert report["args"]["mosaic"] == 0.5 and report["args"]["epochs"] == 1
+    assert [p["phase"] for p in report["phases"] if p["imgsz"] == 64] == ["close_mosaic", "val"]  # epochs <= 10
+    assert report["step"]["source"] == "given"  # the CPU step is timed in test_augment.py
+    assert report["verdict"]["bound"] in {"data", "compute"}
+    assert (save_dir / "augcost.png").is_file()
+    assert "augcost" not in yaml.safe_load((save_dir / "args.yaml").read_text())
+    assert tree_digest(small_shapes.parent) == before
+
+
+def test_augcost_must_be_a_switch(small_shapes: Path) -> None:
+    with pytest.raises(ConfigError, match=r"augcost=3 is not a switch: use augcost=True or leave it out"):
+        prepare(small_shapes, {"augcost": 3})

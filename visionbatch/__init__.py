@@ -24,6 +24,8 @@ _EXPORTS = {
     "ProbeSample": "visionbatch.plans",
     "TrainResult": "visionbatch.plans",
     "EpochRecord": "visionbatch.plans",
+    "profile_augmentation": "visionbatch.augment",
+    "AugmentationReport": "visionbatch.augment",
     "load_dataset": "visionbatch.dataset",
     "DatasetSummary": "visionbatch.dataset",
     "tune_inference": "visionbatch.infer.tune",
@@ -38,6 +40,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from visionbatch.augment import AugmentationReport, profile_augmentation
     from visionbatch.dataset import DatasetSummary, load_dataset
     from visionbatch.errors import BudgetError, ConfigError, DatasetError, ProbeError, VisionbatchError
     from visionbatch.fit import fit_batch

@@ -433,3 +433,9 @@ def _raise_first(problems: Iterable[str], what: str) -> None:
 def _short(values: Sequence[int]) -> str:
     shown = ", ".join(str(v) for v in values[:MAX_LISTED])
     return shown + (", ..." if len(values) > MAX_LISTED else "")
+
+
+def split_images(summary: DatasetSummary, split: str = "train") -> list[str]:
+    """The image files of a checked split ('train' or 'val'), sorted as Ultralytics lists them."""
+    sources = [Path(s) for s in getattr(summary, split).sources]
+    return _image_files(sources, split, Path(summary.yaml_path))

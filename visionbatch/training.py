@@ -30,6 +30,8 @@ DEFAULT_BATCH = 16  # Ultralytics' default
 # visionbatch's own train keys (beyond Ultralytics'); value: help text.
 TRAIN_KEYS: dict[str, str] = {
     "memory_budget": "with batch=auto on a CPU: the memory the batch must fit, e.g. 8GiB",
+    "augcost": "augcost=True profiles the data pipeline first (visionbatch augcost); augcost.json/png go into "
+               "the run folder",
 }
 
 
@@ -74,6 +76,8 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
         raise ConfigError(f"data= is given twice ({data} and data={overrides['data']}): pass the data.yaml once")
     args = check_train_args(overrides, extra_keys=list(extra_keys))
     options = {k: args.pop(k) for k in list(args) if k in extra_keys}
+    if not isinstance(options.get("augcost", False), bool):
+        raise ConfigError(f"augcost={options['augcost']} is not a switch: use augcost=True or leave it out")
     batch = parse_batch(args["batch"]) if "batch" in args else BatchRequest(DEFAULT_BATCH, None, "default")
     dataset = load_dataset(data)
     task, model = _task_and_model(args.get("task"), args.get("model"), dataset)
@@ -239,6 +243,10 @@ def run(job: TrainingJob, started: float | None = None) -> TrainResult:
             yolo = YOLO(job.model, task=job.task)
             for event, callback in probe.callbacks().items():
                 yolo.add_callback(event, callback)
+            if job.options.get("augcost"):  # after the telemetry callback, which records save_dir first
+                from visionbatch.augment import training_callback
+
+                yolo.add_callback("on_pretrain_routine_start", training_callback(job.dataset.yaml_path, job.args))
             yolo.train(**job.args)
             status = "completed"
         except KeyboardInterrupt:
@@ -332,7 +340,8 @@ def train(data: str | os.PathLike, /, **overrides: Any) -> TrainResult:
     Args:
         data: path to the dataset's data.yaml.
         **overrides: any Ultralytics train argument (`epochs=3`, `imgsz=320`, `task="segment"`,
-            `model="yolo11s.yaml"`, `device=0`, ...), with Ultralytics' meaning.
+            `model="yolo11s.yaml"`, `device=0`, ...), with Ultralytics' meaning; `augcost=True` first
+            profiles the data pipeline (`profile_augmentation`) into the run folder.
 
     Returns:
         The run's `TrainResult`, also written as `visionbatch.json` in the run folder.

@@ -22,7 +22,7 @@ from visionbatch.plans import to_jsonable
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
-COMMANDS = ("train", "fit", "sweep", "infer")  # modules of this package, in the order `visionbatch --help` lists them
+COMMANDS = ("train", "fit", "sweep", "augcost", "infer")  # modules of this package, in the order `visionbatch --help` lists them
 
 
 def command(name: str) -> ModuleType:

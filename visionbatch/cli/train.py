@@ -15,6 +15,7 @@ Any Ultralytics train argument works with Ultralytics' meaning: model=yolo11s.ya
 imgsz=640, device=0, task=segment, batch=32, workers=8, ... Defaults that work offline:
 model=yolo11n.yaml (yolo11n-seg.yaml for task=segment); task from model=, else detect.
 Output: runs/<task>/<name>/ (Ultralytics' run folder) with visionbatch.json.
+augcost=True first profiles the data pipeline (visionbatch augcost) into the run folder.
 
 batch=auto (or a fraction, batch=0.85, or Ultralytics' batch=-1 for 0.6) fits the batch to the
 GPU first (see visionbatch fit) and trains with the plan; batch_plan.json and memory_curve.png

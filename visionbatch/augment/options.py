@@ -1,0 +1,114 @@
+"""augcost's own arguments: defaults, help texts and checks (one ConfigError line each)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from visionbatch.augment.analysis import default_sizes, stride_multiple
+from visionbatch.errors import ConfigError
+from visionbatch.ultralytics_compat import cpu_count
+
+DEFAULT_IMAGES = 64  # images per profiled phase: enough for a p95, a second or so at 640 px
+DEFAULT_REPEATS = 2  # passes per phase; each image keeps its fastest
+DEFAULT_SECONDS = 2.0  # timed seconds per loader setting, after warm-up
+LOADER_IMAGES = 512  # images linked for the loader (a larger sample keeps small-sample reuse rare)
+CACHES = ("none", "ram", "disk")
+CACHE_LIMIT_BYTES = {"ram": 2 << 30, "disk": 1 << 30}  # the most augcost caches for one measurement
+MAX_SIZES = 6
+# augcost's own keys (beyond Ultralytics' train keys); value: help text.
+AUGCOST_KEYS: dict[str, str] = {
+    "sizes": "image sizes to profile, e.g. sizes=320,640,1280 (default: imgsz and its neighbours at 0.5x and 2x)",
+    "pipeline": "a serialized A.Compose (YAML or JSON, from A.save) to cost in place of Ultralytics' default "
+                "Albumentations transforms",
+    "images": f"images timed per phase and size (default {DEFAULT_IMAGES})",
+    "repeats": f"passes per phase at the training size; each image keeps its fastest (default {DEFAULT_REPEATS})",
+    "seconds": f"timed seconds per loader setting (default {DEFAULT_SECONDS:g})",
+    "loader_workers": "worker counts to time, e.g. loader_workers=0,2,4 (default: 0, powers of 2, the CPU count)",
+    "loader_cache": "cache modes to time, e.g. loader_cache=False,ram (default: False,ram,disk; on a temporary copy)",
+    "step_img_per_s": "the training step's images/s when known (e.g. from a GPU run); default: timed here",
+}
+
+
+def cache_mode(value: Any) -> str:
+    """Ultralytics' cache value as one of CACHES: False/None -> none, True -> ram."""
+    if value is True:
+        return "ram"
+    if value in (False, None) or str(value).lower() in {"false", "none", ""}:
+        return "none"
+    return str(value).lower()
+
+
+def as_list(value: Any) -> list:
+    """'320,640' or (320, 640) or 320 -> [320, 640] / [320]; text items read as key=value values are."""
+    from visionbatch.config import smart_value
+
+    if isinstance(value, str):
+        return [smart_value(v.strip()) for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def check_sizes(value: Any, imgsz: int) -> tuple[int, ...]:
+    """The training size first, then the other sizes ascending, rounded up to multiples of 32.
+
+    Examples:
+        >>> check_sizes(None, 640), check_sizes("320,100", 640)
+        ((640, 320, 1280), (640, 128, 320))
+    """
+    if value is None:
+        listed = list(default_sizes(imgsz))
+    else:
+        listed = as_list(value)
+        for size in listed:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 32:
+                raise ConfigError(f"sizes={_show(value)}: '{size}' is not an image size: list integers >= 32, "
+                                  f"e.g. sizes=320,640,1280")
+        if len(set(listed)) > MAX_SIZES:
+            raise ConfigError(f"sizes={_show(value)}: at most {MAX_SIZES} sizes: each one is profiled in full")
+        listed = [stride_multiple(size) for size in listed]  # as Ultralytics would train at them
+    others = sorted(set(listed) - {imgsz})
+    return (imgsz, *others)
+
+
+def check_count(key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key}={value} is impossible: use an integer from {low} to {high}")
+    return value
+
+
+def check_positive(key: str, value: Any, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high or math.isnan(value):
+        limit = f" and at most {high:g}" if math.isfinite(high) else ""
+        raise ConfigError(f"{key}={value} is impossible: use a number above 0{limit}, e.g. {key}=2")
+    return float(value)
+
+
+def check_workers(value: Any) -> list[int]:
+    if value is None:
+        cpus = cpu_count()
+        return sorted({0, cpus} | {2 ** k for k in range(8) if 2 ** k <= cpus})
+    listed = as_list(value)
+    for workers in listed:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ConfigError(f"loader_workers={_show(value)}: '{workers}' is not a worker count: list integers "
+                              f">= 0, e.g. loader_workers=0,2,4")
+    return sorted(set(listed))
+
+
+def check_caches(value: Any) -> list[str]:
+    if value is None:
+        return list(CACHES)
+    modes = []
+    for item in as_list(value):
+        mode = cache_mode(item)
+        if mode not in CACHES:
+            raise ConfigError(f"loader_cache={_show(value)}: '{item}' is not a cache mode: list some of False, ram, "
+                              f"disk, e.g. loader_cache=False,ram")
+        modes.append(mode)
+    return modes
+
+
+def _show(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
