@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from visionbatch.errors import BudgetError, ConfigError
-from visionbatch.fit import plan_batch
+from visionbatch.planner import plan_batch
 from visionbatch.probes.base import is_oom
 from visionbatch.probes.simulated import SimulatedProbe
 

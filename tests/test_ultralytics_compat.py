@@ -51,7 +51,7 @@ def test_offline_restores_after_an_error() -> None:
     import torch
 
     threads = torch.get_num_threads()
-    with pytest.raises(RuntimeError, match="boom"), offline() as ultralytics:
+    with pytest.raises(RuntimeError, match="boom"), offline():
         torch.set_num_threads(1)
         raise RuntimeError("boom")
     assert torch.get_num_threads() == threads

@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -208,7 +206,7 @@ class Runner:
 
 def simulated_child(kind: str, model: str, task: str, imgsz: int, batch: int, fraction: float) -> dict:
     """The simulated device: 16 GiB; memory = fixed + per_image * b (per model, task, imgsz); no GPU."""
-    from visionbatch.fit import plan_batch
+    from visionbatch.planner import plan_batch
     from visionbatch.probes.simulated import SimulatedProbe
 
     scale = (imgsz / 640) ** 2 * (2.7 if "11s" in model else 1.0) * (1.35 if task == "segment" else 1.0)

@@ -291,8 +291,8 @@ def _sweep(points: Any, capacity: Capacity, sizes: list[int], fraction: float, b
         warnings.append("not even batch 1 fits at any of these sizes")
     top = max(row.max_batch_size for row in rows)
     if top > 2:
-        warnings.append(f"batches above 2 are predicted along the surface's straight line in the batch "
-                        f"(probed at 1 and 2); `visionbatch fit` verifies one size at its answer")
+        warnings.append("batches above 2 are predicted along the surface's straight line in the batch "
+                        "(probed at 1 and 2); `visionbatch fit` verifies one size at its answer")
     max_imgsz = extrapolated = None
     if batch_size is not None:
         max_imgsz = min(surface_max_imgsz(train, batch_size, budget, points.stride),

@@ -12,7 +12,7 @@ from visionbatch.console import fmt, table
 SMALL_MS = 0.01  # rows cheaper than this in every phase are listed on one line
 
 SUMMARY = "cost each augmentation, resolution and loader setting, and say if data starves training"
-USAGE = f"""visionbatch augcost DATA.yaml [key=value ...]
+USAGE = """visionbatch augcost DATA.yaml [key=value ...]
 
 Times every transform of Ultralytics' real training pipeline for your data and arguments (image
 load, Mosaic, CopyPaste, RandomPerspective, MixUp, CutMix, Albumentations and each transform in

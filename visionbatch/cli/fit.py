@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from visionbatch.cli.args import positional
 from visionbatch.config import check_keys, parse_batch, ultralytics_defaults

@@ -1,0 +1,305 @@
+"""The probe schedule: measure few real steps, fit the memory curve, verify the answer.
+
+`plan_batch` runs, with every probe a real step (training at b, then validation at 2b with the
+training state alive):
+
+1. batch 1 and batch 2: the fixed cost and a first slope;
+2. one intermediate batch near a quarter of the predicted answer (to see curvature, and a first
+   throughput reading), when the answer is far above 2 (never more than 16x past what fitted);
+3. the predicted answer itself; if it does not fit, the next guess comes from the refitted curve
+   kept under the failure, from interpolating between the largest batch that fitted and the
+   smallest that did not, and from halving after two misses in a row.
+
+It stops when the largest batch that fitted is the curve's answer, or is one below a batch that
+did not fit. The answer is always a batch that was actually run (or, for a target GPU, traced);
+typical runs take 4 to 6 probes. The probe and the workload are passed in: a CUDA device, a CPU
+budget, a CPU trace for a GPU elsewhere, or a simulated device in tests.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from visionbatch.console import human_bytes
+from visionbatch.curve import DEFAULT_SIGMAS, fit_memory_curve, interpolate_batch, monotonic_violations, solve_batch
+from visionbatch.errors import BudgetError
+from visionbatch.plans import BatchPlan, MemoryCurve, ProbeSample
+from visionbatch.probes.base import Capacity, Probe
+
+GROWTH_LIMIT = 16  # never extrapolate more than 16x past the largest batch that fitted
+THROUGHPUT_TOLERANCE = 0.03  # a batch within 3% of the best throughput counts as saturated
+MAX_PROBES = 8
+TIMED_STEPS = 3
+NOMINAL_BATCH = 64
+
+
+class StepRunner(Protocol):
+    """What the planner needs from a workload (see workload.Workload)."""
+
+    def train_step(self, batch_size: int, boundary: Any = None) -> float: ...
+
+    def val_step(self, batch_size: int) -> float: ...
+
+    def time_steps(self, batch_size: int, steps: int = 3) -> float: ...
+
+    def persistent(self) -> list[Any]: ...
+
+
+@dataclass
+class _Probing:
+    """The planner's running state: every sample, and the bounds they set."""
+
+    probe: Probe
+    runner: StepRunner
+    budget_bytes: int
+    samples: list[ProbeSample]
+    best: int = 0  # largest batch whose training and validation fitted
+    upper: int | None = None  # smallest batch that did not fit
+    misses: int = 0  # failed probes in a row
+
+    def run(self, batch_size: int, timed: bool) -> bool:
+        train = self.probe.measure(lambda: self.runner.train_step(batch_size, self.probe.pass_boundary),
+                                   batch_size, "train", self.runner.persistent())
+        # step_s from the measured step is one step under a tracker: timings come from untracked steps
+        train = replace(train, step_s=self.runner.time_steps(batch_size, TIMED_STEPS) if train.ok and timed else None)
+        self.samples.append(train)
+        fits = train.ok and train.peak_bytes <= self.budget_bytes
+        if train.ok:  # validation runs between epochs, at twice the batch, with the training state alive
+            val = self.probe.measure(lambda: self.runner.val_step(2 * batch_size), 2 * batch_size, "val",
+                                     self.runner.persistent())
+            self.samples.append(replace(val, step_s=None))
+            fits = fits and val.ok and val.peak_bytes <= self.budget_bytes
+        if fits:
+            self.best = max(self.best, batch_size)
+            self.misses = 0
+        else:
+            self.upper = batch_size if self.upper is None else min(self.upper, batch_size)
+            self.misses += 1
+        return fits
+
+    def readings(self, phase: str) -> list[ProbeSample]:
+        return [s for s in self.samples if s.phase == phase and s.ok]
+
+    def curve(self, phase: str) -> MemoryCurve | None:
+        points = self.readings(phase)
+        # readings that go down as the batch goes up (the allocator reusing cached blocks) would
+        # bend the fit: leave both out while enough others remain; the answer is verified anyway
+        bad = {b for pair in monotonic_violations([s.batch_size for s in points], [s.peak_bytes for s in points])
+               for b in pair}
+        if len({s.batch_size for s in points if s.batch_size not in bad}) >= 2:
+            points = [s for s in points if s.batch_size not in bad]
+        if len({s.batch_size for s in points}) < 2:
+            return None
+        return fit_memory_curve([s.batch_size for s in points], [s.peak_bytes for s in points],
+                                self.probe.noise_floor_bytes)
+
+
+def _target(state: _Probing, limit: int, sigmas: float) -> int:
+    """The next batch to verify: the curves' answer under every bound."""
+    train_curve, val_curve = state.curve("train"), state.curve("val")
+    if train_curve.per_image_bytes <= 0 and train_curve.quadratic_bytes <= 0:
+        return min(state.best * 4, limit, (state.upper or limit + 1) - 1)  # readings not growing yet: explore
+    target = solve_batch(train_curve, state.budget_bytes, sigmas, below=state.upper, cap=limit)
+    if val_curve is not None:
+        target = min(target, solve_batch(val_curve, state.budget_bytes, sigmas, cap=2 * limit) // 2)
+    if state.upper is not None:
+        # after a failure the curve may be what failed: step in from the bracket too, by the
+        # readings on either side when both exist, and by halving after two misses in a row
+        # (or when the failure was an OOM, which gives no reading)
+        readings = {s.batch_size: s.peak_bytes for s in state.readings("train")}
+        middle = (state.best + state.upper) // 2
+        if state.misses >= 2 or state.upper not in readings:
+            target = min(target, max(middle, state.best + 1))
+        elif state.best in readings:
+            target = min(target, interpolate_batch((state.best, readings[state.best]),
+                                                   (state.upper, readings[state.upper]), state.budget_bytes))
+    return min(target, limit)
+
+
+def plan_batch(
+    probe: Probe,
+    runner: StepRunner,
+    memory_fraction: float,
+    dataset_images: int,
+    workload: dict[str, Any] | None = None,
+    nominal_batch: int = NOMINAL_BATCH,
+    max_probes: int = MAX_PROBES,
+    sigmas: float = DEFAULT_SIGMAS,
+    capacity: Capacity | None = None,
+    measured: bool = True,
+) -> BatchPlan:
+    """Find the largest batch that fits `memory_fraction` of the device, by measuring it.
+
+    Args:
+        probe: how a step is measured (CUDA, CPU budget, or a simulated device in tests).
+        runner: the workload that runs the steps.
+        memory_fraction: the share of usable memory to fit into.
+        dataset_images: training images: no batch above it is considered.
+        workload: a description of the step, stored in the plan.
+        nominal_batch: Ultralytics' nbs, for the accumulation the plan reports.
+        max_probes: the most training probes to run.
+        sigmas: how many standard deviations of the curve's prediction must fit too.
+        capacity: the device's memory, if already read (else the probe reads it).
+        measured: False when the probe estimates instead of measuring (a trace for a target).
+
+    Returns:
+        The verified `BatchPlan`.
+
+    Raises:
+        BudgetError: not even batch 1 fits.
+    """
+    started = time.perf_counter()
+    capacity = capacity or probe.capacity()
+    budget = int(memory_fraction * capacity.usable_bytes)
+    state = _Probing(probe, runner, budget, [])
+    limit = max(1, dataset_images)
+    warnings: list[str] = []
+
+    if not state.run(1, timed=False):
+        raise BudgetError(_too_small(state, capacity, memory_fraction, workload or {}))
+    probes = 1
+    if limit >= 2:
+        state.run(2, timed=False)
+        probes += 1
+    while probes < max_probes and state.best < limit and (state.upper is None or state.upper > state.best + 1):
+        if state.curve("train") is None:
+            break  # only one batch ran: 2 did not fit, and 1 did
+        answer = _target(state, limit, sigmas)
+        if answer <= state.best:
+            curve, nxt = state.curve("train"), state.best + 1
+            open_bracket = state.upper is not None and state.upper > nxt
+            if not (open_bracket and curve.predict(nxt) - sigmas * curve.uncertainty(nxt) <= budget):
+                break
+            answer = max((state.best + state.upper) // 2, nxt)  # the curve cannot rule it out: bisect
+        target = answer
+        if state.upper is None and state.best <= 2 and answer // 4 > 4:
+            target = answer // 4  # an intermediate reading before the long extrapolation
+        target = min(target, state.best * GROWTH_LIMIT)
+        state.run(target, timed=True)
+        probes += 1
+    if probes >= max_probes and state.upper != state.best + 1:
+        warnings.append(f"stopped after {max_probes} probes: a batch between {state.best} and "
+                        f"{state.upper or 'the curve answer'} might fit too")
+    if not _timed(state, state.best):  # throughput at the answer, for the plan
+        _time(state, state.best)
+    return _plan(state, capacity, memory_fraction, limit, workload or {}, nominal_batch, sigmas, warnings,
+                 time.perf_counter() - started, measured)
+
+
+def _timed(state: _Probing, batch_size: int) -> bool:
+    return any(s.batch_size == batch_size and s.phase == "train" and s.step_s for s in state.samples)
+
+
+def _time(state: _Probing, batch_size: int) -> None:
+    seconds = state.runner.time_steps(batch_size, TIMED_STEPS)
+    for i, s in enumerate(state.samples):
+        if s.batch_size == batch_size and s.phase == "train" and s.ok:
+            state.samples[i] = replace(s, step_s=seconds)
+
+
+def _too_small(state: _Probing, capacity: Capacity, fraction: float, workload: dict[str, Any]) -> str:
+    train = next(s for s in state.samples if s.phase == "train")
+    val = next((s for s in state.samples if s.phase == "val"), None)
+    what = f"{workload.get('model', 'the model')} at imgsz={workload.get('imgsz', '?')}"
+    budget = f"{human_bytes(state.budget_bytes)} ({fraction:g} x {human_bytes(capacity.usable_bytes)} usable " \
+             f"on {capacity.device})"
+    if not train.ok:
+        need = f"more than {human_bytes(capacity.usable_bytes)} (it ran out of memory)"
+    elif train.peak_bytes > state.budget_bytes:
+        need = human_bytes(train.peak_bytes)
+    else:
+        need = f"{human_bytes(val.peak_bytes) if val and val.ok else 'more than the budget'} to validate at batch 2"
+    return (f"batch 1 does not fit {budget}: one image of {what} needs {need}: "
+            f"raise the budget, lower imgsz or use a smaller model")
+
+
+def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, workload: dict[str, Any],
+          nominal_batch: int, sigmas: float, warnings: list[str], seconds: float, measured: bool) -> BatchPlan:
+    curve = state.curve("train")
+    val_curve = state.curve("val")
+    if curve is None:  # only batch 1 ran
+        reading = state.readings("train")[0]
+        curve = fit_memory_curve([1, 2], [reading.peak_bytes, reading.peak_bytes], state.probe.noise_floor_bytes)
+        curve = replace(curve, points=1, batch_max=1, sxx=0.0)
+    best = state.best
+    train_at = {s.batch_size: s for s in state.readings("train")}
+    val_at = {s.batch_size: s for s in state.readings("val")}
+    verified = sorted(b for b in train_at if b <= best and train_at[b].peak_bytes <= state.budget_bytes
+                      and 2 * b in val_at and val_at[2 * b].peak_bytes <= state.budget_bytes)
+    speeds = {b: train_at[b].img_per_s for b in verified if train_at[b].img_per_s}
+    chosen, reason = best, _reason_max(state, capacity, fraction, curve, limit, measured)
+    if speeds:
+        top = max(speeds.values())
+        saturated = min(b for b, v in speeds.items() if v >= (1 - THROUGHPUT_TOLERANCE) * top)
+        if saturated < best and best in speeds:
+            chosen = saturated
+            reason = (f"throughput saturates: batch {saturated} trains {speeds[saturated]:.1f} img/s, within "
+                      f"{THROUGHPUT_TOLERANCE:.0%} of the best measured ({top:.1f} img/s); the largest batch that "
+                      f"fits is {best}")
+    violations = monotonic_violations([s.batch_size for s in state.readings("train")],
+                                      [s.peak_bytes for s in state.readings("train")])
+    if violations:
+        warnings.append("memory readings were not monotonic (" + ", ".join(f"{a} -> {b}" for a, b in violations) +
+                        "): the allocator reused cached blocks; the answer was verified directly")
+    if curve.kind == "quadratic":
+        warnings.append("memory grows faster than linearly with the batch: a curved fit was used")
+    if curve.points > 2 and curve.residual_bytes > 0.02 * max(curve.predict(best), 1):
+        warnings.append(f"readings are noisy (residual {human_bytes(curve.residual_bytes)} around the fit)")
+    if best >= limit:
+        warnings.append(f"batch capped at the {limit} training images")
+    val_max = solve_batch(val_curve, state.budget_bytes, sigmas) if val_curve else None
+    if val_curve is not None and val_curve.extrapolates(2 * chosen):
+        warnings.append("the validation prediction extrapolates beyond the measured batches")
+    top_speed = max(speeds.values()) if speeds else None
+    return BatchPlan(
+        batch_size=chosen,
+        max_batch_size=best,
+        val_batch_size=2 * chosen,
+        val_max_batch_size=val_max,
+        accumulate=max(round(nominal_batch / chosen), 1),
+        nominal_batch_size=nominal_batch,
+        budget_bytes=state.budget_bytes,
+        memory_fraction=fraction,
+        device=capacity.device,
+        device_name=capacity.name,
+        total_bytes=capacity.total_bytes,
+        usable_bytes=capacity.usable_bytes,
+        context_bytes=capacity.context_bytes,
+        predicted_bytes=int(curve.predict(chosen)),
+        predicted_uncertainty_bytes=int(curve.uncertainty(chosen)),
+        measured_bytes=train_at[chosen].peak_bytes if chosen in train_at and measured else None,
+        val_predicted_bytes=int(val_curve.predict(2 * chosen)) if val_curve else None,
+        val_measured_bytes=val_at[2 * chosen].peak_bytes if 2 * chosen in val_at and measured else None,
+        img_per_s=speeds.get(chosen),
+        best_img_per_s=top_speed,
+        samples=tuple(state.samples),
+        curve=curve,
+        val_curve=val_curve,
+        workload=workload,
+        reason=reason,
+        warnings=tuple(warnings),
+        measured=measured,
+        planning_s=round(seconds, 3),
+    )
+
+
+def _reason_max(state: _Probing, capacity: Capacity, fraction: float, curve: MemoryCurve, limit: int,
+                measured: bool = True) -> str:
+    best = state.best
+    verb = "measured" if measured else "is estimated at"
+    budget = f"{fraction:g} x {human_bytes(capacity.usable_bytes)} = {human_bytes(state.budget_bytes)}"
+    if best >= limit:
+        return f"batch {best} uses every training image and fits {budget}"
+    reading = next(s for s in state.readings("train") if s.batch_size == best)
+    if state.upper is not None:
+        over = next((s for s in state.samples if s.batch_size == state.upper and s.phase == "train"), None)
+        why = "ran out of memory" if over is not None and not over.ok else "did not fit"
+        if state.upper == best + 1:
+            nxt = f"batch {state.upper} {why}"
+        else:
+            nxt = f"batch {best + 1} is predicted to need {human_bytes(curve.predict(best + 1))} (batch {state.upper} {why})"
+    else:
+        nxt = f"batch {best + 1} is predicted to need {human_bytes(curve.predict(best + 1))}"
+    return f"batch {best} is the largest that fits {budget}: it {verb} {human_bytes(reading.peak_bytes)}; {nxt}"
