@@ -197,7 +197,7 @@ class TraceEstimator:
         self._fake = FakeTensorMode(allow_non_fake_inputs=True)
         self._generator = torch.Generator().manual_seed(0)
         self._extras: dict[tuple[str, int], int] = {}
-        self._shapes: dict[str, Any] = {}
+        self._outputs: dict[str, Any] = {}
 
     def at_imgsz(self, imgsz: int) -> "TraceEstimator":
         """The same model, optimizer and EMA accounting, for training at another image size."""
@@ -207,7 +207,7 @@ class TraceEstimator:
         other.spec = replace(self.spec, imgsz=int(imgsz))
         other.train_imgsz = other.spec.max_imgsz(self.stride)
         other.val_imgsz = math.ceil(imgsz / self.stride) * self.stride
-        other._extras, other._shapes = {}, {}
+        other._extras, other._outputs = {}, {}
         return other
 
     def _optimizer_state_bytes(self, build_optimizer: Any, trainable: Sequence[Any]) -> int:
@@ -238,10 +238,9 @@ class TraceEstimator:
     # -- the parts fake tensors cannot run: measured for real at batch 1 and 2 --------------------
 
     def _extra(self, phase: str, batch_size: int) -> int:
-        """Loss bytes at `batch_size` (plus NMS for validation), linear from real runs at 1 and 2."""
+        """Loss bytes at `batch_size`, linear from real runs at batch 1 and 2."""
         one, two = self._real_extra(phase, 1), self._real_extra(phase, 2)
-        loss = int(max(one + (two - one) * (batch_size - 1), 0))
-        return loss + (self._nms_bytes() if phase == "val" else 0)
+        return int(max(one + (two - one) * (batch_size - 1), 0))
 
     def _real_extra(self, phase: str, batch_size: int) -> int:
         key = (phase, batch_size)
@@ -258,20 +257,25 @@ class TraceEstimator:
         mask = candidates * math.ceil(candidates / 64) * 8 if self.device.cuda else 0
         return self.device.rounded(rows) + self.device.rounded(mask)
 
-    def _head_shapes(self, phase: str) -> Any:
-        """The head's outputs at batch 1 for a phase, as fake tensors (shapes only, no compute)."""
+    def _head_outputs(self, phase: str) -> Any:
+        """The untrained model's real outputs for one image, per phase (cached).
+
+        The loss's memory depends on how many anchors the assigner makes foreground, which depends
+        on the predictions: real ones from the real model, not random numbers, reproduce it.
+        """
         import torch
 
-        if phase not in self._shapes:
+        if phase not in self._outputs:
             train = phase == "train"
             imgsz = self.train_imgsz if train else self.val_imgsz
+            image = torch.rand(1, 3, imgsz, imgsz, generator=self._generator)
             self.model.train(train)
             try:
-                with _traceable_head(self.model), self._fake, torch.no_grad():
-                    self._shapes[phase] = self.model(torch.empty(1, 3, imgsz, imgsz))
+                with torch.no_grad():
+                    self._outputs[phase] = self.model(image)
             finally:
                 self.model.train()
-        return self._shapes[phase]
+        return self._outputs[phase]
 
     def _measure_loss(self, phase: str, batch_size: int) -> int:
         import torch
@@ -284,9 +288,12 @@ class TraceEstimator:
         imgsz = self.train_imgsz if train else self.val_imgsz
         labels = self.spec.labels_per_image if train else self.spec.val_labels_per_image
         dtype = self.amp_dtype if self.spec.amp else torch.float32
-        preds = tree_map_only(torch.Tensor, lambda t: torch.randn((batch_size, *t.shape[1:]), generator=self._generator)
-                              .to(dtype if t.dtype.is_floating_point else t.dtype).requires_grad_(train),
-                              self._head_shapes(phase))
+
+        def batched(t: Any) -> Any:  # one image's outputs, repeated to the batch
+            t = t.expand(batch_size, *t.shape[1:]).clone()
+            return t.to(dtype).requires_grad_(train) if t.dtype.is_floating_point else t
+
+        preds = tree_map_only(torch.Tensor, batched, self._head_outputs(phase))
         batch = synthetic_batch(self.spec, batch_size, imgsz, labels, int(self.cfg.mask_ratio),
                                 bool(self.cfg.overlap_mask), self._generator)
         batch["img"] = batch["img"].float()
@@ -346,17 +353,21 @@ class TraceEstimator:
             with _traceable_head(self.model), _rounding(self.device.round_bytes), self._fake:
                 with tracker, torch.inference_mode(), self._autocast():
                     x = torch.empty(batch_size, 3, self.val_imgsz, self.val_imgsz)
-                    self.model(x.half() if self.spec.amp else x)
+                    outputs = self.model(x.half() if self.spec.amp else x)
+                    forward_end = _total(tracker.get_tracker_snapshot("current"))  # the outputs still alive
                     forward_peak = _total(tracker.get_tracker_snapshot("peak"))
+                    del outputs
         finally:
             self.model.train()
-        extra = self._extra("val", batch_size)
+        loss, nms = self._extra("val", batch_size), self._nms_bytes()
         uint8_batch = self.device.rounded(batch_size * 3 * self.val_imgsz**2)
         persistent = self.optimizer_bytes + self.ema_bytes + uint8_batch + self.grad_bytes
-        allocated = persistent + forward_peak + extra
+        # the loss and NMS run after the forward has freed its activations, with its outputs alive
+        allocated = persistent + max(forward_peak, forward_end + loss, forward_end + nms)
         reserved, device = self.device.device_bytes(allocated)
-        parts = {"forward_peak": forward_peak, "loss_and_nms": extra, "nms": self._nms_bytes(), "gradients": self.grad_bytes,
-                 "optimizer_state": self.optimizer_bytes, "ema": self.ema_bytes, "uint8_batch": uint8_batch}
+        parts = {"forward_peak": forward_peak, "forward_end": forward_end, "loss": loss, "nms": nms,
+                 "gradients": self.grad_bytes, "optimizer_state": self.optimizer_bytes, "ema": self.ema_bytes,
+                 "uint8_batch": uint8_batch}
         return TraceEstimate(batch_size, "val", int(allocated), reserved, device, parts)
 
 
