@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "datasets" / "shapes"
 SHAPES_YAML = SHAPES / "data.yaml"
+ULTRALYTICS_HANDLER = "ultralytics.utils.set_logging"  # the name Ultralytics gives its console handler
 
 
 @pytest.fixture
@@ -82,6 +83,6 @@ def _ultralytics_logs_to_this_tests_stdout():
     import sys
 
     for handler in logging.getLogger("ultralytics").handlers:
-        if isinstance(handler, logging.StreamHandler):
+        if handler.get_name() == ULTRALYTICS_HANDLER:  # not pytest's own capture handlers
             handler.stream = sys.stdout  # not setStream(): it flushes the old, possibly closed, stream
     yield

@@ -78,7 +78,8 @@ def _looks_numeric(text: str) -> bool:
 def logs_to(stream: IO[str]) -> Iterator[None]:
     """Send Ultralytics' log lines and progress bars to `stream` (stderr under --json)."""
     logger = logging.getLogger("ultralytics")
-    handlers = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+    # only Ultralytics' own console handler: others (pytest's log capture, a user's file handler) stay
+    handlers = [h for h in logger.handlers if h.get_name() == "ultralytics.utils.set_logging"]
     before = [h.stream for h in handlers]
     for handler in handlers:
         handler.stream = stream  # not setStream(): that flushes the old stream, which may be closed
