@@ -143,6 +143,13 @@ def test_resolve_device_on_a_gpu_machine(monkeypatch) -> None:
         resolve_device(3, None)
 
 
+class Mosaic:
+    """Stands in for ultralytics.data.augment.Mosaic: the telemetry reads its class name and p."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+
 def test_training_telemetry_reads_cuda_peaks_per_epoch(monkeypatch) -> None:
     """The epoch callback on a (fake) CUDA trainer records torch.cuda's peaks for that epoch."""
     import torch
@@ -155,7 +162,8 @@ def test_training_telemetry_reads_cuda_peaks_per_epoch(monkeypatch) -> None:
     monkeypatch.setattr(telemetry, "cuda_peaks", lambda device: (5 * GIB, 6 * GIB))
     trainer = types.SimpleNamespace(
         device=torch.device("cuda", 0), epoch=0, tloss=None, metrics={"metrics/mAP50(B)": 0.5},
-        train_loader=types.SimpleNamespace(dataset=types.SimpleNamespace(mosaic=True)),
+        train_loader=types.SimpleNamespace(dataset=types.SimpleNamespace(transforms=types.SimpleNamespace(
+            transforms=[types.SimpleNamespace(transforms=[Mosaic(0.5)])]))),
         save_dir=Path("/nonexistent"),
     )
     probe = _Telemetry(None)

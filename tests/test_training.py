@@ -28,7 +28,7 @@ def _check_run(result, task: str, data_folder: Path, before: dict) -> dict:
     save_dir = Path(result.save_dir)
     summary = json.loads((save_dir / SUMMARY_NAME).read_text())
     assert summary == result.to_dict()
-    assert [e["epoch"] for e in summary["epochs"]] == [1]
+    assert [e["epoch"] for e in summary["epochs"]] == list(range(1, result.args["epochs"] + 1))
     epoch = summary["epochs"][0]
     assert epoch["train_s"] > 0 and epoch["val_s"] > 0
     assert epoch["peak_rss_bytes"] > 100 * 2**20  # torch + a model: well over 100 MiB
@@ -49,8 +49,9 @@ def test_detect_trains_offline(small_shapes: Path, workdir: Path, monkeypatch: p
     env = {k: os.environ.get(k) for k in touched}
     threads = torch.get_num_threads()
     before = tree_digest(small_shapes.parent)
-    result = train(small_shapes, **TINY)
+    result = train(small_shapes, **{**TINY, "epochs": 2, "close_mosaic": 1})
     summary = _check_run(result, "detect", small_shapes.parent, before)
+    assert [e["mosaic"] for e in summary["epochs"]] == [True, False]  # the last close_mosaic epochs drop it
     assert Path(result.save_dir) == workdir / "runs" / "detect" / "train"
     assert "metrics/mAP50-95(B)" in summary["final_metrics"]
     assert "train/box_loss" in summary["epochs"][0]["losses"]

@@ -24,6 +24,10 @@ _EXPORTS = {
     "ProbeSample": "visionbatch.plans",
     "TrainResult": "visionbatch.plans",
     "EpochRecord": "visionbatch.plans",
+    "MemorySurface": "visionbatch.plans",
+    "sweep_resolution": "visionbatch.sweep",
+    "ResolutionSweep": "visionbatch.sweep",
+    "find_target": "visionbatch.targets",
     "profile_augmentation": "visionbatch.augment",
     "AugmentationReport": "visionbatch.augment",
     "load_dataset": "visionbatch.dataset",
@@ -46,7 +50,9 @@ if TYPE_CHECKING:
     from visionbatch.fit import fit_batch
     from visionbatch.infer.plan import InferencePlan
     from visionbatch.infer.tune import tune_inference
-    from visionbatch.plans import BatchPlan, EpochRecord, MemoryCurve, ProbeSample, TrainResult
+    from visionbatch.plans import BatchPlan, EpochRecord, MemoryCurve, MemorySurface, ProbeSample, TrainResult
+    from visionbatch.sweep import ResolutionSweep, sweep_resolution
+    from visionbatch.targets import find_target
     from visionbatch.training import train
 
 

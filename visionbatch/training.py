@@ -155,6 +155,18 @@ def choose_batch(job: TrainingJob) -> TrainingJob:
     return replace(job, args={**job.args, "batch": plan.batch_size}, plan=plan, notes=job.notes + (note,))
 
 
+def mosaic_on(dataset: Any) -> bool:
+    """Whether the dataset's transform chain still applies Mosaic (close_mosaic sets its p to 0)."""
+    pending, seen = [getattr(dataset, "transforms", None)], 0
+    while pending and seen < 1000:
+        item = pending.pop()
+        seen += 1
+        if type(item).__name__ == "Mosaic":
+            return float(getattr(item, "p", 0.0)) > 0
+        pending.extend(getattr(item, "transforms", None) or [])
+    return False
+
+
 @dataclass
 class _Telemetry:
     """Ultralytics callbacks that time each epoch and read its memory peaks."""
@@ -215,7 +227,6 @@ class _Telemetry:
         if trainer.device.type == "cuda":
             allocated, reserved = telemetry.cuda_peaks(trainer.device)
         losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
-        dataset = getattr(trainer.train_loader, "dataset", None)
         self.records[epoch] = EpochRecord(
             epoch=epoch,
             train_s=round(self._train_end - self._epoch_start, 3),
@@ -225,7 +236,7 @@ class _Telemetry:
             cuda_peak_reserved_bytes=reserved,
             losses={k: float(v) for k, v in losses.items()},
             metrics={k: float(v) for k, v in (trainer.metrics or {}).items()},
-            mosaic=bool(getattr(dataset, "mosaic", False)),
+            mosaic=mosaic_on(getattr(trainer.train_loader, "dataset", None)),
         )
 
 
