@@ -40,11 +40,7 @@ def _quadratic(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, 
     s = [sum(x**k for x in xs) for k in range(5)]
     t = [sum(y * x**k for x, y in zip(xs, ys)) for k in range(3)]
     matrix = [[s[0], s[1], s[2]], [s[1], s[2], s[3]], [s[2], s[3], s[4]]]
-    return tuple(_solve3(matrix, t))  # type: ignore[return-value]
-
-
-def _solve3(a: list[list[float]], b: list[float]) -> list[float]:
-    return _solve(a, b)
+    return tuple(_solve(matrix, t))  # type: ignore[return-value]
 
 
 def _solve(a: list[list[float]], b: list[float]) -> list[float]:

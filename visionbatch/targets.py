@@ -84,21 +84,29 @@ TARGETS: tuple[Target, ...] = (
     Target("a100-80gb", "NVIDIA A100 (80 GB)", _gib(80), "ampere", bf16=True),
     Target("h100", "NVIDIA H100 (80 GB)", _gib(80), "hopper", bf16=True),
     Target("h200", "NVIDIA H200 (141 GB)", _gib(141), "hopper", bf16=True),
-    Target("orin-nano-4gb", "NVIDIA Jetson Orin Nano 4GB", _gib(4), "orin", bf16=True, unified=True,
-           os_reserved_bytes=_gib(1.0), note="unified memory: the budget is what the OS leaves (assumed 1 GiB kept)"),
-    Target("orin-nano-8gb", "NVIDIA Jetson Orin Nano 8GB", _gib(8), "orin", bf16=True, unified=True,
-           os_reserved_bytes=_gib(1.5), note="unified memory: the budget is what the OS leaves (assumed 1.5 GiB kept)"),
-    Target("orin-nx-8gb", "NVIDIA Jetson Orin NX 8GB", _gib(8), "orin", bf16=True, unified=True,
-           os_reserved_bytes=_gib(1.5), note="unified memory: the budget is what the OS leaves (assumed 1.5 GiB kept)"),
-    Target("orin-nx-16gb", "NVIDIA Jetson Orin NX 16GB", _gib(16), "orin", bf16=True, unified=True,
-           os_reserved_bytes=_gib(2), note="unified memory: the budget is what the OS leaves (assumed 2 GiB kept)"),
-    Target("agx-orin-32gb", "NVIDIA Jetson AGX Orin 32GB", _gib(32), "orin", bf16=True, unified=True,
-           os_reserved_bytes=_gib(2), note="unified memory: the budget is what the OS leaves (assumed 2 GiB kept)"),
-    Target("agx-orin-64gb", "NVIDIA Jetson AGX Orin 64GB", _gib(64), "orin", bf16=True, unified=True,
-           os_reserved_bytes=_gib(2), note="unified memory: the budget is what the OS leaves (assumed 2 GiB kept)"),
-    Target("xavier-nx", "NVIDIA Jetson Xavier NX 8GB", _gib(8), "volta", unified=True,
-           os_reserved_bytes=_gib(1.5), note="unified memory: the budget is what the OS leaves (assumed 1.5 GiB kept)"),
 )
+
+
+
+def _jetson_targets() -> tuple[Target, ...]:
+    """The Jetson modules of visionbatch.infer.edge (one table for both commands), as training targets.
+
+    The OS and desktop keep part of the unified memory; the amounts are assumptions, stated per module.
+    """
+    from visionbatch.infer.edge import JETSON_MODULES
+
+    targets = []
+    for module in JETSON_MODULES:
+        kept = 1.0 if module.memory_bytes <= 4 * GIB else 1.5 if module.memory_bytes <= 8 * GIB else 2.0
+        ampere = "Ampere" in module.gpu
+        targets.append(Target(
+            module.key, f"NVIDIA {module.name}", module.memory_bytes, "orin" if ampere else "volta", bf16=ampere,
+            unified=True, os_reserved_bytes=_gib(kept),
+            note=f"unified memory: the budget is what the OS leaves (assumed {kept:g} GiB kept)"))
+    return tuple(targets)
+
+
+TARGETS = TARGETS + _jetson_targets()
 
 _ALIASES = {"1050": "gtx1050", "3060": "rtx3060", "4090": "rtx4090", "a100": "a100-40gb", "v100": "v100-16gb",
             "orin-nano": "orin-nano-8gb", "jetson-orin-nano": "orin-nano-8gb", "agx-orin": "agx-orin-64gb",
