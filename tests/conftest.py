@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -67,8 +68,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def tree_digest(folder: Path, ignore_suffixes: tuple[str, ...] = (".cache",)) -> dict[str, str]:
-    """sha256 of every file under `folder` (label caches ignored): to prove nothing was changed."""
+def tree_digest(folder: Path, ignore_suffixes: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under `folder`: to prove nothing was changed, added (a label cache) or removed."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
@@ -86,3 +87,16 @@ def _ultralytics_logs_to_this_tests_stdout():
         if handler.get_name() == ULTRALYTICS_HANDLER:  # not pytest's own capture handlers
             handler.stream = sys.stdout  # not setStream(): it flushes the old, possibly closed, stream
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _visionbatch_cache(tmp_path_factory: pytest.TempPathFactory):
+    """visionbatch's cache (dataset mirrors, Ultralytics' settings and font) in this session's own folder."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before

@@ -117,14 +117,15 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cli_run_prints_the_table_and_the_choice(capsys, workdir: Path, tiny_onnx: Path) -> None:
-    code, out, err = run_cli(capsys, str(tiny_onnx), "batch=1,2", "runs=3", "warmup=1", "streams=2", "fps=10",
+    # constraints a 64 px model meets with ~100x to spare on any CPU, however busy: the choice is never in doubt
+    code, out, err = run_cli(capsys, str(tiny_onnx), "batch=1,2", "runs=3", "warmup=1", "streams=2", "fps=1",
                              "latency_ms=1000", "name=cli")
     assert code == 0, err
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("batch  runs"))
     assert "fill ms" in header and "verdict" in header
     assert any(line.startswith("chosen: batch ") for line in lines)
-    assert "constraints: latency <= 1000 ms (fill wait + p99), 2 streams x 10 fps = 20 img/s" in out
+    assert "constraints: latency <= 1000 ms (fill wait + p99), 2 streams x 1 fps = 2 img/s" in out
     assert "visionbatch infer: [2/2] batch 2:" in err  # progress on stderr
     run = workdir / "runs" / "infer" / "cli"
     assert {p.name for p in run.iterdir()} >= {"plan.json", "sweep.png", "deepstream", "triton", "tensorrt"}

@@ -1,11 +1,18 @@
-"""Jetson detection, the module table, tegrastats and the memory/power probes on simulated boards."""
+"""Jetson detection, the module table, tegrastats and the memory/power probes on simulated boards.
+
+Samplers poll on threads: the tests wait for events (a reading taken, a line printed), never for a
+length of time, and check values that do not depend on how often a thread ran.
+"""
 
 from __future__ import annotations
 
+import itertools
 import sys
 import textwrap
+import threading
 import time
 import types
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +21,7 @@ from visionbatch.errors import ConfigError
 from visionbatch.infer import probes
 from visionbatch.infer.edge import (JETSON_MODULES, detect_jetson, find_module, memory_used_bytes, parse_meminfo,
                                     parse_tegrastats)
+from visionbatch.infer.probes import jetson_probe  # bound here: tests may monkeypatch probes.jetson_probe
 
 GIB = 2**30
 ORIN_NANO_RELEASE = ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
@@ -119,12 +127,27 @@ def fake_tegrastats(tmp_path: Path, power_mw: int = 5000) -> list[str]:
     return [sys.executable, str(script)]
 
 
+LIVENESS_S = 60.0  # how long a test waits for a line or a reading before calling it a hang; never a measurement
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = LIVENESS_S) -> None:
+    """Poll until `condition()` holds; the timeout only turns a hang into a failure."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {timeout_s:g} s"
+        time.sleep(0.01)
+
+
+def ready_jetson_probe(root: Path, tegrastats_command: Sequence[str], interval_s: float) -> probes.SampledProbe:
+    """`jetson_probe` once its tegrastats has printed a line, however long the process took to start."""
+    probe = jetson_probe(root, tegrastats_command=tegrastats_command, interval_s=interval_s)
+    wait_for(lambda: probe.power.read() is not None)
+    return probe
+
+
 def test_tegrastats_reader_runs_and_stops_its_process(tmp_path: Path) -> None:
-    reader = probes.TegrastatsReader(fake_tegrastats(tmp_path)).open()
+    reader = probes.TegrastatsReader(fake_tegrastats(tmp_path)).open(first_line_timeout_s=LIVENESS_S)
     try:
-        deadline = time.time() + 10
-        while reader.power_mw() is None and time.time() < deadline:
-            time.sleep(0.02)
         assert reader.power_mw() == 5000.0
         assert reader.ram_used_bytes() >= 3000 * 2**20
         process = reader._proc
@@ -136,38 +159,64 @@ def test_tegrastats_reader_runs_and_stops_its_process(tmp_path: Path) -> None:
 def test_jetson_probe_reads_unified_memory_and_power(tmp_path: Path) -> None:
     board = make_board(tmp_path / "board", "NVIDIA Jetson Orin Nano Developer Kit",
                        mem_total_kb=8_000_000, mem_available_kb=6_000_000)
-    probe = probes.jetson_probe(board, tegrastats_command=fake_tegrastats(tmp_path, power_mw=6500), interval_s=0.01)
+    # a poll an hour apart never comes: start() and stop() take the only readings, so they are known exactly
+    probe = ready_jetson_probe(board, fake_tegrastats(tmp_path, power_mw=6500), interval_s=3600)
     try:
-        time.sleep(0.3)  # let tegrastats print
-        probe.start()
         (board / "proc" / "meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 5000000 kB\n")  # a peak
-        time.sleep(0.1)
+        probe.start()
         (board / "proc" / "meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 5500000 kB\n")
-        time.sleep(0.05)
         memory, power = probe.stop()
     finally:
         probe.close()
     assert probe.memory_source == "unified memory used (/proc/meminfo)"
-    assert memory == 3_000_000 * 1024
+    assert memory == 3_000_000 * 1024  # the peak, not the last reading (2_500_000 kB) nor the mean
     assert power == 6500.0
 
 
-def test_sampler_reraises_a_reader_error() -> None:
-    calls = iter([1.0, 2.0])
+def test_sampler_polls_on_its_thread_and_skips_empty_readings() -> None:
+    polled = threading.Event()
+    calls = itertools.count(1)
 
-    def read() -> float:
-        return next(calls)  # StopIteration on the third call
+    def read() -> float | None:
+        call = next(calls)
+        if call == 4:  # start() took reading 1; the thread took 2 and 3 and is at 4
+            polled.set()
+        return None if call == 2 else float(call)
 
     sampler = probes.Sampler(read, interval_s=0.001)
     sampler.start()
-    time.sleep(0.05)
-    with pytest.raises(StopIteration):
+    assert polled.wait(LIVENESS_S)
+    values = sampler.stop()
+    # every reading in order, however many the thread took; None skipped; stop() took the last
+    assert len(values) >= 4 and values == [1.0] + [float(call) for call in range(3, len(values) + 2)]
+
+
+def test_sampler_reraises_a_reader_error() -> None:
+    """An error on the thread ends its polling and comes back from stop(), though stop's own reading works."""
+    failed = threading.Event()
+    calls = itertools.count(1)
+
+    def read() -> float:
+        call = next(calls)
+        if call == 2:  # the thread's first reading: start() took the first
+            failed.set()
+            raise RuntimeError("sensor gone")
+        return float(call)
+
+    sampler = probes.Sampler(read, interval_s=0.001)
+    sampler.start()
+    assert failed.wait(LIVENESS_S)
+    with pytest.raises(RuntimeError, match="sensor gone"):
         sampler.stop()
+    assert sampler.values == [1.0, 3.0]  # no reading after the error but stop's own
 
 
 def test_nvml_probe_through_a_fake_driver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CUDA path for ONNX Runtime/TensorRT: NVML used memory (peak) and power (mean)."""
-    used = iter([1 * GIB, 3 * GIB] + [2 * GIB] * 1000)
+    """The CUDA path for ONNX Runtime/TensorRT: NVML used memory (peak) and power (mean).
+
+    start() reads 1 GiB and the next reading is 3 GiB, whether the thread or stop() takes it; every later
+    one is 2 GiB: the peak is 3 GiB however often the thread ran."""
+    used = itertools.chain([1 * GIB, 3 * GIB], itertools.repeat(2 * GIB))
 
     class NVMLError(Exception):
         pass
@@ -182,7 +231,6 @@ def test_nvml_probe_through_a_fake_driver(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     probe = probes.cuda_probe(types.SimpleNamespace(index=0), "onnxruntime")
     probe.start()
-    time.sleep(0.05)
     memory, power = probe.stop()
     assert probe.memory_source == "GPU memory used (NVML, whole device)"
     assert memory == 3 * GIB and power == 150_000.0

@@ -11,7 +11,7 @@ import pytest
 
 import infer_models
 import triton_model_config
-from test_infer_edge import fake_tegrastats, make_board
+from test_infer_edge import fake_tegrastats, make_board, ready_jetson_probe
 from visionbatch.infer import edge, probes
 from visionbatch.infer.tune import tune_inference
 
@@ -89,9 +89,10 @@ def test_on_a_simulated_jetson(workdir: Path, tiny_onnx: Path, tmp_path: Path,
                        "nvidia,p3768-0000+p3767-0005\x00nvidia,tegra234",
                        "# R36 (release), REVISION: 4.3, GCID: 1\n", mem_total_kb=7_650_336, mem_available_kb=5_000_000)
     monkeypatch.setattr(edge, "detect_jetson", partial(edge.detect_jetson, board))
-    monkeypatch.setattr(probes, "jetson_probe", partial(probes.jetson_probe, board,
+    monkeypatch.setattr(probes, "jetson_probe", partial(ready_jetson_probe, board,
                                                         fake_tegrastats(tmp_path, power_mw=7200), 0.01))
-    plan = tune_inference(str(tiny_onnx), target="orin-nano-8gb", streams=2, fps=5, **FAST)
+    # 2 img/s: met with ~100x to spare however busy the CPU, so a batch is always chosen
+    plan = tune_inference(str(tiny_onnx), target="orin-nano-8gb", streams=2, fps=1, **FAST)
     assert plan.jetson.module.key == "orin-nano-8gb" and plan.device_name == "NVIDIA Jetson Orin Nano Developer Kit"
     assert plan.constraints.memory_budget_bytes == int(0.75 * 8 * GIB)
     first = plan.measurements[0]
@@ -102,7 +103,7 @@ def test_on_a_simulated_jetson(workdir: Path, tiny_onnx: Path, tmp_path: Path,
     mux = configparser.ConfigParser()
     mux.read(plan.files["deepstream_streammux"])
     assert mux["streammux"]["batch-size"] == str(plan.batch_size)
-    assert mux["streammux"]["batched-push-timeout"] == str(int(plan.batch_size * 1e6 / 10))
+    assert mux["streammux"]["batched-push-timeout"] == str(int(plan.batch_size * 1e6 / 2))
 
 
 def test_planning_for_a_jetson_from_this_machine(workdir: Path, tiny_onnx: Path) -> None:

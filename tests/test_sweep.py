@@ -43,7 +43,7 @@ def test_surface_needs_two_sizes_and_two_batches() -> None:
         fit_memory_surface([(1, 320, 1.0), (2, 320, 2.0), (4, 320, 3.0), (8, 320, 5.0)])
 
 
-@pytest.mark.parametrize("imgsz, words", [((640,), "two or more sizes"), ((16, 640), "at least 32"),
+@pytest.mark.parametrize("imgsz, words", [((640,), "two or more sizes"), ((16, 640), "at least 64"),
                                           (("big", 640), "image sizes in pixels")])
 def test_sweep_refuses_bad_sizes(small_shapes: Path, imgsz, words) -> None:
     from visionbatch.sweep import sweep_resolution

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -36,7 +33,7 @@ def _check_run(result, task: str, data_folder: Path, before: dict) -> dict:
     assert summary["cpu_threads"] == cpu_count()  # Ultralytics alone would use cpus - 1
     assert summary["versions"]["ultralytics"].startswith("8.4.")
     assert Path(result.best).is_file() and Path(result.last).is_file()
-    assert tree_digest(data_folder) == before  # the dataset is untouched (label caches aside)
+    assert tree_digest(data_folder) == before  # the dataset is untouched: not even a label cache appears
     return summary
 
 
@@ -79,65 +76,12 @@ def test_relative_path_beside_yaml_trains(small_shapes: Path, workdir: Path) -> 
     assert job.dataset.root_from_yaml and any("resolved" in n for n in job.notes)
     result = train(yaml_file, **TINY)
     assert result.status == "completed"
-    copy = Path(result.save_dir) / "data.resolved.yaml"
-    assert copy.is_file() and str(folder.resolve()) in copy.read_text()
+    # Ultralytics read a copy in the run folder naming the mirror, whose links lead into the folder
+    copy = yaml.safe_load((Path(result.save_dir) / "data.resolved.yaml").read_text())
+    assert Path(copy["path"]).is_absolute() and Path(copy["train"]).is_relative_to(copy["path"])
+    linked = sorted(Path(copy["train"]).iterdir())
+    assert [p.resolve() for p in linked] == sorted((folder / "images" / "train").resolve().iterdir())
     assert yaml_file.read_text() == original
-
-
-AUDIT = textwrap.dedent(
-    """
-    import json, socket, sys
-
-    NETWORK = {"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr",
-               "socket.sendto", "socket.sendmsg", "urllib.Request", "ftplib.connect", "smtplib.connect"}
-    seen = []
-
-    def hook(event, args):
-        if event == "socket.connect":
-            if args[0].family in (socket.AF_INET, socket.AF_INET6):
-                seen.append([event, repr(args[1])])
-        elif event in NETWORK:
-            seen.append([event, repr(args[:2])])
-        elif event == "subprocess.Popen" and "pip" in repr(args[1]):
-            seen.append([event, repr(args[1])])
-
-    sys.addaudithook(hook)
-    from visionbatch.cli import main
-
-    codes = [main(["train", *sys.argv[2:]]) for _ in range(2)]
-    during = list(seen)
-    try:  # the hook itself must see a lookup, or the empty list above proves nothing
-        socket.getaddrinfo("visionbatch-audit.invalid", 80)
-    except OSError:
-        pass
-    with open(sys.argv[1], "w") as fh:
-        json.dump({"codes": codes, "during": during, "after": seen[len(during):]}, fh)
-    """
-)
-
-
-def test_training_makes_no_network_attempt(small_shapes: Path, tmp_path: Path) -> None:
-    """Zero DNS lookups, connections or pip runs during two real training runs in a fresh process."""
-    report = tmp_path / "audit.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "ULTRALYTICS_"))}
-    env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_CONFIG_HOME=str(tmp_path / "cfg"))
-    cwd = tmp_path / "work"
-    cwd.mkdir()
-    args = [str(small_shapes), "epochs=1", "imgsz=64", "batch=4", "name=audit", "task=segment"]
-    proc = subprocess.run([sys.executable, "-c", AUDIT, str(report), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    audit = json.loads(report.read_text())
-    assert audit["codes"] == [0, 0]
-    assert audit["during"] == []
-    assert audit["after"] and audit["after"][0][0] == "socket.getaddrinfo"
-    # the second run went to a new folder: nothing of the first was overwritten
-    runs = sorted(p.name for p in (cwd / "runs" / "segment").iterdir())
-    assert runs == ["audit", "audit-2"]
-    assert all((cwd / "runs" / "segment" / r / SUMMARY_NAME).is_file() for r in runs)
-    # Ultralytics' settings and font went to visionbatch's own folder, not the user's config
-    assert (tmp_path / "cache" / "visionbatch" / "Ultralytics" / "Arial.ttf").is_file()
-    assert not (tmp_path / "cfg" / "Ultralytics").exists()
 
 
 def test_augcost_true_profiles_into_the_run_folder(small_shapes: Path, workdir: Path,

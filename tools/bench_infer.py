@@ -135,9 +135,9 @@ def configurations(cuda: bool) -> list[tuple[str, list[str], bool]]:
     if not cuda:
         return [("onnxruntime cpu fp32", ["backend=onnxruntime", "device=cpu"], False)]
     found = [("pytorch cuda fp16", ["backend=pytorch", "device=0", "half=True"], True)]
-    import onnxruntime
+    from visionbatch.infer.ort import import_onnxruntime  # telemetry off
 
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+    if "CUDAExecutionProvider" in import_onnxruntime().get_available_providers():
         found.append(("onnxruntime cuda fp32", ["backend=onnxruntime", "device=0"], False))
     import importlib.util
 

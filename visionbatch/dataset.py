@@ -1,10 +1,11 @@
 """Read and check a YOLO data.yaml before anything trains on it.
 
 Paths resolve the way Ultralytics resolves them (`ultralytics/data/utils.py:check_det_dataset`),
-with one exception: a relative `path:` that does not exist from the working directory but does
-exist beside the YAML is taken from beside the YAML, where Ultralytics would look in its global
-`datasets_dir` and fail. The summary records when that happened so the trainer can hand
-Ultralytics a resolved copy.
+with three exceptions: `~` is expanded; Ultralytics' fallback for a `../` entry that does not exist
+applies to list entries too; and a relative `path:` that does not exist from the working directory
+but does exist beside the YAML is taken from beside the YAML, where Ultralytics would look in its
+global `datasets_dir` and fail. Ultralytics never sees the user's YAML
+either way: it gets a mirror of exactly what was checked here (staging.py).
 
 Every problem becomes a `DatasetError` naming the file (and line) and the fix. Nothing here
 writes to the dataset: Ultralytics rewrites truncated JPEGs in place, so those are refused
@@ -22,16 +23,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from visionbatch.errors import DatasetError
+from visionbatch.safeyaml import load_yaml
 
 # Ultralytics' IMG_FORMATS (data/utils.py), kept here so this module does not import it.
 IMAGE_SUFFIXES = frozenset(
     {"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpeg2000", "jpg", "mpo", "png", "tif", "tiff", "webp"}
 )
+SPLITS = ("train", "val", "test")  # the splits a run may validate on (split=)
 COORD_TOLERANCE = 0.01  # Ultralytics accepts coordinates up to 1.01 and down to -0.01
 MAX_LISTED = 3  # problems named in one error line before "and N more"
+MAX_CLASSES = 100_000  # far beyond any detector; a bound so 'nc: 1e12' cannot build a 10^12-entry table
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class DatasetSummary:
         val: the validation split.
         root_from_yaml: True when a relative `path:` only resolved beside the YAML (see module doc).
         raw: the YAML's own mapping, unchanged.
+        test: the test split, checked only when a run validates on it (`split=test`).
     """
 
     yaml_path: str
@@ -84,6 +88,25 @@ class DatasetSummary:
     val: SplitSummary
     root_from_yaml: bool = False
     raw: dict = field(default_factory=dict, repr=False)
+    test: SplitSummary | None = None
+
+    def splits(self) -> dict[str, SplitSummary]:
+        """The checked splits by key: train, val, and test when it was checked."""
+        found = {"train": self.train, "val": self.val}
+        if self.test is not None:
+            found["test"] = self.test
+        return found
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the user should know about how the YAML was read."""
+        notes = []
+        if "download" in self.raw:
+            notes.append("data.yaml's download: is ignored (visionbatch never downloads or runs it); "
+                         "every split was found on disk")
+        if self.root_from_yaml:
+            notes.append(f"path: {self.raw.get('path')} resolved beside the YAML ({self.root})")
+        return tuple(notes)
 
     @property
     def nc(self) -> int:
@@ -94,10 +117,6 @@ class DatasetSummary:
         """Every labelled training object has a polygon, so segmentation can train."""
         return self.train.instances > 0 and self.train.polygons == self.train.instances
 
-    def resolved_yaml(self) -> dict:
-        """The YAML mapping with `path` made absolute (for the `root_from_yaml` case)."""
-        return {**self.raw, "path": self.root}
-
     def describe(self) -> str:
         """One line for logs: images, classes, labels."""
         kind = "polygons" if self.segmentable else "boxes"
@@ -107,12 +126,13 @@ class DatasetSummary:
         )
 
 
-def load_dataset(data: str | os.PathLike, check_images: bool = True) -> DatasetSummary:
+def load_dataset(data: str | os.PathLike, check_images: bool = True, split: str = "val") -> DatasetSummary:
     """Read, resolve and check a data.yaml with its images and labels.
 
     Args:
         data: path to the data.yaml.
         check_images: open every image header (PIL verify); off only where speed matters more.
+        split: the split validation runs on (Ultralytics' `split=`): 'val', or 'test' to check `test:` too.
 
     Returns:
         The checked summary.
@@ -129,8 +149,14 @@ def load_dataset(data: str | os.PathLike, check_images: bool = True) -> DatasetS
     raw = _read_yaml(yaml_path)
     names = _class_names(raw, yaml_path)
     root, root_from_yaml = _dataset_root(raw, yaml_path)
+    if split not in SPLITS:
+        raise DatasetError(f"split={split}: validation runs on one of {', '.join(SPLITS)}: use split=val "
+                           f"(or split=test with a test: key in {yaml_path.name})")
+    if not raw.get(split):
+        raise DatasetError(f"split={split} but {yaml_path} has no '{split}:' key: add '{split}: images/{split}' "
+                           f"or validate on split=val")
     splits = {}
-    for key in ("train", "val"):
+    for key in ("train", "val", *((split,) if split == "test" else ())):
         sources = _split_sources(raw, key, root, yaml_path)
         images = _image_files(sources, key, yaml_path)
         splits[key] = _scan_split(sources, images, names, key, yaml_path, check_images)
@@ -142,6 +168,7 @@ def load_dataset(data: str | os.PathLike, check_images: bool = True) -> DatasetS
         val=splits["val"],
         root_from_yaml=root_from_yaml,
         raw=raw,
+        test=splits.get("test"),
     )
 
 
@@ -151,17 +178,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         hint = " (YAML files end in .yaml or .yml)" if path.suffix not in {".yaml", ".yml"} else ""
         raise DatasetError(f"data={path}: no such file{hint}: pass the path to your dataset's data.yaml")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc}): check the file's permissions and encoding") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise DatasetError(f"{path}: not valid YAML{where} ({problem}): fix the syntax there") from None
+    raw = load_yaml(path, DatasetError)
     if not isinstance(raw, dict):
         raise DatasetError(
             f"{path}: expected a mapping with train:, val: and names: keys, found {type(raw).__name__}: "
@@ -178,8 +195,10 @@ def _read_yaml(path: Path) -> dict:
             )
     for key in ("path", "train", "val", "test"):
         value = raw.get(key)
-        if value is not None and not isinstance(value, (str, list)):
-            raise DatasetError(f"{path}: '{key}: {value}' must be a path or a list of paths")
+        entries = value if isinstance(value, list) and key != "path" else [value]
+        if value is not None and not all(isinstance(v, str) and v for v in entries):
+            shown = str(value)[:80]
+            raise DatasetError(f"{path}: '{key}: {shown}' must be a path or a list of paths")
     return raw
 
 
@@ -188,8 +207,9 @@ def _class_names(raw: dict, path: Path) -> dict[int, str]:
     if names is None:
         if nc is None:
             raise DatasetError(f"{path}: missing 'names:' key: list the classes, e.g. 'names: [cat, dog]'")
-        if not isinstance(nc, int) or nc < 1:
-            raise DatasetError(f"{path}: 'nc: {nc}' must be a positive integer: set it to the number of classes")
+        if isinstance(nc, bool) or not isinstance(nc, int) or not 1 <= nc <= MAX_CLASSES:
+            raise DatasetError(f"{path}: 'nc: {str(nc)[:40]}' must be a whole number from 1 to {MAX_CLASSES}: "
+                               f"set it to the number of classes")
         return {i: f"class_{i}" for i in range(nc)}
     if isinstance(names, list):
         mapping = dict(enumerate(names))
@@ -197,6 +217,8 @@ def _class_names(raw: dict, path: Path) -> dict[int, str]:
         mapping = {}
         for key, value in names.items():
             try:
+                if isinstance(key, (bool, float)):
+                    raise TypeError
                 index = int(key)
             except (TypeError, ValueError):
                 raise DatasetError(
@@ -205,7 +227,8 @@ def _class_names(raw: dict, path: Path) -> dict[int, str]:
             mapping[index] = value
         ids = sorted(mapping)
         if ids != list(range(len(ids))):
-            gaps = sorted(set(range(max(ids) + 1)) - set(ids))
+            present = set(ids)
+            gaps = [i for i in range(len(ids) + 1) if i not in present][: MAX_LISTED + 1]  # never range(max id)
             where = f"missing {_short(gaps)}" if ids[0] >= 0 else f"negative id {ids[0]}"
             raise DatasetError(
                 f"{path}: class ids in names must run 0..{len(ids) - 1} without gaps ({where}): "
@@ -215,6 +238,10 @@ def _class_names(raw: dict, path: Path) -> dict[int, str]:
         raise DatasetError(f"{path}: 'names:' must be a list or a mapping of id: name, not {type(names).__name__}")
     if not mapping:
         raise DatasetError(f"{path}: 'names:' is empty: list at least one class")
+    for index, name in mapping.items():
+        if isinstance(name, bool) or not isinstance(name, (str, int, float)):
+            raise DatasetError(f"{path}: class {index} in names is a {type(name).__name__}, not a name: "
+                               f"give each class a plain name, e.g. 'names: {{{index}: cat}}'")
     if nc is not None and nc != len(mapping):
         raise DatasetError(f"{path}: 'nc: {nc}' but names lists {len(mapping)} classes: remove nc or make them agree")
     return {i: str(mapping[i]) for i in sorted(mapping)}
@@ -253,18 +280,7 @@ def _split_sources(raw: dict, key: str, root: Path, path: Path) -> list[Path]:
 
 
 def _image_files(sources: Sequence[Path], key: str, path: Path) -> list[str]:
-    files: list[str] = []
-    for source in sources:
-        if source.is_dir():
-            files += glob.glob(str(Path(glob.escape(str(source))) / "**" / "*.*"), recursive=True)
-        else:
-            try:
-                lines = source.read_text(encoding="utf-8-sig").strip().splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise DatasetError(f"{source}: cannot read the image list ({exc})") from None
-            parent = str(source.parent) + os.sep
-            files += [line.replace("./", parent, 1) if line.startswith("./") else line for line in lines]
-    images = sorted(f for f in files if f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES)
+    images = sorted(f for source in sources for f in source_images(source))
     if not images:
         names = ", ".join(str(s) for s in sources)
         raise DatasetError(
@@ -272,6 +288,21 @@ def _image_files(sources: Sequence[Path], key: str, path: Path) -> list[str]:
             f"with YOLO labels in the matching labels/ folder"
         )
     return images
+
+
+def source_images(source: Path) -> list[str]:
+    """The image files one `train:`/`val:` entry names (a folder, searched recursively, or a .txt list), as
+    Ultralytics lists them (`BaseDataset.get_img_files`), unsorted."""
+    if source.is_dir():
+        files = glob.glob(str(Path(glob.escape(str(source))) / "**" / "*.*"), recursive=True)
+    else:
+        try:
+            lines = source.read_text(encoding="utf-8-sig").strip().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{source}: cannot read the image list ({exc})") from None
+        parent = str(source.parent) + os.sep
+        files = [line.replace("./", parent, 1) if line.startswith("./") else line for line in lines]
+    return [f for f in files if f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES]
 
 
 def label_path(image: str) -> str:
@@ -436,6 +467,6 @@ def _short(values: Sequence[int]) -> str:
 
 
 def split_images(summary: DatasetSummary, split: str = "train") -> list[str]:
-    """The image files of a checked split ('train' or 'val'), sorted as Ultralytics lists them."""
-    sources = [Path(s) for s in getattr(summary, split).sources]
+    """The image files of a checked split ('train', 'val' or a checked 'test'), sorted as Ultralytics lists them."""
+    sources = [Path(s) for s in summary.splits()[split].sources]
     return _image_files(sources, split, Path(summary.yaml_path))

@@ -1,7 +1,8 @@
 """Errors that reach the user: each message names the input, what is wrong and the fix.
 
-The CLI prints `visionbatch: <message>` and exits with code 2 for every `VisionbatchError`;
-anything else is a bug and keeps its traceback.
+The CLI prints `visionbatch: <message>` and exits with code 2 for every `VisionbatchError`
+(code 1 for a `StorageError`: the input was fine, the disk was not); anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -25,3 +26,7 @@ class ProbeError(VisionbatchError):
 
 class BudgetError(VisionbatchError):
     """A memory budget too small for the smallest possible workload."""
+
+
+class StorageError(VisionbatchError):
+    """A file visionbatch must write could not be written: a full disk, a read-only or missing folder."""

@@ -130,15 +130,20 @@ def fit_batch(
         >>> fit_batch("datasets/shapes/data.yaml", model="yolo11s.yaml", imgsz=1024, target="gtx1050").measured
         False
     """
-    from visionbatch.config import check_fraction
+    from visionbatch.config import (MIN_IMGSZ, MIN_PROBE_IMGSZ, check_fraction, check_labels_per_image, parse_bytes,
+                                    whole_number)
     from visionbatch.training import prepare
-    from visionbatch.ultralytics_compat import offline
+    from visionbatch.ultralytics_compat import offline, trusted_checkpoints
 
     memory_fraction = check_fraction(memory_fraction)
-    if labels_per_image is not None and (not isinstance(labels_per_image, int) or labels_per_image < 1):
-        raise ConfigError(f"labels_per_image={labels_per_image} is impossible: give a count >= 1, e.g. 100")
-    if not isinstance(max_probes, int) or max_probes < 2:
-        raise ConfigError(f"max_probes={max_probes} is impossible: the planner needs at least 2 probes")
+    labels_per_image = check_labels_per_image(labels_per_image)
+    max_probes = whole_number(max_probes, "max_probes", example="max_probes=8", minimum=2)  # the planner needs 2
+    if memory_budget is not None:
+        parse_bytes(memory_budget)  # refused before the dataset is read; the plan reads it where it needs it
+    if isinstance(imgsz, int) and not isinstance(imgsz, bool) and MIN_IMGSZ <= imgsz < MIN_PROBE_IMGSZ:
+        raise ConfigError(f"imgsz={imgsz}: fitting probes batch 1, and below {MIN_PROBE_IMGSZ} pixels the model's "
+                          f"deepest feature map is 1x1, where BatchNorm cannot train one image: use "
+                          f"imgsz={MIN_PROBE_IMGSZ} or more")
     overrides = {**train_args, "imgsz": imgsz}
     if model is not None:
         overrides["model"] = model
@@ -150,9 +155,11 @@ def fit_batch(
                 raise ConfigError(f"device={device} with target={target}: a prediction runs on this CPU; "
                                   f"drop device= (or drop target= to measure on the device)")
             job = prepare(data, overrides)
-            return _predicted_plan(job, gpu, memory_fraction, memory_budget, labels_per_image, max_probes)
+            with trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):
+                return _predicted_plan(job, gpu, memory_fraction, memory_budget, labels_per_image, max_probes)
         job = prepare(data, overrides)
-        return _measured_plan(job, device, memory_fraction, memory_budget, labels_per_image, max_probes)
+        with trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):
+            return _measured_plan(job, device, memory_fraction, memory_budget, labels_per_image, max_probes)
 
 
 def resolve_target(target: Any) -> Any:

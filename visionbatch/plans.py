@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +36,9 @@ def to_jsonable(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike, value: Any) -> Path:
     """Write `value` as indented JSON, atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(to_jsonable(value), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from visionbatch.files import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(to_jsonable(value), indent=2) + "\n")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

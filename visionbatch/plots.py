@@ -16,8 +16,7 @@ def new_figure(width_in: float = 7.0, height_in: float = 4.5, rows: int = 1, col
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
-    """Write `fig` as PNG and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    """Write `fig` as PNG, atomically, and return the path."""
+    from visionbatch.files import atomic_write_with
+
+    return atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))

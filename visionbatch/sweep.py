@@ -99,14 +99,18 @@ class ResolutionSweep:
 
 
 def _sizes(imgsz: Any, stride: int = 32) -> list[int]:
+    from visionbatch.config import MAX_IMGSZ, MIN_PROBE_IMGSZ, shown
+
     values = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz]
     sizes = []
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 32:
-            raise ConfigError(f"imgsz={imgsz}: give image sizes in pixels, at least 32, e.g. imgsz=320,640,1024")
+        if isinstance(value, bool) or not isinstance(value, int) or not MIN_PROBE_IMGSZ <= value <= MAX_IMGSZ:
+            raise ConfigError(f"imgsz={shown(imgsz)}: give image sizes in pixels, at least {MIN_PROBE_IMGSZ} (the "
+                              f"sweep probes batch 1, which BatchNorm cannot train below that) and at most "
+                              f"{MAX_IMGSZ}, e.g. imgsz=320,640,1024")
         sizes.append(value)
     if len(set(sizes)) < 2:
-        raise ConfigError(f"imgsz={imgsz}: a sweep needs two or more sizes, e.g. imgsz=320,640,1024,1280")
+        raise ConfigError(f"imgsz={shown(imgsz)}: a sweep needs two or more sizes, e.g. imgsz=320,640,1024,1280")
     return sorted(set(sizes))
 
 
@@ -145,53 +149,65 @@ def sweep_resolution(
         >>> [row.imgsz for row in sweep.rows], sweep.max_imgsz is not None
         ([320, 640, 1024], True)
     """
-    from visionbatch.config import check_fraction, parse_bytes
+    from visionbatch.config import (
+        MAX_BATCH_SIZE,
+        check_fraction,
+        check_labels_per_image,
+        parse_bytes,
+        whole_number,
+    )
     from visionbatch.fit import _spec_for, _trainer_globals, resolve_device, resolve_target
     from visionbatch.training import prepare
-    from visionbatch.ultralytics_compat import offline
+    from visionbatch.ultralytics_compat import offline, trusted_checkpoints
 
     started = time.perf_counter()
     sizes = _sizes(imgsz)
     fraction = check_fraction(memory_fraction)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError(f"batch={batch_size} is impossible: ask for a batch size >= 1, e.g. batch=16")
+    if batch_size is not None:
+        batch_size = whole_number(batch_size, "batch", example="batch=16", maximum=MAX_BATCH_SIZE)
+    labels_per_image = check_labels_per_image(labels_per_image)
+    if memory_budget is not None:
+        parse_bytes(memory_budget)  # refused before the dataset is read
+    if target is not None:
+        resolve_target(target)  # an unknown target or an impossible size, likewise
     overrides = {k: v for k, v in train_args.items() if k != "batch"}
     overrides["imgsz"] = sizes[0]
     if model is not None:
         overrides["model"] = model
     with offline():
         job = prepare(data, overrides)
-        if target is not None or memory_budget is not None or device == "cpu":
-            from visionbatch.probes.trace import DeviceModel, TraceEstimator
+        with trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
+            if target is not None or memory_budget is not None or device == "cpu":
+                from visionbatch.probes.trace import DeviceModel, TraceEstimator
 
-            if target is not None:
-                gpu = resolve_target(target)
-                device_model = DeviceModel.for_arch(gpu.name, gpu.arch)
-                usable = parse_bytes(memory_budget) if memory_budget is not None else gpu.budget_bytes
-                capacity = Capacity(f"target:{gpu.key}", gpu.name, gpu.total_bytes, gpu.total_bytes - usable,
-                                    device_model.context_bytes, usable)
-                spec = _spec_for(job, "cuda", gpu.name if gpu.amp else f"{gpu.name} GTX 1650", labels_per_image)
+                if target is not None:
+                    gpu = resolve_target(target)
+                    device_model = DeviceModel.for_arch(gpu.name, gpu.arch)
+                    usable = parse_bytes(memory_budget) if memory_budget is not None else gpu.budget_bytes
+                    capacity = Capacity(f"target:{gpu.key}", gpu.name, gpu.total_bytes, gpu.total_bytes - usable,
+                                        device_model.context_bytes, usable)
+                    spec = _spec_for(job, "cuda", gpu.name if gpu.amp else f"{gpu.name} GTX 1650", labels_per_image)
+                else:
+                    resolve_device("cpu", memory_budget)  # the same message as fit when the budget is missing
+                    usable = parse_bytes(memory_budget)
+                    device_model = DeviceModel.cpu()
+                    capacity = Capacity("cpu", "CPU (traced tensor bytes)", None, 0, 0, usable)
+                    spec = _spec_for(job, "cpu", "", labels_per_image)
+                with _trainer_globals(True, "cpu"):
+                    base = TraceEstimator(spec, device_model)
+                    probe = _TracePoints(base)
+                    result = _sweep(probe, capacity, sizes, fraction, batch_size, spec, measured=False)
             else:
-                resolve_device("cpu", memory_budget)  # the same message as fit when the budget is missing
-                usable = parse_bytes(memory_budget)
-                device_model = DeviceModel.cpu()
-                capacity = Capacity("cpu", "CPU (traced tensor bytes)", None, 0, 0, usable)
-                spec = _spec_for(job, "cpu", "", labels_per_image)
-            with _trainer_globals(True, "cpu"):
-                base = TraceEstimator(spec, device_model)
-                probe = _TracePoints(base)
-                result = _sweep(probe, capacity, sizes, fraction, batch_size, spec, measured=False)
-        else:
-            device_name, _ = resolve_device(device, None)
-            spec = _spec_for(job, "cuda", "", labels_per_image)
-            probe = _CudaPoints(spec, device_name)
-            with _trainer_globals(bool(job.args.get("deterministic", True)), "cuda"):
-                try:
-                    spec = _spec_for(job, "cuda", probe.gpu_name, labels_per_image)
-                    probe.start(spec)
-                    result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True)
-                finally:
-                    probe.close()
+                device_name, _ = resolve_device(device, None)
+                spec = _spec_for(job, "cuda", "", labels_per_image)
+                probe = _CudaPoints(spec, device_name)
+                with _trainer_globals(bool(job.args.get("deterministic", True)), "cuda"):
+                    try:
+                        spec = _spec_for(job, "cuda", probe.gpu_name, labels_per_image)
+                        probe.start(spec)
+                        result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True)
+                    finally:
+                        probe.close()
     return _finish(result, job, time.perf_counter() - started)
 
 

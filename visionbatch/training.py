@@ -17,22 +17,36 @@ from typing import Any
 
 import yaml
 
+from visionbatch import telemetry
 from visionbatch.config import BatchRequest, check_train_args, parse_batch
 from visionbatch.dataset import DatasetSummary, load_dataset
-from visionbatch.errors import ConfigError, DatasetError
+from visionbatch.errors import ConfigError, DatasetError, StorageError
+from visionbatch.files import atomic_write_text, is_disk_error, storage_error
 from visionbatch.plans import BatchPlan, EpochRecord, TrainResult, write_json
-from visionbatch import telemetry
-from visionbatch.ultralytics_compat import DEFAULT_MODELS, TASKS, check_model, model_task, offline, versions
+from visionbatch.staging import staged_dataset
+from visionbatch.ultralytics_compat import (
+    DEFAULT_MODELS,
+    TASKS,
+    check_model,
+    model_task,
+    offline,
+    trusted_checkpoints,
+    versions,
+)
 
 SUMMARY_NAME = "visionbatch.json"
 PLAN_NAME = "batch_plan.json"
+RESOLVED_YAML_NAME = "data.resolved.yaml"  # the data.yaml Ultralytics reads: absolute paths into the mirror
 DEFAULT_BATCH = 16  # Ultralytics' default
 # visionbatch's own train keys (beyond Ultralytics'); value: help text.
 TRAIN_KEYS: dict[str, str] = {
     "memory_budget": "with batch=auto on a CPU: the memory the batch must fit, e.g. 8GiB",
     "augcost": "augcost=True profiles the data pipeline first (visionbatch augcost); augcost.json/png go into "
                "the run folder",
+    "trust_checkpoint": "trust_checkpoint=True loads model=*.pt with Ultralytics' unrestricted loader, which can run "
+                        "code stored in the file: only for files you trust (default: the safe loader)",
 }
+SWITCHES = ("augcost", "trust_checkpoint")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,31 +90,45 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
         raise ConfigError(f"data= is given twice ({data} and data={overrides['data']}): pass the data.yaml once")
     args = check_train_args(overrides, extra_keys=list(extra_keys))
     options = {k: args.pop(k) for k in list(args) if k in extra_keys}
-    if not isinstance(options.get("augcost", False), bool):
-        raise ConfigError(f"augcost={options['augcost']} is not a switch: use augcost=True or leave it out")
+    for key in SWITCHES:
+        if not isinstance(options.get(key, False), bool):
+            raise ConfigError(f"{key}={options[key]} is not a switch: use {key}=True or leave it out")
     batch = parse_batch(args["batch"]) if "batch" in args else BatchRequest(DEFAULT_BATCH, None, "default")
-    dataset = load_dataset(data)
-    task, model = _task_and_model(args.get("task"), args.get("model"), dataset)
-    notes = []
+    dataset = load_dataset(data, split=str(args.get("split") or "val"))
+    task, model = _task_and_model(args.get("task"), args.get("model"), dataset, options.get("trust_checkpoint", False))
+    notes = list(dataset.notes)
     if task == "detect" and dataset.segmentable and "task" not in args and "model" not in args:
         notes.append("labels are polygons: task=segment trains segmentation on the same data")
-    if dataset.root_from_yaml:
-        notes.append(
-            f"path: {dataset.raw.get('path')} resolved beside the YAML ({dataset.root}); "
-            f"Ultralytics gets a resolved copy in the run folder"
-        )
     args.update(data=dataset.yaml_path, model=model, task=task, project=_project(args.get("project"), task))
     if batch.batch_size is not None:
+        _check_last_batch(batch.batch_size, args, dataset)
         args["batch"] = batch.batch_size
     else:
         args.pop("batch", None)  # chosen by choose_batch()
     return TrainingJob(dataset, task, model, batch, args, options, tuple(notes))
 
 
-def _task_and_model(task: str | None, model: str | None, dataset: DatasetSummary) -> tuple[str, str]:
+def _check_last_batch(batch_size: int, args: Mapping[str, Any], dataset: DatasetSummary) -> None:
+    """Refuse what Ultralytics' trainer refuses only after building everything: a last batch of one image at a
+    size where the deepest feature map is 1x1 (BatchNorm cannot train one value per channel)."""
+    from visionbatch.augment.sample import train_count
+
+    stride = 32
+    imgsz = int(args.get("imgsz", 640))
+    smallest = max(stride, int(imgsz * (1 - float(args.get("multi_scale", 0.0) or 0.0)))) // stride * stride
+    images = train_count(dataset.train.images, args.get("fraction", 1.0))
+    if smallest < 2 * stride and images % batch_size == 1:
+        raise ConfigError(
+            f"batch={batch_size} with {images} training images leaves a last batch of 1 image, which BatchNorm "
+            f"cannot train at imgsz={smallest}: use another batch size, or imgsz={2 * stride} or more"
+        )
+
+
+def _task_and_model(task: str | None, model: str | None, dataset: DatasetSummary, trust: bool = False
+                    ) -> tuple[str, str]:
     if model is not None:
         model = str(model)
-        found = model_task(model)
+        found = model_task(model, trust)
         if found not in TASKS:
             raise ConfigError(f"model={model} is a {found} model: visionbatch trains detect or segment models")
         if task is not None and task != found:
@@ -147,6 +175,8 @@ def choose_batch(job: TrainingJob) -> TrainingJob:
     LOGGER.info(f"visionbatch: {job.batch.source}: fitting the batch to {job.batch.memory_fraction:g} of the "
                 f"device's memory by measuring the training step...")
     shaping = {k: v for k, v in job.args.items() if k not in {"data", "model", "imgsz", "device", "project", "name"}}
+    if job.options.get("trust_checkpoint"):
+        shaping["trust_checkpoint"] = True
     plan = fit_batch(job.dataset.yaml_path, model=job.model, imgsz=job.args.get("imgsz", 640),
                      device=job.args.get("device"), memory_fraction=job.batch.memory_fraction,
                      memory_budget=job.options.get("memory_budget"), **shaping)
@@ -171,7 +201,7 @@ def mosaic_on(dataset: Any) -> bool:
 class _Telemetry:
     """Ultralytics callbacks that time each epoch and read its memory peaks."""
 
-    resolved_yaml: dict | None
+    resolved_yaml: dict
     plan: BatchPlan | None = None
     records: dict[int, EpochRecord] = field(default_factory=dict)
     save_dir: Path | None = None
@@ -193,10 +223,10 @@ class _Telemetry:
     def on_pretrain_routine_start(self, trainer) -> None:
         self.save_dir = Path(trainer.save_dir)
         self.device = trainer.device
-        if self.resolved_yaml is not None:  # hand Ultralytics absolute paths (see dataset.py)
-            copy = self.save_dir / "data.resolved.yaml"
-            copy.write_text(yaml.safe_dump(self.resolved_yaml, sort_keys=False))
-            trainer.args.data = str(copy)
+        # before get_dataset(): Ultralytics reads (and records) this copy, never the user's YAML (staging.py)
+        copy = atomic_write_text(self.save_dir / RESOLVED_YAML_NAME,
+                                 yaml.safe_dump(self.resolved_yaml, sort_keys=False, allow_unicode=True))
+        trainer.args.data = str(copy)
         if self.plan is not None:
             from visionbatch.fit_plot import plot_batch_plan
 
@@ -241,14 +271,25 @@ class _Telemetry:
 
 
 def run(job: TrainingJob, started: float | None = None) -> TrainResult:
-    """Train with Ultralytics and write `visionbatch.json` into the run folder, also on failure."""
+    """Train with Ultralytics and write `visionbatch.json` into the run folder, also on failure.
+
+    Ultralytics gets a linked mirror of the checked dataset (staging.py), never the user's folders;
+    checkpoints load safely unless `trust_checkpoint=True`; checkpoints are written whole
+    (trainers.py).
+
+    Raises:
+        StorageError: the disk filled up (or is read-only) while the run wrote its files.
+    """
     started = time.perf_counter() if started is None else started
-    probe = _Telemetry(job.dataset.resolved_yaml() if job.dataset.root_from_yaml else None, job.plan)
-    status, error, yolo = "failed", None, None
-    with offline():
+    status, error, yolo, probe = "failed", None, None, None
+    with offline(), staged_dataset(job.dataset) as staged, \
+            trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):
         from ultralytics import YOLO
         from ultralytics.utils import LOGGER
 
+        from visionbatch.trainers import TRAINERS
+
+        probe = _Telemetry(staged.content, job.plan)
         LOGGER.info(_header(job))
         try:
             yolo = YOLO(job.model, task=job.task)
@@ -258,18 +299,25 @@ def run(job: TrainingJob, started: float | None = None) -> TrainResult:
                 from visionbatch.augment import training_callback
 
                 yolo.add_callback("on_pretrain_routine_start", training_callback(job.dataset.yaml_path, job.args))
-            yolo.train(**job.args)
+            yolo.train(trainer=TRAINERS[job.task], **{**job.args, "data": str(staged.yaml_path)})
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         except Exception as exc:
             error = f"{exc.__class__.__name__}: {exc}"
+            if is_disk_error(exc):
+                raise storage_error(exc, probe.save_dir or job.args["project"], "the run's files") from None
             raise
         finally:
             result = _result(job, probe, yolo, status, error, started)
             if probe.save_dir is not None:
-                write_json(probe.save_dir / SUMMARY_NAME, result)
+                try:
+                    write_json(probe.save_dir / SUMMARY_NAME, result)
+                except StorageError:
+                    if status == "completed":
+                        raise
+                    # otherwise the error on its way out already says what went wrong
     return result
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import re
-import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -55,7 +55,15 @@ def config_dir() -> Path:
 
 @contextlib.contextmanager
 def offline() -> Iterator[Any]:
-    """Import Ultralytics with every network path closed; restore everything on exit.
+    """Import Ultralytics with every network path closed and safe model loading on; restore everything on exit.
+
+    Inside: no DNS probe, downloads, pip installs, analytics or Platform sync; checkpoints and model
+    YAMLs load through Ultralytics' restricted loader (`weights_only=True` with an allow-list of
+    model classes, no `eval` of YAML strings) unless `trusted_checkpoints(True)` says otherwise;
+    ONNX Runtime's telemetry is off for any ONNX Runtime first imported here; Ultralytics' settings
+    folder and font are visionbatch's own. On exit the process is given back as it was
+    (`process_state.kept_process_state`: environment, threads, RNGs, print options, warnings
+    filters) and every Ultralytics global patched here is restored.
 
     Yields:
         The `ultralytics` module.
@@ -74,58 +82,132 @@ def offline() -> Iterator[Any]:
             finally:
                 _depth -= 1
             return
+        import numpy  # noqa: F401  imported before the snapshot, so their state is part of it
+        import torch  # noqa: F401
+
+        from visionbatch.process_state import kept_process_state
+
         restore: list[tuple[Any, str, Any]] = []
-        env_before = {k: os.environ.get(k) for k in
-                      ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "ULTRALYTICS_API_KEY", "OMP_NUM_THREADS")}
-        import torch
+        with kept_process_state():
+            try:
+                os.environ["YOLO_OFFLINE"] = "1"
+                os.environ["YOLO_AUTOINSTALL"] = "0"
+                os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # DDP workers import Ultralytics afresh: safe there too
+                os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # read once, when ONNX Runtime is first imported
+                os.environ.setdefault("OMP_NUM_THREADS", "1")  # what Ultralytics' import sets, every call alike
+                os.environ.pop("ULTRALYTICS_API_KEY", None)
+                if not os.environ.get("YOLO_CONFIG_DIR"):
+                    os.environ["YOLO_CONFIG_DIR"] = str(config_dir())
+                with _first_import_quiet():
+                    import ultralytics
+                    import ultralytics.utils
+                import ultralytics.engine.trainer
+                import ultralytics.nn.tasks
+                import ultralytics.utils.checks
+                import ultralytics.utils.torch_utils
 
-        threads_before = torch.get_num_threads()
+                _patch(restore, ultralytics.utils, "ONLINE", False)
+                _patch(restore, ultralytics.utils, "AUTOINSTALL", False)
+                _patch(restore, ultralytics.utils.checks, "ONLINE", False)
+                _patch(restore, ultralytics.utils.checks, "AUTOINSTALL", False)
+                _patch(restore, ultralytics.nn.tasks, "SAFE_LOAD", True)
+                events = sys.modules.get("ultralytics.utils.events")
+                if events is not None:
+                    _patch(restore, events, "ONLINE", False)
+                    _patch(restore, events.events, "enabled", False)
+                # Ultralytics trains on cpus - 1 threads (1 of 2); a CPU run here uses every core.
+                _patch(restore, ultralytics.utils.torch_utils, "NUM_THREADS", cpu_count())
+                _patch(restore, ultralytics.engine.trainer, "check_amp", check_amp_offline)
+                settings = ultralytics.utils.SETTINGS
+                for key, value in NETWORK_SETTINGS.items():
+                    if key in settings:
+                        restore.append((settings, "[" + key, settings[key]))
+                        dict.__setitem__(settings, key, value)  # in memory only: the user's file is untouched
+                own = ultralytics_dir()
+                _install_font(own)
+                _redirect_config_dir(restore, Path(ultralytics.utils.USER_CONFIG_DIR), own)
+                import cv2
+
+                cv2.setNumThreads(0)  # what Ultralytics' import sets (given back on exit)
+                _depth = 1
+                yield ultralytics
+            finally:
+                _depth = 0
+                for owner, name, value in reversed(restore):
+                    if name.startswith("["):
+                        dict.__setitem__(owner, name[1:], value)
+                    elif name.startswith("*"):
+                        _unredirect(value)
+                    else:
+                        setattr(owner, name, value)
+
+
+@contextlib.contextmanager
+def _first_import_quiet() -> Iterator[None]:
+    """Drop the "Creating new Ultralytics Settings" lines Ultralytics' import logs to stdout the first time.
+
+    They would land in the middle of `--json` output, which starts on stdout before logs are redirected.
+    """
+    import logging
+
+    def drop(record: logging.LogRecord) -> bool:
+        return "Ultralytics Settings" not in str(record.msg)
+
+    logger = logging.getLogger("ultralytics")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def ultralytics_dir() -> Path:
+    """Ultralytics' settings folder while visionbatch runs: `<visionbatch cache>/Ultralytics`."""
+    return config_dir() / "Ultralytics"
+
+
+def _redirect_config_dir(restore: list, theirs: Path, own: Path) -> None:
+    """Point every loaded Ultralytics module's USER_CONFIG_DIR (font lookup, DDP scripts) at our folder.
+
+    A caller who imported Ultralytics first has it pointing at their own ~/.config/Ultralytics; writing
+    fonts or DDP files there would change their folder.
+    """
+    if theirs == own:
+        return
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ultralytics") and getattr(module, "USER_CONFIG_DIR", None) == theirs:
+            module.USER_CONFIG_DIR = own
+    restore.append((None, "*", (theirs, own)))
+
+
+def _unredirect(value: tuple[Path, Path]) -> None:
+    theirs, own = value
+    for name, module in list(sys.modules.items()):  # modules first imported inside took our value too
+        if name.startswith("ultralytics") and getattr(module, "USER_CONFIG_DIR", None) == own:
+            module.USER_CONFIG_DIR = theirs
+
+
+@contextlib.contextmanager
+def trusted_checkpoints(trust: bool) -> Iterator[None]:
+    """With `trust`, load checkpoints and model YAMLs with Ultralytics' unrestricted loader for the block.
+
+    Only for files the user trusts: an unrestricted checkpoint load unpickles arbitrary objects, which
+    can run any code. Without `trust` this changes nothing (offline() loads safely).
+    """
+    if not trust:
+        yield
+        return
+    with offline():
+        from ultralytics.nn import tasks
+
+        before, env = tasks.SAFE_LOAD, os.environ.pop("ULTRALYTICS_SAFE_LOAD", None)
+        tasks.SAFE_LOAD = False
         try:
-            os.environ["YOLO_OFFLINE"] = "1"
-            os.environ["YOLO_AUTOINSTALL"] = "0"
-            os.environ.pop("ULTRALYTICS_API_KEY", None)
-            if not os.environ.get("YOLO_CONFIG_DIR"):
-                os.environ["YOLO_CONFIG_DIR"] = str(config_dir())
-            import ultralytics
-            import ultralytics.engine.trainer
-            import ultralytics.utils
-            import ultralytics.utils.checks
-            import ultralytics.utils.torch_utils
-
-            _patch(restore, ultralytics.utils, "ONLINE", False)
-            _patch(restore, ultralytics.utils, "AUTOINSTALL", False)
-            _patch(restore, ultralytics.utils.checks, "ONLINE", False)
-            _patch(restore, ultralytics.utils.checks, "AUTOINSTALL", False)
-            events = sys.modules.get("ultralytics.utils.events")
-            if events is not None:
-                _patch(restore, events, "ONLINE", False)
-                _patch(restore, events.events, "enabled", False)
-            # Ultralytics trains on cpus - 1 threads (1 of 2); a CPU run here uses every core.
-            _patch(restore, ultralytics.utils.torch_utils, "NUM_THREADS", cpu_count())
-            _patch(restore, ultralytics.engine.trainer, "check_amp", check_amp_offline)
-            settings = ultralytics.utils.SETTINGS
-            for key, value in NETWORK_SETTINGS.items():
-                if key in settings:
-                    restore.append((settings, "[" + key, settings[key]))
-                    dict.__setitem__(settings, key, value)  # in memory only: the user's file is untouched
-            _install_font(Path(ultralytics.utils.checks.USER_CONFIG_DIR))
-            _depth = 1
-            yield ultralytics
+            yield
         finally:
-            _depth = 0
-            for owner, name, value in reversed(restore):
-                if name.startswith("["):
-                    dict.__setitem__(owner, name[1:], value)
-                else:
-                    setattr(owner, name, value)
-            for key, value in env_before.items():
-                if key == "OMP_NUM_THREADS" and value is None:
-                    continue  # Ultralytics sets it at import; dataloader workers started later rely on it
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            torch.set_num_threads(threads_before)
+            tasks.SAFE_LOAD = before
+            if env is not None:
+                os.environ["ULTRALYTICS_SAFE_LOAD"] = env
 
 
 def _patch(restore: list, owner: Any, name: str, value: Any) -> None:
@@ -144,7 +226,9 @@ def _install_font(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for target in targets:
         if not target.exists():
-            shutil.copyfile(source, target)
+            from visionbatch.files import atomic_copy
+
+            atomic_copy(source, target)
 
 
 def check_amp_offline(model: Any) -> bool:
@@ -168,19 +252,130 @@ def amp_supported(device_name: str) -> bool:
     return not AMP_UNSAFE_GPU.search(device_name)
 
 
-def model_task(model: str) -> str:
-    """The task of a model YAML or checkpoint, from its head (YAML) or its file name (`-seg`).
+def model_task(model: str, trust: bool = False) -> str:
+    """The task of a model YAML (from its head) or checkpoint (from the model inside it).
+
+    Args:
+        model: a model YAML or a local .pt.
+        trust: load a checkpoint with Ultralytics' unrestricted loader (`trust_checkpoint=True`).
 
     Raises:
-        ConfigError: the model cannot be found locally.
+        ConfigError: the model cannot be found locally, or cannot be loaded safely.
     """
     check_model(model)
-    with offline():
-        from ultralytics.nn.tasks import guess_model_task, yaml_model_load
+    if str(model).endswith((".yaml", ".yml")):
+        with offline(), trusted_checkpoints(trust):
+            from ultralytics.nn.tasks import guess_model_task
 
-        if str(model).endswith((".yaml", ".yml")):
-            return guess_model_task(yaml_model_load(model))
-        return guess_model_task(model)
+            definition = model_yaml(model)
+            task = guess_model_task(definition)
+            if Path(str(model)).expanduser().is_file():  # the user's own YAML (Ultralytics' are known good)
+                _build_once(model, definition, task)
+            return task
+    return inspect_checkpoint(model, trust)
+
+
+def _build_once(model: str, definition: dict, task: str) -> None:
+    """Build a user's model YAML on the CPU now, so a problem in it is one line before any work starts."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel, SegmentationModel
+    from ultralytics.utils import LOGGER
+
+    kind = SegmentationModel if task == "segment" else DetectionModel
+    level = LOGGER.level
+    LOGGER.setLevel("ERROR")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            kind(definition, verbose=False)
+    except Exception as exc:  # a user's YAML that cannot be built, for whatever reason: that file's problem
+        text = " ".join(str(exc).encode("ascii", "ignore").decode().split())[:200]
+        hint = ("" if "restricted" not in text else
+                " (restricted loading: only torch.nn activations and Ultralytics layers; trust_checkpoint=True "
+                "lifts that, only for files you trust)")
+        raise ConfigError(f"model={model} cannot be built ({exc.__class__.__name__}: {text}){hint}: fix the "
+                          f"model YAML, or start from one of Ultralytics' (model=yolo11n.yaml)") from None
+    finally:
+        LOGGER.setLevel(level)
+
+
+def model_yaml(model: str) -> dict:
+    """A model YAML as a mapping, read with visionbatch's bounded loader (no alias bombs), and checked.
+
+    Raises:
+        ConfigError: not found, not valid YAML, or not a model definition.
+    """
+    from visionbatch.safeyaml import load_yaml
+
+    with offline():
+        from ultralytics.nn.tasks import yaml_model_load
+        from ultralytics.utils.checks import check_yaml
+
+        path = Path(str(model)).expanduser()
+        if not path.is_file():
+            unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", str(model))  # yolo11n.yaml -> yolo11.yaml
+            path = Path(check_yaml(str(model), hard=False) or check_yaml(unified, hard=False) or path)
+        content = load_yaml(path, ConfigError, f"model={model}")
+        if not isinstance(content, dict) or not {"backbone", "head"} <= set(content):
+            raise ConfigError(f"model={model}: not a model definition (no backbone: and head:): pass an "
+                              f"Ultralytics model YAML such as yolo11n.yaml")
+        return yaml_model_load(str(model))  # Ultralytics' own reading (scale from the name), now known safe
+
+
+def inspect_checkpoint(path: str | os.PathLike, trust: bool = False) -> str:
+    """Load a checkpoint the way training will (safely unless trusted) and return its model's task.
+
+    Nothing in it runs: Ultralytics' restricted loader unpickles only tensors, containers and an
+    allow-list of model classes, and never pip-installs a module a checkpoint names.
+
+    Raises:
+        ConfigError: one line naming the file, what is wrong with it and what to do.
+    """
+    import zipfile
+
+    import torch
+
+    name = f"model={path}"
+    if not trust and not zipfile.is_zipfile(path):
+        raise ConfigError(f"{name} is not a PyTorch checkpoint (not a torch.save archive): pass a .pt "
+                          f"saved by Ultralytics training (weights/best.pt), or a model YAML")
+    with offline(), trusted_checkpoints(trust):
+        from ultralytics.nn.tasks import guess_model_task, torch_safe_load
+        from ultralytics.utils import LOGGER
+
+        level = LOGGER.level
+        LOGGER.setLevel("ERROR")  # its "improperly saved" warnings become our one line
+        try:
+            checkpoint, _ = torch_safe_load(str(path), safe_only=not trust)
+        except Exception as exc:  # any failure to load a user's file is that file's problem: one line
+            raise ConfigError(_checkpoint_problem(name, exc, trust)) from None
+        finally:
+            LOGGER.setLevel(level)
+        model = checkpoint.get("ema") or checkpoint.get("model") if isinstance(checkpoint, dict) else None
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(f"{name} holds no model (a state dict or other data?): pass a checkpoint saved by "
+                              f"Ultralytics training (weights/best.pt), or a model YAML")
+        task = getattr(model, "task", None) or guess_model_task(model)
+    return str(task)
+
+
+def _checkpoint_problem(name: str, exc: BaseException, trust: bool) -> str:
+    text = " ".join(str(exc).encode("ascii", "ignore").decode().split())
+    if isinstance(exc, ModuleNotFoundError):
+        module = exc.name or text
+        return (f"{name} needs the Python module '{module}', which is not installed (visionbatch installs "
+                f"nothing): install it yourself if you trust the file, or pass an Ultralytics checkpoint")
+    if "outside the supported" in text or "Weights only load failed" in text:
+        return (f"{name} was refused by the safe loader: it names Python objects outside Ultralytics' checkpoint "
+                f"format, which could run code when loaded. If you trust this file, pass trust_checkpoint=True "
+                f"(only for files you trust)")
+    if "TorchScript" in text:
+        return f"{name} is a TorchScript archive, not an Ultralytics checkpoint: pass the original .pt weights"
+    if "not a loadable checkpoint" in text or isinstance(exc, (EOFError, pickle.UnpicklingError)):
+        return f"{name} is empty, truncated or corrupted: copy or export the checkpoint again"
+    first = text[:160] or exc.__class__.__name__
+    hint = "" if trust else " (or trust_checkpoint=True, only for files you trust)"
+    return (f"{name} cannot be loaded ({exc.__class__.__name__}: {first}): pass a checkpoint saved by Ultralytics "
+            f"training{hint}")
 
 
 def check_model(model: str) -> None:
@@ -216,9 +411,9 @@ def check_model(model: str) -> None:
 def versions() -> dict[str, str]:
     """Versions of the parts that decide a run's behaviour."""
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     import torch
-    from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("visionbatch", "ultralytics", "torchvision", "opencv-python", "albumentations", "numpy"):

@@ -6,6 +6,14 @@ import math
 from typing import Any
 
 from visionbatch.augment.analysis import default_sizes, stride_multiple
+from visionbatch.config import (
+    MAX_COUNT,
+    MAX_IMGSZ,
+    finite_number,
+    shown,
+    smart_value,
+    whole_number,
+)
 from visionbatch.errors import ConfigError
 from visionbatch.ultralytics_compat import cpu_count
 
@@ -16,6 +24,8 @@ LOADER_IMAGES = 512  # images linked for the loader (a larger sample keeps small
 CACHES = ("none", "ram", "disk")
 CACHE_LIMIT_BYTES = {"ram": 2 << 30, "disk": 1 << 30}  # the most augcost caches for one measurement
 MAX_SIZES = 6
+MAX_STEP_IMG_PER_S = 1e7  # step_img_per_s=: more images a second than any accelerator trains
+_HIGHEST = {"step_img_per_s": MAX_STEP_IMG_PER_S}
 # augcost's own keys (beyond Ultralytics' train keys); value: help text.
 AUGCOST_KEYS: dict[str, str] = {
     "sizes": "image sizes to profile, e.g. sizes=320,640,1280 (default: imgsz and its neighbours at 0.5x and 2x)",
@@ -41,8 +51,6 @@ def cache_mode(value: Any) -> str:
 
 def as_list(value: Any) -> list:
     """'320,640' or (320, 640) or 320 -> [320, 640] / [320]; text items read as key=value values are."""
-    from visionbatch.config import smart_value
-
     if isinstance(value, str):
         return [smart_value(v.strip()) for v in value.split(",") if v.strip()]
     if isinstance(value, (list, tuple)):
@@ -62,9 +70,9 @@ def check_sizes(value: Any, imgsz: int) -> tuple[int, ...]:
     else:
         listed = as_list(value)
         for size in listed:
-            if isinstance(size, bool) or not isinstance(size, int) or size < 32:
-                raise ConfigError(f"sizes={_show(value)}: '{size}' is not an image size: list integers >= 32, "
-                                  f"e.g. sizes=320,640,1280")
+            if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= MAX_IMGSZ:
+                raise ConfigError(f"sizes={_show(value)}: '{_show(size)}' is not an image size: list integers from 32 "
+                                  f"to {MAX_IMGSZ}, e.g. sizes=320,640,1280")
         if len(set(listed)) > MAX_SIZES:
             raise ConfigError(f"sizes={_show(value)}: at most {MAX_SIZES} sizes: each one is profiled in full")
         listed = [stride_multiple(size) for size in listed]  # as Ultralytics would train at them
@@ -73,16 +81,16 @@ def check_sizes(value: Any, imgsz: int) -> tuple[int, ...]:
 
 
 def check_count(key: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{key}={value} is impossible: use an integer from {low} to {high}")
-    return value
+    return whole_number(value, key, example=f"{key}={low}", minimum=low, maximum=high,
+                        fix=f"use an integer from {low} to {high}")
 
 
-def check_positive(key: str, value: Any, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high or math.isnan(value):
-        limit = f" and at most {high:g}" if math.isfinite(high) else ""
-        raise ConfigError(f"{key}={value} is impossible: use a number above 0{limit}, e.g. {key}=2")
-    return float(value)
+def check_positive(key: str, value: Any, high: float | None = None) -> float:
+    """A finite number above 0 and at most `high` (default: the key's own ceiling, if it has one)."""
+    high = _HIGHEST.get(key, math.inf) if high is None else high
+    limit = f" and at most {high:g}" if math.isfinite(high) else ""
+    return finite_number(value, key, example=f"{key}=2", above=0, maximum=high if math.isfinite(high) else None,
+                         fix=f"use a number above 0{limit}, e.g. {key}=2")
 
 
 def check_workers(value: Any) -> list[int]:
@@ -91,9 +99,9 @@ def check_workers(value: Any) -> list[int]:
         return sorted({0, cpus} | {2 ** k for k in range(8) if 2 ** k <= cpus})
     listed = as_list(value)
     for workers in listed:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ConfigError(f"loader_workers={_show(value)}: '{workers}' is not a worker count: list integers "
-                              f">= 0, e.g. loader_workers=0,2,4")
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_COUNT:
+            raise ConfigError(f"loader_workers={_show(value)}: '{_show(workers)}' is not a worker count: list "
+                              f"integers from 0 to {MAX_COUNT}, e.g. loader_workers=0,2,4")
     return sorted(set(listed))
 
 
@@ -111,4 +119,4 @@ def check_caches(value: Any) -> list[str]:
 
 
 def _show(value: Any) -> str:
-    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+    return shown(value)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from visionbatch.errors import ConfigError
+from visionbatch.safeyaml import MAX_YAML_BYTES, YamlLimitError, parse_yaml
 
 SAVE_HINT = "save it with A.save(compose, 'aug.yaml', data_format='yaml') (or .json)"
 
@@ -52,10 +53,18 @@ def load_pipeline(path: str | os.PathLike) -> Pipeline:
     if not file.is_file():
         raise ConfigError(f"{label}: no such file: pass the path to a serialized A.Compose ({SAVE_HINT})")
     try:
+        if file.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{label}: {file.stat().st_size / 2**20:.1f} MiB is far too large for a pipeline file "
+                              f"(limit {MAX_YAML_BYTES // 2**20} MiB): {SAVE_HINT}")
         text = file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{label}: cannot be read ({exc.__class__.__name__}): {SAVE_HINT}") from None
-    raw = _parse(text, file, label)
+    try:
+        raw = _parse(text, file, label)
+    except YamlLimitError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{label}: nested too deeply to be a pipeline: {SAVE_HINT}") from None
     if not isinstance(raw, dict) or "transform" not in raw:
         found = f"keys {', '.join(map(str, raw))}" if isinstance(raw, dict) else f"a {type(raw).__name__}"
         raise ConfigError(f"{label}: not a serialized A.Compose (no 'transform' key; found {found}): {SAVE_HINT}")
@@ -115,7 +124,7 @@ def _parse(text: str, file: Path, label: str) -> Any:
             raise ConfigError(f"{label}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}): "
                               f"fix it, or {SAVE_HINT}") from None
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)  # bounded: no alias bombs
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

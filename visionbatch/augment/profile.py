@@ -49,7 +49,8 @@ from visionbatch.augment.report import (
 from visionbatch.augment.sample import Sample, link_sample
 from visionbatch.console import err
 from visionbatch.errors import ConfigError
-from visionbatch.ultralytics_compat import cpu_count, offline, versions
+from visionbatch.process_state import kept_process_state
+from visionbatch.ultralytics_compat import cpu_count, offline, trusted_checkpoints, versions
 
 
 
@@ -111,11 +112,12 @@ def profile_augmentation(
         shown = ",".join(str(v) for v in train_args["imgsz"])
         raise ConfigError(f"imgsz={shown}: imgsz is the training size (one integer); "
                           f"list the sizes to profile with sizes={shown}")
-    from visionbatch.config import check_train_args
-    from visionbatch.training import prepare
+    from visionbatch.config import check_seed, check_train_args
+    from visionbatch.training import TRAIN_KEYS, prepare
 
-    check_train_args(train_args, extra_keys=list(AUGCOST_KEYS), command="augcost")  # suggests augcost's keys too
-    job = prepare(data, train_args, extra_keys=())
+    trust = {"trust_checkpoint": TRAIN_KEYS["trust_checkpoint"]}
+    check_train_args(train_args, extra_keys=[*AUGCOST_KEYS, *trust], command="augcost")  # suggests augcost's keys
+    job = prepare(data, train_args, extra_keys=trust)
     if job.batch.batch_size is None:
         raise ConfigError(f"{job.batch.source}: augcost profiles a fixed batch: pass a batch size, e.g. batch=16")
     batch_size = job.batch_size
@@ -123,6 +125,7 @@ def profile_augmentation(
     imgsz = analysis.stride_multiple(requested)  # the trainer's check_imgsz rounds up to the stride
     sizes_checked = check_sizes(sizes, imgsz)
     images = check_count("images", images, low=2, high=10_000)
+    seed = check_seed(seed)
     repeats = check_count("repeats", repeats, low=1, high=20)
     seconds = check_positive("seconds", seconds, high=600)
     workers_swept = check_workers(loader_workers)
@@ -132,7 +135,8 @@ def profile_augmentation(
     args = {k: v for k, v in job.args.items() if k not in {"project", "name"}}
     args["imgsz"] = imgsz
 
-    with _environment_kept(), offline(), _quiet(), timing.rng_kept(), \
+    with kept_process_state(), offline(), _quiet(), timing.rng_kept(), \
+            trusted_checkpoints(bool(job.options.get("trust_checkpoint"))), \
             tempfile.TemporaryDirectory(prefix="visionbatch-augcost-") as tmp:
         from ultralytics.cfg import DEFAULT_CFG, get_cfg
         from ultralytics.data.utils import check_det_dataset
@@ -404,23 +408,6 @@ def _quiet() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _environment_kept() -> Iterator[None]:
-    """Undo environment variables set meanwhile (torch sets TORCHINDUCTOR_CACHE_DIR on its first optimizer).
-
-    OMP_NUM_THREADS is left to `offline()`, which keeps the value Ultralytics' import sets.
-    """
-    before = dict(os.environ)
-    try:
-        yield
-    finally:
-        for key in set(os.environ) - set(before) - {"OMP_NUM_THREADS"}:
-            del os.environ[key]
-        for key, value in before.items():
-            if os.environ.get(key) != value:
-                os.environ[key] = value
 
 
 def training_callback(data: str, args: Mapping[str, Any], **options: Any) -> Callable[[Any], None]:

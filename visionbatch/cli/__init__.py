@@ -3,24 +3,53 @@
 One module per command in this package (`train.py`, ...), each with `SUMMARY`, `USAGE`,
 `run(tokens) -> result` and `show(result) -> str`; `COMMANDS` lists them in help order. Every
 command takes Ultralytics-style `key=value` arguments; `--json` prints the result as JSON on
-stdout (logs go to stderr). Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted.
+stdout (logs go to stderr). Exit codes: 0 done, 1 the disk failed (full, read-only; one line on
+stderr), 2 bad input (one line on stderr), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what
+`kill`, `docker stop` and job schedulers send). SIGTERM is handled like Ctrl-C: the run records
+status `interrupted`, temporary folders are removed, and no half-written file is left.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import ModuleType
 
 from visionbatch import __version__
 from visionbatch.console import err, logs_to
-from visionbatch.errors import VisionbatchError
+from visionbatch.errors import StorageError, VisionbatchError
+from visionbatch.files import is_disk_error, storage_error
 from visionbatch.plans import to_jsonable
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_STORAGE, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread where Ctrl-C's KeyboardInterrupt would be, so the same cleanup runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` for the block (main thread only); the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 COMMANDS = ("train", "fit", "sweep", "augcost", "infer")  # modules of this package, in the order `visionbatch --help` lists them
 
@@ -52,18 +81,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module = command(args.command)
     try:
-        if args.json:
-            from visionbatch.ultralytics_compat import offline
+        with sigterm_as_interrupt():
+            if args.json:
+                from visionbatch.ultralytics_compat import offline
 
-            with offline(), logs_to(sys.stderr):
+                with offline(), logs_to(sys.stderr):
+                    result = module.run(args.tokens)
+                print(json.dumps(to_jsonable(result), indent=2))
+            else:
                 result = module.run(args.tokens)
-            print(json.dumps(to_jsonable(result), indent=2))
-        else:
-            result = module.run(args.tokens)
-            print(module.show(result))
+                print(module.show(result))
+    except StorageError as exc:
+        err(f"visionbatch {args.command}: {exc}")
+        return EXIT_STORAGE
+    except OSError as exc:
+        if not is_disk_error(exc):
+            raise
+        folder = Path(exc.filename).parent if exc.filename else Path.cwd() / "runs"
+        err(f"visionbatch {args.command}: {storage_error(exc, folder, exc.filename or 'the output')}")
+        return EXIT_STORAGE
     except VisionbatchError as exc:
         err(f"visionbatch {args.command}: {exc}")
         return EXIT_BAD_INPUT
+    except Terminated:
+        err(f"visionbatch {args.command}: stopped by SIGTERM")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         err(f"visionbatch {args.command}: interrupted")
         return EXIT_INTERRUPTED

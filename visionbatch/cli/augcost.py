@@ -31,10 +31,13 @@ Output: runs/augcost/<name>/ with augcost.json and augcost.png."""
 
 def run(tokens: Sequence[str]) -> AugmentationReport:
     from visionbatch.augment import profile_augmentation, save_report
+    from visionbatch.config import check_seed
     from visionbatch.rundir import new_run_dir
 
     data, pairs = positional(tokens, "augcost", "DATA", "data",
                              "visionbatch augcost path/to/data.yaml [key=value ...]")
+    if "seed" in pairs:  # profile_augmentation's own parameter, so check_train_args never sees it
+        pairs["seed"] = check_seed(pairs["seed"])
     name, project = pairs.get("name"), pairs.get("project")
     report = profile_augmentation(data, **pairs)
     return save_report(report, new_run_dir("augcost", name, project))

@@ -22,12 +22,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 from pathlib import Path
 
+from visionbatch.files import atomic_copy, atomic_write_bytes, atomic_write_text
 from visionbatch.infer.plan import StreamLoad
 
 DEFAULT_CAMERA_FPS = 30
+MAX_INT32 = 2**31 - 1  # nvstreammux's batched-push-timeout is a gint: a longer wait is written as its largest
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}  # nvinfer network-mode
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
 
@@ -76,9 +77,9 @@ def push_timeout_us(spec: DeploymentSpec) -> int:
         40000
     """
     if spec.load is not None:
-        return math.ceil(1e6 * spec.batch_size / spec.load.images_per_s)
+        return min(MAX_INT32, math.ceil(1e6 * spec.batch_size / spec.load.images_per_s))
     if spec.latency_slack_ms is not None:
-        return max(0, int(spec.latency_slack_ms * 1000))
+        return min(MAX_INT32, max(0, int(spec.latency_slack_ms * 1000)))
     return round(1e6 / DEFAULT_CAMERA_FPS)
 
 
@@ -270,10 +271,10 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     files["triton_config"] = _write(model_dir / "config.pbtxt", triton_config(spec, platform))
     if engine_plan is not None:
-        (model_dir / "1" / "model.plan").write_bytes(engine_plan)
+        atomic_write_bytes(model_dir / "1" / "model.plan", engine_plan)
         files["triton_model"] = model_dir / "1" / "model.plan"
     elif onnx_path is not None:
-        shutil.copyfile(onnx_path, model_dir / "1" / "model.onnx")
+        atomic_copy(onnx_path, model_dir / "1" / "model.onnx")
         files["triton_model"] = model_dir / "1" / "model.onnx"
 
     tensorrt = folder / "tensorrt"
@@ -288,5 +289,4 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
 
 
 def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
+    return atomic_write_text(path, text)

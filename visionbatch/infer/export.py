@@ -21,15 +21,20 @@ import ast
 import dataclasses
 import importlib.util
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from visionbatch.errors import ConfigError
+from visionbatch.files import is_disk_error, storage_error
 from visionbatch.ultralytics_compat import check_model, offline
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
 SOURCE_SUFFIXES = (".pt", ".yaml", ".yml")
+MAX_METADATA_CHARS = 1_000_000  # an ONNX file's names/imgsz metadata is parsed as a literal: bounded first
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,11 +80,11 @@ def check_source(model: str) -> str:
                       f"an ONNX file (.onnx) or a TensorRT engine (.engine)")
 
 
-def source_task(model: str) -> str:
-    """The task of a .pt/.yaml model."""
+def source_task(model: str, trust: bool = False) -> str:
+    """The task of a .pt/.yaml model, loading a checkpoint safely unless `trust` (ConfigError if it cannot be)."""
     from visionbatch.ultralytics_compat import model_task
 
-    return model_task(model)
+    return model_task(model, trust)
 
 
 def export(model: str, fmt: str, out_dir: Path, imgsz: int, half: bool = False, device: str = "cpu",
@@ -99,23 +104,37 @@ def export(model: str, fmt: str, out_dir: Path, imgsz: int, half: bool = False, 
         The exported file.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    with offline():
-        from ultralytics import YOLO
+    # the export is written in a scratch folder and moved into place whole: a crash or a full disk
+    # never leaves a partial .onnx under the real name
+    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        with offline():
+            from ultralytics import YOLO
 
-        yolo = YOLO(model)
-        stem = Path(model).stem
-        # the exporter names its output after pt_path: point it at the run folder
-        yolo.model.pt_path = str(out_dir / f"{stem}.pt")
-        args: dict[str, Any] = dict(format=fmt, dynamic=True, imgsz=imgsz, verbose=False,
-                                    simplify=importlib.util.find_spec("onnxslim") is not None,
-                                    device=_ultralytics_device(device), batch=max_batch if fmt == "engine" else 1)
-        if half:
-            args["quantize"] = 16
-        written = yolo.export(**args)
-    path = Path(written)
-    if not path.is_file():
-        raise ConfigError(f"model={model}: Ultralytics' {fmt} export wrote nothing at {path}: see its log above")
-    return path
+            yolo = YOLO(model)
+            stem = Path(model).stem
+            # the exporter names its output after pt_path: point it at the scratch folder
+            yolo.model.pt_path = str(scratch / f"{stem}.pt")
+            args: dict[str, Any] = dict(format=fmt, dynamic=True, imgsz=imgsz, verbose=False,
+                                        simplify=importlib.util.find_spec("onnxslim") is not None,
+                                        device=_ultralytics_device(device),
+                                        batch=max_batch if fmt == "engine" else 1)
+            if half:
+                args["quantize"] = 16
+            try:
+                written = Path(yolo.export(**args))
+            except Exception as exc:
+                if is_disk_error(exc):
+                    raise storage_error(exc, out_dir, f"the {fmt} export") from None
+                raise
+        if not written.is_file():
+            raise ConfigError(f"model={model}: Ultralytics' {fmt} export wrote nothing at {written}: "
+                              f"see its log above")
+        path = out_dir / written.name
+        os.replace(written, path)
+        return path
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _ultralytics_device(device: str) -> str:
@@ -194,19 +213,19 @@ def _names(text: str | None) -> dict[int, str]:
     if not text:
         return {}
     try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return {}
-    return {int(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+        value = ast.literal_eval(text[:MAX_METADATA_CHARS])
+        return {int(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return {}  # metadata a file carries is only a hint: unreadable means none
 
 
 def _imgsz(text: str | None) -> int | None:
     if not text:
         return None
     try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        value = ast.literal_eval(text[:MAX_METADATA_CHARS])
+        if isinstance(value, (list, tuple)) and value:
+            value = value[0]
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**16 else None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
-    if isinstance(value, (list, tuple)) and value:
-        return int(value[0])
-    return int(value) if isinstance(value, int) else None

@@ -7,15 +7,32 @@ import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from visionbatch.config import check_fraction, parse_bytes, suggest
+from visionbatch.config import (
+    MAX_BATCH_SIZE,
+    MAX_IMGSZ,
+    check_fraction,
+    finite_number,
+    parse_bytes,
+    shown,
+    suggest,
+    whole_number,
+)
 from visionbatch.errors import ConfigError
 from visionbatch.infer.edge import find_module
 from visionbatch.infer.export import check_source
+from visionbatch.infer.ort import import_onnxruntime
 from visionbatch.infer.plan import JetsonModule
 from visionbatch.infer.runners import BACKENDS, ORT_PROVIDERS
 from visionbatch.infer.sweep import DEFAULT_MAX_BATCH, SweepPolicy, default_batch_sizes
 
 STRIDE = 32
+MAX_RUNS = 100_000  # warm-up or timed calls per batch: past this a sweep never ends
+MAX_SECONDS_PER_BATCH = 600.0  # as augcost's seconds=
+MAX_SWEEP_SECONDS = 7 * 86400.0  # a week: a time bound past it bounds nothing
+MAX_FPS = 1_000_000.0  # the fastest high-speed cameras; no video stream comes near
+# The deployment configs hold waits in microseconds (DeepStream's batched-push-timeout is a 32-bit int):
+MAX_LATENCY_MS = 1_000_000.0  # a budget above ~2147 s cannot be written there
+MIN_FPS = 0.001  # a frame every ~17 minutes: slower is no live stream (near 1e-310, b / fps overflows to inf)
 BACKEND_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "torch": "pytorch", "pt": "pytorch",
                    "trt": "tensorrt", "engine": "tensorrt"}
 
@@ -43,6 +60,8 @@ CLI_KEYS: dict[str, tuple[str, str]] = {
     "target": ("target", "a Jetson module to plan for, e.g. orin-nano-8gb"),
     "name": ("name", "run folder name under runs/infer/"),
     "project": ("project", "parent folder of the run folder"),
+    "trust_checkpoint": ("trust_checkpoint", "trust_checkpoint=True loads model=*.pt with Ultralytics' unrestricted "
+                         "loader, which can run code stored in the file: only for files you trust"),
 }
 
 
@@ -69,6 +88,7 @@ class InferenceOptions:
     target: JetsonModule | None
     name: str | None
     project: str | None
+    trust_checkpoint: bool = False
 
 
 def from_cli(pairs: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,9 +114,10 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
                   streams: Any = None, fps: Any = None, half: Any = False, end_to_end: Any = False,
                   warmup_runs: Any = 3, runs: Any = None, seconds_per_batch: Any = 1.0, max_seconds: Any = 90.0,
                   device: Any = None, threads: Any = None, target: Any = None, name: Any = None,
-                  project: Any = None) -> InferenceOptions:
+                  project: Any = None, trust_checkpoint: Any = False) -> InferenceOptions:
     """Check every argument; raise ConfigError naming the input and the fix."""
     kind = check_source(model)
+    trust_checkpoint = _flag(trust_checkpoint, "trust_checkpoint")
     backend = _backend(backend, kind, model)
     half = _flag(half, "half")
     device = _device(device, backend)
@@ -112,21 +133,23 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
     if backend == "onnxruntime":
         _check_provider(provider or ("cpu" if device == "cpu" else "cuda"), device)
     if imgsz is not None:
-        imgsz = _int(imgsz, "imgsz", "imgsz=640", low=STRIDE)
+        imgsz = whole_number(imgsz, "imgsz", example="imgsz=640", minimum=STRIDE, maximum=MAX_IMGSZ)
         if imgsz % STRIDE:
             lower = imgsz // STRIDE * STRIDE
             raise ConfigError(f"imgsz={imgsz} is not a multiple of the model's stride {STRIDE}: "
                               f"use imgsz={lower} or imgsz={lower + STRIDE}")
-    max_batch = _int(max_batch, "max_batch", "max_batch=32")
+    max_batch = whole_number(max_batch, "max_batch", example="max_batch=32", maximum=MAX_BATCH_SIZE)
     if batch_sizes is None:
         sizes = default_batch_sizes(max_batch)
     else:
         if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not batch_sizes:
-            raise ConfigError(f"batch={batch_sizes} is not a list of batch sizes: use e.g. batch=1,2,4,8")
-        sizes = tuple(sorted({_int(b, "batch", "batch=1,2,4,8") for b in batch_sizes}))
-    latency_ms = None if latency_ms is None else _positive(latency_ms, "latency_ms",
-                                                            "give the per-frame latency budget in milliseconds, "
-                                                            "e.g. latency_ms=50")
+            raise ConfigError(f"batch={shown(batch_sizes)} is not a list of batch sizes: use e.g. batch=1,2,4,8")
+        sizes = tuple(sorted({whole_number(b, "batch", example="batch=1,2,4,8", maximum=MAX_BATCH_SIZE)
+                              for b in batch_sizes}))
+    if latency_ms is not None:
+        latency_ms = finite_number(latency_ms, "latency_ms", example="latency_ms=50", above=0, maximum=MAX_LATENCY_MS,
+                                   fix=f"give the per-frame latency budget in milliseconds, e.g. latency_ms=50 "
+                                       f"(above 0, at most {MAX_LATENCY_MS:.0f})")
     if memory_budget_bytes is not None:
         memory_budget_bytes = parse_bytes(memory_budget_bytes, "memory_budget")
     if memory_fraction is not None:
@@ -137,15 +160,17 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
         given = f"streams={streams}" if streams is not None else f"fps={fps}"
         raise ConfigError(f"{given} needs its partner: a stream load is streams=N fps=F, e.g. streams=4 fps=25")
     if streams is not None:
-        streams = _int(streams, "streams", "streams=4")
-        fps = _positive(fps, "fps", "fps=25")
+        streams = whole_number(streams, "streams", example="streams=4")
+        fps = finite_number(fps, "fps", example="fps=25", minimum=MIN_FPS, maximum=MAX_FPS)
     policy = SweepPolicy(
-        warmup_runs=_int(warmup_runs, "warmup", "warmup=3", low=0),
-        runs=None if runs is None else _int(runs, "runs", "runs=50"),
-        seconds_per_batch=_positive(seconds_per_batch, "seconds", "seconds=1.0"),
-        max_seconds=_positive(max_seconds, "max_seconds", "max_seconds=90"),
+        warmup_runs=whole_number(warmup_runs, "warmup", example="warmup=3", minimum=0, maximum=MAX_RUNS),
+        runs=None if runs is None else whole_number(runs, "runs", example="runs=50", maximum=MAX_RUNS),
+        seconds_per_batch=finite_number(seconds_per_batch, "seconds", example="seconds=1.0", above=0,
+                                        maximum=MAX_SECONDS_PER_BATCH),
+        max_seconds=finite_number(max_seconds, "max_seconds", example="max_seconds=90", above=0,
+                                  maximum=MAX_SWEEP_SECONDS),
     )
-    threads = None if threads is None else _int(threads, "threads", "threads=4")
+    threads = None if threads is None else _threads(threads)
     module = None if target is None else find_module(str(target))
     return InferenceOptions(
         model=str(model), kind=kind, backend=backend, provider=provider, device=device, imgsz=imgsz,
@@ -153,6 +178,7 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
         memory_fraction=memory_fraction, streams=streams, fps=fps, half=half,
         end_to_end=_flag(end_to_end, "end_to_end"), policy=policy, threads=threads, target=module,
         name=None if name is None else str(name), project=None if project is None else str(project),
+        trust_checkpoint=trust_checkpoint,
     )
 
 
@@ -175,8 +201,7 @@ def _backend(backend: str | None, kind: str, model: str) -> str:
 
 
 def _check_provider(kind: str, device: str) -> None:
-    import onnxruntime
-
+    onnxruntime = import_onnxruntime()
     if kind != "cpu" and device == "cpu":
         raise ConfigError(f"provider={kind} runs on a GPU but device=cpu: give device=0")
     available = onnxruntime.get_available_providers()
@@ -208,29 +233,20 @@ def _cuda_available(backend: str) -> bool:
     if not torch.cuda.is_available():
         return False
     if backend == "onnxruntime":
-        import onnxruntime
-
-        return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        return "CUDAExecutionProvider" in import_onnxruntime().get_available_providers()
     return True
 
 
 def _flag(value: Any, key: str) -> bool:
     if isinstance(value, bool):
         return value
-    raise ConfigError(f"{key}={value} is not true or false: use {key}=True or leave it out")
+    raise ConfigError(f"{key}={shown(value)} is not true or false: use {key}=True or leave it out")
 
 
-def _int(value: Any, key: str, example: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-        raise ConfigError(f"{key}={value} is not a whole number: use e.g. {example}")
-    if value < low:
-        raise ConfigError(f"{key}={value:g} is impossible: {key} must be >= {low}, e.g. {example}")
-    return int(value)
+def _threads(value: Any) -> int:
+    """CPU threads: 1 up to the CPUs this process may use (more only oversubscribe, or overflow the pool)."""
+    from visionbatch.ultralytics_compat import cpu_count
 
-
-def _positive(value: Any, key: str, fix: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}={value} is not a number: {fix if ' ' in fix else 'use e.g. ' + fix}")
-    if not value > 0:
-        raise ConfigError(f"{key}={value:g} is impossible: {fix if ' ' in fix else 'use e.g. ' + fix}")
-    return float(value)
+    cpus = cpu_count()
+    return whole_number(value, "threads", example=f"threads={cpus}", maximum=cpus,
+                        fix=f"use 1 to {cpus} (the CPUs this process may use), e.g. threads={cpus}")

@@ -4,7 +4,8 @@ Each runner has `prepare(array) -> input` (the NCHW float32 batch moved to the r
 and dtype, done once per batch size, outside the timing), `infer(input) -> outputs` (a list:
 `output0`, and `output1` mask prototypes for segmentation) and `synchronize()` (waits for the
 device, so a timed call is a finished call). Imports of onnxruntime, torch and tensorrt happen
-when a runner is made, never at import time.
+when a runner is made, never at import time; onnxruntime through `visionbatch.infer.ort`, with its
+telemetry off.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from visionbatch.errors import ConfigError
 from visionbatch.infer.export import ModelInfo, engine_header
+from visionbatch.infer.ort import import_onnxruntime
 
 BACKENDS = ("onnxruntime", "pytorch", "tensorrt")
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -54,8 +56,7 @@ class OnnxRuntimeRunner:
 
     def __init__(self, info: ModelInfo, device: str, threads: int | None = None, provider: str | None = None,
                  imgsz: int = 640, max_batch: int = 64, cache_dir: Path | None = None, half: bool = False) -> None:
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         self.info = info
         self.device = device
         kind = provider or ("cpu" if device == "cpu" else "cuda")

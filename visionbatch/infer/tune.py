@@ -28,7 +28,7 @@ from visionbatch.infer.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRu
 from visionbatch.infer.sweep import SweepResult, run_sweep
 from visionbatch.plans import write_json
 from visionbatch.rundir import new_run_dir
-from visionbatch.ultralytics_compat import cpu_count, offline, versions
+from visionbatch.ultralytics_compat import cpu_count, offline, trusted_checkpoints, versions
 
 TARGET_MEMORY_SHARE = 0.75  # of a target Jetson's memory, when no budget is given: the rest for OS and video
 SAFETY_SHARE = 0.9          # the sweep stops before a batch projected past this share of free memory
@@ -41,7 +41,8 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
                    half: bool = False, end_to_end: bool = False, warmup_runs: int = 3, runs: int | None = None,
                    seconds_per_batch: float = 1.0, max_seconds: float = 90.0, device: str | int | None = None,
                    threads: int | None = None, target: str | None = None, name: str | None = None,
-                   project: str | None = None, progress: Callable[[str], None] | None = None) -> InferencePlan:
+                   project: str | None = None, trust_checkpoint: bool = False,
+                   progress: Callable[[str], None] | None = None) -> InferencePlan:
     """Find the inference batch with the most throughput under latency, memory and stream-load limits.
 
     Args:
@@ -67,6 +68,8 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         target: a Jetson module to plan for ('orin-nano-8gb', ...): its memory sets the default
             budget and the configs are written for it.
         name, project: the run folder (runs/infer/<name>).
+        trust_checkpoint: load a .pt with Ultralytics' unrestricted loader, which can run code stored in
+            the file (only for files you trust); default: the safe loader.
         progress: receives a line per step of a long sweep.
 
     Returns:
@@ -86,12 +89,13 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         latency_ms=latency_ms, memory_budget_bytes=memory_budget_bytes, memory_fraction=memory_fraction,
         streams=streams, fps=fps, half=half, end_to_end=end_to_end, warmup_runs=warmup_runs, runs=runs,
         seconds_per_batch=seconds_per_batch, max_seconds=max_seconds, device=device, threads=threads,
-        target=target, name=name, project=project)
+        target=target, name=name, project=project, trust_checkpoint=trust_checkpoint)
     say = progress or (lambda line: None)
     notes: list[str] = []
     ready = _ready_model(opts)  # a bad .onnx/.engine or a pose model is refused before anything is written
     run_dir = new_run_dir("infer", opts.name, opts.project)
-    run = _sweep(opts, ready, run_dir, say, notes)
+    with trusted_checkpoints(opts.trust_checkpoint):  # the export and the PyTorch runner load the .pt
+        run = _sweep(opts, ready, run_dir, say, notes)
     measurements = run.result.measurements
     choice = choose(measurements, run.constraints, imgsz=run.imgsz, precision=run.precision,
                     device_type=run.device_type)
@@ -217,7 +221,7 @@ def _ready_model(opts: InferenceOptions) -> tuple[ModelInfo, int] | str:
     if opts.kind == "engine":
         info = engine_info(Path(opts.model))
         return info, _check_size(opts, info)
-    task = source_task(opts.model)
+    task = source_task(opts.model, opts.trust_checkpoint)
     if task not in {"detect", "segment"}:
         raise ConfigError(f"model={opts.model} is a {task} model: visionbatch infer tunes detect and segment models")
     return task

@@ -1,0 +1,127 @@
+"""Files visionbatch writes: whole or not at all, and a full disk named in one line.
+
+Every file visionbatch writes itself (plans, JSON, plots, deployment configs, the resolved
+data.yaml, exports) goes to a temporary name in the same folder and is renamed into place, so a
+crash, Ctrl-C, SIGTERM or a full disk never leaves a half-written file under the real name.
+A failure of the disk (no space, quota, read-only) while writing one becomes a `StorageError`
+naming the folder and the file (`storage_error()`); other errors pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from visionbatch.errors import StorageError
+
+# errno values that mean "the disk", not "the program"
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+# what libraries say when a write failed for lack of space without an errno on the exception
+DISK_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                 "file write failed")  # the last: torch's PytorchStreamWriter on a full disk
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it to `path`, on any failure delete it.
+
+    Raises:
+        StorageError: the disk failed (full, quota, read-only) while the file was written.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> with atomic_path(folder / "a.txt") as tmp:
+        ...     _ = tmp.write_text("whole")
+        >>> sorted(p.name for p in folder.iterdir()), (folder / "a.txt").read_text()
+        (['a.txt'], 'whole')
+    """
+    path = Path(path)
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        os.close(fd)
+        tmp = Path(name)
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if is_disk_error(exc):
+            raise storage_error(exc, path.parent, path.name) from None
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` atomically; return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically; return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy `source` to `path` atomically; return the path."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(path)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Let `write(tmp)` produce the file at a temporary path, then rename it to `path`."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """True when `exc`, or an exception it was raised from, is the disk failing (full, quota, read-only).
+
+    Examples:
+        >>> is_disk_error(OSError(errno.ENOSPC, "No space left on device"))
+        True
+        >>> is_disk_error(RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"))
+        True
+        >>> is_disk_error(ValueError("bad"))
+        False
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_ERRNOS:
+            return True
+        if any(text in str(current) for text in DISK_MESSAGES):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def storage_error(exc: BaseException, folder: str | os.PathLike, what: str) -> StorageError:
+    """One line for a disk failure while writing `what` into `folder`.
+
+    Examples:
+        >>> str(storage_error(OSError(errno.ENOSPC, "No space left on device"), "runs/detect/train", "checkpoints"))
+        'no space left on the device of runs/detect/train while writing checkpoints: free space there, or write the run elsewhere with project=<folder on another disk>'
+    """
+    reason = "no space left on the device of"
+    for current in (exc, exc.__cause__, exc.__context__):
+        if isinstance(current, OSError) and current.errno == errno.EROFS:
+            reason = "read-only file system at"
+        elif isinstance(current, OSError) and current.errno == errno.EDQUOT:
+            reason = "disk quota exceeded at"
+    return StorageError(f"{reason} {folder} while writing {what}: free space there, or write the run elsewhere "
+                        f"with project=<folder on another disk>")

@@ -1,0 +1,141 @@
+"""Read a YAML file a user handed us without letting it exhaust the machine or run anything.
+
+`yaml.safe_load` already refuses Python tags, but a few hundred bytes of anchors and aliases (a
+"billion laughs") expand to a structure of 10^9 nodes the moment anything walks it: `str()` on a
+class name, a JSON dump, Ultralytics' own checks. `load_yaml` bounds the file's size, its nesting
+and the size of the document with every alias expanded before a single Python object is built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visionbatch.errors import VisionbatchError
+
+MAX_YAML_BYTES = 8 * 2**20  # a data.yaml with 10,000 class names is ~200 KiB; image lists belong in .txt files
+MAX_YAML_NODES = 1_000_000  # scalars, lists and mappings after every alias is expanded
+MAX_YAML_DEPTH = 64
+
+
+class YamlLimitError(ValueError):
+    """The document is larger, deeper or more aliased than a configuration file needs."""
+
+
+def load_yaml(path: str | os.PathLike, error: type[VisionbatchError], what: str = "") -> Any:
+    """Parse one YAML document from `path` with size, depth and alias-expansion limits.
+
+    Args:
+        path: the file.
+        error: the VisionbatchError subclass to raise (DatasetError for a data.yaml, ...).
+        what: how the message names the file (default: its path).
+
+    Returns:
+        The document as plain Python values (None for an empty file).
+
+    Raises:
+        error: unreadable, not valid YAML, or over a limit; one line naming the file and the fix.
+
+    Examples:
+        >>> import tempfile
+        >>> from visionbatch.errors import DatasetError
+        >>> bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\\n" + "".join(
+        ...     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\\n"
+        ...     for p, c in zip("abcdefgh", "bcdefghi"))
+        >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+        ...     _ = fh.write(bomb)
+        >>> load_yaml(fh.name, DatasetError, "data.yaml")
+        Traceback (most recent call last):
+        ...
+        visionbatch.errors.DatasetError: data.yaml: more than 1000000 YAML nodes once aliases are expanded (anchors and * aliases that multiply): write the values out plainly
+    """
+    path = Path(path)
+    name = what or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise error(f"{name}: {size / 2**20:.1f} MiB is too large for a YAML configuration "
+                        f"(limit {MAX_YAML_BYTES // 2**20} MiB): list images in a .txt file and name that file instead")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
+        text = raw.decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{name}: cannot be read ({exc.__class__.__name__}: {exc}): "
+                    f"check the file's permissions and that it is UTF-8 text") from None
+    try:
+        return parse_yaml(text)
+    except YamlLimitError as exc:
+        raise error(f"{name}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{name}: not valid YAML{where} ({problem}): fix the syntax there") from None
+    except RecursionError:
+        raise error(f"{name}: nested too deeply to be a configuration file: flatten it") from None
+
+
+def parse_yaml(text: str) -> Any:
+    """Safe-load one document from `text`, refusing alias bombs, cycles and deep nesting.
+
+    Raises:
+        yaml.YAMLError: not valid YAML.
+        YamlLimitError: over a limit.
+
+    Examples:
+        >>> parse_yaml("names: &n [cat, dog]\\nalso: *n")
+        {'names': ['cat', 'dog'], 'also': ['cat', 'dog']}
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_size(root: yaml.Node) -> None:
+    """Count the nodes `root` expands to, each shared (aliased) subtree once per reference, without expanding."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    # iterative post-order walk: (node, depth, children_done)
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            if total > MAX_YAML_NODES:
+                raise YamlLimitError(f"more than {MAX_YAML_NODES} YAML nodes once aliases are expanded (anchors and "
+                                     f"* aliases that multiply): write the values out plainly")
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise YamlLimitError("an alias refers to a node that contains it (a cycle): write the values out plainly")
+        if depth > MAX_YAML_DEPTH:
+            raise YamlLimitError(f"nested more than {MAX_YAML_DEPTH} levels deep: flatten it")
+        active.add(key)
+        stack.append((node, depth, True))
+        for child in _children(node):
+            if id(child) in active:
+                raise YamlLimitError("an alias refers to a node that contains it (a cycle): "
+                                     "write the values out plainly")
+            if id(child) not in sizes:
+                stack.append((child, depth + 1, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
