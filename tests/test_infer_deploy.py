@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
 
 import triton_model_config
-from visionbatch.infer.deploy import (DeploymentSpec, push_timeout_us, queue_delay_us, trtexec_command,
-                                      write_deployment)
+from visionbatch.errors import ConfigError
+from visionbatch.infer.deploy import (DeploymentSpec, push_timeout_us, queue_delay_us, triton_config,
+                                      trtexec_command, write_deployment)
 from visionbatch.infer.plan import StreamLoad
 
 DETECT = DeploymentSpec(
@@ -97,3 +100,57 @@ def test_the_strict_parser_catches_mistakes() -> None:
         triton_model_config.parse('name: "m"\nmax_batch: 8\n')  # no such field
     with pytest.raises(text_format.ParseError):
         triton_model_config.parse('input [ { name: "images" data_type: TYPE_FLOAT32 } ]')  # no such enum value
+
+
+def test_tensor_names_cannot_end_a_triton_string() -> None:
+    hostile = 'images"\nmax_batch_size: 999\n#'
+    spec = dataclasses.replace(DETECT, input_name=hostile, outputs=(("out\\\"0\n", "float32", (7, 8400)),))
+    config = triton_model_config.parse(triton_config(spec, "onnxruntime_onnx"))
+    assert config.input[0].name == hostile and config.output[0].name == 'out\\"0\n'
+    assert config.max_batch_size == 8
+
+
+def test_model_name_must_be_an_identifier() -> None:
+    with pytest.raises(ConfigError, match=r"model_name=q\"x\\nmax is not a safe model name .*: use model_name=q_x_max"):
+        dataclasses.replace(DETECT, model_name='q"x\nmax')
+
+
+def test_trtexec_words_are_shell_quoted() -> None:
+    words = shlex.split(trtexec_command(DETECT, "m;touch PWNED;.onnx"))
+    assert words[:3] == ["trtexec", "--onnx=m;touch PWNED;.onnx", "--saveEngine=yolo11n_b8_fp16.engine"]
+
+
+def test_a_file_name_with_a_newline_is_refused_before_writing(tmp_path: Path) -> None:
+    onnx = tmp_path / "m\ncustom-lib-path=libevil.so\n#.onnx"
+    onnx.write_bytes(b"onnx bytes")
+    with pytest.raises(ConfigError, match=r"has a control character \(\\n\), which a DeepStream or Triton config"):
+        write_deployment(DETECT, tmp_path / "run", {}, onnx_path=onnx)
+    assert not (tmp_path / "run").exists()
+
+
+def test_labels_stay_one_per_line(tmp_path: Path) -> None:
+    files = write_deployment(DETECT, tmp_path, {0: "a\nb", 1: "c\u2028d", 2: "e\x00"})
+    assert files["deepstream_labels"].read_text() == "a b\nc d\ne \n"
+
+
+def test_external_data_is_copied_beside_the_triton_model(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "weights").mkdir(parents=True)
+    (source / "yolo11n.onnx").write_bytes(b"onnx bytes")
+    (source / "w.bin").write_bytes(b"w")
+    (source / "weights" / "x.bin").write_bytes(b"x")
+    files = write_deployment(DETECT, tmp_path / "run", {}, onnx_path=source / "yolo11n.onnx",
+                             onnx_external_data=["w.bin", "weights/x.bin"])
+    version = files["triton_model"].parent
+    assert sorted(p.relative_to(version).as_posix() for p in version.rglob("*") if p.is_file()) == [
+        "model.onnx", "w.bin", "weights/x.bin"]
+    assert (version / "weights" / "x.bin").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("location", ["../w.bin", "/etc/passwd", "a/../../w.bin", "./model.onnx", ""])
+def test_external_data_that_would_land_elsewhere_is_refused(tmp_path: Path, location: str) -> None:
+    (tmp_path / "yolo11n.onnx").write_bytes(b"onnx bytes")
+    with pytest.raises(ConfigError, match="cannot be copied beside Triton's model.onnx"):
+        write_deployment(DETECT, tmp_path / "run", {}, onnx_path=tmp_path / "yolo11n.onnx",
+                         onnx_external_data=[location])
+    assert not (tmp_path / "run").exists()

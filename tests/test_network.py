@@ -323,6 +323,11 @@ def test_training_makes_no_network_attempt(shim: Path, make_shapes, tmp_path: Pa
 ])
 def test_command_makes_no_network_attempt(shim: Path, make_shapes, tmp_path: Path, command: str, args: list[str],
                                           output: str) -> None:
+    if command == "augcost":  # a pipeline file too: `import albumentations` asks PyPI for a version unless told not to
+        pipeline = tmp_path / "aug.json"
+        pipeline.write_text('{"__version__": "2.0.8", "transform": {"__class_fullname__": "Compose", "p": 1.0, '
+                            '"transforms": [{"__class_fullname__": "Blur", "p": 0.5}]}}')
+        args = [*args, f"pipeline={pipeline}"]
     run = start(shim, tmp_path / command, [command, str(make_shapes(4, 2, dense=False)), *args])
     assert_offline(run, run.wait(), [0])
     assert (run.work / "runs" / output).is_file()

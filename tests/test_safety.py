@@ -81,9 +81,10 @@ def test_download_never_runs(kind: str, tmp_path: Path, monkeypatch: pytest.Monk
             resolved = check_det_dataset(str(staged.yaml_path))  # what the trainer calls
     assert not marker.exists()
     assert "download" not in staged.content and "download" not in resolved
-    assert all(Path(resolved[k]).is_dir() for k in ("train", "val"))
-    linked = sorted(Path(resolved["val"]).iterdir())
-    assert [p.resolve() for p in linked] == sorted((home / "ds" / "images" / "val").resolve().iterdir())
+    assert all(Path(resolved[k]).is_file() for k in ("train", "val"))  # a list of links in the mirror
+    linked = [Path(line) for line in Path(resolved["val"]).read_text().splitlines()]
+    assert all(p.is_relative_to(resolved["path"]) for p in linked)
+    assert sorted(p.resolve() for p in linked) == sorted((home / "ds" / "images" / "val").resolve().iterdir())
 
 
 @pytest.mark.slow
@@ -104,7 +105,7 @@ def test_train_with_download_key_trains_and_says_it_is_ignored(tmp_path: Path, w
     assert any("download: is ignored" in note for note in summary["notes"])  # also in the log's header
     resolved = yaml.safe_load((save_dir / "data.resolved.yaml").read_text())
     assert "download" not in resolved
-    assert list(Path(resolved["train"]).glob("*.npy"))  # cache=disk wrote into the mirror, not the dataset
+    assert list(Path(resolved["path"]).rglob("*.npy"))  # cache=disk wrote into the mirror, not the dataset
     assert inspect_checkpoint(save_dir / "weights" / "best.pt") == "detect"  # our own checkpoints load safely
 
 
@@ -135,7 +136,7 @@ def test_split_test_is_checked_and_staged(small_shapes: Path, capsys: pytest.Cap
     job = prepare(small_shapes, {"split": "test"})
     assert job.dataset.test is not None and job.dataset.test.images == 4
     with staged_dataset(job.dataset) as staged:
-        assert Path(staged.content["test"]).is_dir()
+        assert len(Path(staged.content["test"]).read_text().splitlines()) == 4
 
 
 # -- data.yaml: bounded before it is built ---------------------------------------------------------------------
@@ -148,7 +149,7 @@ HOSTILE_YAML = [
     ("alias-cycle", "train: images/train\nval: images/val\nnames: &n [a, *n]\n", "cycle"),
     ("deep", "train: images/train\nval: images/val\nnames: " + "[" * 3000 + "]" * 3000 + "\n", "nested"),
     ("nested-name", "train: images/train\nval: images/val\nnames: [[a, b], c]\n", "class 0 in names is a list"),
-    ("huge-nc", "train: images/train\nval: images/val\nnc: 1000000000000\n", "from 1 to 100000"),
+    ("huge-nc", "train: images/train\nval: images/val\nnc: 1000000000000\n", "must be a whole number from 1 to 20000"),
     ("huge-id", "train: images/train\nval: images/val\nnames: {0: a, 1000000000000: b}\n", "missing 1"),
     ("bool-id", "train: images/train\nval: images/val\nnames: {0: a, true: b}\n", "is not an integer"),
     ("list-of-maps", "train: [{a: 1}]\nval: images/val\nnames: [a]\n", "must be a path or a list of paths"),
@@ -302,7 +303,7 @@ def test_full_disk_during_training(small_shapes: Path, tmp_path: Path) -> None:
     runs = tmp_path / "small"
     proc = _on_small_disk(runs, ["train", str(small_shapes), "epochs=2", "imgsz=64", "batch=4", f"project={runs}",
                                  "name=full"])
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 74, proc.stderr[-3000:]
     assert f"no space left on the device of {runs}" in one_line(proc.stderr)
     written = tmp_path / "small-contents" / "full"
     assert not list(written.rglob("*.partial"))  # nothing half-written left behind
@@ -320,7 +321,7 @@ def test_full_disk_during_an_infer_export(tmp_path: Path) -> None:
     runs = tmp_path / "small"
     proc = _on_small_disk(runs, ["infer", "yolo11n.yaml", "imgsz=64", "batch=1", f"project={runs}", "name=full"],
                           size="2m", cwd=tmp_path)
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 74, proc.stderr[-3000:]
     assert f"no space left on the device of {runs}" in one_line(proc.stderr)
     written = tmp_path / "small-contents"
     assert not list(written.rglob("*.onnx")) and not list(written.rglob("*.partial"))
@@ -359,6 +360,22 @@ def test_sigterm_during_training_records_interrupted(small_shapes: Path, workdir
     summary = json.loads((results.parent / "visionbatch.json").read_text())
     assert summary["status"] == "interrupted" and summary["epochs"]
     assert not list(results.parent.rglob("*.partial"))
+    # resume it, from a checkpoint whose own save_dir was turned to point into the dataset: the run goes on in
+    # the checkpoint's own folder, and the dataset stays as it was
+    import torch
+
+    last = results.parent / "weights" / "last.pt"
+    checkpoint = torch.load(last, weights_only=False)
+    done = checkpoint["epoch"] + 1
+    checkpoint["train_args"].update(save_dir=str(small_shapes.parent), epochs=done + 1)
+    torch.save(checkpoint, last)
+    before = tree_digest(small_shapes.parent)
+    resumed = subprocess.run([sys.executable, "-m", "visionbatch", "train", str(small_shapes), f"resume={last}"],
+                             cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert tree_digest(small_shapes.parent) == before
+    summary = json.loads((results.parent / "visionbatch.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs"][-1]["epoch"] == done + 1
 
 
 @pytest.mark.slow
@@ -369,13 +386,56 @@ def test_sigterm_during_augcost_removes_its_temporary_folder(small_shapes: Path,
     env = {**os.environ, "TMPDIR": str(scratch)}
     proc = _start(["augcost", str(small_shapes), "imgsz=64", "batch=2", "seconds=30", "loader_workers=0",
                    "loader_cache=False", "step_img_per_s=100"], workdir, env)
-    _wait_for(lambda: any(scratch.glob("visionbatch-augcost-*")), proc)
-    time.sleep(1.0)  # well inside the 30 s loader measurement
+    _wait_for(lambda: any(scratch.glob("visionbatch-augcost-*")), proc)  # mid-run: its temporary folder exists
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert not list(scratch.glob("visionbatch-*"))  # (torch keeps its own inductor cache there, by design)
+
+
+FORWARD = textwrap.dedent(
+    """
+    import os, signal, subprocess, time
+    from visionbatch.cli import Terminated, sigterm_as_interrupt
+
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)  # as torchrun starts DDP workers
+    try:
+        with sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+    except Terminated:
+        print("terminated", child.wait(timeout=60))
+    """
+)
+
+
+def test_sigterm_reaches_the_processes_visionbatch_started() -> None:
+    proc = subprocess.run([sys.executable, "-c", FORWARD], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["terminated", str(-signal.SIGTERM)], proc.stderr[-2000:]
+
+
+DDP_WORKER = textwrap.dedent(
+    """
+    import json
+    import visionbatch.trainers as trainers  # what Ultralytics' generated DDP script imports first
+    import ultralytics.engine.trainer as engine
+    import ultralytics.nn.tasks as tasks
+    import ultralytics.utils as utils
+
+    trainers._offline_in_ddp_worker()  # what the trainer's __init__ runs in the worker
+    print(json.dumps([engine.check_amp.__module__, utils.ONLINE, tasks.SAFE_LOAD, utils.SETTINGS["sync"]]))
+    """
+)
+
+
+def test_a_ddp_worker_is_offline_too(tmp_path: Path) -> None:
+    """A DDP rank is a fresh interpreter that inherits only the environment: it enters offline() itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "ULTRALYTICS_"))}
+    env.update(LOCAL_RANK="0", HOME=str(tmp_path), YOLO_OFFLINE="1", YOLO_AUTOINSTALL="0")
+    proc = subprocess.run([sys.executable, "-c", DDP_WORKER], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["visionbatch.ultralytics_compat", False, True, False]
 
 
 # -- the caller's process is given back --------------------------------------------------------------------------
@@ -466,3 +526,191 @@ def test_docstring_examples(module: str, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # examples name datasets/shapes
     result = doctest.testmod(importlib.import_module(f"visionbatch.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+# -- arguments that would fetch or load files, and where runs may go --------------------------------------------
+
+def _cases_needing_files(tmp_path: Path, data: Path) -> list[tuple[list[str], str]]:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("pretrained: https://example.invalid/x.pt\nepochs: 1\n")
+    folder = data.parent
+    return [
+        (["pretrained=https://example.invalid/x.pt"], "pretrained=https://example.invalid/x.pt: visionbatch never"),
+        (["pretrained=yolo11s.pt"], "pretrained=yolo11s.pt: no such file, and visionbatch never downloads"),
+        (["resume=nothere/last.pt"], "resume=nothere/last.pt: no such file"),
+        (["distill_model=https://example.invalid/t.pt"], "never downloads"),
+        ([f"cfg={cfg}"], "pretrained=https://example.invalid/x.pt: visionbatch never downloads"),  # cfg= is checked
+        (["cfg=https://example.invalid/c.yaml"], "no such local file (visionbatch never downloads)"),
+        (["name=../../escaped"], "name=../../escaped: a run name is one folder name"),
+        ([f"project={data}"], "is a file, not a folder"),
+        ([f"project={folder / 'images' / 'train'}"], "is inside the dataset's"),
+        ([f"project={folder / 'labels' / 'val' / 'runs'}"], "is inside the dataset's"),
+    ]
+
+
+def test_file_arguments_and_run_folders_are_checked(small_shapes: Path, tmp_path: Path, workdir: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    before = tree_digest(small_shapes.parent)
+    for extra, expected in _cases_needing_files(tmp_path, small_shapes):
+        code, _, err = run_cli(capsys, "train", str(small_shapes), *extra)
+        assert code == 2 and expected in one_line(err), (extra, err[-2000:])
+    assert not (workdir / "runs").exists() and not (tmp_path / "escaped").exists()
+    assert tree_digest(small_shapes.parent) == before
+
+
+def test_cfg_keys_are_defaults_under_the_given_ones(small_shapes: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("epochs: 7\nimgsz: 96\ndata: elsewhere.yaml\n")
+    job = prepare(small_shapes, {"cfg": str(cfg), "imgsz": 64})
+    assert (job.args["epochs"], job.args["imgsz"], job.args["data"]) == (7, 64, str(small_shapes.resolve()))
+    assert any("cfg=" in note and "data: is ignored" in note for note in job.notes)
+
+
+# -- odd files where data should be -----------------------------------------------------------------------------
+
+def test_odd_files_in_a_dataset_are_one_line(small_shapes: Path, workdir: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    folder = small_shapes.parent
+    images, labels = folder / "images" / "train", folder / "labels" / "train"
+
+    def fifo_image() -> None:  # PIL would block on it forever
+        os.mkfifo(images / "zz_fifo.jpg")
+
+    def fifo_label() -> None:  # Ultralytics would call the label missing, silently
+        shutil.copy(sorted(images.glob("*.jpg"))[0], images / "zz_label.jpg")
+        os.mkfifo(labels / "zz_label.txt")
+
+    def loop() -> None:  # images/train/loop -> images: glob('**') would walk forever
+        (images / "loop").symlink_to("..")
+
+    for make, expected, made in [(fifo_image, "zz_fifo.jpg: not a regular file", ["zz_fifo.jpg"]),
+                                 (fifo_label, "zz_label.txt: not a regular file", ["zz_label.jpg", "zz_label.txt"]),
+                                 (loop, "is a link to a folder that contains it (a loop)", ["loop"])]:
+        make()
+        code, _, err = run_cli(capsys, "train", str(small_shapes))
+        assert code == 2 and expected in one_line(err), err[-2000:]
+        for name in made:
+            for place in (images, labels):
+                if os.path.lexists(place / name):
+                    (place / name).unlink()
+    small_shapes.unlink()
+    os.mkfifo(small_shapes)
+    code, _, err = run_cli(capsys, "train", str(small_shapes))
+    assert code == 2 and "is not a regular file" in one_line(err)
+    assert not (workdir / "runs").exists()
+
+
+MORE_HOSTILE_YAML = [
+    ("duplicate-key", "train: images/train\nval: images/val\nnames: [a, b, c, d, e]\nnames: [a]\n",
+     "'names' is given twice (lines 3 and 4): keep one"),
+    ("scalar-bomb", "blob: &b '" + "x" * 100_000 + "'\nmore: [" + ", ".join(["*b"] * 700) + "]\n"
+     "train: images/train\nval: images/val\nnames: [a, b, c, d, e]\n", "aliases are expanded"),
+    ("channels-zero", "train: images/train\nval: images/val\nnames: [a, b, c, d, e]\nchannels: 0\n",
+     "'channels: 0' must be a whole number from 1 to 16"),
+    ("channels-text", "train: images/train\nval: images/val\nnames: [a, b, c, d, e]\nchannels: abc\n",
+     "'channels: abc' must be"),
+    ("many-names", "train: images/train\nval: images/val\nnames: [" + ", ".join(["c"] * 20_001) + "]\n",
+     "names lists 20001 classes, more than 20000"),
+]
+
+
+@pytest.mark.parametrize("name,text,expected", MORE_HOSTILE_YAML, ids=[c[0] for c in MORE_HOSTILE_YAML])
+def test_more_hostile_data_yaml(name: str, text: str, expected: str, small_shapes: Path, workdir: Path,
+                                capsys: pytest.CaptureFixture) -> None:
+    small_shapes.write_text(text)
+    code, _, err = run_cli(capsys, "train", str(small_shapes))
+    assert code == 2 and expected in one_line(err)
+
+
+def test_zip_bomb_and_torchvision_download_are_refused(small_shapes: Path, tmp_path: Path, workdir: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    import zipfile
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (300 * 2**20))
+    code, _, err = run_cli(capsys, "train", str(small_shapes), f"model={bomb}")
+    assert code == 2 and "expands to 300 MiB" in one_line(err)
+    model = tmp_path / "tv.yaml"  # Ultralytics' TorchVision layer fetches torchvision's pretrained weights
+    model.write_text("nc: 5\nbackbone:\n  - [-1, 1, TorchVision, [64, mobilenet_v3_small, DEFAULT, True, 2]]\n"
+                     "head:\n  - [-1, 1, Classify, [5]]\n")
+    code, _, err = run_cli(capsys, "fit", str(small_shapes), f"model={model}", "memory_budget=1GiB")
+    assert code == 2 and "would be downloaded" in one_line(err) and "visionbatch never downloads" in err
+
+
+PIPELINES = [
+    ('["x"]', "Compose lists 'x', not a serialized transform"),
+    ('[{"__class_fullname__": "OneOf", "transforms": [7], "p": 1}]', "OneOf lists '7', not a serialized transform"),
+    ('[{"__class_fullname__": "FDA", "reference_images": ["/etc/passwd"], "p": 1}]', "FDA reads files the pipeline"),
+]
+
+
+@pytest.mark.parametrize("transforms,expected", PIPELINES, ids=["string", "number-in-oneof", "reads-files"])
+def test_hostile_pipeline_files_are_one_line(transforms: str, expected: str, small_shapes: Path, tmp_path: Path,
+                                             workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    pipeline = tmp_path / "aug.json"
+    pipeline.write_text('{"__version__": "2.0.8", "transform": {"__class_fullname__": "Compose", "p": 1.0, '
+                        f'"transforms": {transforms}}}}}')
+    code, _, err = run_cli(capsys, "augcost", str(small_shapes), f"pipeline={pipeline}", "imgsz=64", "batch=2")
+    assert code == 2 and expected in one_line(err)
+    assert not (workdir / "runs").exists()
+
+
+def test_a_decompression_bomb_image_is_one_line(small_shapes: Path, workdir: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    from PIL import Image
+
+    folder = small_shapes.parent
+    Image.new("1", (20_000, 20_000)).save(folder / "images" / "train" / "zz_bomb.png")  # ~50 KB, 400 Mpx
+    shutil.copy(sorted((folder / "labels" / "train").glob("*.txt"))[0], folder / "labels" / "train" / "zz_bomb.txt")
+    code, _, err = run_cli(capsys, "train", str(small_shapes))
+    assert code == 2 and "zz_bomb.png: more pixels than PIL will open" in one_line(err)
+
+
+def test_runs_never_write_over_a_run_or_into_the_dataset(small_shapes: Path, tmp_path: Path, workdir: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    folder = small_shapes.parent
+    previous = workdir / "runs" / "detect" / "train"
+    previous.mkdir(parents=True)
+    (previous / "results.csv").write_text("a previous run's results\n")
+    mine = tmp_path / "mymodels"
+    (mine / "weights").mkdir(parents=True)
+    (mine / "weights" / "best.pt").write_text("the user's own weights")
+    with offline():
+        import torch
+        from ultralytics.nn.tasks import DetectionModel
+
+        torch.save({"model": DetectionModel("yolo11n.yaml", nc=5, verbose=False), "epoch": 0, "train_args": {}},
+                   mine / "last.pt")  # a checkpoint mid-run, but not in a run folder of its own
+    cases = [
+        (["exist_ok=True"], "exist_ok=True would write over"),
+        ([f"project={folder}"], "is inside the dataset's"),
+        ([f"model={mine / 'last.pt'}", "resume=True"], "is not in a run folder"),
+    ]
+    for extra, expected in cases:
+        code, _, err = run_cli(capsys, "train", str(small_shapes), *extra)
+        assert code == 2 and expected in one_line(err), (extra, err[-2000:])
+    assert (previous / "results.csv").read_text() == "a previous run's results\n"
+    assert (mine / "weights" / "best.pt").read_text() == "the user's own weights"
+
+
+BAD_LABELS = [
+    ("1 nan 0.5 0.2 0.2\n", "holds nan or inf"),
+    ("inf 0.5 0.5 0.2 0.2\n", "holds nan or inf"),
+    ("0 " + " ".join(["0.5"] * 200_004) + "\n", "a polygon of 100,002 points, more than 100,000"),
+]
+
+
+@pytest.mark.parametrize("row,expected", BAD_LABELS, ids=["nan", "inf", "huge-polygon"])
+def test_bad_label_values_are_one_line(row: str, expected: str, small_shapes: Path, workdir: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    label = sorted((small_shapes.parent / "labels" / "train").glob("*.txt"))[0]
+    label.write_text(row)
+    code, _, err = run_cli(capsys, "train", str(small_shapes))
+    assert code == 2 and f"{label.name} line 1: {expected}" in one_line(err)
+
+
+def test_class_names_with_control_characters_are_refused(small_shapes: Path, capsys: pytest.CaptureFixture) -> None:
+    small_shapes.write_text('train: images/train\nval: images/val\nnames: ["a\\nb", c, d, e, f]\n')
+    code, _, err = run_cli(capsys, "train", str(small_shapes))
+    assert code == 2 and "class 0's name 'a\\nb' has a control character" in one_line(err)

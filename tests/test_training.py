@@ -79,8 +79,8 @@ def test_relative_path_beside_yaml_trains(small_shapes: Path, workdir: Path) -> 
     # Ultralytics read a copy in the run folder naming the mirror, whose links lead into the folder
     copy = yaml.safe_load((Path(result.save_dir) / "data.resolved.yaml").read_text())
     assert Path(copy["path"]).is_absolute() and Path(copy["train"]).is_relative_to(copy["path"])
-    linked = sorted(Path(copy["train"]).iterdir())
-    assert [p.resolve() for p in linked] == sorted((folder / "images" / "train").resolve().iterdir())
+    linked = [Path(line) for line in Path(copy["train"]).read_text().splitlines()]
+    assert sorted(p.resolve() for p in linked) == sorted((folder / "images" / "train").resolve().iterdir())
     assert yaml_file.read_text() == original
 
 

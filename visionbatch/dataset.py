@@ -16,8 +16,9 @@ This module needs no Ultralytics import: it runs before the offline set-up, and 
 
 from __future__ import annotations
 
-import glob
+import math
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,7 +35,13 @@ IMAGE_SUFFIXES = frozenset(
 SPLITS = ("train", "val", "test")  # the splits a run may validate on (split=)
 COORD_TOLERANCE = 0.01  # Ultralytics accepts coordinates up to 1.01 and down to -0.01
 MAX_LISTED = 3  # problems named in one error line before "and N more"
-MAX_CLASSES = 100_000  # far beyond any detector; a bound so 'nc: 1e12' cannot build a 10^12-entry table
+# Ultralytics' validation holds an (nc + 1)^2 float64 confusion matrix: 20,000 classes is 3.2 GB of it. The largest
+# public detection datasets (V3Det, 13,204 classes) fit; 'nc: 1e12' cannot build a 10^12-entry table.
+MAX_CLASSES = 20_000
+MAX_POLYGON_POINTS = 100_000  # vertices in one polygon label
+MAX_CHANNELS = 16  # image channels a YOLO model takes (3 colour, 1 grayscale, a few more for multispectral)
+MAX_SCANNED_ENTRIES = 20_000_000  # files and folders walked under one split: past this it is not a dataset folder
+MAX_LIST_BYTES = 1 << 30  # a .txt image list of ~10 million paths
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +155,7 @@ def load_dataset(data: str | os.PathLike, check_images: bool = True, split: str 
     yaml_path = Path(data).expanduser()
     raw = _read_yaml(yaml_path)
     names = _class_names(raw, yaml_path)
+    _check_channels(raw, yaml_path)
     root, root_from_yaml = _dataset_root(raw, yaml_path)
     if split not in SPLITS:
         raise DatasetError(f"split={split}: validation runs on one of {', '.join(SPLITS)}: use split=val "
@@ -175,6 +183,9 @@ def load_dataset(data: str | os.PathLike, check_images: bool = True, split: str 
 def _read_yaml(path: Path) -> dict:
     if path.is_dir():
         raise DatasetError(f"data={path} is a folder: pass the dataset's YAML file, e.g. data={path / 'data.yaml'}")
+    if path.exists() and not path.is_file():
+        raise DatasetError(f"data={path} is not a regular file (a FIFO, device or socket?): pass the dataset's "
+                           f"YAML file")
     if not path.is_file():
         hint = " (YAML files end in .yaml or .yml)" if path.suffix not in {".yaml", ".yml"} else ""
         raise DatasetError(f"data={path}: no such file{hint}: pass the path to your dataset's data.yaml")
@@ -200,6 +211,13 @@ def _read_yaml(path: Path) -> dict:
             shown = str(value)[:80]
             raise DatasetError(f"{path}: '{key}: {shown}' must be a path or a list of paths")
     return raw
+
+
+def _check_channels(raw: dict, path: Path) -> None:
+    channels = raw.get("channels", 3)
+    if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
+        raise DatasetError(f"{path}: 'channels: {str(channels)[:40]}' must be a whole number from 1 to {MAX_CHANNELS}: "
+                           f"3 for colour images, 1 for grayscale, or remove the key")
 
 
 def _class_names(raw: dict, path: Path) -> dict[int, str]:
@@ -238,10 +256,17 @@ def _class_names(raw: dict, path: Path) -> dict[int, str]:
         raise DatasetError(f"{path}: 'names:' must be a list or a mapping of id: name, not {type(names).__name__}")
     if not mapping:
         raise DatasetError(f"{path}: 'names:' is empty: list at least one class")
+    if len(mapping) > MAX_CLASSES:
+        raise DatasetError(f"{path}: names lists {len(mapping)} classes, more than {MAX_CLASSES} (Ultralytics' "
+                           f"validation would need a {len(mapping)}^2 confusion matrix): merge classes")
     for index, name in mapping.items():
         if isinstance(name, bool) or not isinstance(name, (str, int, float)):
             raise DatasetError(f"{path}: class {index} in names is a {type(name).__name__}, not a name: "
                                f"give each class a plain name, e.g. 'names: {{{index}: cat}}'")
+        if isinstance(name, str) and any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029" for c in name):
+            shown = name.encode("unicode_escape").decode()[:40]
+            raise DatasetError(f"{path}: class {index}'s name '{shown}' has a control character (a line break?), "
+                               f"which breaks plots and label files: use a plain name")
     if nc is not None and nc != len(mapping):
         raise DatasetError(f"{path}: 'nc: {nc}' but names lists {len(mapping)} classes: remove nc or make them agree")
     return {i: str(mapping[i]) for i in sorted(mapping)}
@@ -291,18 +316,69 @@ def _image_files(sources: Sequence[Path], key: str, path: Path) -> list[str]:
 
 
 def source_images(source: Path) -> list[str]:
-    """The image files one `train:`/`val:` entry names (a folder, searched recursively, or a .txt list), as
-    Ultralytics lists them (`BaseDataset.get_img_files`), unsorted."""
+    """The image files one `train:`/`val:` entry names (a folder, searched recursively, or a .txt list), in the
+    order Ultralytics lists them before sorting (`BaseDataset.get_img_files`); a list keeps its repeats.
+
+    A folder is walked as `glob('**/*.*')` walks it (following links to folders, skipping hidden
+    names), except that a link to a folder containing it is refused instead of followed forever.
+
+    Raises:
+        DatasetError: a link loop, a folder too large to be a dataset, or an unreadable list file.
+    """
     if source.is_dir():
-        files = glob.glob(str(Path(glob.escape(str(source))) / "**" / "*.*"), recursive=True)
+        files = _files_under(str(source))
     else:
         try:
+            if not source.is_file():
+                raise DatasetError(f"{source}: not a regular file (a FIFO, device or socket?): "
+                                   f"name a folder of images or a .txt list of image paths")
+            if source.stat().st_size > MAX_LIST_BYTES:
+                raise DatasetError(f"{source}: {source.stat().st_size / 2**20:.0f} MiB is too large for an image "
+                                   f"list (limit {MAX_LIST_BYTES // 2**20} MiB): split the dataset")
             lines = source.read_text(encoding="utf-8-sig").strip().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise DatasetError(f"{source}: cannot read the image list ({exc})") from None
         parent = str(source.parent) + os.sep
         files = [line.replace("./", parent, 1) if line.startswith("./") else line for line in lines]
     return [f for f in files if f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES]
+
+
+def _files_under(folder: str) -> list[str]:
+    """Files with a dot in their name under `folder`, recursively, like glob's '**/*.*' (see source_images)."""
+    found: list[str] = []
+    scanned = 0
+    stack: list[tuple[str, tuple[tuple[int, int], ...]]] = [(folder, (_node(folder),))]
+    while stack:
+        path, chain = stack.pop()
+        try:
+            with os.scandir(path) as listing:
+                entries = list(listing)
+        except OSError:
+            continue  # unreadable: glob skips it too
+        scanned += len(entries)
+        if scanned > MAX_SCANNED_ENTRIES:
+            raise DatasetError(f"{folder}: more than {MAX_SCANNED_ENTRIES:,} files and folders below it (a link to "
+                               f"a system folder?): point train:/val: at the dataset's image folders")
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # glob's '*' skips hidden names
+            try:
+                if entry.is_dir():  # follows links, as glob does
+                    node = _node(entry.path)
+                    if node in chain:
+                        raise DatasetError(f"{entry.path} is a link to a folder that contains it (a loop): remove "
+                                           f"the link, or link to the images themselves")
+                    stack.append((entry.path, chain + (node,)))
+                elif "." in entry.name:
+                    found.append(entry.path)
+            except OSError:
+                continue  # a dangling link: glob skips it too
+    return found
+
+
+def _node(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 def label_path(image: str) -> str:
@@ -337,6 +413,13 @@ def _parse_label_file(file: str, nc: int) -> _LabelStats:
             values = [float(v) for v in fields]
         except ValueError:
             stats.problem = f"{where}: '{line.strip()[:60]}' is not numbers: expected 'class x y w h' or 'class x1 y1 x2 y2 ...'"
+            return stats
+        if not all(math.isfinite(v) for v in values):
+            stats.problem = f"{where}: holds nan or inf: every value must be a number (Ultralytics drops such images)"
+            return stats
+        if len(values) > 2 * MAX_POLYGON_POINTS + 1:
+            stats.problem = (f"{where}: a polygon of {(len(values) - 1) // 2:,} points, more than {MAX_POLYGON_POINTS:,} "
+                             f"(Ultralytics resamples masks to 1,000): simplify it")
             return stats
         if len(values) == 5:
             kinds.add("box")
@@ -385,7 +468,7 @@ def _pil_open():
 
 def _check_image(file: str) -> tuple[str, int, int]:
     """(problem, width, height) for one image, using PIL's header check as Ultralytics does."""
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     if file.rpartition(".")[-1].lower() in {"heic", "heif"}:
         try:
@@ -394,12 +477,17 @@ def _check_image(file: str) -> tuple[str, int, int]:
             return f"{file}: HEIC/HEIF images need the pi-heif package: pip install pi-heif", 0, 0
         register_heif_opener()
     try:
+        if not stat.S_ISREG(os.stat(file).st_mode):
+            return f"{file}: not a regular file (a FIFO, device or socket): remove it from the dataset", 0, 0
         with _pil_open()(file) as im:
             im.verify()
             width, height = im.size
             fmt = (im.format or "").lower()
     except FileNotFoundError:
         return f"{file}: listed but missing: restore it or remove it from the list", 0, 0
+    except Image.DecompressionBombError:
+        return (f"{file}: more pixels than PIL will open (a decompression bomb, or an image far too large to train "
+                f"on): remove it or shrink it", 0, 0)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return f"{file}: corrupt or not an image ({exc.__class__.__name__}): replace or remove it", 0, 0
     if width < 10 or height < 10:
@@ -420,7 +508,12 @@ def _check_image(file: str) -> tuple[str, int, int]:
 def _scan_split(
     sources: Sequence[Path], images: list[str], names: dict[int, str], key: str, path: Path, check_images: bool
 ) -> SplitSummary:
-    labels = [label_path(f) for f in images]
+    unique = list(dict.fromkeys(images))  # a list file may repeat images (oversampling): check each once
+    labels = [label_path(f) for f in unique]
+    odd = [f for f in labels if os.path.lexists(f) and not os.path.isfile(f)]
+    if odd:
+        raise DatasetError(f"{odd[0]}: not a regular file (a FIFO, device, folder or dangling link): make it a .txt "
+                           f"label file or remove it")
     present = [f for f in labels if os.path.isfile(f)]
     if not present:
         expected = Path(labels[0]).parent
@@ -429,24 +522,28 @@ def _scan_split(
             f"paired with {Path(images[0]).parent} by name): add the labels"
         )
     workers = min(16, (os.cpu_count() or 1) * 4)
-    with ThreadPoolExecutor(workers) as pool:
-        stats = list(pool.map(lambda f: _parse_label_file(f, len(names)), present, chunksize=64))
-        checks = list(pool.map(_check_image, images, chunksize=64)) if check_images else []
-    _raise_first((s.problem for s in stats), "label files")
+    pool = ThreadPoolExecutor(workers)
+    try:
+        parsed = dict(zip(present, pool.map(lambda f: _parse_label_file(f, len(names)), present, chunksize=64)))
+        checks = list(pool.map(_check_image, unique, chunksize=64)) if check_images else []
+    finally:  # Ctrl-C or SIGTERM: drop the queued checks instead of finishing them first
+        pool.shutdown(wait=False, cancel_futures=True)
+    _raise_first((s.problem for s in parsed.values()), "label files")
     _raise_first((c[0] for c in checks), "images")
+    stats = [parsed[f] for f in (label_path(image) for image in images) if f in parsed]  # repeats count again
     if not any(s.instances for s in stats):
         raise DatasetError(
             f"{path}: the {len(present)} label files for '{key}:' hold no objects: "
             f"label the images (one 'class x y w h' row per object)"
         )
-    densest = max(range(len(stats)), key=lambda i: stats[i].instances)
+    densest = max(parsed, key=lambda f: parsed[f].instances)
     return SplitSummary(
         sources=tuple(str(s) for s in sources),
         images=len(images),
         labelled=sum(s.instances > 0 for s in stats),
         instances=sum(s.instances for s in stats),
-        max_instances=stats[densest].instances,
-        max_instances_file=present[densest],
+        max_instances=parsed[densest].instances,
+        max_instances_file=densest,
         polygons=sum(s.polygons for s in stats),
         max_polygon_points=max(s.max_points for s in stats),
         max_width=max((c[1] for c in checks), default=0),

@@ -1,7 +1,7 @@
 """Errors that reach the user: each message names the input, what is wrong and the fix.
 
 The CLI prints `visionbatch: <message>` and exits with code 2 for every `VisionbatchError`
-(code 1 for a `StorageError`: the input was fine, the disk was not); anything else is a bug and
+(code 74 for a `StorageError`: the input was fine, the disk was not); anything else is a bug and
 keeps its traceback.
 """
 

@@ -49,6 +49,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
         os.close(fd)
         tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: a server running as another user must read it
         yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
@@ -57,6 +58,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if is_disk_error(exc):
             raise storage_error(exc, path.parent, path.name) from None
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -123,5 +130,10 @@ def storage_error(exc: BaseException, folder: str | os.PathLike, what: str) -> S
             reason = "read-only file system at"
         elif isinstance(current, OSError) and current.errno == errno.EDQUOT:
             reason = "disk quota exceeded at"
-    return StorageError(f"{reason} {folder} while writing {what}: free space there, or write the run elsewhere "
-                        f"with project=<folder on another disk>")
+    from visionbatch.ultralytics_compat import config_dir
+
+    if Path(folder).resolve().is_relative_to(config_dir().resolve()):  # visionbatch's cache, not the run
+        fix = "free space there, or set XDG_CACHE_HOME to a folder on another disk"
+    else:
+        fix = "free space there, or write the run elsewhere with project=<folder on another disk>"
+    return StorageError(f"{reason} {folder} while writing {what}: {fix}")

@@ -17,7 +17,8 @@ import yaml
 from visionbatch.errors import VisionbatchError
 
 MAX_YAML_BYTES = 8 * 2**20  # a data.yaml with 10,000 class names is ~200 KiB; image lists belong in .txt files
-MAX_YAML_NODES = 1_000_000  # scalars, lists and mappings after every alias is expanded
+MAX_YAML_NODES = 1_000_000  # scalars, lists and mappings after every alias is expanded (a scalar counts once per
+SCALAR_CHARS_PER_NODE = 64  # this many of its characters, so an aliased 1 MB string cannot multiply either)
 MAX_YAML_DEPTH = 64
 
 
@@ -111,7 +112,8 @@ def _check_size(root: yaml.Node) -> None:
         key = id(node)
         if done:
             active.discard(key)
-            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            own = 1 + (len(node.value) // SCALAR_CHARS_PER_NODE if isinstance(node, yaml.ScalarNode) else 0)
+            total = own + sum(sizes[id(child)] for child in _children(node))
             if total > MAX_YAML_NODES:
                 raise YamlLimitError(f"more than {MAX_YAML_NODES} YAML nodes once aliases are expanded (anchors and "
                                      f"* aliases that multiply): write the values out plainly")
@@ -123,6 +125,8 @@ def _check_size(root: yaml.Node) -> None:
             raise YamlLimitError("an alias refers to a node that contains it (a cycle): write the values out plainly")
         if depth > MAX_YAML_DEPTH:
             raise YamlLimitError(f"nested more than {MAX_YAML_DEPTH} levels deep: flatten it")
+        if isinstance(node, yaml.MappingNode):
+            _check_unique_keys(node)
         active.add(key)
         stack.append((node, depth, True))
         for child in _children(node):
@@ -131,6 +135,19 @@ def _check_size(root: yaml.Node) -> None:
                                      "write the values out plainly")
             if id(child) not in sizes:
                 stack.append((child, depth + 1, False))
+
+
+def _check_unique_keys(node: yaml.MappingNode) -> None:
+    """YAML forbids a key twice in one mapping; PyYAML keeps the last silently (a second 'names:' wins)."""
+    seen: dict[tuple[str, str], int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.value == "<<":
+            continue
+        line = key.start_mark.line + 1
+        if (key.tag, key.value) in seen:
+            first = seen[(key.tag, key.value)]
+            raise YamlLimitError(f"'{key.value[:40]}' is given twice (lines {first} and {line}): keep one")
+        seen[(key.tag, key.value)] = line
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

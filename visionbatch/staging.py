@@ -5,26 +5,35 @@ Handing Ultralytics the user's own data.yaml and folders has two costs:
   with `cache=disk` an `.npy` file beside every image;
 - it runs a data.yaml's `download:` (a URL, a shell line, or Python through `exec`) whenever it
   judges a split missing, and it resolves paths differently from visionbatch in places (no `~`,
-  no beside-the-YAML fallback for list entries), so "missing" can happen after our checks passed.
+  no `../` fallback for list entries), so "missing" can happen after our checks passed.
 
 So `staged_dataset()` links every image visionbatch checked, and the label it checked with it, into
 visionbatch's cache folder, and writes a data.yaml there with absolute paths into that mirror and
-no `download:` key. Ultralytics' caches land in the mirror; the user's folders are only read. The
-mirror is keyed by the data.yaml's absolute path and a stamp of the file lists and YAML content,
-reused while they are unchanged, and built in a temporary folder that is renamed into place, so a
-crash never leaves a half-built mirror that looks complete. While a run uses a mirror it holds a
-shared lock on it; a mirror of an older version of the same dataset is removed only when no run
-holds it.
+no `download:` key. Ultralytics' caches land in the mirror; the user's folders are only read.
+
+Layout, per split: `<split>/images/<path>` links each image under its path relative to the folder
+all the split's images share, and `<split>.txt` lists them, one line per entry of the user's
+split. So Ultralytics, which sorts the list, meets the images in the order it would have met the
+originals (`fraction=` picks the same ones), a `.txt` list keeps its repeats (oversampling), and
+`label_path()` of each link finds the link of its label.
+
+A mirror is keyed by the data.yaml's absolute path and a stamp of the file lists and the YAML's
+content, and reused while they are unchanged. It is built in a temporary folder and renamed into
+place, and removed by renaming it away first, so a mirror under its real name is always whole.
+While a run uses a mirror it holds a shared lock (flock) on it; mirrors of other versions of the
+same dataset are removed only when no run holds them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +44,7 @@ import yaml
 from visionbatch.dataset import DatasetSummary, label_path, source_images
 from visionbatch.errors import StorageError
 
-MIRROR_VERSION = 1  # bump when the layout changes: old mirrors are then rebuilt
+MIRROR_VERSION = 2  # bump when the layout changes: old mirrors are then rebuilt
 YAML_NAME = "data.yaml"
 LOCK_NAME = ".lock"
 # data.yaml keys that never pass through: where the data is or how to fetch it (replaced by the mirror's own
@@ -52,13 +61,22 @@ class StagedDataset:
         root: the mirror folder.
         content: that YAML's mapping.
         reused: the mirror existed already (its label caches are warm).
-        images: images linked, over all splits.
+        images: distinct images linked, over all splits.
     """
 
     yaml_path: Path
     root: Path
     content: dict[str, Any]
     reused: bool
+    images: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a mirror holds: links (relative link path -> target) and each split's list (relative links)."""
+
+    links: dict[str, str]
+    lists: dict[str, list[str]]
     images: int
 
 
@@ -77,50 +95,38 @@ def ultralytics_yaml(summary: DatasetSummary, root: Path, splits: Mapping[str, s
     Examples:
         >>> from visionbatch.dataset import load_dataset
         >>> summary = load_dataset("datasets/shapes/data.yaml", check_images=False)
-        >>> content = ultralytics_yaml(summary, Path("/m"), {"train": "/m/train", "val": "/m/val"})
+        >>> content = ultralytics_yaml(summary, Path("/m"), {"train": "/m/train.txt", "val": "/m/val.txt"})
         >>> content["path"], content["train"], "download" in content, content["names"][0]
-        ('/m', '/m/train', False, 'circle')
+        ('/m', '/m/train.txt', False, 'circle')
     """
     content = {k: v for k, v in summary.raw.items() if k not in REPLACED_KEYS}
     content.update(path=str(root), **dict(splits), names=dict(summary.names))
     return content
 
 
-def _link_plan(summary: DatasetSummary) -> tuple[dict[str, list[str]], list[tuple[str, str]], int]:
-    """Per split, the mirror's image folders (relative); every (link, target) pair; the number of images."""
-    splits: dict[str, list[str]] = {}
-    links: list[tuple[str, str]] = []
-    images_linked = 0
-    seen: set[str] = set()
+def _plan(summary: DatasetSummary) -> _Plan:
+    links: dict[str, str] = {}
+    lists: dict[str, list[str]] = {}
     for key, split in summary.splits().items():
-        sources = sorted(split.sources)  # Ultralytics sorts the whole list: keep the sources in path order
-        width = len(str(len(sources) - 1))
-        folders = []
-        for number, source in enumerate(sources):
-            images = sorted(os.path.abspath(f) for f in source_images(Path(source)))
-            if not images:
-                continue
-            base = source if os.path.isdir(source) else os.path.commonpath([os.path.dirname(f) for f in images])
-            folder = f"{key}/{number:0{width}d}/images"
-            folders.append(folder)
-            for image in images:
-                link = f"{folder}/{os.path.relpath(image, base)}"
-                if link in seen:
-                    continue  # a list file naming one image twice
-                seen.add(link)
-                links.append((link, image))
-                images_linked += 1
+        entries = [os.path.abspath(f) for source in split.sources for f in source_images(Path(source))]
+        base = os.path.commonpath([os.path.dirname(f) for f in entries])
+        listed = []
+        for image in entries:
+            link = f"{key}/images/{os.path.relpath(image, base)}"
+            if link not in links:
+                links[link] = image
                 label = label_path(image)
                 if os.path.isfile(label):
-                    links.append((label_path(link), label))
-        splits[key] = folders
-    return splits, links, images_linked
+                    links.setdefault(label_path(link), label)  # x.jpg and x.png share x.txt: one link
+            listed.append(link)
+        lists[key] = listed
+    return _Plan(links, lists, sum(1 for link in links if "/images/" in link and not link.endswith(".txt")))
 
 
-def _stamp(summary: DatasetSummary, splits: Mapping[str, list[str]], links: list[tuple[str, str]]) -> str:
-    described = {k: v for k, v in summary.raw.items() if k not in REPLACED_KEYS}
-    payload = json.dumps([MIRROR_VERSION, summary.yaml_path, summary.names, splits, links, described],
-                         sort_keys=True, default=str)
+def _stamp(summary: DatasetSummary, plan: _Plan) -> str:
+    described = {str(k): v for k, v in summary.raw.items() if k not in REPLACED_KEYS}
+    payload = json.dumps([MIRROR_VERSION, summary.yaml_path, summary.names, plan.lists, plan.links,
+                          yaml.safe_dump(described, sort_keys=False)], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -137,74 +143,104 @@ def staged_dataset(summary: DatasetSummary, base: Path | None = None) -> Iterato
 
     Raises:
         StorageError: the cache folder cannot be written (names the folder and the fix).
+
+    Examples:
+        >>> import tempfile
+        >>> from visionbatch.dataset import load_dataset
+        >>> summary = load_dataset("datasets/shapes/data.yaml", check_images=False)
+        >>> with staged_dataset(summary, Path(tempfile.mkdtemp())) as staged:
+        ...     staged.images, staged.reused, sorted(staged.content)[:3]
+        (200, False, ['names', 'path', 'train'])
     """
     base = Path(base) if base is not None else mirrors_dir()
-    splits, links, images = _link_plan(summary)
-    stamp = _stamp(summary, splits, links)
+    plan = _plan(summary)
     home = base / _key(summary)
-    final = home / stamp
+    final = home / _stamp(summary, plan)
     lock = None
     try:
         home.mkdir(parents=True, exist_ok=True)
-        reused = (final / YAML_NAME).is_file()
-        if reused:
-            lock = _lock(final, shared=True)
-            if not (final / YAML_NAME).is_file():  # pruned between the check and the lock: build it again
-                _unlock(lock)
-                lock, reused = None, False
-        if not reused:
-            lock = _build(summary, home, final, splits, links)
+        lock, reused = _reuse(final)
+        if lock is None:
+            lock = _build(summary, plan, home, final)
         os.utime(final)
         _prune(home, keep=final)
         content = yaml.safe_load((final / YAML_NAME).read_text())
     except OSError as exc:
-        if lock is not None:
-            _unlock(lock)
-        raise StorageError(
-            f"cannot write visionbatch's dataset mirror in {home} ({exc.__class__.__name__}: {exc.strerror or exc}): "
-            f"free space there, or set XDG_CACHE_HOME to a writable folder"
-        ) from None
+        _unlock(lock)
+        raise _cache_error(exc, home) from None
     try:
-        yield StagedDataset(final / YAML_NAME, final, content, reused, images)
+        yield StagedDataset(final / YAML_NAME, final, content, reused, plan.images)
     finally:
         _unlock(lock)
 
 
-def _build(summary: DatasetSummary, home: Path, final: Path, splits: Mapping[str, list[str]],
-           links: list[tuple[str, str]]) -> Any:
+def _cache_error(exc: OSError, home: Path) -> StorageError:
+    what = f"{exc.__class__.__name__}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space there, or set XDG_CACHE_HOME to a folder on another disk"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "set XDG_CACHE_HOME to a folder you can write"
+    else:
+        fix = f"remove {home} (visionbatch rebuilds it), or set XDG_CACHE_HOME to another folder"
+    return StorageError(f"cannot write visionbatch's dataset mirror in {home} ({what}): {fix}")
+
+
+def _reuse(final: Path) -> tuple[Any, bool]:
+    """(shared lock, True) on a whole mirror at `final`; (None, False) when there is none to reuse."""
+    if not (final / YAML_NAME).is_file():
+        return None, False
+    try:
+        lock = _lock(final, shared=True)
+    except FileNotFoundError:
+        return None, False  # removed between the check and the lock
+    if not (final / YAML_NAME).is_file():  # renamed away by a prune between the check and the lock
+        _unlock(lock)
+        return None, False
+    return lock, True
+
+
+def _build(summary: DatasetSummary, plan: _Plan, home: Path, final: Path) -> Any:
     """Build the mirror in a temporary folder, lock it, and rename it into place; return the lock."""
     building = Path(tempfile.mkdtemp(prefix=".building-", dir=home))
     lock = _lock(building, shared=True)
     try:
         made: set[str] = set()
-        for link, target in links:
+        for link, target in plan.links.items():
             parent = os.path.dirname(link)
             if parent not in made:
                 os.makedirs(building / parent, exist_ok=True)
                 made.add(parent)
             _link(target, building / link)
-        absolute = {k: [str(final / f) for f in v] for k, v in splits.items()}
-        content = ultralytics_yaml(summary, final, {k: v[0] if len(v) == 1 else v for k, v in absolute.items()})
+        splits = {}
+        for key, listed in plan.lists.items():
+            (building / f"{key}.txt").write_text("".join(f"{final / link}\n" for link in listed))
+            splits[key] = str(final / f"{key}.txt")
+        content = ultralytics_yaml(summary, final, splits)
         (building / YAML_NAME).write_text(yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
+        if final.exists() and not (final / YAML_NAME).is_file():
+            _remove(final)  # something not whole under the real name (tampered with): out of the way
         try:
             os.rename(building, final)
         except OSError:
-            if not (final / YAML_NAME).is_file():
+            reused_lock, reused = _reuse(final)
+            if not reused:
                 raise
             _unlock(lock)  # another process built the same mirror first: use that one
-            lock = _lock(final, shared=True)
-            shutil.rmtree(building, ignore_errors=True)
+            lock = reused_lock
+            _remove(building)
         return lock
     except BaseException:
         _unlock(lock)
-        shutil.rmtree(building, ignore_errors=True)
+        _remove(building)
         raise
 
 
 def _link(target: str, link: Path) -> None:
     try:
         os.symlink(target, link)
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
         os.link(target, link)  # no symlinks here (Windows without the privilege): a hard link reads the same
 
 
@@ -214,9 +250,9 @@ def _lock(folder: Path, shared: bool) -> Any:
         import fcntl
     except ImportError:
         return None
-    handle = open(folder / LOCK_NAME, "a+")
+    handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115  held open while the lock is held
     try:
-        fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if shared else fcntl.LOCK_NB))
+        fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB * (not shared))
     except OSError:
         handle.close()
         raise
@@ -228,10 +264,23 @@ def _unlock(handle: Any) -> None:
         handle.close()  # closing releases the flock
 
 
+def _remove(folder: Path) -> None:
+    """Rename `folder` away (atomic: never half-deleted under its name), then delete it."""
+    doomed = folder.with_name(f".removing-{uuid.uuid4().hex}")
+    try:
+        os.rename(folder, doomed)
+    except OSError:
+        doomed = folder
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def _prune(home: Path, keep: Path) -> None:
-    """Remove the mirrors of older versions of this dataset that no run holds (and stale half-builds)."""
+    """Remove mirrors of other versions of this dataset that no run holds, and leftovers of crashed runs."""
     for folder in home.iterdir():
         if folder == keep or not folder.is_dir():
+            continue
+        if folder.name.startswith(".removing-"):
+            shutil.rmtree(folder, ignore_errors=True)
             continue
         if not (folder / LOCK_NAME).exists():
             continue  # not a mirror of ours
@@ -242,6 +291,6 @@ def _prune(home: Path, keep: Path) -> None:
         if handle is None:
             return  # no flock on this platform: whether a run uses it cannot be told, so keep everything
         try:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove(folder)
         finally:
             _unlock(handle)

@@ -23,11 +23,13 @@ from visionbatch.dataset import DatasetSummary, load_dataset
 from visionbatch.errors import ConfigError, DatasetError, StorageError
 from visionbatch.files import atomic_write_text, is_disk_error, storage_error
 from visionbatch.plans import BatchPlan, EpochRecord, TrainResult, write_json
+from visionbatch.rundir import check_run_name
 from visionbatch.staging import staged_dataset
 from visionbatch.ultralytics_compat import (
     DEFAULT_MODELS,
     TASKS,
     check_model,
+    load_checkpoint_safely,
     model_task,
     offline,
     trusted_checkpoints,
@@ -88,15 +90,19 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
     """
     if "data" in overrides:
         raise ConfigError(f"data= is given twice ({data} and data={overrides['data']}): pass the data.yaml once")
+    overrides, cfg_notes = _with_cfg(overrides)
     args = check_train_args(overrides, extra_keys=list(extra_keys))
     options = {k: args.pop(k) for k in list(args) if k in extra_keys}
     for key in SWITCHES:
         if not isinstance(options.get(key, False), bool):
             raise ConfigError(f"{key}={options[key]} is not a switch: use {key}=True or leave it out")
+    trust = bool(options.get("trust_checkpoint", False))
+    _check_file_keys(args, trust)
     batch = parse_batch(args["batch"]) if "batch" in args else BatchRequest(DEFAULT_BATCH, None, "default")
     dataset = load_dataset(data, split=str(args.get("split") or "val"))
-    task, model = _task_and_model(args.get("task"), args.get("model"), dataset, options.get("trust_checkpoint", False))
-    notes = list(dataset.notes)
+    task, model = _task_and_model(args.get("task"), args.get("model"), dataset, trust)
+    _check_run_folder(args, dataset, task)
+    notes = cfg_notes + list(dataset.notes)
     if task == "detect" and dataset.segmentable and "task" not in args and "model" not in args:
         notes.append("labels are polygons: task=segment trains segmentation on the same data")
     args.update(data=dataset.yaml_path, model=model, task=task, project=_project(args.get("project"), task))
@@ -106,6 +112,114 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
     else:
         args.pop("batch", None)  # chosen by choose_batch()
     return TrainingJob(dataset, task, model, batch, args, options, tuple(notes))
+
+
+def _with_cfg(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Ultralytics' `cfg=other.yaml`: its keys as defaults under the ones given here, read with visionbatch's
+    bounded YAML loader and checked like every other argument (Ultralytics would read it unchecked)."""
+    from visionbatch.safeyaml import load_yaml
+
+    merged = dict(overrides)
+    cfg = merged.pop("cfg", None)
+    if cfg is None:
+        return merged, []
+    text = str(cfg)
+    if "://" in text or not Path(text).expanduser().is_file():
+        raise ConfigError(f"cfg={text}: no such local file (visionbatch never downloads): pass a YAML of train "
+                          f"arguments, or give them as key=value")
+    content = load_yaml(Path(text).expanduser(), ConfigError, f"cfg={text}")
+    if content is None:
+        return merged, []
+    if not isinstance(content, dict) or not all(isinstance(k, str) for k in content):
+        raise ConfigError(f"cfg={text}: expected a mapping of train arguments (epochs: 50, imgsz: 640, ...)")
+    notes = []
+    for key in ("data", "cfg", "mode"):
+        if content.pop(key, None) is not None and key == "data":
+            notes.append(f"cfg={text}'s data: is ignored: the DATA argument is what trains")
+    return {**content, **merged}, notes
+
+
+def _check_file_keys(args: Mapping[str, Any], trust: bool) -> None:
+    """Arguments Ultralytics would fetch or load (pretrained=, distill_model=, resume=): local files, loaded safely."""
+    for key, value in args.items():
+        if isinstance(value, str) and "://" in value:
+            raise ConfigError(f"{key}={value}: visionbatch never downloads: pass a local file")
+    pretrained = args.get("pretrained")
+    if isinstance(pretrained, str):
+        _check_local_checkpoint("pretrained", pretrained, trust, "or pretrained=True/False")
+    resume = args.get("resume")
+    if isinstance(resume, str):
+        _check_local_checkpoint("resume", resume, trust, "(a run's weights/last.pt), or resume=True")
+    distill = args.get("distill_model")
+    if distill not in (None, False):
+        if not isinstance(distill, str) or not str(distill).endswith((".pt", ".yaml", ".yml")):
+            raise ConfigError(f"distill_model={distill}: expected a local teacher checkpoint (.pt) or model YAML")
+        model_task(distill, trust)
+
+
+def _check_local_checkpoint(key: str, value: str, trust: bool, alternative: str) -> None:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}={value}: no such file, and visionbatch never downloads weights: pass a local .pt "
+                          f"{alternative}")
+    checkpoint = load_checkpoint_safely(path, trust, key)
+    epoch = checkpoint.get("epoch")
+    if key == "resume" and (not isinstance(epoch, int) or epoch < 0):
+        raise ConfigError(f"resume={value}: that run finished (its checkpoint keeps no optimizer state), so there "
+                          f"is nothing to resume: train on from it with model={value}")
+
+
+def _check_run_folder(args: Mapping[str, Any], dataset: DatasetSummary, task: str) -> None:
+    """Where the run will write: a new folder, never inside the dataset, and only a run's own folder on resume.
+
+    - `name=` is one folder name (it cannot climb out of `project=`);
+    - an absolute `project=` may not lie inside the dataset's folder; `./runs` (the default, and where a
+      relative `project=` goes) may not lie inside its image or label folders (the next run would
+      train on the plots);
+    - `exist_ok=True` may not write over a folder that already holds files;
+    - `resume=` continues the run a checkpoint was saved in (`<run>/weights/last.pt`), nowhere else.
+    """
+    if args.get("name") is not None:
+        check_run_name(args["name"])
+    project = args.get("project")
+    base = Path(str(project)).expanduser() if project else Path.cwd() / "runs"
+    if base.exists() and not base.is_dir():
+        raise ConfigError(f"project={project} is a file, not a folder: pass a folder for the runs")
+    chosen = bool(project) and base.is_absolute()  # a relative project= lands under ./runs/<task>/, as Ultralytics'
+    protected = _data_folders(dataset) | ({Path(dataset.root).resolve()} if chosen else set())
+    target = Path(_project(str(project) if project else None, task)).resolve()
+    _refuse_inside(target, protected, f"project={project}" if project else f"the working folder's runs/ ({target})")
+    run = target / str(args.get("name") or "train")
+    if args.get("exist_ok") and run.is_dir() and any(run.iterdir()):
+        raise ConfigError(f"exist_ok=True would write over {run}, which holds a previous run: pick another name=, "
+                          f"or move that folder away")
+    resume = args.get("resume")
+    checkpoint = resume if isinstance(resume, str) else args.get("model") if resume is True else None
+    if isinstance(checkpoint, str) and checkpoint.endswith(".pt"):
+        weights = Path(checkpoint).expanduser().resolve().parent
+        if weights.name != "weights" or not (weights.parent / "args.yaml").is_file():
+            raise ConfigError(f"resume: {checkpoint} is not in a run folder (<run>/weights/last.pt, beside args.yaml), "
+                              f"so there is no run to continue: train from it with model={checkpoint} instead")
+        _refuse_inside(weights.parent, protected | {Path(dataset.root).resolve()}, f"resume: the run of {checkpoint}")
+
+
+def _refuse_inside(target: Path, protected: set[Path], what: str) -> None:
+    inside = next((p for p in sorted(protected) if target == p or target.is_relative_to(p)), None)
+    if inside is not None:
+        raise ConfigError(f"{what} is inside the dataset's {inside}, which visionbatch never writes: pass "
+                          f"project= a folder outside it")
+
+
+def _data_folders(dataset: DatasetSummary) -> set[Path]:
+    """The folders holding the dataset's images and their labels, resolved."""
+    from visionbatch.dataset import label_path, split_images
+
+    folders: set[Path] = set()
+    for key in dataset.splits():
+        for image_folder in {os.path.dirname(f) for f in split_images(dataset, key)}:
+            folders.add(Path(image_folder).resolve())
+            folders.add(Path(label_path(os.path.join(image_folder, "x.jpg"))).parent.resolve())
+    return folders
 
 
 def _check_last_batch(batch_size: int, args: Mapping[str, Any], dataset: DatasetSummary) -> None:

@@ -94,6 +94,7 @@ def offline() -> Iterator[Any]:
                 os.environ["YOLO_AUTOINSTALL"] = "0"
                 os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # DDP workers import Ultralytics afresh: safe there too
                 os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # read once, when ONNX Runtime is first imported
+                os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"  # else `import albumentations` asks PyPI for a version
                 os.environ.setdefault("OMP_NUM_THREADS", "1")  # what Ultralytics' import sets, every call alike
                 os.environ.pop("ULTRALYTICS_API_KEY", None)
                 if not os.environ.get("YOLO_CONFIG_DIR"):
@@ -111,6 +112,10 @@ def offline() -> Iterator[Any]:
                 _patch(restore, ultralytics.utils.checks, "ONLINE", False)
                 _patch(restore, ultralytics.utils.checks, "AUTOINSTALL", False)
                 _patch(restore, ultralytics.nn.tasks, "SAFE_LOAD", True)
+                import torch.hub
+
+                # torchvision's pretrained weights (a TorchVision layer in a model YAML or checkpoint) come through here
+                _patch(restore, torch.hub, "download_url_to_file", _refuse_download)
                 events = sys.modules.get("ultralytics.utils.events")
                 if events is not None:
                     _patch(restore, events, "ONLINE", False)
@@ -140,6 +145,16 @@ def offline() -> Iterator[Any]:
                         _unredirect(value)
                     else:
                         setattr(owner, name, value)
+
+
+def _refuse_download(url: str, dst: str, *args: Any, **kwargs: Any) -> None:
+    raise ConfigError(f"{url} would be downloaded (to {dst}): visionbatch never downloads; put that file there "
+                      f"yourself to use it")
+
+
+def offline_active() -> bool:
+    """Whether this process is inside `offline()` now."""
+    return _depth > 0
 
 
 @contextlib.contextmanager
@@ -287,6 +302,8 @@ def _build_once(model: str, definition: dict, task: str) -> None:
     try:
         with torch.random.fork_rng(devices=[]):
             kind(definition, verbose=False)
+    except ConfigError as exc:  # a download it would need
+        raise ConfigError(f"model={model} cannot be built: {exc}") from None
     except Exception as exc:  # a user's YAML that cannot be built, for whatever reason: that file's problem
         text = " ".join(str(exc).encode("ascii", "ignore").decode().split())[:200]
         hint = ("" if "restricted" not in text else
@@ -321,11 +338,20 @@ def model_yaml(model: str) -> dict:
         return yaml_model_load(str(model))  # Ultralytics' own reading (scale from the name), now known safe
 
 
-def inspect_checkpoint(path: str | os.PathLike, trust: bool = False) -> str:
+def inspect_checkpoint(path: str | os.PathLike, trust: bool = False, key: str = "model") -> str:
     """Load a checkpoint the way training will (safely unless trusted) and return its model's task.
 
     Nothing in it runs: Ultralytics' restricted loader unpickles only tensors, containers and an
     allow-list of model classes, and never pip-installs a module a checkpoint names.
+
+    Raises:
+        ConfigError: one line naming the file (as `key=path`), what is wrong with it and what to do.
+    """
+    return str(load_checkpoint_safely(path, trust, key)["task"])
+
+
+def load_checkpoint_safely(path: str | os.PathLike, trust: bool = False, key: str = "model") -> dict[str, Any]:
+    """A checkpoint's contents, loaded safely unless trusted, with its model's task under "task".
 
     Raises:
         ConfigError: one line naming the file, what is wrong with it and what to do.
@@ -334,18 +360,27 @@ def inspect_checkpoint(path: str | os.PathLike, trust: bool = False) -> str:
 
     import torch
 
-    name = f"model={path}"
+    name = f"{key}={path}"
     if not trust and not zipfile.is_zipfile(path):
         raise ConfigError(f"{name} is not a PyTorch checkpoint (not a torch.save archive): pass a .pt "
                           f"saved by Ultralytics training (weights/best.pt), or a model YAML")
+    if zipfile.is_zipfile(path):
+        _check_archive(path, name)
     with offline(), trusted_checkpoints(trust):
-        from ultralytics.nn.tasks import guess_model_task, torch_safe_load
+        from ultralytics.nn.tasks import _SafeLoad, guess_model_task, torch_safe_load
         from ultralytics.utils import LOGGER
+
+        if not trust and not _SafeLoad.SUPPORTED:
+            raise ConfigError(f"{name}: this torch ({torch.__version__}) has no restricted checkpoint loading "
+                              f"(torch 2.6 or newer does): upgrade torch, or pass trust_checkpoint=True for a file "
+                              f"you trust")
 
         level = LOGGER.level
         LOGGER.setLevel("ERROR")  # its "improperly saved" warnings become our one line
         try:
             checkpoint, _ = torch_safe_load(str(path), safe_only=not trust)
+        except ConfigError as exc:  # a download it would need (a TorchVision layer's pretrained weights)
+            raise ConfigError(f"{name} cannot be loaded: {exc}") from None
         except Exception as exc:  # any failure to load a user's file is that file's problem: one line
             raise ConfigError(_checkpoint_problem(name, exc, trust)) from None
         finally:
@@ -355,7 +390,29 @@ def inspect_checkpoint(path: str | os.PathLike, trust: bool = False) -> str:
             raise ConfigError(f"{name} holds no model (a state dict or other data?): pass a checkpoint saved by "
                               f"Ultralytics training (weights/best.pt), or a model YAML")
         task = getattr(model, "task", None) or guess_model_task(model)
-    return str(task)
+    return {**checkpoint, "task": str(task)}
+
+
+MAX_EXPANSION = 100  # torch.save stores entries uncompressed; a zip entry that inflates 100x is not a checkpoint's
+MAX_PICKLE_BYTES = 256 * 2**20  # a checkpoint's pickle holds structure, not tensors: a few MiB at most
+
+
+def _check_archive(path: str | os.PathLike, name: str) -> None:
+    """Refuse a zip that only pretends to be a checkpoint: entries that inflate (a zip bomb), a giant pickle."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise ConfigError(f"{name} is not a readable archive ({exc.__class__.__name__}): copy it again") from None
+    for info in entries:
+        inflates = info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_EXPANSION * max(
+            info.compress_size, 1)
+        if inflates or (info.filename.endswith(".pkl") and info.file_size > MAX_PICKLE_BYTES):
+            raise ConfigError(f"{name}: its entry {info.filename[:60]} expands to {info.file_size / 2**20:.0f} MiB "
+                              f"from {info.compress_size / 2**20:.1f} MiB, which torch.save never writes: not a "
+                              f"checkpoint")
 
 
 def _checkpoint_problem(name: str, exc: BaseException, trust: bool) -> str:

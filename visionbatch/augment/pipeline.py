@@ -19,6 +19,7 @@ import yaml
 
 from visionbatch.errors import ConfigError
 from visionbatch.safeyaml import MAX_YAML_BYTES, YamlLimitError, parse_yaml
+from visionbatch.ultralytics_compat import offline
 
 SAVE_HINT = "save it with A.save(compose, 'aug.yaml', data_format='yaml') (or .json)"
 
@@ -72,8 +73,9 @@ def load_pipeline(path: str | os.PathLike) -> Pipeline:
     if not isinstance(top, dict) or "__class_fullname__" not in top:
         raise ConfigError(f"{label}: 'transform' holds no '__class_fullname__': {SAVE_HINT}")
 
-    import albumentations as A
-    from albumentations.core.serialization import NON_SERIALIZABLE_REGISTRY, SERIALIZABLE_REGISTRY
+    with offline():  # `import albumentations` asks PyPI for a newer version unless told not to
+        import albumentations as A
+        from albumentations.core.serialization import NON_SERIALIZABLE_REGISTRY, SERIALIZABLE_REGISTRY
 
     known = set(SERIALIZABLE_REGISTRY) | set(NON_SERIALIZABLE_REGISTRY)
     _check_names(top, known, label, A.__version__)
@@ -82,11 +84,15 @@ def load_pipeline(path: str | os.PathLike) -> Pipeline:
             f"{label}: the top-level transform is {top['__class_fullname__']}, not a Compose of transforms: "
             f"wrap it, A.Compose([...]), and {SAVE_HINT}"
         )
+    reading = _reads_files(top)
+    if reading:
+        raise ConfigError(f"{label}: {reading} reads files the pipeline names (reference images, fonts): visionbatch "
+                          f"costs transforms that read nothing but the image: remove it")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # clamped or defaulted arguments are Albumentations' own business
             compose = A.from_dict(raw)
-    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pydantic's ValidationError is a ValueError
         raise ConfigError(f"{label}: Albumentations refuses it ({_brief(exc)}): fix that transform's arguments"
                           ) from None
     ignored = [str(w.message) for w in caught if "are not valid for transform" in str(w.message)]
@@ -132,6 +138,21 @@ def _parse(text: str, file: Path, label: str) -> Any:
         raise ConfigError(f"{label}: not valid YAML or JSON ({where}{problem}): fix it, or {SAVE_HINT}") from None
 
 
+# Albumentations transforms whose arguments name files they read when applied
+FILE_READING = frozenset({"FDA", "HistogramMatching", "PixelDistributionAdaptation", "TextImage"})
+
+
+def _reads_files(node: dict) -> str:
+    """The first transform in the tree that reads files named in its arguments, or ''."""
+    if str(node.get("__class_fullname__", "")).rpartition(".")[-1] in FILE_READING:
+        return str(node["__class_fullname__"])
+    for child in node.get("transforms") or []:
+        found = _reads_files(child) if isinstance(child, dict) else ""
+        if found:
+            return found
+    return ""
+
+
 def _check_names(node: dict, known: set[str], label: str, version: str) -> None:
     """Name the first transform Albumentations does not know, with the closest one it does."""
     name = node.get("__class_fullname__")
@@ -142,6 +163,10 @@ def _check_names(node: dict, known: set[str], label: str, version: str) -> None:
             f"{label}: unknown Albumentations transform '{name}' (albumentations {version}): {hint}"
             f"fix the name, or save the pipeline with the Albumentations version installed here"
         )
-    for child in node.get("transforms") or []:
-        if isinstance(child, dict):
-            _check_names(child, known, label, version)
+    children = node.get("transforms") or []
+    if not isinstance(children, list):
+        raise ConfigError(f"{label}: {name}'s transforms must be a list of transforms: {SAVE_HINT}")
+    for child in children:
+        if not isinstance(child, dict) or "__class_fullname__" not in child:
+            raise ConfigError(f"{label}: {name} lists {str(child)[:40]!r}, not a serialized transform: {SAVE_HINT}")
+        _check_names(child, known, label, version)

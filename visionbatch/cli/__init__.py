@@ -3,10 +3,11 @@
 One module per command in this package (`train.py`, ...), each with `SUMMARY`, `USAGE`,
 `run(tokens) -> result` and `show(result) -> str`; `COMMANDS` lists them in help order. Every
 command takes Ultralytics-style `key=value` arguments; `--json` prints the result as JSON on
-stdout (logs go to stderr). Exit codes: 0 done, 1 the disk failed (full, read-only; one line on
-stderr), 2 bad input (one line on stderr), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what
-`kill`, `docker stop` and job schedulers send). SIGTERM is handled like Ctrl-C: the run records
-status `interrupted`, temporary folders are removed, and no half-written file is left.
+stdout (logs go to stderr). Exit codes: 0 done, 2 bad input (one line on stderr), 74 the disk failed
+(full, read-only, over quota; one line on stderr), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM
+(what `kill`, `docker stop` and job schedulers send). SIGTERM is handled like Ctrl-C: it is passed
+on to the processes visionbatch started (DDP workers), the run records status `interrupted`,
+temporary folders are removed, and no half-written file is left.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from visionbatch.errors import StorageError, VisionbatchError
 from visionbatch.files import is_disk_error, storage_error
 from visionbatch.plans import to_jsonable
 
-EXIT_OK, EXIT_STORAGE, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+# 74 is sysexits' EX_IOERR: apart from 1, which an unexpected error (a bug, with its traceback) exits with
+EXIT_OK, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 74, 130, 143
 
 
 class Terminated(KeyboardInterrupt):
@@ -36,7 +38,23 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    forward_to_children(signum)
     raise Terminated()
+
+
+def forward_to_children(signum: int) -> None:
+    """Pass a signal on to every process this one started, and theirs.
+
+    A multi-GPU run's workers are torchrun's children in sessions of their own: SIGTERM sent to
+    visionbatch alone would leave them training on the GPUs after visionbatch exits.
+    """
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.send_signal(signum)
+        except psutil.Error:
+            continue  # already gone
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,14 +17,20 @@ def split_tokens(tokens: Sequence[str], command: str, positional: str) -> tuple[
         >>> split_tokens(["data.yaml", "epochs=3"], "train", "DATA")
         ('data.yaml', {'epochs': 3})
     """
-    bare = [t for t in tokens if "=" not in t]
+    bare = [t for t in tokens if not _is_pair(t)]
     if len(bare) > 1:
         raise ConfigError(
             f"visionbatch {command} takes one {positional} and key=value arguments, got {', '.join(bare)}: "
             f"write options as key=value, e.g. epochs=3"
         )
-    pairs = parse_pairs(t for t in tokens if "=" in t)
+    pairs = parse_pairs(t for t in tokens if _is_pair(t))
     return (bare[0] if bare else None), pairs
+
+
+def _is_pair(token: str) -> bool:
+    """key=value, unless it is a path: a file that exists, or a '/' before the '=' (keys have none)."""
+    key, sep, _ = token.partition("=")
+    return bool(sep) and "/" not in key and not os.path.exists(token)
 
 
 def positional(tokens: Sequence[str], command: str, name: str, key: str, example: str) -> tuple[str, dict[str, Any]]:

@@ -26,6 +26,8 @@ device, epochs, close_mosaic, mosaic, mixup, copy_paste, cutmix, cache, workers,
 augcost's own keys:
 """ + "\n".join(f"  {key}=  {text}" for key, text in AUGCOST_KEYS.items()) + """
   seed=  seed of every timed pass (default 0)
+  trust_checkpoint=  True loads model=*.pt with Ultralytics' unrestricted loader, which can run code
+      stored in the file: only for files you trust (default: the safe loader)
 Output: runs/augcost/<name>/ with augcost.json and augcost.png."""
 
 

@@ -18,6 +18,8 @@ FIT_KEYS = {
     "memory_budget": "fit against this much memory instead of a GPU's: 4GiB, 512MiB (CPU fits)",
     "labels_per_image": "worst-case labels per training image (default: densest image, x4 with mosaic)",
     "max_probes": "the most training probes to run (default 8)",
+    "trust_checkpoint": "True loads model=*.pt with Ultralytics' unrestricted loader, which can run code stored in "
+                        "the file: only for files you trust (default: the safe loader)",
 }
 USAGE = """visionbatch fit DATA.yaml [key=value ...]
 
@@ -59,7 +61,7 @@ def run(tokens: Sequence[str]) -> FitRun:
         if not request.fit:
             raise ConfigError(f"{request.source}: fit finds the batch; give memory_fraction= (or batch=0.85) instead")
         pairs.setdefault("memory_fraction", request.memory_fraction)
-    name, project = pairs.pop("name", None), pairs.pop("project", None)
+    name, project = pairs.get("name"), pairs.get("project")  # checked with the dataset in hand, then used here
     plan = fit_batch(data, **pairs)
     folder = new_run_dir("fit", name, project)
     files = (write_json(folder / "plan.json", plan), plot_batch_plan(plan, folder / "memory_curve.png"))

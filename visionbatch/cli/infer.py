@@ -18,7 +18,7 @@ the most throughput within the constraints, writes plan.json, sweep.png and Deep
 TensorRT settings to runs/infer/<name>/.
 
 Keys:
-""" + "\n".join(f"  {key:<16}{text}" for key, (_, text) in CLI_KEYS.items()) + """
+""" + "\n".join(f"  {key:<16} {text}" for key, (_, text) in CLI_KEYS.items()) + """
 
 Examples:
   visionbatch infer yolo11n.yaml imgsz=320 latency_ms=100

@@ -17,6 +17,8 @@ SWEEP_KEYS = {
     "memory_budget": "a memory budget instead of a device (traced tensor bytes): 4GiB",
     "batch": "answer the inverse: the largest imgsz at this batch, e.g. batch=16",
     "labels_per_image": "worst-case labels per training image (default: densest image, x4 with mosaic)",
+    "trust_checkpoint": "True loads model=*.pt with Ultralytics' unrestricted loader, which can run code stored in "
+                        "the file: only for files you trust (default: the safe loader)",
 }
 USAGE = """visionbatch sweep DATA.yaml imgsz=320,640,1024,1280 [key=value ...]
 
@@ -44,7 +46,7 @@ def run(tokens: Sequence[str]) -> SweepRun:
 
     data, pairs = positional(tokens, "sweep", "DATA", "data", "visionbatch sweep path/to/data.yaml imgsz=320,640")
     check_keys(pairs, set(ultralytics_defaults()) | set(SWEEP_KEYS), "sweep")
-    name, project = pairs.pop("name", None), pairs.pop("project", None)
+    name, project = pairs.get("name"), pairs.get("project")  # checked with the dataset in hand, then used here
     sweep = sweep_resolution(data, imgsz=pairs.pop("imgsz", DEFAULT_SIZES), batch_size=pairs.pop("batch", None),
                              **pairs)
     folder = new_run_dir("sweep", name, project)

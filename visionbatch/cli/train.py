@@ -16,6 +16,8 @@ imgsz=640, device=0, task=segment, batch=32, workers=8, ... Defaults that work o
 model=yolo11n.yaml (yolo11n-seg.yaml for task=segment); task from model=, else detect.
 Output: runs/<task>/<name>/ (Ultralytics' run folder) with visionbatch.json.
 augcost=True first profiles the data pipeline (visionbatch augcost) into the run folder.
+trust_checkpoint=True loads model=*.pt (and pretrained=, resume=) with Ultralytics' unrestricted
+loader, which can run code stored in the file: only for files you trust (default: the safe loader).
 
 batch=auto (or a fraction, batch=0.85, or Ultralytics' batch=-1 for 0.6) fits the batch to the
 GPU first (see visionbatch fit) and trains with the plan; batch_plan.json and memory_curve.png

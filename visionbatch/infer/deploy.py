@@ -15,6 +15,11 @@ run folder. The numbers, from the chosen batch b and the load of N streams x F f
   model_config.proto: ModelConfig, ModelDynamicBatching, ModelInstanceGroup).
 - TensorRT optimisation profile min 1, opt b, max b at the model's input size, and the trtexec
   command that builds it.
+
+Names inside a model file are its maker's: the model name is a safe identifier (checked here),
+file names that reach a config must be free of control characters, quotes and backslashes
+(refused here), tensor names are escaped in Triton's strings, every shell word is quoted, and
+class names and comments lose their control characters (`visionbatch.infer.text`).
 """
 
 from __future__ import annotations
@@ -22,10 +27,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
+import re
+import shlex
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from visionbatch.errors import ConfigError
 from visionbatch.files import atomic_copy, atomic_write_bytes, atomic_write_text
 from visionbatch.infer.plan import StreamLoad
+from visionbatch.infer.text import config_hazard, identifier, one_line, pbtxt_string, printable
 
 DEFAULT_CAMERA_FPS = 30
 MAX_INT32 = 2**31 - 1  # nvstreammux's batched-push-timeout is a gint: a longer wait is written as its largest
@@ -38,7 +48,8 @@ class DeploymentSpec:
     """What the configs need to know.
 
     Attributes:
-        model_name: the deployed model's name (file stem), e.g. 'yolo11n'.
+        model_name: the deployed model's name, e.g. 'yolo11n': Triton's model folder and the
+            engine file's stem, so only [A-Za-z0-9_.-] (`identifier(file stem)` makes one).
         task: 'detect' or 'segment'.
         imgsz: square input size in pixels.
         batch_size: the chosen batch.
@@ -66,6 +77,12 @@ class DeploymentSpec:
     latency_slack_ms: float | None = None
     gpu: bool = True
     summary: str = ""
+
+    def __post_init__(self) -> None:
+        if identifier(self.model_name) != self.model_name:
+            raise ConfigError(f"model_name={printable(self.model_name)} is not a safe model name (letters, digits, "
+                              f"'_', '.', '-'; not starting with '.'): use model_name="
+                              f"{identifier(self.model_name)} (visionbatch.infer.text.identifier)")
 
 
 def push_timeout_us(spec: DeploymentSpec) -> int:
@@ -105,13 +122,29 @@ def engine_file_name(spec: DeploymentSpec) -> str:
 def _header(spec: DeploymentSpec, what: str) -> list[str]:
     lines = [f"# {what}, written by visionbatch infer"]
     if spec.summary:
-        lines.append(f"# {spec.summary}")
+        lines.append(f"# {one_line(spec.summary)}")
     return lines
+
+
+def check_file_name(name: str) -> str:
+    """`name`, refused when a config line could not carry it (a newline would start a new key).
+
+    Examples:
+        >>> check_file_name("yolo11n.onnx")
+        'yolo11n.onnx'
+    """
+    hazard = config_hazard(name)
+    if hazard:
+        path = Path(name)
+        raise ConfigError(f"file name '{printable(name)}' has {hazard}, which a DeepStream or Triton config cannot "
+                          f"carry: rename the file, e.g. to {identifier(path.stem)}{printable(path.suffix)}")
+    return name
 
 
 def nvinfer_config(spec: DeploymentSpec, onnx_file: str) -> str:
     """A DeepStream Gst-nvinfer config ([property] and [class-attrs-all])."""
     segment = spec.task == "segment"
+    check_file_name(onnx_file)
     lines = _header(spec, "DeepStream Gst-nvinfer config")
     lines += [
         "# Ultralytics' raw outputs need a custom bounding-box parser library (e.g. DeepStream-Yolo's",
@@ -177,13 +210,13 @@ def triton_config(spec: DeploymentSpec, platform: str) -> str:
     filename = "model.plan" if platform == "tensorrt_plan" else "model.onnx"
     lines = _header(spec, "Triton Inference Server model configuration")
     lines += [
-        f'name: "{spec.model_name}"',
-        f'platform: "{platform}"',
-        f'default_model_filename: "{filename}"',
+        f"name: {pbtxt_string(spec.model_name)}",
+        f"platform: {pbtxt_string(platform)}",
+        f"default_model_filename: {pbtxt_string(filename)}",
         f"max_batch_size: {spec.batch_size}",
         "input [",
         "  {",
-        f'    name: "{spec.input_name}"',
+        f"    name: {pbtxt_string(spec.input_name)}",
         f"    data_type: {TRITON_TYPES[spec.input_dtype]}",
         "    format: FORMAT_NCHW",
         f"    dims: [ 3, {spec.imgsz}, {spec.imgsz} ]",
@@ -194,7 +227,7 @@ def triton_config(spec: DeploymentSpec, platform: str) -> str:
     for index, (name, dtype, dims) in enumerate(spec.outputs):
         lines += [
             "  {",
-            f'    name: "{name}"',
+            f"    name: {pbtxt_string(name)}",
             f"    data_type: {TRITON_TYPES[dtype]}",
             f"    dims: [ {', '.join(str(d) for d in dims)} ]",
             "  }" + ("," if index < len(spec.outputs) - 1 else ""),
@@ -228,12 +261,14 @@ def tensorrt_profile(spec: DeploymentSpec) -> dict[str, object]:
 
 
 def trtexec_command(spec: DeploymentSpec, onnx_file: str) -> str:
-    """The trtexec line that builds the engine the nvinfer config names.
+    """The trtexec line that builds the engine the nvinfer config names, every word shell-quoted.
 
     Examples:
         >>> spec = DeploymentSpec("yolo11n", "detect", 640, 8, "fp16", 80, ())
         >>> print(trtexec_command(spec, "yolo11n.onnx"))
         trtexec --onnx=yolo11n.onnx --saveEngine=yolo11n_b8_fp16.engine --minShapes=images:1x3x640x640 --optShapes=images:8x3x640x640 --maxShapes=images:8x3x640x640 --fp16
+        >>> print(trtexec_command(spec, "m;touch PWNED;.onnx").split(" --saveEngine")[0])
+        trtexec '--onnx=m;touch PWNED;.onnx'
     """
     profile = tensorrt_profile(spec)
     shapes = {k: "x".join(str(d) for d in profile[k]) for k in ("min", "opt", "max")}
@@ -245,25 +280,32 @@ def trtexec_command(spec: DeploymentSpec, onnx_file: str) -> str:
     ]
     if spec.precision == "fp16":
         parts.append("--fp16")
-    return " ".join(parts)
+    return " ".join(shlex.quote(part) for part in parts)
 
 
 def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], onnx_path: Path | None = None,
-                     engine_plan: bytes | None = None) -> dict[str, Path]:
+                     engine_plan: bytes | None = None, onnx_external_data: Sequence[str] = ()) -> dict[str, Path]:
     """Write every config into `folder`; returns artefact name -> path.
 
-    `onnx_path` is copied into Triton's model repository layout (`triton/<name>/1/model.onnx`);
-    `engine_plan` (a bare serialized engine) is written there as `model.plan` instead.
+    `onnx_path` is copied into Triton's model repository layout (`triton/<name>/1/model.onnx`),
+    with its external data files (`onnx_external_data`, relative to its folder) beside the copy
+    under the same relative names; `engine_plan` (a bare serialized engine) is written there as
+    `model.plan` instead.
+
+    Raises:
+        ConfigError: the ONNX file's name cannot be written into a config, or an external data
+            file would land outside the copy's folder or on model.onnx itself.
     """
+    onnx_file = check_file_name(onnx_path.name if onnx_path else f"{spec.model_name}.onnx")
+    external = [_external_location(location) for location in onnx_external_data] if engine_plan is None else []
     folder.mkdir(parents=True, exist_ok=True)
-    onnx_file = onnx_path.name if onnx_path else f"{spec.model_name}.onnx"
     files: dict[str, Path] = {}
 
     deepstream = folder / "deepstream"
     deepstream.mkdir(exist_ok=True)
     files["deepstream_nvinfer"] = _write(deepstream / "config_infer_primary.txt", nvinfer_config(spec, onnx_file))
     files["deepstream_streammux"] = _write(deepstream / "streammux.txt", streammux_config(spec))
-    labels = [names.get(i, str(i)) for i in range(spec.num_classes)]
+    labels = [one_line(names.get(i, str(i))) for i in range(spec.num_classes)]  # one class per line, always
     files["deepstream_labels"] = _write(deepstream / "labels.txt", "\n".join(labels) + "\n")
 
     platform = "tensorrt_plan" if engine_plan is not None else "onnxruntime_onnx"
@@ -274,6 +316,8 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
         atomic_write_bytes(model_dir / "1" / "model.plan", engine_plan)
         files["triton_model"] = model_dir / "1" / "model.plan"
     elif onnx_path is not None:
+        for location in external:  # the data first: a model.onnx in place is one Triton can load
+            atomic_copy(onnx_path.parent / location, model_dir / "1" / location)
         atomic_copy(onnx_path, model_dir / "1" / "model.onnx")
         files["triton_model"] = model_dir / "1" / "model.onnx"
 
@@ -286,6 +330,17 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
     files["trtexec"] = _write(tensorrt / "trtexec.sh", script)
     (tensorrt / "trtexec.sh").chmod(0o755)
     return files
+
+
+def _external_location(location: str) -> str:
+    """An external data location, refused unless it is a relative path that stays in its folder."""
+    parts = re.split(r"[\\/]", location)
+    if (not location or PurePosixPath(location).is_absolute() or PureWindowsPath(location).is_absolute()
+            or PureWindowsPath(location).drive or ".." in parts
+            or PurePosixPath(location) == PurePosixPath("model.onnx")):
+        raise ConfigError(f"external data file '{printable(location)}' cannot be copied beside Triton's "
+                          f"model.onnx: it must be a relative path inside the model's folder, not model.onnx")
+    return location
 
 
 def _write(path: Path, text: str) -> Path:

@@ -10,14 +10,16 @@ telemetry off.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from visionbatch.errors import ConfigError
+from visionbatch.errors import ConfigError, ProbeError
 from visionbatch.infer.export import ModelInfo, engine_header
 from visionbatch.infer.ort import import_onnxruntime
+from visionbatch.infer.text import printable
 
 BACKENDS = ("onnxruntime", "pytorch", "tensorrt")
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -91,11 +93,20 @@ class OnnxRuntimeRunner:
         if kind in {"cuda", "tensorrt"}:
             providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
         providers.append("CPUExecutionProvider")
-        self.session = ort.InferenceSession(str(info.path), options, providers=providers)
+        self._errors = onnxruntime_errors()
+        try:
+            self.session = ort.InferenceSession(str(info.path), options, providers=providers)
+        except self._errors as exc:
+            if is_out_of_memory(exc):
+                raise ProbeError(f"model={printable(info.path)}: {wanted} ran out of memory loading it "
+                                 f"({_reason(exc)}): free the device, or use a smaller model") from None
+            raise ConfigError(f"model={printable(info.path)}: ONNX Runtime {ort.__version__} cannot load it "
+                              f"({type(exc).__name__}: {_reason(exc)}): re-export it with standard ONNX operators "
+                              f"and any external data files beside it") from None
         used = self.session.get_providers()[0]
         if used != wanted:  # ONNX Runtime falls back to the CPU silently: say it instead
-            raise ConfigError(f"model={info.path}: ONNX Runtime could not start {wanted} (it fell back to {used}): "
-                              f"check the CUDA/TensorRT libraries, or use device=cpu")
+            raise ConfigError(f"model={printable(info.path)}: ONNX Runtime could not start {wanted} (it fell back to "
+                              f"{used}): check the CUDA/TensorRT libraries, or use device=cpu")
         self.provider = used
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -106,13 +117,40 @@ class OnnxRuntimeRunner:
         return np.ascontiguousarray(array, dtype=self.input_dtype)
 
     def infer(self, inputs: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(None, {self.input_name: inputs})
+        try:
+            return self.session.run(None, {self.input_name: inputs})
+        except self._errors as exc:
+            if is_out_of_memory(exc):
+                raise  # the sweep keeps the batches that fitted
+            raise ProbeError(f"model={printable(self.info.path)}: ONNX Runtime failed on a batch of "
+                             f"{inputs.shape[0]} ({type(exc).__name__}: {_reason(exc)}): re-export it with a "
+                             f"dynamic batch (dynamic=True), or give batch= sizes it accepts") from None
 
     def synchronize(self) -> None:
         """session.run returns finished outputs on the host."""
 
     def close(self) -> None:
         self.session = None
+
+
+def onnxruntime_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's own exception types (Fail, InvalidGraph, NotImplemented, InvalidArgument, ...).
+
+    Its C++ core raises these, not Python's built-ins, for a file it cannot load or run: a custom
+    operator domain, external data outside the model's folder, a broken graph.
+    """
+    import_onnxruntime()
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(value for value in vars(state).values()
+                 if isinstance(value, type) and issubclass(value, Exception))
+
+
+def _reason(exc: BaseException, limit: int = 300) -> str:
+    """ONNX Runtime's message on one line, without its '[ONNXRuntimeError] : 1 : FAIL : ' prefix."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    return printable(text, limit)
 
 
 class TorchRunner:

@@ -1,14 +1,18 @@
 """`tune_inference()`: export, sweep batch sizes on the deployment backend, choose, write configs.
 
-The flow: check the arguments (nothing is written before they pass), make a run folder, resolve
-the model to a file the backend loads (exporting .pt/.yaml offline), open the runner and the
-memory/power probe for the device, sweep, choose under the constraints, then write plan.json,
-sweep.png and the DeepStream / Triton / TensorRT settings next to each other.
+The flow: check the arguments (nothing is written before they pass), resolve the model to a file
+the backend loads (exporting .pt/.yaml offline), open the runner and the memory/power probe for
+the device, sweep, choose under the constraints, then write plan.json, sweep.png and the
+DeepStream / Triton / TensorRT settings next to each other. The run folder is made when the first
+file goes in (an export, ONNX Runtime's TensorRT cache, else the results), so a model refused while
+loading leaves none; a failed run that left its folder empty removes it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +30,7 @@ from visionbatch.infer.pipeline import EndToEnd, model_step
 from visionbatch.infer.plan import BatchMeasurement, Constraints, InferencePlan, JetsonInfo, StreamLoad
 from visionbatch.infer.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner, is_out_of_memory
 from visionbatch.infer.sweep import SweepResult, run_sweep
+from visionbatch.infer.text import identifier
 from visionbatch.plans import write_json
 from visionbatch.rundir import new_run_dir
 from visionbatch.ultralytics_compat import cpu_count, offline, trusted_checkpoints, versions
@@ -93,9 +98,14 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
     say = progress or (lambda line: None)
     notes: list[str] = []
     ready = _ready_model(opts)  # a bad .onnx/.engine or a pose model is refused before anything is written
-    run_dir = new_run_dir("infer", opts.name, opts.project)
-    with trusted_checkpoints(opts.trust_checkpoint):  # the export and the PyTorch runner load the .pt
-        run = _sweep(opts, ready, run_dir, say, notes)
+    run_folder = _RunFolder(opts)
+    try:
+        with trusted_checkpoints(opts.trust_checkpoint):  # the export and the PyTorch runner load the .pt
+            run = _sweep(opts, ready, run_folder, say, notes)
+    except BaseException:
+        run_folder.remove_if_empty()
+        raise
+    run_dir = run_folder()
     measurements = run.result.measurements
     choice = choose(measurements, run.constraints, imgsz=run.imgsz, precision=run.precision,
                     device_type=run.device_type)
@@ -126,6 +136,28 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
     return plan
 
 
+class _RunFolder:
+    """runs/infer/<name>, made when first asked for: a run that fails before it needs one leaves none."""
+
+    def __init__(self, opts: InferenceOptions) -> None:
+        self.opts = opts
+        self.path: Path | None = None
+
+    def __call__(self) -> Path:
+        if self.path is None:
+            self.path = new_run_dir("infer", self.opts.name, self.opts.project)
+        return self.path
+
+    def remove_if_empty(self) -> None:
+        """Remove the folder when the failed run left no file in it (only empty folders, no links)."""
+        if self.path is None:
+            return
+        for root, dirs, files in os.walk(self.path):
+            if files or any(os.path.islink(os.path.join(root, d)) for d in dirs):
+                return
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Run:
     """What the sweep ran on and measured, for the choice and the configs."""
@@ -137,6 +169,7 @@ class _Run:
     device_type: str  # 'cuda' (a GPU or a Jetson) or 'cpu'
     provider: str
     precision: str
+    input_name: str
     input_dtype: str
     threads: int | None
     outputs: tuple[tuple[str, np.ndarray], ...]
@@ -145,19 +178,19 @@ class _Run:
     result: SweepResult
 
 
-def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_dir: Path,
+def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folder: Callable[[], Path],
            say: Callable[[str], None], notes: list[str]) -> _Run:
     """Export if need be, open the runner and the probe, dry-run once, sweep; close what was opened."""
     with offline():
         import torch
 
         jetson = edge.detect_jetson()
-        info, imgsz = ready if isinstance(ready, tuple) else _export_model(opts, ready, run_dir, say, notes)
+        info, imgsz = ready if isinstance(ready, tuple) else _export_model(opts, ready, run_folder(), say, notes)
         threads = None
         if opts.device == "cpu":
             threads = opts.threads or cpu_count()
             torch.set_num_threads(threads)  # offline() restores the caller's count
-        runner = _open_runner(opts, info, imgsz, run_dir)
+        runner = _open_runner(opts, info, imgsz, run_folder)
         probe = None
         try:
             probe = _probe(opts, jetson)
@@ -186,6 +219,7 @@ def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_dir: 
         info=info, imgsz=imgsz, jetson=jetson, device_name=device_name,
         device_type="cuda" if opts.device.startswith("cuda") or jetson else "cpu",
         provider=runner.provider, precision=runner.precision,
+        input_name=getattr(runner, "input_name", info.input_name),
         input_dtype="float16" if getattr(runner, "input_dtype", np.float32) == np.float16 else "float32",
         threads=threads, outputs=tuple(outputs), num_classes=num_classes, constraints=constraints, result=result,
     )
@@ -197,10 +231,10 @@ def _write_configs(opts: InferenceOptions, run: _Run, chosen: BatchMeasurement, 
     slack = (None if constraints.latency_ms is None else
              constraints.latency_ms - constraints.fill_wait_ms(chosen.batch_size) - chosen.latency_p99_ms)
     spec = deploy.DeploymentSpec(
-        model_name=run.info.path.stem, task=run.info.task, imgsz=run.imgsz, batch_size=chosen.batch_size,
+        model_name=identifier(run.info.path.stem), task=run.info.task, imgsz=run.imgsz, batch_size=chosen.batch_size,
         precision="fp16" if run.precision.startswith("fp16") else "fp32", num_classes=run.num_classes,
         outputs=tuple((name, str(array.dtype), tuple(array.shape[1:])) for name, array in run.outputs),
-        input_dtype=run.input_dtype, load=constraints.load, latency_slack_ms=slack,
+        input_name=run.input_name, input_dtype=run.input_dtype, load=constraints.load, latency_slack_ms=slack,
         gpu=run.device_type == "cuda" or opts.target is not None, summary=reason,
     )
     info = run.info
@@ -209,7 +243,9 @@ def _write_configs(opts: InferenceOptions, run: _Run, chosen: BatchMeasurement, 
         notes.append(f"the configs name {spec.model_name}.onnx, which this run did not export: make it with "
                      f"visionbatch infer {opts.model} backend=onnxruntime (the ONNX lands in the run folder)")
     plan_bytes = engine_bytes(info.path) if opts.backend == "tensorrt" else None
-    written = deploy.write_deployment(spec, run_dir, info.names, onnx_path=onnx_path, engine_plan=plan_bytes)
+    external = info.external_data if onnx_path == info.path else ()
+    written = deploy.write_deployment(spec, run_dir, info.names, onnx_path=onnx_path, engine_plan=plan_bytes,
+                                      onnx_external_data=external)
     return {key: str(path) for key, path in written.items()}
 
 
@@ -255,14 +291,15 @@ def _check_size(opts: InferenceOptions, info: ModelInfo) -> int:
     return imgsz
 
 
-def _open_runner(opts: InferenceOptions, info: ModelInfo, imgsz: int, run_dir: Path) -> Any:
+def _open_runner(opts: InferenceOptions, info: ModelInfo, imgsz: int, run_folder: Callable[[], Path]) -> Any:
     if opts.backend == "pytorch":
         return TorchRunner(opts.model, opts.device, half=opts.half)
     if opts.backend == "tensorrt":
         return TensorRTRunner(info.path, opts.device)
+    # only ONNX Runtime's TensorRT provider keeps files (its engine cache) in the run folder
+    cache_dir = run_folder() / "ort_trt_cache" if opts.provider == "tensorrt" else None
     return OnnxRuntimeRunner(info, opts.device, threads=opts.threads or cpu_count(), provider=opts.provider,
-                             imgsz=imgsz, max_batch=max(opts.batch_sizes), cache_dir=run_dir / "ort_trt_cache",
-                             half=opts.half)
+                             imgsz=imgsz, max_batch=max(opts.batch_sizes), cache_dir=cache_dir, half=opts.half)
 
 
 def _fit_sizes(sizes: tuple[int, ...], runner: Any, notes: list[str]) -> tuple[int, ...]:
