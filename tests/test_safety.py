@@ -328,6 +328,21 @@ def test_full_disk_during_an_infer_export(tmp_path: Path) -> None:
     assert not list(written.rglob(".export-*"))
 
 
+@pytest.mark.slow
+@needs_tmpfs
+def test_a_read_only_dataset_trains_with_cache_disk(small_shapes: Path, tmp_path: Path) -> None:
+    """Mounted read-only (a private bind mount): Ultralytics' label caches and .npy files go to the mirror."""
+    folder = small_shapes.parent
+    before = tree_digest(folder)
+    script = (f'mount --bind "{folder}" "{folder}" && mount -o remount,ro,bind "{folder}" && '
+              f'"{sys.executable}" -m visionbatch "$@"')
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", "train", str(small_shapes), "epochs=1",
+                           "imgsz=64", "batch=4", "plots=False", "cache=disk"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert tree_digest(folder) == before
+
+
 # -- SIGTERM: like Ctrl-C -------------------------------------------------------------------------------------
 
 
