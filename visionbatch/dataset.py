@@ -59,6 +59,8 @@ class SplitSummary:
         max_polygon_points: the most vertices in one polygon.
         max_width: widest image in pixels.
         max_height: tallest image in pixels.
+        image_folders: the folders the images are in.
+        files: every image, as Ultralytics lists them (sorted, a list's repeats kept).
     """
 
     sources: tuple[str, ...]
@@ -71,6 +73,8 @@ class SplitSummary:
     max_polygon_points: int
     max_width: int
     max_height: int
+    image_folders: tuple[str, ...] = ()
+    files: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +309,7 @@ def _split_sources(raw: dict, key: str, root: Path, path: Path) -> list[Path]:
 
 
 def _image_files(sources: Sequence[Path], key: str, path: Path) -> list[str]:
-    images = sorted(f for source in sources for f in source_images(source))
+    images = sorted(f for source in sources for f in _source_images(source))
     if not images:
         names = ", ".join(str(s) for s in sources)
         raise DatasetError(
@@ -315,7 +319,7 @@ def _image_files(sources: Sequence[Path], key: str, path: Path) -> list[str]:
     return images
 
 
-def source_images(source: Path) -> list[str]:
+def _source_images(source: Path) -> list[str]:
     """The image files one `train:`/`val:` entry names (a folder, searched recursively, or a .txt list), in the
     order Ultralytics lists them before sorting (`BaseDataset.get_img_files`); a list keeps its repeats.
 
@@ -344,7 +348,7 @@ def source_images(source: Path) -> list[str]:
 
 
 def _files_under(folder: str) -> list[str]:
-    """Files with a dot in their name under `folder`, recursively, like glob's '**/*.*' (see source_images)."""
+    """Files with a dot in their name under `folder`, recursively, like glob's '**/*.*' (see _source_images)."""
     found: list[str] = []
     scanned = 0
     stack: list[tuple[str, tuple[tuple[int, int], ...]]] = [(folder, (_node(folder),))]
@@ -548,6 +552,8 @@ def _scan_split(
         max_polygon_points=max(s.max_points for s in stats),
         max_width=max((c[1] for c in checks), default=0),
         max_height=max((c[2] for c in checks), default=0),
+        image_folders=tuple(sorted({os.path.dirname(f) for f in unique})),
+        files=tuple(images),
     )
 
 
@@ -565,5 +571,4 @@ def _short(values: Sequence[int]) -> str:
 
 def split_images(summary: DatasetSummary, split: str = "train") -> list[str]:
     """The image files of a checked split ('train', 'val' or a checked 'test'), sorted as Ultralytics lists them."""
-    sources = [Path(s) for s in summary.splits()[split].sources]
-    return _image_files(sources, split, Path(summary.yaml_path))
+    return list(summary.splits()[split].files)

@@ -60,6 +60,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def config_dir() -> Path:
+    """visionbatch's own folder: Ultralytics' settings and font, dataset mirrors (`$XDG_CACHE_HOME/visionbatch`).
+
+    Examples:
+        >>> config_dir().name
+        'visionbatch'
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "visionbatch"
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -130,8 +141,6 @@ def storage_error(exc: BaseException, folder: str | os.PathLike, what: str) -> S
             reason = "read-only file system at"
         elif isinstance(current, OSError) and current.errno == errno.EDQUOT:
             reason = "disk quota exceeded at"
-    from visionbatch.ultralytics_compat import config_dir
-
     if Path(folder).resolve().is_relative_to(config_dir().resolve()):  # visionbatch's cache, not the run
         fix = "free space there, or set XDG_CACHE_HOME to a folder on another disk"
     else:

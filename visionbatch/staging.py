@@ -41,8 +41,9 @@ from typing import Any
 
 import yaml
 
-from visionbatch.dataset import DatasetSummary, label_path, source_images
+from visionbatch.dataset import DatasetSummary, label_path
 from visionbatch.errors import StorageError
+from visionbatch.files import config_dir
 
 MIRROR_VERSION = 2  # bump when the layout changes: old mirrors are then rebuilt
 YAML_NAME = "data.yaml"
@@ -82,8 +83,6 @@ class _Plan:
 
 def mirrors_dir() -> Path:
     """Where dataset mirrors live: `<visionbatch cache>/datasets`."""
-    from visionbatch.ultralytics_compat import config_dir
-
     return config_dir() / "datasets"
 
 
@@ -108,7 +107,7 @@ def _plan(summary: DatasetSummary) -> _Plan:
     links: dict[str, str] = {}
     lists: dict[str, list[str]] = {}
     for key, split in summary.splits().items():
-        entries = [os.path.abspath(f) for source in split.sources for f in source_images(Path(source))]
+        entries = [os.path.abspath(f) for f in split.files]
         base = os.path.commonpath([os.path.dirname(f) for f in entries])
         listed = []
         for image in entries:

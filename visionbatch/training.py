@@ -23,7 +23,7 @@ from visionbatch.dataset import DatasetSummary, load_dataset
 from visionbatch.errors import ConfigError, DatasetError, StorageError
 from visionbatch.files import atomic_write_text, is_disk_error, storage_error
 from visionbatch.plans import BatchPlan, EpochRecord, TrainResult, write_json
-from visionbatch.rundir import check_run_name
+from visionbatch.rundir import check_project, check_run_name
 from visionbatch.staging import staged_dataset
 from visionbatch.ultralytics_compat import (
     DEFAULT_MODELS,
@@ -132,10 +132,9 @@ def _with_cfg(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         return merged, []
     if not isinstance(content, dict) or not all(isinstance(k, str) for k in content):
         raise ConfigError(f"cfg={text}: expected a mapping of train arguments (epochs: 50, imgsz: 640, ...)")
-    notes = []
-    for key in ("data", "cfg", "mode"):
-        if content.pop(key, None) is not None and key == "data":
-            notes.append(f"cfg={text}'s data: is ignored: the DATA argument is what trains")
+    content.pop("cfg", None)
+    content.pop("mode", None)
+    notes = [f"cfg={text}'s data: is ignored: the DATA argument is what trains"] if content.pop("data", None) else []
     return {**content, **merged}, notes
 
 
@@ -180,11 +179,11 @@ def _check_run_folder(args: Mapping[str, Any], dataset: DatasetSummary, task: st
     - `resume=` continues the run a checkpoint was saved in (`<run>/weights/last.pt`), nowhere else.
     """
     if args.get("name") is not None:
-        check_run_name(args["name"])
+        check_run_name(args["name"], "train")
     project = args.get("project")
+    if project:
+        check_project(project, task)
     base = Path(str(project)).expanduser() if project else Path.cwd() / "runs"
-    if base.exists() and not base.is_dir():
-        raise ConfigError(f"project={project} is a file, not a folder: pass a folder for the runs")
     chosen = bool(project) and base.is_absolute()  # a relative project= lands under ./runs/<task>/, as Ultralytics'
     protected = _data_folders(dataset) | ({Path(dataset.root).resolve()} if chosen else set())
     target = Path(_project(str(project) if project else None, task)).resolve()
@@ -212,11 +211,11 @@ def _refuse_inside(target: Path, protected: set[Path], what: str) -> None:
 
 def _data_folders(dataset: DatasetSummary) -> set[Path]:
     """The folders holding the dataset's images and their labels, resolved."""
-    from visionbatch.dataset import label_path, split_images
+    from visionbatch.dataset import label_path
 
     folders: set[Path] = set()
-    for key in dataset.splits():
-        for image_folder in {os.path.dirname(f) for f in split_images(dataset, key)}:
+    for split in dataset.splits().values():
+        for image_folder in split.image_folders:
             folders.add(Path(image_folder).resolve())
             folders.add(Path(label_path(os.path.join(image_folder, "x.jpg"))).parent.resolve())
     return folders

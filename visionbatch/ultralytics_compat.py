@@ -12,16 +12,18 @@ Everything that imports Ultralytics does so inside `offline()`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from visionbatch.errors import ConfigError
+from visionbatch.files import atomic_copy, config_dir  # noqa: F401  config_dir: this module's callers use it
 
 TASKS = ("detect", "segment")
 DEFAULT_MODELS = {"detect": "yolo11n.yaml", "segment": "yolo11n-seg.yaml"}
@@ -45,12 +47,6 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def config_dir() -> Path:
-    """Where visionbatch keeps Ultralytics' settings and font, unless YOLO_CONFIG_DIR is set."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "visionbatch"
 
 
 @contextlib.contextmanager
@@ -87,7 +83,7 @@ def offline() -> Iterator[Any]:
 
         from visionbatch.process_state import kept_process_state
 
-        restore: list[tuple[Any, str, Any]] = []
+        restore: list[Callable[[], None]] = []  # undo steps, run in reverse on exit
         with kept_process_state():
             try:
                 os.environ["YOLO_OFFLINE"] = "1"
@@ -126,7 +122,7 @@ def offline() -> Iterator[Any]:
                 settings = ultralytics.utils.SETTINGS
                 for key, value in NETWORK_SETTINGS.items():
                     if key in settings:
-                        restore.append((settings, "[" + key, settings[key]))
+                        restore.append(functools.partial(dict.__setitem__, settings, key, settings[key]))
                         dict.__setitem__(settings, key, value)  # in memory only: the user's file is untouched
                 own = ultralytics_dir()
                 _install_font(own)
@@ -138,13 +134,8 @@ def offline() -> Iterator[Any]:
                 yield ultralytics
             finally:
                 _depth = 0
-                for owner, name, value in reversed(restore):
-                    if name.startswith("["):
-                        dict.__setitem__(owner, name[1:], value)
-                    elif name.startswith("*"):
-                        _unredirect(value)
-                    else:
-                        setattr(owner, name, value)
+                for undo in reversed(restore):
+                    undo()
 
 
 def _refuse_download(url: str, dst: str, *args: Any, **kwargs: Any) -> None:
@@ -189,17 +180,14 @@ def _redirect_config_dir(restore: list, theirs: Path, own: Path) -> None:
     """
     if theirs == own:
         return
+    _repoint_config_dir(theirs, own)
+    restore.append(functools.partial(_repoint_config_dir, own, theirs))  # also modules first imported inside
+
+
+def _repoint_config_dir(old: Path, new: Path) -> None:
     for name, module in list(sys.modules.items()):
-        if name.startswith("ultralytics") and getattr(module, "USER_CONFIG_DIR", None) == theirs:
-            module.USER_CONFIG_DIR = own
-    restore.append((None, "*", (theirs, own)))
-
-
-def _unredirect(value: tuple[Path, Path]) -> None:
-    theirs, own = value
-    for name, module in list(sys.modules.items()):  # modules first imported inside took our value too
-        if name.startswith("ultralytics") and getattr(module, "USER_CONFIG_DIR", None) == own:
-            module.USER_CONFIG_DIR = theirs
+        if name.startswith("ultralytics") and getattr(module, "USER_CONFIG_DIR", None) == old:
+            module.USER_CONFIG_DIR = new
 
 
 @contextlib.contextmanager
@@ -226,7 +214,7 @@ def trusted_checkpoints(trust: bool) -> Iterator[None]:
 
 
 def _patch(restore: list, owner: Any, name: str, value: Any) -> None:
-    restore.append((owner, name, getattr(owner, name)))
+    restore.append(functools.partial(setattr, owner, name, getattr(owner, name)))
     setattr(owner, name, value)
 
 
@@ -241,8 +229,6 @@ def _install_font(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for target in targets:
         if not target.exists():
-            from visionbatch.files import atomic_copy
-
             atomic_copy(source, target)
 
 
@@ -325,12 +311,8 @@ def model_yaml(model: str) -> dict:
 
     with offline():
         from ultralytics.nn.tasks import yaml_model_load
-        from ultralytics.utils.checks import check_yaml
 
-        path = Path(str(model)).expanduser()
-        if not path.is_file():
-            unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", str(model))  # yolo11n.yaml -> yolo11.yaml
-            path = Path(check_yaml(str(model), hard=False) or check_yaml(unified, hard=False) or path)
+        path = find_model_yaml(str(model)) or Path(str(model)).expanduser()
         content = load_yaml(path, ConfigError, f"model={model}")
         if not isinstance(content, dict) or not {"backbone", "head"} <= set(content):
             raise ConfigError(f"model={model}: not a model definition (no backbone: and head:): pass an "
@@ -361,11 +343,11 @@ def load_checkpoint_safely(path: str | os.PathLike, trust: bool = False, key: st
     import torch
 
     name = f"{key}={path}"
-    if not trust and not zipfile.is_zipfile(path):
-        raise ConfigError(f"{name} is not a PyTorch checkpoint (not a torch.save archive): pass a .pt "
-                          f"saved by Ultralytics training (weights/best.pt), or a model YAML")
     if zipfile.is_zipfile(path):
         _check_archive(path, name)
+    elif not trust:  # trusted, a legacy (pre-zip) pickle may still load
+        raise ConfigError(f"{name} is not a PyTorch checkpoint (not a torch.save archive): pass a .pt "
+                          f"saved by Ultralytics training (weights/best.pt), or a model YAML")
     with offline(), trusted_checkpoints(trust):
         from ultralytics.nn.tasks import _SafeLoad, guess_model_task, torch_safe_load
         from ultralytics.utils import LOGGER
@@ -435,6 +417,19 @@ def _checkpoint_problem(name: str, exc: BaseException, trust: bool) -> str:
             f"training{hint}")
 
 
+def find_model_yaml(model: str) -> Path | None:
+    """A model YAML on disk, or among Ultralytics' configs (yolo11n.yaml is yolo11.yaml at scale n); None if neither."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    with offline():
+        from ultralytics.utils.checks import check_yaml
+
+        unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", model)  # yolo11n.yaml -> yolo11.yaml
+        found = check_yaml(model, hard=False) or check_yaml(unified, hard=False)
+    return Path(found) if found else None
+
+
 def check_model(model: str) -> None:
     """Refuse a model that would need a download, with the offline alternative."""
     text = str(model)
@@ -442,14 +437,7 @@ def check_model(model: str) -> None:
         raise ConfigError(f"model={text}: visionbatch never downloads models: pass a local .pt or a model YAML")
     path = Path(text).expanduser()
     if text.endswith((".yaml", ".yml")):
-        if path.is_file():
-            return
-        with offline():
-            from ultralytics.utils.checks import check_yaml
-
-            unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", text)  # yolo11n.yaml -> yolo11.yaml
-            found = check_yaml(text, hard=False) or check_yaml(unified, hard=False)
-        if not found:
+        if find_model_yaml(text) is None:
             raise ConfigError(
                 f"model={text}: no such model YAML, locally or among Ultralytics' configs: "
                 f"use e.g. model=yolo11n.yaml or model=yolo11s-seg.yaml"

@@ -22,9 +22,7 @@ import yaml
 
 from visionbatch.augment.analysis import spread
 from visionbatch.dataset import DatasetSummary, label_path, split_images
-
-# data.yaml keys that describe the data rather than where it is
-_LOCATION_KEYS = {"path", "train", "val", "test", "minival", "download"}
+from visionbatch.staging import ultralytics_yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +80,7 @@ def link_sample(summary: DatasetSummary, folder: Path, profile_images: int, load
             label = Path(label_path(image))
             if label.is_file():
                 _link(label, folder / "labels" / split / f"{stem}.txt")
-    described = {k: v for k, v in summary.raw.items() if k not in _LOCATION_KEYS}
-    described.update(path=str(folder), train="images/train", val="images/val", names=summary.names)
-    described.pop("nc", None)
+    described = ultralytics_yaml(summary, folder, {"train": "images/train", "val": "images/val"})
     yaml_path = folder / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(described, sort_keys=False))
     return Sample(yaml_path, len(train), len(chosen), len(profile), len(val_chosen), npy)

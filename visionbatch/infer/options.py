@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from visionbatch.config import (
@@ -26,7 +24,7 @@ from visionbatch.infer.ort import import_onnxruntime
 from visionbatch.infer.plan import JetsonModule
 from visionbatch.infer.runners import BACKENDS, ORT_PROVIDERS
 from visionbatch.infer.sweep import DEFAULT_MAX_BATCH, SweepPolicy, default_batch_sizes
-from visionbatch.infer.text import identifier, is_control, printable
+from visionbatch.rundir import check_project, check_run_name
 
 STRIDE = 32
 MAX_RUNS = 100_000  # warm-up or timed calls per batch: past this a sweep never ends
@@ -180,7 +178,8 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
         batch_sizes=sizes, latency_ms=latency_ms, memory_budget_bytes=memory_budget_bytes,
         memory_fraction=memory_fraction, streams=streams, fps=fps, half=half,
         end_to_end=_flag(end_to_end, "end_to_end"), policy=policy, threads=threads, target=module,
-        name=None if name is None else _run_name(name), project=None if project is None else _project(project),
+        name=None if name is None else check_run_name(name, "infer"),
+        project=None if project is None else check_project(project, "infer"),
         trust_checkpoint=trust_checkpoint,
     )
 
@@ -253,42 +252,3 @@ def _threads(value: Any) -> int:
     cpus = cpu_count()
     return whole_number(value, "threads", example=f"threads={cpus}", maximum=cpus,
                         fix=f"use 1 to {cpus} (the CPUs this process may use), e.g. threads={cpus}")
-
-
-def _run_name(value: Any) -> str:
-    """A run folder's name: one folder under the project, never a path that leads elsewhere."""
-    text = str(value)
-    if re.search(r"[\\/]", text) or text in {".", ".."} or PureWindowsPath(text).drive \
-            or any(is_control(char) for char in text):
-        parts = [part for part in re.split(r"[\\/]", text) if part.strip(".")]
-        suggestion = identifier(parts[-1]) if parts else "infer"
-        raise ConfigError(f"name={printable(text)}: a run name is one folder name, without '/', '\\', '..' or "
-                          f"control characters: use name={suggestion}, or project= for another parent folder")
-    return text
-
-
-def _project(value: Any) -> str:
-    """The parent folder of the run folder: refused when it, or a folder above it, is a file.
-
-    Mirrors `visionbatch.rundir.new_run_dir`: a relative project= lands under runs/infer/.
-    """
-    text = str(value)
-    if any(is_control(char) for char in text):
-        raise ConfigError(f"project={printable(text)}: a folder path has no control characters: "
-                          f"give a plain folder path, or leave project= out")
-    if not text:
-        return text
-    try:
-        base = Path(text).expanduser()
-    except RuntimeError:  # ~someone with no home folder here
-        raise ConfigError(f"project={printable(text)}: no home folder for {printable(text.split('/')[0])} here: "
-                          f"give the folder's full path") from None
-    if not base.is_absolute():
-        base = Path.cwd() / "runs" / "infer" / base
-    for folder in (base, *base.parents):
-        if folder.is_dir():
-            break
-        if folder.exists() or folder.is_symlink():
-            raise ConfigError(f"project={printable(text)}: {printable(folder)} is a file, not a folder: give a "
-                              f"folder (existing, or one to create) for the run folders, or leave project= out")
-    return text
