@@ -16,11 +16,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import tree_digest
 
 from visionbatch.augment import AugmentationReport, profile_augmentation, timing
 from visionbatch.errors import ConfigError
-
-from conftest import tree_digest
 
 # Small and quick: one size, 16 images, workers=0 only, the step's rate given.
 FAST = {"imgsz": 96, "sizes": [96], "images": 16, "loader_workers": [0], "loader_cache": "none", "seconds": 0.3,

@@ -7,24 +7,24 @@ import math
 
 import pytest
 
-from visionbatch.augment import analysis, loader, options, sample, step, timing
+from visionbatch.augment import analysis, loader, options, step, timing
 from visionbatch.augment.analysis import (
     decide,
     default_sizes,
-    mosaic_schedule,
-    stride_multiple,
     fit_line,
     growth_exponent,
     growth_words,
+    mosaic_schedule,
     percentile,
     spread,
+    stride_multiple,
     summarise,
 )
 from visionbatch.augment.loader import throughput
 from visionbatch.augment.options import check_sizes
 from visionbatch.augment.report import LoaderSample, PhaseProfile, TransformCost
-from visionbatch.augment.sample import train_count
 from visionbatch.augment.step import images_per_s
+from visionbatch.dataset import train_count
 from visionbatch.errors import ConfigError
 
 
@@ -179,7 +179,7 @@ def test_no_loader_measured() -> None:
     assert decide([_loader("none", 0, None)], 100.0, workers=0, cache="none", profile=PROFILE) is None
 
 
-@pytest.mark.parametrize("module", [analysis, options, loader, sample, step, timing], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [analysis, options, loader, step, timing], ids=lambda m: m.__name__)
 def test_docstring_examples_hold(module) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

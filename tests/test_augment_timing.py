@@ -10,8 +10,14 @@ import random
 
 import pytest
 
-from visionbatch.augment.timing import Recorder, _Timed, instrument, profile_pass, transform_name
-from visionbatch.ultralytics_compat import offline
+from visionbatch.augment.timing import (
+    Recorder,
+    Timed,
+    instrument,
+    profile_pass,
+    transform_name,
+)
+from visionbatch.ultralytics.offline import offline
 
 
 class FakeClock:
@@ -169,7 +175,7 @@ def test_instrument_restores_everything() -> None:
     originals = [inner.transforms[0], dataset.transforms.transforms[1]]
     with instrument(dataset, Recorder(clock)):
         wrapped = inner.transforms[0]
-        assert type(wrapped) is _Timed and isinstance(wrapped, pull_type)  # isinstance still holds
+        assert type(wrapped) is Timed and isinstance(wrapped, pull_type)  # isinstance still holds
         assert wrapped.dataset is dataset  # attributes pass through
         assert "load_image" in vars(dataset)
     assert [inner.transforms[0], dataset.transforms.transforms[1]] == originals
@@ -185,7 +191,7 @@ def test_instrument_restores_after_an_error() -> None:
     dataset, _ = _fake_dataset(clock)
     with pytest.raises(RuntimeError, match="boom"), instrument(dataset, Recorder(clock)):
         raise RuntimeError("boom")
-    assert all(type(t) is not _Timed for t in dataset.transforms.transforms[0].transforms)
+    assert all(type(t) is not Timed for t in dataset.transforms.transforms[0].transforms)
     assert "load_image" not in vars(dataset)
 
 
@@ -195,7 +201,7 @@ def test_albumentations_still_seeds_wrapped_transforms() -> None:
 
     blur = A.Blur(p=1.0)
     compose = A.Compose([blur])
-    compose.transforms[0] = _Timed(blur, "Albumentations: Blur", Recorder())
+    compose.transforms[0] = Timed(blur, "Albumentations: Blur", Recorder())
     compose.set_random_seed(123)
     reference = A.Blur(p=1.0)
     reference.set_random_seed(123)

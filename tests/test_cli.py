@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tree_digest
 
 from visionbatch import __version__
 from visionbatch.cli import main
-
-from conftest import tree_digest
 
 
 def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:

@@ -1,27 +1,24 @@
-"""visionbatch.config: key=value parsing, batch requests, and refusals with suggestions."""
+"""visionbatch.keys and visionbatch.checks: key=value parsing, batch requests, and refusals with suggestions."""
 
 from __future__ import annotations
 
 import pytest
 
-from visionbatch.config import (
+from visionbatch.checks import (
     MAX_BYTES,
-    check_device,
     check_fraction,
     check_imgsz,
     check_labels_per_image,
     check_seed,
-    check_train_args,
     finite_number,
-    parse_batch,
-    parse_bytes,
-    parse_pairs,
-    shown,
-    smart_value,
-    suggest,
     whole_number,
 )
+from visionbatch.devices.parse import check_device
 from visionbatch.errors import ConfigError
+from visionbatch.keys import parse_batch, parse_pairs, smart_value
+from visionbatch.text import shown, suggest
+from visionbatch.ultralytics.args import check_train_args
+from visionbatch.units import parse_bytes
 
 
 @pytest.mark.parametrize(

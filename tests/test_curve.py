@@ -1,10 +1,15 @@
-"""visionbatch.curve: exact fits and exact answers."""
+"""visionbatch.fit.curve: exact fits and exact answers."""
 
 from __future__ import annotations
 
 import pytest
 
-from visionbatch.curve import fit_memory_curve, interpolate_batch, monotonic_violations, solve_batch
+from visionbatch.fit.curve import (
+    fit_memory_curve,
+    interpolate_batch,
+    monotonic_violations,
+    solve_batch,
+)
 
 MIB = 1 << 20
 

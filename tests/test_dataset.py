@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import tree_digest
 
 from visionbatch.dataset import label_path, load_dataset
 from visionbatch.errors import DatasetError
-
-from conftest import tree_digest
 
 
 def test_shipped_dataset_statistics(shapes_yaml: Path) -> None:

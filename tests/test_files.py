@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from visionbatch.errors import StorageError
-from visionbatch.files import atomic_path, atomic_write_text, is_disk_error, storage_error
+from visionbatch.files import (
+    atomic_path,
+    atomic_write_text,
+    is_disk_error,
+    storage_error,
+)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_partial(tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from visionbatch.devices.oom import is_oom
 from visionbatch.errors import BudgetError, ConfigError
-from visionbatch.planner import plan_batch
-from visionbatch.probes.base import is_oom
-from visionbatch.probes.simulated import SimulatedProbe
+from visionbatch.fit.planner import plan_batch
+from visionbatch.fit.probes.simulated import SimulatedProbe
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -204,11 +204,11 @@ def test_is_oom_is_narrow(exc, expected) -> None:
 def test_cpu_fit_verifies_the_batch_and_one_more_would_not_fit(shapes_yaml: Path) -> None:
     import torch
 
-    from visionbatch.fit import _trainer_globals, fit_batch
-    from visionbatch.probes.cpu import CpuProbe
-    from visionbatch.training import prepare
-    from visionbatch.ultralytics_compat import offline
-    from visionbatch.workload import Workload, make_spec
+    from visionbatch.fit.api import fit_batch, trainer_globals
+    from visionbatch.fit.probes.cpu import CpuProbe
+    from visionbatch.ultralytics.job import prepare
+    from visionbatch.ultralytics.offline import offline
+    from visionbatch.ultralytics.step import Workload, make_spec
 
     rng = torch.get_rng_state()
     threads = torch.get_num_threads()
@@ -229,7 +229,7 @@ def test_cpu_fit_verifies_the_batch_and_one_more_would_not_fit(shapes_yaml: Path
         job = prepare(shapes_yaml, {"imgsz": 64, "task": "segment", "epochs": 50})
         spec = make_spec(job.model, job.task, job.dataset.names, job.dataset.train.images,
                          job.dataset.train.max_instances, job.dataset.val.max_instances, job.args, "cpu")
-        with _trainer_globals(True, "cpu"):
+        with trainer_globals(True, "cpu"):
             workload = Workload(spec, "cpu")
             probe = CpuProbe(160 * MIB)
             b = plan.max_batch_size + 1
@@ -241,7 +241,7 @@ def test_cpu_fit_verifies_the_batch_and_one_more_would_not_fit(shapes_yaml: Path
 def test_fit_without_cuda_or_budget_says_what_it_can_do(small_shapes: Path, monkeypatch) -> None:
     import torch
 
-    from visionbatch.fit import fit_batch
+    from visionbatch.fit.api import fit_batch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no CUDA device to fit the batch on here: pass memory_budget="):
@@ -295,7 +295,7 @@ def test_fit_cli_writes_plan_and_curve(capsys, small_shapes: Path, workdir: Path
 def test_train_with_batch_auto_records_the_plan(small_shapes: Path, workdir: Path) -> None:
     import json
 
-    from visionbatch.training import PLAN_NAME, SUMMARY_NAME, train
+    from visionbatch.train.run import PLAN_NAME, SUMMARY_NAME, train
 
     result = train(small_shapes, batch="auto", memory_budget="1GiB", epochs=1, imgsz=64, plots=False)
     folder = Path(result.save_dir)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from visionbatch.cli import main
-from visionbatch.config import check_train_args
 from visionbatch.errors import ConfigError
+from visionbatch.ultralytics.args import check_train_args
 
 DATA = str(Path(__file__).resolve().parents[1] / "datasets" / "shapes" / "data.yaml")
 HUGE = "1" + "0" * 30  # 10**30
@@ -110,7 +110,7 @@ def _cases() -> list:
 @pytest.fixture(scope="module", autouse=True)
 def _ultralytics_imported() -> None:
     """Import Ultralytics before capturing: a fresh settings folder prints a line on stdout at first import."""
-    from visionbatch.config import ultralytics_defaults
+    from visionbatch.ultralytics.args import ultralytics_defaults
 
     ultralytics_defaults()
 
@@ -121,7 +121,7 @@ def no_heavy_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def reached(*args: object, **kwargs: object) -> None:
         raise AssertionError("the value was accepted: the command went on to real work")
 
-    for target in ("visionbatch.training.run", "visionbatch.fit._spec_for", "visionbatch.infer.tune._ready_model",
+    for target in ("visionbatch.train.run.run", "visionbatch.fit.api.workload_spec", "visionbatch.infer.tune._ready_model",
                    "visionbatch.augment.profile.link_sample"):
         monkeypatch.setattr(target, reached, raising=False)
 
@@ -232,7 +232,7 @@ def test_valid_edges_still_pass() -> None:
 
 def test_infer_edges_still_pass(workdir: Path) -> None:
     from visionbatch.infer.options import check_options
-    from visionbatch.ultralytics_compat import cpu_count
+    from visionbatch.ultralytics.offline import cpu_count
 
     opts = check_options("yolo11n.yaml", device="cpu", imgsz=16384, batch_sizes=[1, 65536], latency_ms=1e6,
                          streams=2**31 - 1, fps=0.001, warmup_runs=0, runs=100_000, seconds_per_batch=600,

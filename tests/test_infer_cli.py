@@ -6,9 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
-
 import infer_models
+import pytest
 
 from visionbatch.cli import main
 

@@ -9,12 +9,18 @@ import shlex
 from pathlib import Path
 
 import pytest
+import triton_model_config
 from google.protobuf import text_format
 
-import triton_model_config
 from visionbatch.errors import ConfigError
-from visionbatch.infer.deploy import (DeploymentSpec, push_timeout_us, queue_delay_us, triton_config,
-                                      trtexec_command, write_deployment)
+from visionbatch.infer.deploy import (
+    DeploymentSpec,
+    push_timeout_us,
+    queue_delay_us,
+    triton_config,
+    trtexec_command,
+    write_deployment,
+)
 from visionbatch.infer.plan import StreamLoad
 
 DETECT = DeploymentSpec(

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["plan", "choice", "sweep", "edge", "deploy", "ort", "text"])
+@pytest.mark.parametrize("module", ["infer.plan", "infer.choice", "infer.sweep", "devices.jetson", "infer.deploy", "infer.ort", "text"])
 def test_docstring_examples(module: str) -> None:
-    result = doctest.testmod(importlib.import_module(f"visionbatch.infer.{module}"))
+    result = doctest.testmod(importlib.import_module(f"visionbatch.{module}"))
     assert result.attempted > 0 and result.failed == 0

@@ -17,11 +17,18 @@ from pathlib import Path
 
 import pytest
 
+from visionbatch.devices.catalog import JETSON_MODULES, find_module
+from visionbatch.devices.jetson import (
+    detect_jetson,
+    memory_used_bytes,
+    parse_meminfo,
+    parse_tegrastats,
+)
 from visionbatch.errors import ConfigError
 from visionbatch.infer import probes
-from visionbatch.infer.edge import (JETSON_MODULES, detect_jetson, find_module, memory_used_bytes, parse_meminfo,
-                                    parse_tegrastats)
-from visionbatch.infer.probes import jetson_probe  # bound here: tests may monkeypatch probes.jetson_probe
+from visionbatch.infer.probes import (
+    jetson_probe,  # bound here: tests may monkeypatch probes.jetson_probe
+)
 
 GIB = 2**30
 ORIN_NANO_RELEASE = ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import triton_model_config
+
 from visionbatch.cli import main
 from visionbatch.infer import tune
 

@@ -6,7 +6,13 @@ import pytest
 
 from visionbatch.infer.plan import Constraints, StreamLoad
 from visionbatch.infer.runners import is_out_of_memory
-from visionbatch.infer.sweep import SweepPolicy, default_batch_sizes, run_sweep, stop_reason, summarize
+from visionbatch.infer.sweep import (
+    SweepPolicy,
+    default_batch_sizes,
+    run_sweep,
+    stop_reason,
+    summarize,
+)
 
 MIB = 2**20
 

@@ -7,12 +7,13 @@ import json
 from functools import partial
 from pathlib import Path
 
-import pytest
-
 import infer_models
+import pytest
 import triton_model_config
 from test_infer_edge import fake_tegrastats, make_board, ready_jetson_probe
-from visionbatch.infer import edge, probes
+
+from visionbatch.devices import jetson
+from visionbatch.infer import probes
 from visionbatch.infer.tune import tune_inference
 
 FAST = dict(batch_sizes=[1, 2], runs=3, warmup_runs=1)
@@ -88,7 +89,7 @@ def test_on_a_simulated_jetson(workdir: Path, tiny_onnx: Path, tmp_path: Path,
     board = make_board(tmp_path / "board", "NVIDIA Jetson Orin Nano Developer Kit",
                        "nvidia,p3768-0000+p3767-0005\x00nvidia,tegra234",
                        "# R36 (release), REVISION: 4.3, GCID: 1\n", mem_total_kb=7_650_336, mem_available_kb=5_000_000)
-    monkeypatch.setattr(edge, "detect_jetson", partial(edge.detect_jetson, board))
+    monkeypatch.setattr(jetson, "detect_jetson", partial(jetson.detect_jetson, board))
     monkeypatch.setattr(probes, "jetson_probe", partial(ready_jetson_probe, board,
                                                         fake_tegrastats(tmp_path, power_mw=7200), 0.01))
     # 2 img/s: met with ~100x to spare however busy the CPU, so a batch is always chosen
@@ -127,7 +128,7 @@ def test_pytorch_backend_on_cpu(workdir: Path) -> None:
 
 def test_a_checkpoint_is_exported_into_the_run_folder_not_beside_it(workdir: Path, tmp_path: Path) -> None:
     """Ultralytics' exporter writes beside the .pt (overwriting a same-named .onnx); visionbatch must not."""
-    from visionbatch.ultralytics_compat import offline
+    from visionbatch.ultralytics.offline import offline
 
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from visionbatch.training import SUMMARY_NAME
+from visionbatch.train.run import SUMMARY_NAME
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from visionbatch.console import human_bytes, table
-from visionbatch.plans import to_jsonable, write_json
+from visionbatch.console import table
+from visionbatch.results import to_jsonable, write_json
+from visionbatch.units import human_bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from visionbatch.probes.base import Capacity
+from visionbatch.devices.memory import Capacity
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -65,7 +65,7 @@ def fake_pynvml(monkeypatch: pytest.MonkeyPatch, process_bytes: int | None, used
 
 
 def test_cuda_capacity_counts_the_context_with_nvml(monkeypatch) -> None:
-    from visionbatch.hardware import cuda_capacity
+    from visionbatch.devices.memory import cuda_capacity
 
     FakeCuda().install(monkeypatch)
     seen = fake_pynvml(monkeypatch, process_bytes=800 * MIB)
@@ -77,7 +77,7 @@ def test_cuda_capacity_counts_the_context_with_nvml(monkeypatch) -> None:
 
 
 def test_cuda_capacity_without_nvml_falls_back_to_torch(monkeypatch) -> None:
-    from visionbatch.hardware import cuda_capacity
+    from visionbatch.devices.memory import cuda_capacity
 
     FakeCuda().install(monkeypatch)
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
@@ -87,7 +87,7 @@ def test_cuda_capacity_without_nvml_falls_back_to_torch(monkeypatch) -> None:
 
 
 def test_cuda_probe_reads_peaks_and_adds_the_context(monkeypatch) -> None:
-    from visionbatch.probes.cuda import CudaProbe
+    from visionbatch.fit.probes.cuda import CudaProbe
 
     fake = FakeCuda()
     fake.install(monkeypatch)
@@ -109,7 +109,7 @@ def test_cuda_probe_reads_peaks_and_adds_the_context(monkeypatch) -> None:
 def test_cuda_probe_turns_oom_into_a_failed_sample_and_frees_memory(monkeypatch) -> None:
     import torch
 
-    from visionbatch.probes.cuda import CudaProbe
+    from visionbatch.fit.probes.cuda import CudaProbe
 
     fake = FakeCuda()
     fake.install(monkeypatch)
@@ -129,7 +129,7 @@ def test_resolve_device_on_a_gpu_machine(monkeypatch) -> None:
     import torch
 
     from visionbatch.errors import ConfigError
-    from visionbatch.fit import resolve_device
+    from visionbatch.fit.api import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -154,19 +154,19 @@ def test_training_telemetry_reads_cuda_peaks_per_epoch(monkeypatch) -> None:
     """The epoch callback on a (fake) CUDA trainer records torch.cuda's peaks for that epoch."""
     import torch
 
-    from visionbatch import telemetry
-    from visionbatch.training import _Telemetry
+    import visionbatch.train.run as run_module
+    from visionbatch.train.run import EpochTelemetry
 
     resets: list[object] = []
-    monkeypatch.setattr(telemetry, "cuda_reset_peaks", lambda device: resets.append(device))
-    monkeypatch.setattr(telemetry, "cuda_peaks", lambda device: (5 * GIB, 6 * GIB))
+    monkeypatch.setattr(run_module, "cuda_reset_peaks", lambda device: resets.append(device))
+    monkeypatch.setattr(run_module, "cuda_peaks", lambda device: (5 * GIB, 6 * GIB))
     trainer = types.SimpleNamespace(
         device=torch.device("cuda", 0), epoch=0, tloss=None, metrics={"metrics/mAP50(B)": 0.5},
         train_loader=types.SimpleNamespace(dataset=types.SimpleNamespace(transforms=types.SimpleNamespace(
             transforms=[types.SimpleNamespace(transforms=[Mosaic(0.5)])]))),
         save_dir=Path("/nonexistent"),
     )
-    probe = _Telemetry(None)
+    probe = EpochTelemetry(None)
     probe.on_train_epoch_start(trainer)
     probe.on_train_epoch_end(trainer)
     probe.on_fit_epoch_end(trainer)

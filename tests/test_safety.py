@@ -24,8 +24,9 @@ from conftest import copy_shapes, tree_digest
 
 from visionbatch.cli import main
 from visionbatch.staging import staged_dataset
-from visionbatch.training import prepare
-from visionbatch.ultralytics_compat import inspect_checkpoint, offline
+from visionbatch.ultralytics.job import prepare
+from visionbatch.ultralytics.models import inspect_checkpoint
+from visionbatch.ultralytics.offline import offline
 
 
 def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -433,12 +434,12 @@ def test_sigterm_reaches_the_processes_visionbatch_started() -> None:
 DDP_WORKER = textwrap.dedent(
     """
     import json
-    import visionbatch.trainers as trainers  # what Ultralytics' generated DDP script imports first
+    import visionbatch.ultralytics.trainers as trainers  # what Ultralytics' generated DDP script imports first
     import ultralytics.engine.trainer as engine
     import ultralytics.nn.tasks as tasks
     import ultralytics.utils as utils
 
-    trainers._offline_in_ddp_worker()  # what the trainer's __init__ runs in the worker
+    trainers.offline_in_ddp_worker()  # what the trainer's __init__ runs in the worker
     print(json.dumps([engine.check_amp.__module__, utils.ONLINE, tasks.SAFE_LOAD, utils.SETTINGS["sync"]]))
     """
 )
@@ -450,7 +451,7 @@ def test_a_ddp_worker_is_offline_too(tmp_path: Path) -> None:
     env.update(LOCAL_RANK="0", HOME=str(tmp_path), YOLO_OFFLINE="1", YOLO_AUTOINSTALL="0")
     proc = subprocess.run([sys.executable, "-c", DDP_WORKER], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["visionbatch.ultralytics_compat", False, True, False]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["visionbatch.ultralytics.offline", False, True, False]
 
 
 # -- the caller's process is given back --------------------------------------------------------------------------

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_shapes
 
 from visionbatch.dataset import load_dataset
 from visionbatch.errors import StorageError
 from visionbatch.staging import staged_dataset
-
-from conftest import copy_shapes
 
 
 def _lines(path: str | Path) -> list[str]:

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from visionbatch.curve import fit_memory_surface, surface_max_batch, surface_max_imgsz
 from visionbatch.errors import ConfigError
+from visionbatch.fit.curve import (
+    fit_memory_surface,
+    surface_max_batch,
+    surface_max_imgsz,
+)
 
 MIB = 1 << 20
 
@@ -46,7 +50,7 @@ def test_surface_needs_two_sizes_and_two_batches() -> None:
 @pytest.mark.parametrize("imgsz, words", [((640,), "two or more sizes"), ((16, 640), "at least 64"),
                                           (("big", 640), "image sizes in pixels")])
 def test_sweep_refuses_bad_sizes(small_shapes: Path, imgsz, words) -> None:
-    from visionbatch.sweep import sweep_resolution
+    from visionbatch.fit.sweep import sweep_resolution
 
     with pytest.raises(ConfigError, match=words):
         sweep_resolution(small_shapes, imgsz=imgsz, target="t4")

@@ -13,13 +13,13 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def detect_spec(shapes_yaml_module):
-    from visionbatch.fit import _spec_for
-    from visionbatch.training import prepare
-    from visionbatch.ultralytics_compat import offline
+    from visionbatch.fit.api import workload_spec
+    from visionbatch.ultralytics.job import prepare
+    from visionbatch.ultralytics.offline import offline
 
     with offline():
         job = prepare(shapes_yaml_module, {"imgsz": 64})
-        return _spec_for(job, "cpu", "", None)
+        return workload_spec(job, "cpu", "", None)
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +31,13 @@ def shapes_yaml_module() -> Path:
 
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_proxy_step_trace_equals_real_cpu_tensors_to_the_byte(batch_size: int) -> None:
-    from visionbatch.probes.trace import proxy_step_peak
-    from visionbatch.ultralytics_compat import offline
+    from visionbatch.fit.probes.trace import proxy_step_peak
+    from visionbatch.ultralytics.offline import offline
 
     with offline():
         from ultralytics.nn.tasks import DetectionModel
 
-        from visionbatch.workload import quiet_ultralytics
+        from visionbatch.ultralytics.step import quiet_ultralytics
 
         with quiet_ultralytics():
             model = DetectionModel("yolo11n.yaml", nc=5, verbose=False).train()
@@ -49,13 +49,13 @@ def test_proxy_step_trace_equals_real_cpu_tensors_to_the_byte(batch_size: int) -
 
 @pytest.mark.slow
 def test_full_step_trace_is_within_3_percent_of_the_real_cpu_step(detect_spec) -> None:
-    from visionbatch.fit import _trainer_globals
-    from visionbatch.probes.cpu import CpuProbe
-    from visionbatch.probes.trace import DeviceModel, TraceEstimator
-    from visionbatch.ultralytics_compat import offline
-    from visionbatch.workload import Workload
+    from visionbatch.fit.api import trainer_globals
+    from visionbatch.fit.probes.cpu import CpuProbe
+    from visionbatch.fit.probes.trace import DeviceModel, TraceEstimator
+    from visionbatch.ultralytics.offline import offline
+    from visionbatch.ultralytics.step import Workload
 
-    with offline(), _trainer_globals(True, "cpu"):
+    with offline(), trainer_globals(True, "cpu"):
         estimator = TraceEstimator(detect_spec, DeviceModel.cpu())
         workload = Workload(detect_spec, "cpu")
         probe = CpuProbe(1 << 32)
@@ -71,7 +71,7 @@ def test_full_step_trace_is_within_3_percent_of_the_real_cpu_step(detect_spec) -
 
 
 def test_cuda_device_model_rounds_and_adds_overheads() -> None:
-    from visionbatch.probes.trace import DeviceModel, calibration
+    from visionbatch.fit.probes.trace import DeviceModel, calibration
 
     cpu = DeviceModel.cpu()
     assert cpu.device_bytes(1000) == (1000, 1000) and cpu.rounded(1000) == 1000
@@ -87,18 +87,18 @@ def test_cuda_device_model_rounds_and_adds_overheads() -> None:
 
 def test_estimates_are_linear_in_the_batch_and_cheap(detect_spec) -> None:
     """Tensors per image are the same at every batch: traced training memory is exactly linear."""
-    from visionbatch.fit import _trainer_globals
-    from visionbatch.probes.trace import DeviceModel, TraceEstimator
-    from visionbatch.ultralytics_compat import offline
+    from visionbatch.fit.api import trainer_globals
+    from visionbatch.fit.probes.trace import DeviceModel, TraceEstimator
+    from visionbatch.ultralytics.offline import offline
 
-    with offline(), _trainer_globals(True, "cpu"):
+    with offline(), trainer_globals(True, "cpu"):
         estimator = TraceEstimator(detect_spec, DeviceModel.cpu())
         m1, m2, m64 = (estimator.train(b).allocated_bytes for b in (1, 2, 64))
     assert abs((m64 - m1) - 63 * (m2 - m1)) <= 0.002 * m64
 
 
 def test_unknown_target_lists_the_known_ones(small_shapes: Path) -> None:
-    from visionbatch.fit import fit_batch
+    from visionbatch.fit.api import fit_batch
 
     with pytest.raises(ConfigError) as info:
         fit_batch(small_shapes, imgsz=64, target="gtx9999")
@@ -113,7 +113,7 @@ def test_unknown_target_lists_the_known_ones(small_shapes: Path) -> None:
     ({"target": "gtx1050", "memory_budget": "200MiB"}, BudgetError, "batch 1 does not fit 180 MiB"),
 ])
 def test_impossible_predictions(small_shapes: Path, kwargs, error, words) -> None:
-    from visionbatch.fit import fit_batch
+    from visionbatch.fit.api import fit_batch
 
     with pytest.raises(error, match=words):
         fit_batch(small_shapes, imgsz=64, **kwargs)
@@ -121,7 +121,7 @@ def test_impossible_predictions(small_shapes: Path, kwargs, error, words) -> Non
 
 @pytest.mark.slow
 def test_target_prediction_is_marked_predicted(shapes_yaml: Path) -> None:
-    from visionbatch.fit import fit_batch
+    from visionbatch.fit.api import fit_batch
 
     plan = fit_batch(shapes_yaml, imgsz=320, target="gtx1650")
     assert not plan.measured and plan.measured_bytes is None and plan.val_measured_bytes is None

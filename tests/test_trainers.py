@@ -1,4 +1,4 @@
-"""visionbatch.trainers: checkpoints whole or absent, whatever happens while they are written."""
+"""visionbatch.ultralytics.trainers: checkpoints whole or absent, whatever happens while they are written."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from visionbatch.ultralytics_compat import offline
+from visionbatch.ultralytics.offline import offline
 
 
 @pytest.fixture(scope="module")
 def trainers():
     with offline():
-        import visionbatch.trainers as module
+        import visionbatch.ultralytics.trainers as module
     return module
 
 
@@ -26,7 +26,7 @@ def test_strip_writes_a_temporary_file_then_renames(trainers, tmp_path: Path) ->
         Path(s).write_bytes(b"stripped")
         return {"ok": True}
 
-    assert trainers._atomic_strip_optimizer(strip, best) == {"ok": True}
+    assert trainers.atomic_strip_optimizer(strip, best) == {"ok": True}
     assert best.read_bytes() == b"stripped"
     assert seen[0] != best and seen[0].parent == best.parent and not seen[0].exists()
 
@@ -40,7 +40,7 @@ def test_a_strip_that_fails_leaves_the_old_checkpoint(trainers, tmp_path: Path) 
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        trainers._atomic_strip_optimizer(strip, best)
+        trainers.atomic_strip_optimizer(strip, best)
     assert best.read_bytes() == b"the last whole checkpoint"
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
@@ -49,7 +49,7 @@ def test_a_strip_that_writes_nothing_is_not_an_error(trainers, tmp_path: Path) -
     """Ultralytics' strip_optimizer returns {} without writing for a checkpoint with no model."""
     best = tmp_path / "best.pt"
     best.write_bytes(b"kept")
-    assert trainers._atomic_strip_optimizer(lambda f, s="", updates=None: {}, best) == {}
+    assert trainers.atomic_strip_optimizer(lambda f, s="", updates=None: {}, best) == {}
     assert best.read_bytes() == b"kept"
 
 

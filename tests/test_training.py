@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tree_digest
 
 from visionbatch.errors import ConfigError
-from visionbatch.training import SUMMARY_NAME, prepare, train
-from visionbatch.ultralytics_compat import cpu_count
-
-from conftest import tree_digest
+from visionbatch.train.run import SUMMARY_NAME, train
+from visionbatch.ultralytics.job import prepare
+from visionbatch.ultralytics.offline import cpu_count
 
 pytestmark = pytest.mark.slow
 TINY = {"epochs": 1, "imgsz": 64, "batch": 4, "plots": False, "val": True}

@@ -1,4 +1,4 @@
-"""visionbatch.ultralytics_compat: offline set-up that restores everything, models, tasks."""
+"""visionbatch.ultralytics (offline set-up that restores everything, models, tasks)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from visionbatch.errors import ConfigError
-from visionbatch.ultralytics_compat import amp_supported, check_model, cpu_count, model_task, offline
+from visionbatch.ultralytics.models import check_model, model_task
+from visionbatch.ultralytics.offline import amp_supported, cpu_count, offline
 
 
 def test_import_changes_nothing() -> None:

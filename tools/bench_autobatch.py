@@ -44,7 +44,7 @@ MODELS = {("yolo11n", "detect"): "yolo11n.yaml", ("yolo11n", "segment"): "yolo11
 
 def _nvml_sampler(index: int):
     """Start sampling this process's NVML memory every 20 ms; return (stop() -> peak bytes)."""
-    from visionbatch.hardware import nvml_reading
+    from visionbatch.devices.memory import nvml_reading
 
     peak = [0]
     done = threading.Event()
@@ -71,8 +71,8 @@ def child_trial(args: argparse.Namespace) -> dict:
     """Real Ultralytics training at one batch: N iterations with mosaic, then one validation pass."""
     import torch
 
-    from visionbatch.hardware import cuda_capacity
-    from visionbatch.ultralytics_compat import offline
+    from visionbatch.devices.memory import cuda_capacity
+    from visionbatch.ultralytics.offline import offline
 
     torch.cuda.init()
     torch.zeros(1, device="cuda:0")
@@ -103,7 +103,7 @@ def child_autobatch(args: argparse.Namespace) -> dict:
     import torch
 
     from visionbatch.dataset import load_dataset
-    from visionbatch.ultralytics_compat import offline
+    from visionbatch.ultralytics.offline import offline
 
     summary = load_dataset(args.data)
     with offline():
@@ -133,7 +133,7 @@ def child_autobatch(args: argparse.Namespace) -> dict:
 
 
 def child_fit(args: argparse.Namespace) -> dict:
-    from visionbatch.fit import fit_batch
+    from visionbatch.fit.api import fit_batch
 
     start = time.perf_counter()
     plan = fit_batch(args.data, model=args.model, imgsz=args.imgsz, device=0, memory_fraction=args.fraction,
@@ -206,8 +206,8 @@ class Runner:
 
 def simulated_child(kind: str, model: str, task: str, imgsz: int, batch: int, fraction: float) -> dict:
     """The simulated device: 16 GiB; memory = fixed + per_image * b (per model, task, imgsz); no GPU."""
-    from visionbatch.planner import plan_batch
-    from visionbatch.probes.simulated import SimulatedProbe
+    from visionbatch.fit.planner import plan_batch
+    from visionbatch.fit.probes.simulated import SimulatedProbe
 
     scale = (imgsz / 640) ** 2 * (2.7 if "11s" in model else 1.0) * (1.35 if task == "segment" else 1.0)
     fixed, per_image, total = 0.9e9, 0.21e9 * scale, 16 * (1 << 30)
@@ -237,9 +237,9 @@ def simulated_child(kind: str, model: str, task: str, imgsz: int, batch: int, fr
 
 def segmentation_copy(data: str, tmp: Path) -> str:
     """A copy of a box-labelled dataset whose labels are the boxes' corners as polygons."""
-    from visionbatch.dataset import label_path, load_dataset
-
     import yaml
+
+    from visionbatch.dataset import label_path, load_dataset
 
     summary = load_dataset(data)
     root = tmp / "seg-dataset"

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"detect": "yolo11n.yaml", "segment": "yolo11n-seg.yaml"}
 BENCHMARK = """
 import json, sys
-from visionbatch.ultralytics_compat import offline
+from visionbatch.ultralytics.offline import offline
 mode, model, task, data, imgsz, fmt, device, half = sys.argv[1:9]
 quantize = 16 if half == "1" else None
 with offline():

@@ -34,20 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     args = parser.parse_args(argv)
 
-    from visionbatch.fit import _spec_for, _trainer_globals
-    from visionbatch.probes.cpu import CpuProbe
-    from visionbatch.probes.trace import DeviceModel, TraceEstimator
-    from visionbatch.training import prepare
-    from visionbatch.ultralytics_compat import offline
-    from visionbatch.workload import Workload
+    from visionbatch.fit.api import trainer_globals, workload_spec
+    from visionbatch.fit.probes.cpu import CpuProbe
+    from visionbatch.fit.probes.trace import DeviceModel, TraceEstimator
+    from visionbatch.ultralytics.job import prepare
+    from visionbatch.ultralytics.offline import offline
+    from visionbatch.ultralytics.step import Workload
 
     rows = []
-    with offline(), _trainer_globals(True, "cpu"):
+    with offline(), trainer_globals(True, "cpu"):
         for name in args.models:
             for task in args.tasks:
                 for imgsz in args.imgsz:
                     job = prepare(args.data, {"model": MODELS[(name, task)], "task": task, "imgsz": imgsz})
-                    spec = _spec_for(job, "cpu", "", None)
+                    spec = workload_spec(job, "cpu", "", None)
                     start = time.perf_counter()
                     estimator = TraceEstimator(spec, DeviceModel.cpu())
                     setup_s = time.perf_counter() - start

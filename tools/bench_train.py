@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"detect": "yolo11n.yaml", "segment": "yolo11n-seg.yaml"}
 ULTRALYTICS_API = """
 import sys, yaml
-from visionbatch.ultralytics_compat import offline
+from visionbatch.ultralytics.offline import offline
 with offline():  # the same offline set-up and thread count as visionbatch, without its wrapper
     from ultralytics import YOLO
     args = {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in sys.argv[2:])}

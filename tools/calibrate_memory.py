@@ -43,12 +43,12 @@ def grid_points(args: argparse.Namespace):
 
 
 def trace_point(job, spec_args: dict, task: str, batches: list[int], device_model) -> dict[int, dict]:
-    from visionbatch.fit import _spec_for, _trainer_globals
-    from visionbatch.probes.trace import TraceEstimator
+    from visionbatch.fit.api import trainer_globals, workload_spec
+    from visionbatch.fit.probes.trace import TraceEstimator
 
-    spec = _spec_for(job, "cuda" if device_model.cuda else "cpu", spec_args["gpu"], None)
+    spec = workload_spec(job, "cuda" if device_model.cuda else "cpu", spec_args["gpu"], None)
     out = {}
-    with _trainer_globals(True, "cpu"):
+    with trainer_globals(True, "cpu"):
         estimator = TraceEstimator(spec, device_model)
         for b in batches:
             estimate = estimator.train(b)
@@ -60,15 +60,15 @@ def trace_point(job, spec_args: dict, task: str, batches: list[int], device_mode
 def measure_point(job, gpu: str, batches: list[int]) -> dict[int, dict]:
     import torch
 
-    from visionbatch.fit import _spec_for, _trainer_globals
-    from visionbatch.hardware import cuda_capacity
-    from visionbatch.probes.cuda import CudaProbe
-    from visionbatch.workload import Workload
+    from visionbatch.devices.memory import cuda_capacity
+    from visionbatch.fit.api import trainer_globals, workload_spec
+    from visionbatch.fit.probes.cuda import CudaProbe
+    from visionbatch.ultralytics.step import Workload
 
-    spec = _spec_for(job, "cuda", gpu, None)
+    spec = workload_spec(job, "cuda", gpu, None)
     probe = CudaProbe(0)
     out = {}
-    with _trainer_globals(True, "cuda"):
+    with trainer_globals(True, "cuda"):
         workload = Workload(spec, "cuda:0")
         try:
             context = cuda_capacity(0).context_bytes
@@ -92,7 +92,7 @@ def fit_constants(rows: list[dict], arch: str, gpu: str) -> dict:
     sxx = sum((x - mx) ** 2 for x in xs)
     k = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 1.0
     c = my - k * mx
-    from visionbatch.probes.trace import calibration
+    from visionbatch.fit.probes.trace import calibration
 
     data = json.loads(json.dumps(calibration()))
     contexts = [r["measured"]["context"] for r in rows if r["measured"].get("ok")]
@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from visionbatch.probes.trace import DeviceModel
-    from visionbatch.training import prepare
-    from visionbatch.ultralytics_compat import offline
+    from visionbatch.fit.probes.trace import DeviceModel
+    from visionbatch.ultralytics.job import prepare
+    from visionbatch.ultralytics.offline import offline
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     if gpu is None and not args.trace_only:

@@ -17,17 +17,17 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it; loaded on first use to keep `import visionbatch` light
 _EXPORTS = {
-    "train": "visionbatch.training",
-    "fit_batch": "visionbatch.fit",
-    "BatchPlan": "visionbatch.plans",
-    "MemoryCurve": "visionbatch.plans",
-    "ProbeSample": "visionbatch.plans",
-    "TrainResult": "visionbatch.plans",
-    "EpochRecord": "visionbatch.plans",
-    "MemorySurface": "visionbatch.plans",
-    "sweep_resolution": "visionbatch.sweep",
-    "ResolutionSweep": "visionbatch.sweep",
-    "find_target": "visionbatch.targets",
+    "train": "visionbatch.train.run",
+    "fit_batch": "visionbatch.fit.api",
+    "BatchPlan": "visionbatch.results",
+    "MemoryCurve": "visionbatch.results",
+    "ProbeSample": "visionbatch.results",
+    "TrainResult": "visionbatch.results",
+    "EpochRecord": "visionbatch.results",
+    "MemorySurface": "visionbatch.results",
+    "sweep_resolution": "visionbatch.fit.sweep",
+    "ResolutionSweep": "visionbatch.fit.sweep",
+    "find_target": "visionbatch.devices.catalog",
     "profile_augmentation": "visionbatch.augment",
     "AugmentationReport": "visionbatch.augment",
     "load_dataset": "visionbatch.dataset",
@@ -46,14 +46,27 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from visionbatch.augment import AugmentationReport, profile_augmentation
     from visionbatch.dataset import DatasetSummary, load_dataset
-    from visionbatch.errors import BudgetError, ConfigError, DatasetError, ProbeError, VisionbatchError
-    from visionbatch.fit import fit_batch
+    from visionbatch.devices.catalog import find_target
+    from visionbatch.errors import (
+        BudgetError,
+        ConfigError,
+        DatasetError,
+        ProbeError,
+        VisionbatchError,
+    )
+    from visionbatch.fit.api import fit_batch
+    from visionbatch.fit.sweep import ResolutionSweep, sweep_resolution
     from visionbatch.infer.plan import InferencePlan
     from visionbatch.infer.tune import tune_inference
-    from visionbatch.plans import BatchPlan, EpochRecord, MemoryCurve, MemorySurface, ProbeSample, TrainResult
-    from visionbatch.sweep import ResolutionSweep, sweep_resolution
-    from visionbatch.targets import find_target
-    from visionbatch.training import train
+    from visionbatch.results import (
+        BatchPlan,
+        EpochRecord,
+        MemoryCurve,
+        MemorySurface,
+        ProbeSample,
+        TrainResult,
+    )
+    from visionbatch.train.run import train
 
 
 def __getattr__(name: str) -> Any:

@@ -8,27 +8,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-
-
-def human_bytes(value: float | None) -> str:
-    """Bytes in binary units with three significant figures.
-
-    Examples:
-        >>> human_bytes(1536), human_bytes(3 * 2**30), human_bytes(None)
-        ('1.50 KiB', '3.00 GiB', '-')
-    """
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in _UNITS:
-        if abs(size) < 1024 or unit == _UNITS[-1]:
-            if unit == "B" or size >= 100:
-                return f"{size:.0f} {unit}"
-            return f"{size:.1f} {unit}" if size >= 10 else f"{size:.2f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
 
 def fmt(value: Any, digits: int = 3) -> str:
     """A cell: None as '-', floats to `digits` decimals, the rest as str."""

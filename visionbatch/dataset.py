@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from visionbatch.errors import DatasetError
 from visionbatch.safeyaml import load_yaml
 
@@ -572,3 +571,19 @@ def _short(values: Sequence[int]) -> str:
 def split_images(summary: DatasetSummary, split: str = "train") -> list[str]:
     """The image files of a checked split ('train', 'val' or a checked 'test'), sorted as Ultralytics lists them."""
     return list(summary.splits()[split].files)
+
+
+def train_count(total: int, fraction: float | int | list) -> int:
+    """Training images Ultralytics uses for `fraction=` (ratio, or count when an int > 1).
+
+    Examples:
+        >>> train_count(160, 1.0), train_count(160, 0.5), train_count(160, 40), train_count(160, [0.25, 1])
+        (160, 80, 40, 40)
+    """
+    if isinstance(fraction, list):
+        fraction = fraction[0] if fraction else 1.0
+    if fraction in {0, 1}:
+        fraction = float(fraction)
+    if isinstance(fraction, int):
+        return min(total, fraction)
+    return min(total, max(1, round(total * fraction)))

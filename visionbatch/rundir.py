@@ -50,7 +50,7 @@ def check_run_name(value: object, default: str = "run") -> str:
         ...
         visionbatch.errors.ConfigError: name=../../x: a run name is one folder name, without '/', '\\', '..' or control characters: use name=x, or project= for another parent folder
     """
-    from visionbatch.infer.text import identifier, is_control, printable
+    from visionbatch.text import identifier, is_control, printable
 
     text = str(value)
     if re.search(r"[\\/]", text) or text in {".", ".."} or PureWindowsPath(text).drive \
@@ -67,7 +67,7 @@ def check_project(value: object, kind: str) -> str:
 
     A relative `project=` lands under `runs/<kind>/`, as `new_run_dir` (and Ultralytics' trainer) put it.
     """
-    from visionbatch.infer.text import is_control, printable
+    from visionbatch.text import is_control, printable
 
     text = str(value)
     if any(is_control(char) for char in text):

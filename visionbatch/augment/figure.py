@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from visionbatch.augment.report import AugmentationReport
-from visionbatch.plans import write_json
-from visionbatch.plots import new_figure, save_figure
+from visionbatch.plotting import new_figure, save_figure
+from visionbatch.results import write_json
 
 JSON_NAME = "augcost.json"
 PNG_NAME = "augcost.png"

@@ -6,16 +6,11 @@ import math
 from typing import Any
 
 from visionbatch.augment.analysis import default_sizes, stride_multiple
-from visionbatch.config import (
-    MAX_COUNT,
-    MAX_IMGSZ,
-    finite_number,
-    shown,
-    smart_value,
-    whole_number,
-)
+from visionbatch.checks import MAX_COUNT, MAX_IMGSZ, finite_number, whole_number
 from visionbatch.errors import ConfigError
-from visionbatch.ultralytics_compat import cpu_count
+from visionbatch.keys import smart_value
+from visionbatch.text import shown
+from visionbatch.ultralytics.offline import cpu_count
 
 DEFAULT_IMAGES = 64  # images per profiled phase: enough for a p95, a second or so at 640 px
 DEFAULT_REPEATS = 2  # passes per phase; each image keeps its fastest

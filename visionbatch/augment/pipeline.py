@@ -19,7 +19,7 @@ import yaml
 
 from visionbatch.errors import ConfigError
 from visionbatch.safeyaml import MAX_YAML_BYTES, YamlLimitError, parse_yaml
-from visionbatch.ultralytics_compat import offline
+from visionbatch.ultralytics.offline import offline
 
 SAVE_HINT = "save it with A.save(compose, 'aug.yaml', data_format='yaml') (or .json)"
 
@@ -75,7 +75,10 @@ def load_pipeline(path: str | os.PathLike) -> Pipeline:
 
     with offline():  # `import albumentations` asks PyPI for a newer version unless told not to
         import albumentations as A
-        from albumentations.core.serialization import NON_SERIALIZABLE_REGISTRY, SERIALIZABLE_REGISTRY
+        from albumentations.core.serialization import (
+            NON_SERIALIZABLE_REGISTRY,
+            SERIALIZABLE_REGISTRY,
+        )
 
     known = set(SERIALIZABLE_REGISTRY) | set(NON_SERIALIZABLE_REGISTRY)
     _check_names(top, known, label, A.__version__)

@@ -50,8 +50,12 @@ from visionbatch.augment.sample import Sample, link_sample
 from visionbatch.console import err
 from visionbatch.errors import ConfigError
 from visionbatch.process_state import kept_process_state
-from visionbatch.ultralytics_compat import cpu_count, offline, trusted_checkpoints, versions
-
+from visionbatch.ultralytics.offline import (
+    cpu_count,
+    offline,
+    trusted_checkpoints,
+    versions,
+)
 
 
 def profile_augmentation(
@@ -112,8 +116,9 @@ def profile_augmentation(
         shown = ",".join(str(v) for v in train_args["imgsz"])
         raise ConfigError(f"imgsz={shown}: imgsz is the training size (one integer); "
                           f"list the sizes to profile with sizes={shown}")
-    from visionbatch.config import check_seed, check_train_args
-    from visionbatch.training import TRAIN_KEYS, prepare
+    from visionbatch.checks import check_seed
+    from visionbatch.ultralytics.args import check_train_args
+    from visionbatch.ultralytics.job import TRAIN_KEYS, prepare
 
     trust = {"trust_checkpoint": TRAIN_KEYS["trust_checkpoint"]}
     check_train_args(train_args, extra_keys=[*AUGCOST_KEYS, *trust], command="augcost")  # suggests augcost's keys

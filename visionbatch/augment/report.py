@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from visionbatch.plans import to_jsonable
+from visionbatch.results import to_jsonable
 
 # Names of the rows that are not transforms of the chain (see timing.py for what each one covers).
 LOAD = "load_image"  # decode (or .npy/RAM read) and resize to imgsz: BaseDataset.load_image

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from visionbatch.augment.analysis import spread
-from visionbatch.dataset import DatasetSummary, label_path, split_images
+from visionbatch.dataset import DatasetSummary, label_path, split_images, train_count
 from visionbatch.staging import ultralytics_yaml
 
 
@@ -44,22 +44,6 @@ class Sample:
     profile_images: int
     val_images: int
     npy_beside_images: bool
-
-
-def train_count(total: int, fraction: float | int | list) -> int:
-    """Training images Ultralytics uses for `fraction=` (ratio, or count when an int > 1).
-
-    Examples:
-        >>> train_count(160, 1.0), train_count(160, 0.5), train_count(160, 40), train_count(160, [0.25, 1])
-        (160, 80, 40, 40)
-    """
-    if isinstance(fraction, list):
-        fraction = fraction[0] if fraction else 1.0
-    if fraction in {0, 1}:
-        fraction = float(fraction)
-    if isinstance(fraction, int):
-        return min(total, fraction)
-    return min(total, max(1, round(total * fraction)))
 
 
 def link_sample(summary: DatasetSummary, folder: Path, profile_images: int, loader_images: int,

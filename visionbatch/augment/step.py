@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from visionbatch.augment.report import StepTiming
-from visionbatch.ultralytics_compat import amp_supported, cpu_count
+from visionbatch.ultralytics.offline import amp_supported, cpu_count
 
 CPU_BATCH = 4
 NOMINAL_BATCH = 64  # Ultralytics' nbs: the optimizer steps once per nbs images

@@ -1,7 +1,7 @@
 """Time every transform of a real Ultralytics dataset, without changing what it produces.
 
 Each transform's `__call__` is wrapped where its container calls it: the slots of the chain's
-`Compose` lists (Ultralytics' and Albumentations') hold a `_Timed` proxy while profiling and the
+`Compose` lists (Ultralytics' and Albumentations') hold a `Timed` proxy while profiling and the
 original object again afterwards. The proxy reports the wrapped object's class (so
 Albumentations' `isinstance` checks, e.g. when it propagates seeds, still hold) and forwards every
 attribute. `load_image` and `get_image_and_label` are wrapped on the dataset instance.
@@ -81,7 +81,7 @@ class Recorder:
         self.calls[key] += 1
 
 
-class _Timed:
+class Timed:
     """Stands in for a transform in its container; calls go through the recorder."""
 
     __slots__ = ("_wrapped", "_key", "_recorder")
@@ -170,13 +170,13 @@ def _walk(patches: _Patches, obj: Any, recorder: Recorder, prefix: str) -> None:
             _walk(patches, item, recorder, prefix)
             if isinstance(item, Compose):  # Ultralytics' nested Compose: only a loop, its time stays 'other'
                 continue
-            items[index] = _Timed(item, prefix + transform_name(item), recorder)
+            items[index] = Timed(item, prefix + transform_name(item), recorder)
             patches.undo.append(lambda items=items, index=index, item=item: items.__setitem__(index, item))
     elif isinstance(obj, BaseMixTransform) and obj.pre_transform is not None:
         pre = obj.pre_transform
         _walk(patches, pre, recorder, prefix)  # a Compose shared with the main chain: its slots are timed
         if not isinstance(pre, Compose):
-            obj.pre_transform = _Timed(pre, prefix + transform_name(pre), recorder)
+            obj.pre_transform = Timed(pre, prefix + transform_name(pre), recorder)
             patches.undo.append(lambda: setattr(obj, "pre_transform", pre))
     elif isinstance(obj, Albumentations) and obj.transform is not None:
         _walk(patches, obj.transform, recorder, prefix="Albumentations: ")

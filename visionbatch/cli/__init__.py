@@ -27,7 +27,7 @@ from visionbatch import __version__
 from visionbatch.console import err, logs_to
 from visionbatch.errors import StorageError, VisionbatchError
 from visionbatch.files import is_disk_error, storage_error
-from visionbatch.plans import to_jsonable
+from visionbatch.results import to_jsonable
 
 # 74 is sysexits' EX_IOERR: apart from 1, which an unexpected error (a bug, with its traceback) exits with
 EXIT_OK, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 74, 130, 143
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             if args.json:
-                from visionbatch.ultralytics_compat import offline
+                from visionbatch.ultralytics.offline import offline
 
                 with offline(), logs_to(sys.stderr):
                     result = module.run(args.tokens)

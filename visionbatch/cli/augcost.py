@@ -33,7 +33,7 @@ Output: runs/augcost/<name>/ with augcost.json and augcost.png."""
 
 def run(tokens: Sequence[str]) -> AugmentationReport:
     from visionbatch.augment import profile_augmentation, save_report
-    from visionbatch.config import check_seed
+    from visionbatch.checks import check_seed
     from visionbatch.rundir import new_run_dir
 
     data, pairs = positional(tokens, "augcost", "DATA", "data",

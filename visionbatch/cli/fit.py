@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from visionbatch.cli.args import positional
-from visionbatch.config import check_keys, parse_batch, ultralytics_defaults
-from visionbatch.console import human_bytes, table
+from visionbatch.console import table
 from visionbatch.errors import ConfigError
-from visionbatch.plans import BatchPlan
+from visionbatch.keys import check_keys, parse_batch
+from visionbatch.results import BatchPlan
+from visionbatch.ultralytics.args import ultralytics_defaults
+from visionbatch.units import human_bytes
 
 SUMMARY = "find the largest (and the fastest) training batch that fits the GPU, by measuring it"
 FIT_KEYS = {
@@ -36,7 +38,7 @@ batch=0.85 (a fraction), batch=-1 and batch=auto are read as memory_fraction, as
 
 Targets (target=KEY, or a size such as target=6GiB for a generic CUDA GPU):
 """ + "\n".join(f"  {t.key:14s} {t.name}" + (f"  [{t.note}]" if t.note else "") for t in __import__(
-    "visionbatch.targets", fromlist=["TARGETS"]).TARGETS)
+    "visionbatch.devices.catalog", fromlist=["TARGETS"]).TARGETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +51,9 @@ class FitRun:
 
 
 def run(tokens: Sequence[str]) -> FitRun:
-    from visionbatch.fit import fit_batch
-    from visionbatch.fit_plot import plot_batch_plan
-    from visionbatch.plans import write_json
+    from visionbatch.fit.api import fit_batch
+    from visionbatch.fit.plot import plot_batch_plan
+    from visionbatch.results import write_json
     from visionbatch.rundir import new_run_dir
 
     data, pairs = positional(tokens, "fit", "DATA", "data", "visionbatch fit path/to/data.yaml [key=value ...]")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from visionbatch.cli.args import positional
-from visionbatch.console import err, human_bytes, table
+from visionbatch.console import err, table
 from visionbatch.infer.options import CLI_KEYS
 from visionbatch.infer.plan import InferencePlan
+from visionbatch.units import human_bytes
 
 SUMMARY = "tune the inference batch for deployment (latency, memory, camera load) and write its configs"
 USAGE = """visionbatch infer MODEL [key=value ...]

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from visionbatch.cli.args import positional
-from visionbatch.config import check_keys, ultralytics_defaults
-from visionbatch.console import human_bytes, table
-from visionbatch.sweep import ResolutionSweep
+from visionbatch.console import table
+from visionbatch.fit.sweep import ResolutionSweep
+from visionbatch.keys import check_keys
+from visionbatch.ultralytics.args import ultralytics_defaults
+from visionbatch.units import human_bytes
 
 SUMMARY = "largest batch at each image size, and the largest image size at a batch"
 SWEEP_KEYS = {
@@ -39,10 +41,10 @@ class SweepRun:
 
 
 def run(tokens: Sequence[str]) -> SweepRun:
-    from visionbatch.plans import write_json
+    from visionbatch.fit.plot import plot_sweep
+    from visionbatch.fit.sweep import DEFAULT_SIZES, sweep_resolution
+    from visionbatch.results import write_json
     from visionbatch.rundir import new_run_dir
-    from visionbatch.sweep import DEFAULT_SIZES, sweep_resolution
-    from visionbatch.sweep_plot import plot_sweep
 
     data, pairs = positional(tokens, "sweep", "DATA", "data", "visionbatch sweep path/to/data.yaml imgsz=320,640")
     check_keys(pairs, set(ultralytics_defaults()) | set(SWEEP_KEYS), "sweep")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from visionbatch.cli.args import positional
-from visionbatch.console import human_bytes, table
-from visionbatch.plans import TrainResult
+from visionbatch.console import table
+from visionbatch.results import TrainResult
+from visionbatch.units import human_bytes
 
 SUMMARY = "train a detection or segmentation model with Ultralytics, offline"
 USAGE = """visionbatch train DATA.yaml [key=value ...]
@@ -26,7 +27,7 @@ prediction. On a CPU, batch=auto needs memory_budget=, e.g. memory_budget=8GiB."
 
 
 def run(tokens: Sequence[str]) -> TrainResult:
-    from visionbatch.training import train
+    from visionbatch.train.run import train
 
     data, pairs = positional(tokens, "train", "DATA", "data",
                              "visionbatch train path/to/data.yaml [key=value ...]")

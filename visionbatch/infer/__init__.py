@@ -5,8 +5,16 @@ settings. `tune_inference()` is the entry point; `choice` and `sweep` hold the p
 Importing this package imports no ML framework; runners load theirs when made.
 """
 
-from visionbatch.infer.plan import (BatchMeasurement, BatchVerdict, Choice, Constraints, InferencePlan, JetsonInfo,
-                                    JetsonModule, StreamLoad)
+from visionbatch.devices.catalog import JetsonModule
+from visionbatch.devices.jetson import JetsonInfo
+from visionbatch.infer.plan import (
+    BatchMeasurement,
+    BatchVerdict,
+    Choice,
+    Constraints,
+    InferencePlan,
+    StreamLoad,
+)
 
 __all__ = ["BatchMeasurement", "BatchVerdict", "Choice", "Constraints", "InferencePlan", "JetsonInfo",
            "JetsonModule", "StreamLoad", "tune_inference"]

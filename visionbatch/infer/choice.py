@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from visionbatch.console import human_bytes
 from visionbatch.infer.plan import BatchMeasurement, BatchVerdict, Choice, Constraints
+from visionbatch.units import human_bytes
 
 DEFAULT_TOLERANCE = 0.03
 MIN_IMGSZ = 32

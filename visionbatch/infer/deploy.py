@@ -35,7 +35,13 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from visionbatch.errors import ConfigError
 from visionbatch.files import atomic_copy, atomic_write_bytes, atomic_write_text
 from visionbatch.infer.plan import StreamLoad
-from visionbatch.infer.text import config_hazard, identifier, one_line, pbtxt_string, printable
+from visionbatch.text import (
+    config_hazard,
+    identifier,
+    one_line,
+    pbtxt_string,
+    printable,
+)
 
 DEFAULT_CAMERA_FPS = 30
 MAX_INT32 = 2**31 - 1  # nvstreammux's batched-push-timeout is a gint: a longer wait is written as its largest

@@ -31,8 +31,9 @@ from typing import Any
 
 from visionbatch.errors import ConfigError
 from visionbatch.files import is_disk_error, storage_error
-from visionbatch.infer.text import config_hazard, identifier, is_control, printable
-from visionbatch.ultralytics_compat import check_model, offline
+from visionbatch.text import config_hazard, identifier, is_control, printable
+from visionbatch.ultralytics.models import check_model
+from visionbatch.ultralytics.offline import offline
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -109,7 +110,7 @@ def _check_file_name(model: str) -> None:
 
 def source_task(model: str, trust: bool = False) -> str:
     """The task of a .pt/.yaml model, loading a checkpoint safely unless `trust` (ConfigError if it cannot be)."""
-    from visionbatch.ultralytics_compat import model_task
+    from visionbatch.ultralytics.models import model_task
 
     return model_task(model, trust)
 

@@ -7,24 +7,22 @@ import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from visionbatch.config import (
+from visionbatch.checks import (
     MAX_BATCH_SIZE,
     MAX_IMGSZ,
     check_fraction,
     finite_number,
-    parse_bytes,
-    shown,
-    suggest,
     whole_number,
 )
+from visionbatch.devices.catalog import JetsonModule, find_module
 from visionbatch.errors import ConfigError
-from visionbatch.infer.edge import find_module
 from visionbatch.infer.export import check_source
 from visionbatch.infer.ort import import_onnxruntime
-from visionbatch.infer.plan import JetsonModule
 from visionbatch.infer.runners import BACKENDS, ORT_PROVIDERS
 from visionbatch.infer.sweep import DEFAULT_MAX_BATCH, SweepPolicy, default_batch_sizes
 from visionbatch.rundir import check_project, check_run_name
+from visionbatch.text import shown, suggest
+from visionbatch.units import parse_bytes
 
 STRIDE = 32
 MAX_RUNS = 100_000  # warm-up or timed calls per batch: past this a sweep never ends
@@ -213,7 +211,7 @@ def _check_provider(kind: str, device: str) -> None:
 
 
 def _device(device: Any, backend: str) -> str:
-    from visionbatch.config import check_device
+    from visionbatch.devices.parse import check_device
 
     if device is None or str(device).strip() == "":
         return "cuda:0" if _cuda_available(backend) else "cpu"
@@ -247,7 +245,7 @@ def _flag(value: Any, key: str) -> bool:
 
 def _threads(value: Any) -> int:
     """CPU threads: 1 up to the CPUs this process may use (more only oversubscribe, or overflow the pool)."""
-    from visionbatch.ultralytics_compat import cpu_count
+    from visionbatch.ultralytics.offline import cpu_count
 
     cpus = cpu_count()
     return whole_number(value, "threads", example=f"threads={cpus}", maximum=cpus,

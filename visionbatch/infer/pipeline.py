@@ -35,7 +35,7 @@ def load_frames() -> list[np.ndarray]:
     """Ultralytics' sample photos as BGR arrays (shipped inside the ultralytics package)."""
     import cv2
 
-    from visionbatch.ultralytics_compat import offline
+    from visionbatch.ultralytics.offline import offline
 
     with offline():
         from ultralytics.utils import ASSETS
@@ -48,7 +48,7 @@ class EndToEnd:
 
     def __init__(self, runner: Any, imgsz: int, task: str, num_classes: int, stride: int = 32,
                  frames: list[np.ndarray] | None = None) -> None:
-        from visionbatch.ultralytics_compat import offline
+        from visionbatch.ultralytics.offline import offline
 
         with offline():
             from ultralytics.data.augment import LetterBox

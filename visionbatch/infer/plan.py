@@ -1,6 +1,6 @@
 """Result values of `visionbatch infer`: what was measured per batch, the constraints, the choice.
 
-All frozen and JSON-able (`visionbatch.plans.to_jsonable`); `InferencePlan` is written as
+All frozen and JSON-able (`visionbatch.results.to_jsonable`); `InferencePlan` is written as
 `plan.json` next to the configs it produced.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from visionbatch.plans import to_jsonable
+from visionbatch.devices.catalog import JetsonModule
+from visionbatch.devices.jetson import JetsonInfo
+from visionbatch.results import to_jsonable
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -130,44 +132,6 @@ class Choice:
     reason: str
     verdicts: tuple[BatchVerdict, ...]
     advice: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class JetsonModule:
-    """A Jetson module, for memory budgets and for planning from another machine.
-
-    Attributes:
-        key: the name `target=` takes, e.g. 'orin-nano-8gb'.
-        name: NVIDIA's name.
-        memory_bytes: unified memory (CPU and GPU share it).
-        gpu: the GPU in words.
-        dla_cores: deep-learning accelerator cores (TensorRT can place layers there).
-        part_numbers: module part numbers as in the device tree's `compatible`/dtb names.
-    """
-
-    key: str
-    name: str
-    memory_bytes: int
-    gpu: str
-    dla_cores: int
-    part_numbers: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class JetsonInfo:
-    """The Jetson this process runs on, as the OS describes it.
-
-    Attributes:
-        model: /proc/device-tree/model, e.g. 'NVIDIA Jetson Orin Nano Developer Kit'.
-        l4t_release: from /etc/nv_tegra_release, e.g. '36.4.3'.
-        memory_total_bytes: MemTotal from /proc/meminfo.
-        module: the module from the table, when it could be told.
-    """
-
-    model: str
-    l4t_release: str | None
-    memory_total_bytes: int | None
-    module: JetsonModule | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from visionbatch.infer.plan import InferencePlan
-from visionbatch.plots import new_figure, save_figure
+from visionbatch.plotting import new_figure, save_figure
 
 
 def plot_sweep(plan: InferencePlan, path: Path) -> Path:

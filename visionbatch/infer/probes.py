@@ -19,8 +19,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from visionbatch import telemetry
-from visionbatch.infer.edge import memory_used_bytes, parse_tegrastats, read_meminfo
+from visionbatch.devices.jetson import memory_used_bytes, parse_tegrastats, read_meminfo
+from visionbatch.devices.memory import (
+    cuda_peaks,
+    cuda_reset_peaks,
+    peak_rss_bytes,
+    reset_peak_rss,
+)
 
 
 class Sampler:
@@ -75,10 +80,10 @@ class RssProbe:
     memory_source = "process peak RSS"
 
     def start(self) -> None:
-        telemetry.reset_peak_rss()
+        reset_peak_rss()
 
     def stop(self) -> tuple[int | None, float | None]:
-        return telemetry.peak_rss_bytes(), None
+        return peak_rss_bytes(), None
 
 
 class TorchCudaProbe:
@@ -94,7 +99,7 @@ class TorchCudaProbe:
         import torch
 
         torch.cuda.synchronize(self.device)
-        telemetry.cuda_reset_peaks(self.device)
+        cuda_reset_peaks(self.device)
         if self.power:
             self.power.start()
 
@@ -102,7 +107,7 @@ class TorchCudaProbe:
         import torch
 
         torch.cuda.synchronize(self.device)
-        _allocated, reserved = telemetry.cuda_peaks(self.device)
+        _allocated, reserved = cuda_peaks(self.device)
         return reserved, _mean(self.power.stop()) if self.power else None
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from visionbatch.errors import ConfigError, ProbeError
 from visionbatch.infer.export import ModelInfo, engine_header
 from visionbatch.infer.ort import import_onnxruntime
-from visionbatch.infer.text import printable
+from visionbatch.text import printable
 
 BACKENDS = ("onnxruntime", "pytorch", "tensorrt")
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -161,7 +161,7 @@ class TorchRunner:
     def __init__(self, model: str, device: str, half: bool = False) -> None:
         import torch
 
-        from visionbatch.ultralytics_compat import offline
+        from visionbatch.ultralytics.offline import offline
 
         with offline():
             from ultralytics import YOLO

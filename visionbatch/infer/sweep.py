@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from visionbatch.console import human_bytes
 from visionbatch.infer.plan import BatchMeasurement, Constraints
+from visionbatch.units import human_bytes
 
 DEFAULT_MAX_BATCH = 64
 

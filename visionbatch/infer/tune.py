@@ -20,20 +20,44 @@ from typing import Any
 
 import numpy as np
 
-from visionbatch.console import human_bytes
+from visionbatch.devices import jetson as board
+from visionbatch.devices.jetson import JetsonInfo
 from visionbatch.errors import ConfigError, ProbeError
-from visionbatch.infer import deploy, edge, probes
+from visionbatch.infer import deploy, probes
 from visionbatch.infer.choice import choose
-from visionbatch.infer.export import ModelInfo, engine_bytes, engine_info, export, onnx_info, source_task
+from visionbatch.infer.export import (
+    ModelInfo,
+    engine_bytes,
+    engine_info,
+    export,
+    onnx_info,
+    source_task,
+)
 from visionbatch.infer.options import InferenceOptions, check_options
 from visionbatch.infer.pipeline import EndToEnd, model_step
-from visionbatch.infer.plan import BatchMeasurement, Constraints, InferencePlan, JetsonInfo, StreamLoad
-from visionbatch.infer.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner, is_out_of_memory
+from visionbatch.infer.plan import (
+    BatchMeasurement,
+    Constraints,
+    InferencePlan,
+    StreamLoad,
+)
+from visionbatch.infer.runners import (
+    OnnxRuntimeRunner,
+    TensorRTRunner,
+    TorchRunner,
+    is_out_of_memory,
+)
 from visionbatch.infer.sweep import SweepResult, run_sweep
-from visionbatch.infer.text import identifier
-from visionbatch.plans import write_json
+from visionbatch.results import write_json
 from visionbatch.rundir import new_run_dir
-from visionbatch.ultralytics_compat import cpu_count, offline, trusted_checkpoints, versions
+from visionbatch.text import identifier
+from visionbatch.ultralytics.offline import (
+    cpu_count,
+    offline,
+    trusted_checkpoints,
+    versions,
+)
+from visionbatch.units import human_bytes
 
 TARGET_MEMORY_SHARE = 0.75  # of a target Jetson's memory, when no budget is given: the rest for OS and video
 SAFETY_SHARE = 0.9          # the sweep stops before a batch projected past this share of free memory
@@ -184,7 +208,7 @@ def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folde
     with offline():
         import torch
 
-        jetson = edge.detect_jetson()
+        jetson = board.detect_jetson()
         info, imgsz = ready if isinstance(ready, tuple) else _export_model(opts, ready, run_folder(), say, notes)
         threads = None
         if opts.device == "cpu":
@@ -366,7 +390,7 @@ def _device_memory(opts: InferenceOptions, jetson: JetsonInfo | None) -> tuple[i
         import torch
 
         return torch.cuda.get_device_properties(torch.device(opts.device)).total_memory, opts.device
-    return edge.read_meminfo().get("MemTotal"), "this machine"
+    return board.read_meminfo().get("MemTotal"), "this machine"
 
 
 def _memory_limit(opts: InferenceOptions, jetson: JetsonInfo | None, constraints: Constraints) -> int | None:
@@ -378,12 +402,12 @@ def _memory_limit(opts: InferenceOptions, jetson: JetsonInfo | None, constraints
         free, _total = torch.cuda.mem_get_info(torch.device(opts.device))
         limits.append(int(SAFETY_SHARE * free + torch.cuda.memory_reserved(torch.device(opts.device))))
     else:
-        meminfo = edge.read_meminfo()
+        meminfo = board.read_meminfo()
         available = meminfo.get("MemAvailable")
         if available is not None:
-            from visionbatch import telemetry
+            from visionbatch.devices.memory import current_rss_bytes
 
-            now = edge.memory_used_bytes(meminfo) if jetson else telemetry.current_rss_bytes()
+            now = board.memory_used_bytes(meminfo) if jetson else current_rss_bytes()
             limits.append(int((now or 0) + SAFETY_SHARE * available))
     return min(limits) if limits else None
 

@@ -1,9 +1,13 @@
-"""GPUs users train on, for predicting a batch without the hardware: memory and what changes it.
+"""The devices visionbatch can plan for without having them: GPUs users train on and Jetson modules.
+
+One catalog serves every command: `fit` and `sweep` predict a training batch for any entry,
+`infer` plans deployment for the Jetson modules (which it can also read on the board itself).
 
 Memory is the board's nominal size (a "12 GB" card is 12 GiB here; torch reports a few percent
 less as total_memory, and the CUDA context takes its share, which the prediction models
 separately). Jetson modules share one memory between CPU and GPU: their budget is what the OS
-leaves free, `os_reserved_bytes` less than the total.
+leaves free, `os_reserved_bytes` less than the total. The Jetson table is NVIDIA's module data;
+part numbers follow the device-tree names that jetson-stats (jtop) also keys on.
 """
 
 from __future__ import annotations
@@ -14,6 +18,74 @@ from dataclasses import dataclass
 from visionbatch.errors import ConfigError
 
 GIB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class JetsonModule:
+    """A Jetson module, for memory budgets and for planning from another machine.
+
+    Attributes:
+        key: the name `target=` takes, e.g. 'orin-nano-8gb'.
+        name: NVIDIA's name.
+        memory_bytes: unified memory (CPU and GPU share it).
+        gpu: the GPU in words.
+        dla_cores: deep-learning accelerator cores (TensorRT can place layers there).
+        part_numbers: module part numbers as in the device tree's `compatible`/dtb names.
+    """
+
+    key: str
+    name: str
+    memory_bytes: int
+    gpu: str
+    dla_cores: int
+    part_numbers: tuple[str, ...] = ()
+
+
+JETSON_MODULES: tuple[JetsonModule, ...] = (
+    JetsonModule("orin-nano-4gb", "Jetson Orin Nano 4GB", 4 * GIB, "512-core Ampere, 16 Tensor Cores", 0,
+                 ("p3767-0004",)),
+    JetsonModule("orin-nano-8gb", "Jetson Orin Nano 8GB", 8 * GIB, "1024-core Ampere, 32 Tensor Cores", 0,
+                 ("p3767-0003", "p3767-0005")),
+    JetsonModule("orin-nx-8gb", "Jetson Orin NX 8GB", 8 * GIB, "1024-core Ampere, 32 Tensor Cores", 1,
+                 ("p3767-0001",)),
+    JetsonModule("orin-nx-16gb", "Jetson Orin NX 16GB", 16 * GIB, "1024-core Ampere, 32 Tensor Cores", 2,
+                 ("p3767-0000",)),
+    JetsonModule("agx-orin-32gb", "Jetson AGX Orin 32GB", 32 * GIB, "1792-core Ampere, 56 Tensor Cores", 2,
+                 ("p3701-0004",)),
+    JetsonModule("agx-orin-64gb", "Jetson AGX Orin 64GB", 64 * GIB, "2048-core Ampere, 64 Tensor Cores", 2,
+                 ("p3701-0005",)),
+    JetsonModule("xavier-nx", "Jetson Xavier NX 8GB", 8 * GIB, "384-core Volta, 48 Tensor Cores", 2,
+                 ("p3668-0000", "p3668-0001")),
+    JetsonModule("xavier-nx-16gb", "Jetson Xavier NX 16GB", 16 * GIB, "384-core Volta, 48 Tensor Cores", 2,
+                 ("p3668-0003",)),
+)
+
+
+
+# words in /proc/device-tree/model -> the table's family prefix
+JETSON_FAMILIES = (("agx orin", "agx-orin"), ("orin nano", "orin-nano"), ("orin nx", "orin-nx"), ("xavier nx", "xavier-nx"))
+
+
+
+def find_module(key: str) -> JetsonModule:
+    """The module named by `target=`; case and '_' vs '-' do not matter.
+
+    Raises:
+        ConfigError: an unknown name, listing the known ones.
+
+    Examples:
+        >>> find_module("Orin_Nano_8GB").memory_bytes // 2**30
+        8
+    """
+    wanted = str(key).strip().lower().replace("_", "-").replace(" ", "-")
+    for module in JETSON_MODULES:
+        if module.key == wanted:
+            return module
+    from visionbatch.text import suggest
+
+    known = ", ".join(m.key for m in JETSON_MODULES)
+    hint = suggest(wanted, [m.key for m in JETSON_MODULES])
+    raise ConfigError(f"target={key} is not a Jetson module visionbatch knows{hint}: use one of {known}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +165,6 @@ def _jetson_targets() -> tuple[Target, ...]:
 
     The OS and desktop keep part of the unified memory; the amounts are assumptions, stated per module.
     """
-    from visionbatch.infer.edge import JETSON_MODULES
-
     targets = []
     for module in JETSON_MODULES:
         kept = 1.0 if module.memory_bytes <= 4 * GIB else 1.5 if module.memory_bytes <= 8 * GIB else 2.0
@@ -137,3 +207,5 @@ def find_target(name: str) -> Target:
     known = ", ".join(t.key for t in TARGETS)
     raise ConfigError(f"target={name} is not a GPU visionbatch knows: use one of {known}; "
                       f"or give the memory directly, e.g. memory_budget=6GiB")
+
+

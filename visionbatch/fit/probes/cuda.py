@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from visionbatch.probes.base import Capacity, Probe
+from visionbatch.devices.memory import Capacity
+from visionbatch.fit.probes.base import Probe
 
 MIB = 1 << 20
 
@@ -28,7 +29,7 @@ class CudaProbe(Probe):
         self._capacity: Capacity | None = None
 
     def capacity(self) -> Capacity:
-        from visionbatch.hardware import cuda_capacity
+        from visionbatch.devices.memory import cuda_capacity
 
         self._capacity = cuda_capacity(self.index)
         return self._capacity

@@ -4,6 +4,8 @@ All probes share `Probe.measure()`: run a step, read the peak, and turn an out-o
 (and only that) into a failed sample. See `base.py`.
 """
 
-from visionbatch.probes.base import Capacity, Probe, is_oom
+from visionbatch.devices.memory import Capacity
+from visionbatch.devices.oom import is_oom
+from visionbatch.fit.probes.base import Probe
 
 __all__ = ["Capacity", "Probe", "is_oom"]

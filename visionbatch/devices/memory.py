@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-
-from visionbatch.probes.base import Capacity
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +94,94 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
+_STATUS = Path("/proc/self/status")
+
+
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window; False where the OS cannot (the peak is then the lifetime one)."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process since the last reset (or since start)."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+
+def current_rss_bytes() -> int:
+    """Resident memory of this process now."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return peak_rss_bytes()
+
+
+
+def cuda_reset_peaks(device) -> None:
+    """Reset torch.cuda's peak counters for `device` (a torch.device of type cuda)."""
+    import torch
+
+    torch.cuda.reset_peak_memory_stats(device)
+
+
+
+def cuda_peaks(device) -> tuple[int, int]:
+    """(peak allocated, peak reserved) bytes on `device` since the last reset."""
+    import torch
+
+    return torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
+
+
+
+def device_name(device) -> str:
+    """A readable name for a torch.device: the GPU model, or the CPU model."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    from ultralytics.utils.torch_utils import get_cpu_info
+
+    return get_cpu_info()
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What memory a device offers this process.
+
+    Attributes:
+        device: 'cuda:0', 'cpu', or a target name.
+        name: the GPU or CPU model, or the target's name.
+        total_bytes: the device's memory (None for a CPU budget).
+        used_by_others_bytes: memory other processes hold (NVML; 0 when unknown).
+        context_bytes: memory this process holds outside torch's allocator (the CUDA context).
+        usable_bytes: what this process may use: total minus others, or the budget given.
+    """
+
+    device: str
+    name: str
+    total_bytes: int | None
+    used_by_others_bytes: int
+    context_bytes: int
+    usable_bytes: int

@@ -8,8 +8,11 @@ string) and a shell script. Each function here fits text to one of those places.
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
+from collections.abc import Iterable
+from typing import Any
 
 # Unicode categories that break or hide lines: controls (\n, \r, \x85, ...), format characters
 # (bidi overrides, zero-width), lone surrogates, and the line and paragraph separators.
@@ -109,3 +112,26 @@ def pbtxt_string(text: str) -> str:
         else:
             parts.extend(f"\\{byte:03o}" for byte in char.encode("utf-8", "replace"))
     return '"' + "".join(parts) + '"'
+
+
+def shown(value: Any) -> str:
+    """A value as the user wrote it, for messages: lists comma-joined, very long text cut short.
+
+    Examples:
+        >>> shown([1, 2]), shown(10**40)
+        ('1,2', '10000000000000000000...(41 characters)')
+    """
+    if isinstance(value, (list, tuple)):
+        text = ",".join(shown(v) for v in value)
+    else:
+        try:
+            text = str(value)
+        except ValueError:  # an int past Python's digit limit for str()
+            return "a number too long to print"
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
+def suggest(key: str, valid: Iterable[str]) -> str:
+    """' (did you mean 'epochs'?)' for a misspelt key, else ''."""
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from visionbatch.probes.base import Capacity, Probe
+from visionbatch.devices.memory import Capacity
+from visionbatch.fit.probes.base import Probe
 
 
 class _Unhooked:
@@ -22,7 +23,7 @@ class _Unhooked:
         pass
 
 
-def _tracker() -> Any:
+def memory_tracker() -> Any:
     """A MemTracker that tolerates frozen parameters and repeated forward passes.
 
     MemTracker hooks every parameter's gradient, which fails on frozen ones (Ultralytics always
@@ -61,31 +62,31 @@ class CpuProbe(Probe):
     def __init__(self, budget_bytes: int, name: str = "CPU") -> None:
         self.budget_bytes = int(budget_bytes)
         self.name = name
-        self._tracker: Any = None
+        self.memory_tracker: Any = None
 
     def capacity(self) -> Capacity:
         return Capacity(device="cpu", name=self.name, total_bytes=None, used_by_others_bytes=0, context_bytes=0,
                         usable_bytes=self.budget_bytes)
 
     def _begin(self, persistent: Sequence[Any]) -> None:
-        self._tracker = _tracker()
+        self.memory_tracker = memory_tracker()
         if persistent:
-            self._tracker.track_external(*persistent)
-        self._tracker.__enter__()
+            self.memory_tracker.track_external(*persistent)
+        self.memory_tracker.__enter__()
 
     def pass_boundary(self) -> None:
         """Between two forward passes of one step: forget per-module stats, keep the running peak."""
-        if self._tracker is not None:
-            self._tracker.reset_mod_stats()
+        if self.memory_tracker is not None:
+            self.memory_tracker.reset_mod_stats()
 
     def _end(self) -> dict[str, int | None]:
-        tracker, self._tracker = self._tracker, None
+        tracker, self.memory_tracker = self.memory_tracker, None
         tracker.__exit__(None, None, None)
         peak = sum(snapshot.get("Total", 0) for snapshot in tracker.get_tracker_snapshot("peak").values())
         return {"peak_bytes": int(peak), "allocated_bytes": int(peak), "reserved_bytes": None}
 
     def _clean(self) -> None:
-        if self._tracker is not None:  # the step failed while tracking
-            self._tracker.__exit__(None, None, None)
-            self._tracker = None
+        if self.memory_tracker is not None:  # the step failed while tracking
+            self.memory_tracker.__exit__(None, None, None)
+            self.memory_tracker = None
         super()._clean()

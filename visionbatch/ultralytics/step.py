@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from visionbatch.ultralytics_compat import amp_supported
+from visionbatch.ultralytics.offline import amp_supported
 
 MOSAIC_LABEL_FACTOR = 4  # a mosaic tile joins four images
 
@@ -269,8 +269,8 @@ class Workload:
                 p.grad = None
 
     def _validate(self, ema: Any, batch: dict[str, Any]) -> None:
-        from ultralytics.utils import nms, ops
         import torchvision  # noqa: F401  Ultralytics' NMS uses torchvision's kernel once it is imported, as in training
+        from ultralytics.utils import nms, ops
         from ultralytics.utils.torch_utils import autocast
 
         with autocast(self.spec.amp and self.device.type == "cuda", device=self.device.type):

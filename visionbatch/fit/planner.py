@@ -22,11 +22,18 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from visionbatch.console import human_bytes
-from visionbatch.curve import DEFAULT_SIGMAS, fit_memory_curve, interpolate_batch, monotonic_violations, solve_batch
+from visionbatch.devices.memory import Capacity
 from visionbatch.errors import BudgetError
-from visionbatch.plans import BatchPlan, MemoryCurve, ProbeSample
-from visionbatch.probes.base import Capacity, Probe
+from visionbatch.fit.curve import (
+    DEFAULT_SIGMAS,
+    fit_memory_curve,
+    interpolate_batch,
+    monotonic_violations,
+    solve_batch,
+)
+from visionbatch.fit.probes.base import Probe
+from visionbatch.results import BatchPlan, MemoryCurve, ProbeSample
+from visionbatch.units import human_bytes
 
 GROWTH_LIMIT = 16  # never extrapolate more than 16x past the largest batch that fitted
 THROUGHPUT_TOLERANCE = 0.03  # a batch within 3% of the best throughput counts as saturated

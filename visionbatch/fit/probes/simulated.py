@@ -10,7 +10,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from visionbatch.probes.base import Capacity, Probe
+from visionbatch.devices.memory import Capacity
+from visionbatch.fit.probes.base import Probe
 
 MemoryLaw = Callable[[int, str], float]  # (batch size, phase) -> bytes the step would need at peak
 

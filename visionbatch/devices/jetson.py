@@ -10,56 +10,13 @@ jetson-stats (jtop) also keys on (its `MODULE_NAME_TABLE`).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
-from visionbatch.errors import ConfigError
-from visionbatch.infer.plan import JetsonInfo, JetsonModule
+from visionbatch.devices.catalog import JETSON_FAMILIES, JETSON_MODULES, JetsonModule
 
 GIB = 2**30
-
-JETSON_MODULES: tuple[JetsonModule, ...] = (
-    JetsonModule("orin-nano-4gb", "Jetson Orin Nano 4GB", 4 * GIB, "512-core Ampere, 16 Tensor Cores", 0,
-                 ("p3767-0004",)),
-    JetsonModule("orin-nano-8gb", "Jetson Orin Nano 8GB", 8 * GIB, "1024-core Ampere, 32 Tensor Cores", 0,
-                 ("p3767-0003", "p3767-0005")),
-    JetsonModule("orin-nx-8gb", "Jetson Orin NX 8GB", 8 * GIB, "1024-core Ampere, 32 Tensor Cores", 1,
-                 ("p3767-0001",)),
-    JetsonModule("orin-nx-16gb", "Jetson Orin NX 16GB", 16 * GIB, "1024-core Ampere, 32 Tensor Cores", 2,
-                 ("p3767-0000",)),
-    JetsonModule("agx-orin-32gb", "Jetson AGX Orin 32GB", 32 * GIB, "1792-core Ampere, 56 Tensor Cores", 2,
-                 ("p3701-0004",)),
-    JetsonModule("agx-orin-64gb", "Jetson AGX Orin 64GB", 64 * GIB, "2048-core Ampere, 64 Tensor Cores", 2,
-                 ("p3701-0005",)),
-    JetsonModule("xavier-nx", "Jetson Xavier NX 8GB", 8 * GIB, "384-core Volta, 48 Tensor Cores", 2,
-                 ("p3668-0000", "p3668-0001")),
-    JetsonModule("xavier-nx-16gb", "Jetson Xavier NX 16GB", 16 * GIB, "384-core Volta, 48 Tensor Cores", 2,
-                 ("p3668-0003",)),
-)
-
-# words in /proc/device-tree/model -> the table's family prefix
-_FAMILIES = (("agx orin", "agx-orin"), ("orin nano", "orin-nano"), ("orin nx", "orin-nx"), ("xavier nx", "xavier-nx"))
-
-
-def find_module(key: str) -> JetsonModule:
-    """The module named by `target=`; case and '_' vs '-' do not matter.
-
-    Raises:
-        ConfigError: an unknown name, listing the known ones.
-
-    Examples:
-        >>> find_module("Orin_Nano_8GB").memory_bytes // 2**30
-        8
-    """
-    wanted = str(key).strip().lower().replace("_", "-").replace(" ", "-")
-    for module in JETSON_MODULES:
-        if module.key == wanted:
-            return module
-    from visionbatch.config import suggest
-
-    known = ", ".join(m.key for m in JETSON_MODULES)
-    hint = suggest(wanted, [m.key for m in JETSON_MODULES])
-    raise ConfigError(f"target={key} is not a Jetson module visionbatch knows{hint}: use one of {known}")
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
@@ -141,7 +98,7 @@ def _module_from_parts(compatible: str) -> JetsonModule | None:
 
 def _module_from_model(model: str, total_bytes: int | None) -> JetsonModule | None:
     lowered = model.lower()
-    family = next((prefix for words, prefix in _FAMILIES if words in lowered), None)
+    family = next((prefix for words, prefix in JETSON_FAMILIES if words in lowered), None)
     if family is None:
         return None
     candidates = [m for m in JETSON_MODULES if m.key.startswith(family)]
@@ -179,3 +136,20 @@ def parse_tegrastats(line: str) -> dict[str, float]:
     elif rails:
         reading["power_mw"] = sum(rails.values())
     return reading
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JetsonInfo:
+    """The Jetson this process runs on, as the OS describes it.
+
+    Attributes:
+        model: /proc/device-tree/model, e.g. 'NVIDIA Jetson Orin Nano Developer Kit'.
+        l4t_release: from /etc/nv_tegra_release, e.g. '36.4.3'.
+        memory_total_bytes: MemTotal from /proc/meminfo.
+        module: the module from the table, when it could be told.
+    """
+
+    model: str
+    l4t_release: str | None
+    memory_total_bytes: int | None
+    module: JetsonModule | None

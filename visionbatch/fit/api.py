@@ -14,21 +14,21 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from visionbatch.devices.memory import Capacity
 from visionbatch.errors import ConfigError
-from visionbatch.planner import MAX_PROBES, NOMINAL_BATCH, plan_batch
-from visionbatch.plans import BatchPlan
-from visionbatch.probes.base import Capacity, Probe
-
+from visionbatch.fit.planner import MAX_PROBES, NOMINAL_BATCH, plan_batch
+from visionbatch.fit.probes.base import Probe
+from visionbatch.results import BatchPlan
 
 # -- the public entry point -------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _trainer_globals(deterministic: bool, device_type: str) -> Iterator[None]:
+def trainer_globals(deterministic: bool, device_type: str) -> Iterator[None]:
     """Set what Ultralytics' trainer sets (init_seeds, threads) for the probes; restore it all after."""
     import torch
 
-    from visionbatch.ultralytics_compat import cpu_count
+    from visionbatch.ultralytics.offline import cpu_count
 
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.get_num_threads(),
@@ -59,8 +59,9 @@ def _trainer_globals(deterministic: bool, device_type: str) -> Iterator[None]:
 
 def resolve_device(device: Any, memory_budget: Any) -> tuple[str, int | None]:
     """('cuda:N', None) or ('cpu', budget bytes) for the fit, or a ConfigError saying what works instead."""
-    from visionbatch.config import check_device, parse_bytes
-    from visionbatch.hardware import cuda_available
+    from visionbatch.devices.memory import cuda_available
+    from visionbatch.devices.parse import check_device
+    from visionbatch.units import parse_bytes
 
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
     text = "" if device is None else str(device).lower().replace("cuda:", "")
@@ -130,10 +131,16 @@ def fit_batch(
         >>> fit_batch("datasets/shapes/data.yaml", model="yolo11s.yaml", imgsz=1024, target="gtx1050").measured
         False
     """
-    from visionbatch.config import (MIN_IMGSZ, MIN_PROBE_IMGSZ, check_fraction, check_labels_per_image, parse_bytes,
-                                    whole_number)
-    from visionbatch.training import prepare
-    from visionbatch.ultralytics_compat import offline, trusted_checkpoints
+    from visionbatch.checks import (
+        MIN_IMGSZ,
+        MIN_PROBE_IMGSZ,
+        check_fraction,
+        check_labels_per_image,
+        whole_number,
+    )
+    from visionbatch.ultralytics.job import prepare
+    from visionbatch.ultralytics.offline import offline, trusted_checkpoints
+    from visionbatch.units import parse_bytes
 
     memory_fraction = check_fraction(memory_fraction)
     labels_per_image = check_labels_per_image(labels_per_image)
@@ -164,8 +171,8 @@ def fit_batch(
 
 def resolve_target(target: Any) -> Any:
     """A known GPU by name, or a generic CUDA GPU of a given size ('6GiB')."""
-    from visionbatch.config import parse_bytes
-    from visionbatch.targets import Target, find_target
+    from visionbatch.devices.catalog import Target, find_target
+    from visionbatch.units import parse_bytes
 
     text = str(target)
     if text[:1].isdigit():
@@ -175,8 +182,8 @@ def resolve_target(target: Any) -> Any:
     return find_target(text)
 
 
-def _spec_for(job: Any, device_type: str, device_name: str, labels_per_image: int | None) -> Any:
-    from visionbatch.workload import make_spec
+def workload_spec(job: Any, device_type: str, device_name: str, labels_per_image: int | None) -> Any:
+    from visionbatch.ultralytics.step import make_spec
 
     return make_spec(job.model, job.task, job.dataset.names, job.dataset.train.images, job.dataset.train.max_instances,
                      job.dataset.val.max_instances, job.args, device_type, device_name, labels_per_image)
@@ -186,24 +193,24 @@ def _measured_plan(job: Any, device: Any, fraction: float, memory_budget: Any, l
                    max_probes: int) -> BatchPlan:
     import torch
 
-    from visionbatch.workload import Workload
+    from visionbatch.ultralytics.step import Workload
 
     device_name, budget = resolve_device(device, memory_budget)
     device_type = device_name.split(":")[0]
     if device_type == "cuda":
-        from visionbatch.probes.cuda import CudaProbe
+        from visionbatch.fit.probes.cuda import CudaProbe
 
         probe: Probe = CudaProbe(int(device_name.split(":")[1]))
         torch.cuda.set_device(probe.index)
         gpu = torch.cuda.get_device_name(probe.index)
     else:
-        from visionbatch.probes.cpu import CpuProbe
-        from visionbatch.telemetry import device_name as describe
+        from visionbatch.devices.memory import device_name as describe
+        from visionbatch.fit.probes.cpu import CpuProbe
 
         probe = CpuProbe(budget, name=describe(torch.device("cpu")))
         gpu = ""
-    spec = _spec_for(job, device_type, gpu, labels_per_image)
-    with _trainer_globals(bool(job.args.get("deterministic", True)), device_type):
+    spec = workload_spec(job, device_type, gpu, labels_per_image)
+    with trainer_globals(bool(job.args.get("deterministic", True)), device_type):
         workload = Workload(spec, device_name)
         try:
             capacity = probe.capacity()  # after the model is on the device: the context exists
@@ -218,16 +225,21 @@ def _measured_plan(job: Any, device: Any, fraction: float, memory_budget: Any, l
 
 def _predicted_plan(job: Any, gpu: Any, fraction: float, memory_budget: Any, labels_per_image: int | None,
                     max_probes: int) -> BatchPlan:
-    from visionbatch.config import parse_bytes
-    from visionbatch.probes.trace import DeviceModel, TraceEstimator, TraceProbe, TraceRunner
+    from visionbatch.fit.probes.trace import (
+        DeviceModel,
+        TraceEstimator,
+        TraceProbe,
+        TraceRunner,
+    )
+    from visionbatch.units import parse_bytes
 
     device_model = DeviceModel.for_arch(gpu.name, gpu.arch)
     usable = parse_bytes(memory_budget) if memory_budget is not None else gpu.budget_bytes
     capacity = Capacity(device=f"target:{gpu.key}", name=gpu.name, total_bytes=gpu.total_bytes,
                         used_by_others_bytes=gpu.total_bytes - usable, context_bytes=device_model.context_bytes,
                         usable_bytes=usable)
-    spec = _spec_for(job, "cuda", gpu.name if gpu.amp else f"{gpu.name} GTX 1650", labels_per_image)
-    with _trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
+    spec = workload_spec(job, "cuda", gpu.name if gpu.amp else f"{gpu.name} GTX 1650", labels_per_image)
+    with trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
         estimator = TraceEstimator(spec, device_model)
         probe = TraceProbe(estimator, capacity)
         description = {**spec.describe(), "max_imgsz": estimator.train_imgsz, "device": capacity.device,

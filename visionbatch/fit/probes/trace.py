@@ -25,7 +25,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterator, Sequence
 
-from visionbatch.probes.base import Capacity, Probe
+from visionbatch.devices.memory import Capacity
+from visionbatch.fit.probes.base import Probe
 
 MIB = 1 << 20
 
@@ -106,9 +107,9 @@ def _trace_tracker() -> Any:
 
     from torch.distributed._tools.mem_tracker import _TOTAL_KEY, _MemRefType
 
-    from visionbatch.probes.cpu import _tracker
+    from visionbatch.fit.probes.cpu import memory_tracker
 
-    tracker = _tracker()
+    tracker = memory_tracker()
     base = type(tracker)
 
     class TraceTracker(base):  # type: ignore[misc, valid-type]
@@ -180,7 +181,11 @@ class TraceEstimator:
         import torch
         from torch._subclasses.fake_tensor import FakeTensorMode
 
-        from visionbatch.workload import build_model, build_optimizer, training_cfg
+        from visionbatch.ultralytics.step import (
+            build_model,
+            build_optimizer,
+            training_cfg,
+        )
 
         self.spec, self.device = spec, device
         self.cfg = training_cfg(spec)
@@ -281,8 +286,8 @@ class TraceEstimator:
         import torch
         from torch.utils._pytree import tree_map_only
 
-        from visionbatch.probes.cpu import _tracker
-        from visionbatch.workload import synthetic_batch
+        from visionbatch.fit.probes.cpu import memory_tracker
+        from visionbatch.ultralytics.step import synthetic_batch
 
         train = phase == "train"
         imgsz = self.train_imgsz if train else self.val_imgsz
@@ -298,7 +303,7 @@ class TraceEstimator:
                                 bool(self.cfg.overlap_mask), self._generator)
         batch["img"] = batch["img"].float()
         criterion = self.model.init_criterion()
-        tracker = _tracker()
+        tracker = memory_tracker()
         with _rounding(self.device.round_bytes), tracker, self._autocast():
             if train:
                 loss, _ = criterion(preds, batch)

@@ -27,7 +27,7 @@ from ultralytics.models.yolo.segment import SegmentationTrainer
 
 from visionbatch.errors import ConfigError
 from visionbatch.files import atomic_copy
-from visionbatch.ultralytics_compat import offline, offline_active
+from visionbatch.ultralytics.offline import offline, offline_active
 
 
 def _partial_name(path: Path) -> Path:
@@ -37,7 +37,7 @@ def _partial_name(path: Path) -> Path:
 _WORKER_OFFLINE: list[Any] = []  # a DDP worker's offline() context, entered once and held for the process
 
 
-def _offline_in_ddp_worker() -> None:
+def offline_in_ddp_worker() -> None:
     """A DDP worker is a fresh interpreter that inherited only the environment: give it the whole offline set-up
     (the AMP check without its download, network settings off in memory, safe loading, visionbatch's font)."""
     if os.environ.get("LOCAL_RANK") is None or offline_active():
@@ -51,7 +51,7 @@ class AtomicCheckpoints:
     """Mixin: checkpoints written to a temporary name, then renamed; offline in DDP workers; safe resume."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        _offline_in_ddp_worker()
+        offline_in_ddp_worker()
         super().__init__(*args, **kwargs)
 
     def check_resume(self, overrides: dict) -> None:
@@ -86,14 +86,14 @@ class AtomicCheckpoints:
 
     def final_eval(self) -> Any:
         original = _trainer_module.strip_optimizer
-        _trainer_module.strip_optimizer = functools.partial(_atomic_strip_optimizer, original)
+        _trainer_module.strip_optimizer = functools.partial(atomic_strip_optimizer, original)
         try:
             return super().final_eval()
         finally:
             _trainer_module.strip_optimizer = original
 
 
-def _atomic_strip_optimizer(strip: Any, f: str | Path = "best.pt", s: str = "", updates: dict | None = None) -> Any:
+def atomic_strip_optimizer(strip: Any, f: str | Path = "best.pt", s: str = "", updates: dict | None = None) -> Any:
     """Ultralytics' strip_optimizer(f, s, updates), written to a temporary name and renamed to `s or f`."""
     target = Path(s or f)
     partial = _partial_name(target)

@@ -19,10 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from visionbatch.curve import fit_memory_surface, surface_max_batch, surface_max_imgsz
+from visionbatch.devices.memory import Capacity
 from visionbatch.errors import BudgetError, ConfigError
-from visionbatch.plans import MemorySurface, ProbeSample, to_jsonable
-from visionbatch.probes.base import Capacity
+from visionbatch.fit.curve import (
+    fit_memory_surface,
+    surface_max_batch,
+    surface_max_imgsz,
+)
+from visionbatch.results import MemorySurface, ProbeSample, to_jsonable
 
 DEFAULT_SIZES = (320, 640, 1024, 1280)
 
@@ -99,7 +103,8 @@ class ResolutionSweep:
 
 
 def _sizes(imgsz: Any, stride: int = 32) -> list[int]:
-    from visionbatch.config import MAX_IMGSZ, MIN_PROBE_IMGSZ, shown
+    from visionbatch.checks import MAX_IMGSZ, MIN_PROBE_IMGSZ
+    from visionbatch.text import shown
 
     values = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz]
     sizes = []
@@ -133,7 +138,7 @@ def sweep_resolution(
         imgsz: image sizes to answer for (two or more).
         model: model YAML or checkpoint.
         device: a CUDA device to measure on (default: GPU 0 when there is one and no target).
-        target: a GPU to predict for (see `visionbatch.targets`), traced on this CPU.
+        target: a GPU to predict for (see `visionbatch.devices.catalog`), traced on this CPU.
         memory_budget: a memory budget instead of a device (traced CPU tensor bytes).
         memory_fraction: share of usable memory to fill.
         batch_size: answer the inverse question: the largest imgsz at this batch.
@@ -149,16 +154,21 @@ def sweep_resolution(
         >>> [row.imgsz for row in sweep.rows], sweep.max_imgsz is not None
         ([320, 640, 1024], True)
     """
-    from visionbatch.config import (
+    from visionbatch.checks import (
         MAX_BATCH_SIZE,
         check_fraction,
         check_labels_per_image,
-        parse_bytes,
         whole_number,
     )
-    from visionbatch.fit import _spec_for, _trainer_globals, resolve_device, resolve_target
-    from visionbatch.training import prepare
-    from visionbatch.ultralytics_compat import offline, trusted_checkpoints
+    from visionbatch.fit.api import (
+        resolve_device,
+        resolve_target,
+        trainer_globals,
+        workload_spec,
+    )
+    from visionbatch.ultralytics.job import prepare
+    from visionbatch.ultralytics.offline import offline, trusted_checkpoints
+    from visionbatch.units import parse_bytes
 
     started = time.perf_counter()
     sizes = _sizes(imgsz)
@@ -178,7 +188,7 @@ def sweep_resolution(
         job = prepare(data, overrides)
         with trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
             if target is not None or memory_budget is not None or device == "cpu":
-                from visionbatch.probes.trace import DeviceModel, TraceEstimator
+                from visionbatch.fit.probes.trace import DeviceModel, TraceEstimator
 
                 if target is not None:
                     gpu = resolve_target(target)
@@ -186,24 +196,24 @@ def sweep_resolution(
                     usable = parse_bytes(memory_budget) if memory_budget is not None else gpu.budget_bytes
                     capacity = Capacity(f"target:{gpu.key}", gpu.name, gpu.total_bytes, gpu.total_bytes - usable,
                                         device_model.context_bytes, usable)
-                    spec = _spec_for(job, "cuda", gpu.name if gpu.amp else f"{gpu.name} GTX 1650", labels_per_image)
+                    spec = workload_spec(job, "cuda", gpu.name if gpu.amp else f"{gpu.name} GTX 1650", labels_per_image)
                 else:
                     resolve_device("cpu", memory_budget)  # the same message as fit when the budget is missing
                     usable = parse_bytes(memory_budget)
                     device_model = DeviceModel.cpu()
                     capacity = Capacity("cpu", "CPU (traced tensor bytes)", None, 0, 0, usable)
-                    spec = _spec_for(job, "cpu", "", labels_per_image)
-                with _trainer_globals(True, "cpu"):
+                    spec = workload_spec(job, "cpu", "", labels_per_image)
+                with trainer_globals(True, "cpu"):
                     base = TraceEstimator(spec, device_model)
                     probe = _TracePoints(base)
                     result = _sweep(probe, capacity, sizes, fraction, batch_size, spec, measured=False)
             else:
                 device_name, _ = resolve_device(device, None)
-                spec = _spec_for(job, "cuda", "", labels_per_image)
+                spec = workload_spec(job, "cuda", "", labels_per_image)
                 probe = _CudaPoints(spec, device_name)
-                with _trainer_globals(bool(job.args.get("deterministic", True)), "cuda"):
+                with trainer_globals(bool(job.args.get("deterministic", True)), "cuda"):
                     try:
-                        spec = _spec_for(job, "cuda", probe.gpu_name, labels_per_image)
+                        spec = workload_spec(job, "cuda", probe.gpu_name, labels_per_image)
                         probe.start(spec)
                         result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True)
                     finally:
@@ -239,7 +249,7 @@ class _CudaPoints:
     def __init__(self, spec: Any, device_name: str) -> None:
         import torch
 
-        from visionbatch.probes.cuda import CudaProbe
+        from visionbatch.fit.probes.cuda import CudaProbe
 
         self.probe = CudaProbe(int(device_name.split(":")[1]))
         torch.cuda.set_device(self.probe.index)
@@ -248,7 +258,7 @@ class _CudaPoints:
         self.workload: Any = None
 
     def start(self, spec: Any) -> None:
-        from visionbatch.workload import Workload
+        from visionbatch.ultralytics.step import Workload
 
         self.workload = Workload(spec, self.device_name)
         self.stride = self.workload.stride
