@@ -146,6 +146,13 @@ def test_each_capability_is_one_folder() -> None:
     """The top level holds shared mechanisms only; fitting, training, augmentation and inference are packages."""
     top = sorted(p.stem for p in PACKAGE.glob("*.py"))
     assert top == ["__init__", "__main__", "checks", "console", "dataset", "errors", "files", "keys", "plotting",
-                   "process_state", "results", "rundir", "safeyaml", "staging", "text", "units"]
+                   "process_state", "results", "rundir", "safeyaml", "staging", "stats", "text", "units", "values"]
     folders = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
     assert folders == ["augment", "cli", "devices", "fit", "infer", "train", "ultralytics"]
+
+
+def test_run_folders_have_one_owner() -> None:
+    """The library verbs make run folders (through rundir.new_run_dir); the command line only prints."""
+    hits = [f"{path.relative_to(ROOT)}:{line}" for path in sorted((PACKAGE / "cli").rglob("*.py"))
+            for line, module, _ in _imports(path) if module == "visionbatch.rundir"]
+    assert hits == []

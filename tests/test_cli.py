@@ -95,3 +95,22 @@ def test_module_entry_point_and_console_script(small_shapes: Path, tmp_path: Pat
         "visionbatch train: imgsz=0 is impossible: image size must be at least 32 pixels "
         "(the model's largest stride), e.g. imgsz=640"
     ]
+
+
+@pytest.mark.parametrize("stop, code, words", [("Terminated", 143, "stopped by SIGTERM"),
+                                               ("KeyboardInterrupt", 130, "interrupted")])
+def test_a_stop_wrapped_by_native_code_is_still_a_clean_stop(capsys, monkeypatch: pytest.MonkeyPatch, stop: str,
+                                                             code: int, words: str) -> None:
+    """SIGTERM landing inside an import comes back as a RuntimeError whose context is Terminated."""
+    import visionbatch.cli as cli
+    import visionbatch.cli.fit as fit_command
+
+    def run(tokens: object) -> None:
+        try:
+            raise getattr(cli, stop, KeyboardInterrupt)()
+        except KeyboardInterrupt:
+            raise RuntimeError("the import was interrupted") from None  # no __cause__, only __context__
+
+    monkeypatch.setattr(fit_command, "run", run)
+    assert main(["fit", "data.yaml"]) == code
+    assert capsys.readouterr().err.strip() == f"visionbatch fit: {words}"

@@ -1,4 +1,4 @@
-"""visionbatch.keys and visionbatch.checks: key=value parsing, batch requests, and refusals with suggestions."""
+"""visionbatch.values and visionbatch.checks: key=value parsing, batch requests, and refusals with suggestions."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from visionbatch.checks import (
 )
 from visionbatch.devices.parse import check_device
 from visionbatch.errors import ConfigError
-from visionbatch.keys import parse_batch, parse_pairs, smart_value
 from visionbatch.text import shown, suggest
 from visionbatch.ultralytics.args import check_train_args
 from visionbatch.units import parse_bytes
+from visionbatch.values import parse_batch, parse_pairs, smart_value
 
 
 @pytest.mark.parametrize(

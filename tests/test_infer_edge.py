@@ -231,11 +231,15 @@ def test_nvml_probe_through_a_fake_driver(monkeypatch: pytest.MonkeyPatch) -> No
     fake = types.SimpleNamespace(
         NVMLError=NVMLError,
         nvmlInit=lambda: None,
-        nvmlDeviceGetHandleByIndex=lambda index: f"gpu{index}",
+        nvmlShutdown=lambda: None,
+        nvmlDeviceGetHandleByUUID=lambda uuid: uuid,  # found by UUID: see tests/test_devices.py
         nvmlDeviceGetMemoryInfo=lambda handle: types.SimpleNamespace(used=next(used)),
         nvmlDeviceGetPowerUsage=lambda handle: 150_000,
     )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: types.SimpleNamespace(uuid="GPU-0"))
     probe = probes.cuda_probe(types.SimpleNamespace(index=0), "onnxruntime")
     probe.start()
     memory, power = probe.stop()

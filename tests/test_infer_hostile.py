@@ -22,7 +22,7 @@ import triton_model_config
 from visionbatch.cli import main
 from visionbatch.infer import tune
 
-FAST = ["batch=1", "runs=2", "warmup=0", "device=cpu"]
+FAST = ["batch_sizes=1", "runs=2", "warmup=0", "device=cpu"]
 
 
 def tiny_model(path: Path, *, names: str | None = None, task: str | None = None, domain: str | None = None,
@@ -162,7 +162,7 @@ def test_a_custom_operator_is_one_line_and_leaves_no_run_folder(capsys, workdir:
 
 def test_a_batch_the_model_cannot_run_is_one_line(capsys, workdir: Path) -> None:
     model = tiny_model(workdir / "fixed.onnx", fixed_batch=1)  # says dynamic, reshapes to batch 1
-    code, _, err = run_cli(capsys, str(model), "batch=1,2", "runs=2", "warmup=0", "device=cpu")
+    code, _, err = run_cli(capsys, str(model), "batch_sizes=1,2", "runs=2", "warmup=0", "device=cpu")
     assert code == 2 and err.splitlines()[-1].startswith(f"visionbatch infer: model={model}: ONNX Runtime failed "
                                                          f"on a batch of 2")
     assert "Traceback" not in err and not (workdir / "runs").exists()

@@ -24,6 +24,26 @@ def test_importing_infer_loads_no_framework() -> None:
     assert json.loads(out) == [True, False, False, False, False, False]
 
 
+@pytest.mark.parametrize("kind, message, expected", [
+    ("RuntimeException", "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running "
+     "Conv node. Status Message: bfc_arena.cc:376 AllocateRawInternal Failed to allocate memory for requested "
+     "buffer of size 1073741824", True),
+    ("Fail", "[ONNXRuntimeError] : 1 : FAIL : std::bad_alloc", True),
+    ("Fail", "[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access was encountered "
+     "(out of memory?)", False),
+    ("InvalidArgument", "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input", False),
+])
+def test_onnxruntime_errors_are_classified_by_message(kind: str, message: str, expected: bool) -> None:
+    """ONNX Runtime raises its own types (subclasses of Exception only), so a RuntimeError-only rule would miss
+    its OOMs: the runner keeps the batches that fitted only when these count."""
+    from visionbatch.devices.oom import is_oom
+    from visionbatch.infer.runners import onnxruntime_errors
+
+    error_type = next(t for t in onnxruntime_errors() if t.__name__ == kind)
+    assert not issubclass(error_type, RuntimeError)
+    assert is_oom(error_type(message)) is expected
+
+
 def ultralytics_engine(path: Path, engine: bytes, metadata: dict) -> Path:
     header = json.dumps(metadata).encode()
     path.write_bytes(len(header).to_bytes(4, "little") + header + engine)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from visionbatch.devices.oom import is_oom as is_out_of_memory
 from visionbatch.infer.plan import Constraints, StreamLoad
-from visionbatch.infer.runners import is_out_of_memory
 from visionbatch.infer.sweep import (
     SweepPolicy,
     default_batch_sizes,

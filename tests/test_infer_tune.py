@@ -73,7 +73,7 @@ def test_segmentation_end_to_end(workdir: Path) -> None:
 
 
 def test_onnx_file_with_a_memory_budget_nothing_fits(workdir: Path, tiny_onnx: Path) -> None:
-    plan = tune_inference(str(tiny_onnx), memory_budget_bytes=2**20, **FAST)
+    plan = tune_inference(str(tiny_onnx), memory_budget=2**20, **FAST)
     assert plan.imgsz == 64  # read from the file's metadata
     assert plan.batch_size is None
     assert plan.reason.startswith("no measured batch meets the constraints (batch 1: memory ")
@@ -95,7 +95,7 @@ def test_on_a_simulated_jetson(workdir: Path, tiny_onnx: Path, tmp_path: Path,
     # 2 img/s: met with ~100x to spare however busy the CPU, so a batch is always chosen
     plan = tune_inference(str(tiny_onnx), target="orin-nano-8gb", streams=2, fps=1, **FAST)
     assert plan.jetson.module.key == "orin-nano-8gb" and plan.device_name == "NVIDIA Jetson Orin Nano Developer Kit"
-    assert plan.constraints.memory_budget_bytes == int(0.75 * 8 * GIB)
+    assert plan.constraints.memory_budget_bytes == int(0.9 * (8 * GIB - 3 * GIB // 2))  # the OS keeps 1.5 GiB
     first = plan.measurements[0]
     assert first.memory_source == "unified memory used (/proc/meminfo)"
     assert first.memory_bytes == (7_650_336 - 5_000_000) * 1024
@@ -110,8 +110,9 @@ def test_on_a_simulated_jetson(workdir: Path, tiny_onnx: Path, tmp_path: Path,
 def test_planning_for_a_jetson_from_this_machine(workdir: Path, tiny_onnx: Path) -> None:
     plan = tune_inference(str(tiny_onnx), target="agx-orin-32gb", memory_fraction=0.5, **FAST)
     assert plan.jetson is None and plan.target.key == "agx-orin-32gb"
-    assert plan.constraints.memory_budget_bytes == 16 * GIB
-    assert plan.constraints.memory_budget_source == "50% of Jetson AGX Orin 32GB's 32.0 GiB"
+    assert plan.constraints.memory_budget_bytes == 15 * GIB  # half of 32 GiB less the 2 GiB the OS keeps
+    assert plan.constraints.memory_budget_source == ("50% of Jetson AGX Orin 32GB's 30.0 GiB usable "
+                                                     "(32.0 GiB less 2.00 GiB the OS keeps)")
     assert any(n.startswith("timings are from ") and "not from the Jetson AGX Orin 32GB" in n for n in plan.notes)
     config = triton_model_config.parse(Path(plan.files["triton_config"]).read_text())
     assert config.instance_group[0].kind == 1  # KIND_GPU: planned for the Jetson

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -315,7 +316,7 @@ def test_training_makes_no_network_attempt(shim: Path, make_shapes, tmp_path: Pa
 
 @pytest.mark.parametrize("command, args, output", [
     pytest.param("fit", ["memory_budget=256MiB", "imgsz=64", "labels_per_image=4"], "fit/fit/plan.json", id="fit"),
-    pytest.param("sweep", ["imgsz=64,96", "memory_budget=256MiB", "labels_per_image=4"], "sweep/sweep/sweep.json",
+    pytest.param("sweep", ["sizes=64,96", "memory_budget=256MiB", "labels_per_image=4"], "sweep/sweep/sweep.json",
                  id="sweep"),
     pytest.param("augcost", ["imgsz=64", "sizes=64", "images=4", "loader_workers=0", "loader_cache=False",
                              "seconds=0.2", "step_img_per_s=40", "repeats=1"], "augcost/augcost/augcost.json",
@@ -333,23 +334,39 @@ def test_command_makes_no_network_attempt(shim: Path, make_shapes, tmp_path: Pat
     assert (run.work / "runs" / output).is_file()
 
 
-def test_infer_makes_no_network_attempt(shim: Path, tmp_path: Path) -> None:
-    """A real sweep (export, then ONNX Runtime) and a bad-input run, both in fresh processes, side by side.
-
-    They run at once because each then waits for ONNX Runtime's uploader delay, mostly asleep.
-    """
-    bad = start(shim, tmp_path / "bad", ["infer", "yolo11n.yaml", "imgsz=300", "device=cpu"])
-    good = start(shim, tmp_path / "good", ["infer", "yolo11n.yaml", "imgsz=64", "batch=1,2", "runs=3", "warmup=1",
-                                           "seconds=0.01", "device=cpu", "name=audit"])
+@pytest.fixture(scope="module")
+def infer_runs(shim: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Run, Run]]:
+    """(a bad-input infer run, a real infer sweep), each a fresh process, started together."""
+    folder = tmp_path_factory.mktemp("infer-audit")
+    bad = start(shim, folder / "bad", ["infer", "yolo11n.yaml", "imgsz=300", "device=cpu"])
+    good = start(shim, folder / "good", ["infer", "yolo11n.yaml", "imgsz=64", "batch_sizes=1,2", "runs=3",
+                                         "warmup=1", "seconds=0.01", "device=cpu", "name=audit"])
     try:
-        for run, codes in ((bad, [2]), (good, [0])):
-            report = run.wait()
-            assert report["onnxruntime"]  # ONNX Runtime was loaded: the silence below is about it
-            assert_offline(run, report, codes)
+        yield bad, good
     finally:
         for run in (bad, good):
             if run.proc.poll() is None:
                 run.proc.kill()
                 run.proc.wait()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _infer_runs_start_with_the_module(request: pytest.FixtureRequest) -> None:
+    """The infer runs spend ~11 s asleep (ONNX Runtime's uploader delay): started first, they sleep while the other
+    tests here run, and their test only collects them."""
+    if any(item.name == "test_infer_makes_no_network_attempt" for item in request.session.items):
+        request.getfixturevalue("infer_runs")
+
+
+def test_infer_makes_no_network_attempt(infer_runs: tuple[Run, Run]) -> None:
+    """A real sweep (export, then ONNX Runtime) and a bad-input run, both in fresh processes, side by side.
+
+    They run at once because each then waits for ONNX Runtime's uploader delay, mostly asleep.
+    """
+    bad, good = infer_runs
+    for run, codes in ((bad, [2]), (good, [0])):
+        report = run.wait()
+        assert report["onnxruntime"]  # ONNX Runtime was loaded: the silence below is about it
+        assert_offline(run, report, codes)
     assert not (bad.work / "runs").exists()
     assert (good.work / "runs" / "infer" / "audit" / "plan.json").is_file()

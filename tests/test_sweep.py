@@ -47,20 +47,20 @@ def test_surface_needs_two_sizes_and_two_batches() -> None:
         fit_memory_surface([(1, 320, 1.0), (2, 320, 2.0), (4, 320, 3.0), (8, 320, 5.0)])
 
 
-@pytest.mark.parametrize("imgsz, words", [((640,), "two or more sizes"), ((16, 640), "at least 64"),
+@pytest.mark.parametrize("sizes, words", [((640,), "two or more sizes"), ((16, 640), "at least 64"),
                                           (("big", 640), "image sizes in pixels")])
-def test_sweep_refuses_bad_sizes(small_shapes: Path, imgsz, words) -> None:
+def test_sweep_refuses_bad_sizes(small_shapes: Path, sizes, words) -> None:
     from visionbatch.fit.sweep import sweep_resolution
 
     with pytest.raises(ConfigError, match=words):
-        sweep_resolution(small_shapes, imgsz=imgsz, target="t4")
+        sweep_resolution(small_shapes, sizes=sizes, target="t4")
 
 
 @pytest.mark.slow
 def test_traced_surface_reproduces_held_out_traces(capsys, small_shapes: Path, workdir: Path) -> None:
     from visionbatch.cli import main
 
-    code = main(["sweep", str(small_shapes), "imgsz=64,96,128", "target=gtx1050", "batch=16", "name=s"])
+    code = main(["sweep", str(small_shapes), "sizes=64,128", "imgsz=96", "target=gtx1050", "batch=16", "name=s"])
     out = capsys.readouterr().out
     assert code == 0, out
     sweep = json.loads((workdir / "runs" / "sweep" / "s" / "sweep.json").read_text())

@@ -29,34 +29,51 @@ def shapes_yaml_module() -> Path:
     return SHAPES_YAML
 
 
-@pytest.mark.parametrize("batch_size", [1, 2])
-def test_proxy_step_trace_equals_real_cpu_tensors_to_the_byte(batch_size: int) -> None:
-    from visionbatch.fit.probes.trace import proxy_step_peak
+@pytest.fixture(scope="module")
+def cpu_estimator(detect_spec):
+    """One estimator for the tests that only trace with it: it caches the loss readings, in the same order for all."""
+    from visionbatch.fit.api import trainer_globals
+    from visionbatch.fit.probes.trace import DeviceModel, TraceEstimator
     from visionbatch.ultralytics.offline import offline
+
+    with offline(), trainer_globals(True, "cpu"):
+        return TraceEstimator(detect_spec, DeviceModel.cpu())
+
+
+@pytest.fixture(scope="module")
+def detection_model():
+    """yolo11n in training mode; proxy_step_peak leaves no gradients behind, so the cases can share it."""
+    from visionbatch.ultralytics.offline import offline, quiet_ultralytics
 
     with offline():
         from ultralytics.nn.tasks import DetectionModel
 
-        from visionbatch.ultralytics.step import quiet_ultralytics
-
         with quiet_ultralytics():
-            model = DetectionModel("yolo11n.yaml", nc=5, verbose=False).train()
-        traced = proxy_step_peak(model, batch_size, 128, fake=True)
-        real = proxy_step_peak(model, batch_size, 128, fake=False)
+            return DetectionModel("yolo11n.yaml", nc=5, verbose=False).train()
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_proxy_step_trace_equals_real_cpu_tensors_to_the_byte(batch_size: int, detection_model) -> None:
+    from visionbatch.fit.probes.trace import proxy_step_peak
+    from visionbatch.ultralytics.offline import offline
+
+    with offline():
+        traced = proxy_step_peak(detection_model, batch_size, 128, fake=True)
+        real = proxy_step_peak(detection_model, batch_size, 128, fake=False)
     assert traced == real
     assert traced > 20 * MIB
+    assert all(p.grad is None for p in detection_model.parameters())  # nothing left for the next case
 
 
 @pytest.mark.slow
-def test_full_step_trace_is_within_3_percent_of_the_real_cpu_step(detect_spec) -> None:
+def test_full_step_trace_is_within_3_percent_of_the_real_cpu_step(detect_spec, cpu_estimator) -> None:
     from visionbatch.fit.api import trainer_globals
     from visionbatch.fit.probes.cpu import CpuProbe
-    from visionbatch.fit.probes.trace import DeviceModel, TraceEstimator
     from visionbatch.ultralytics.offline import offline
     from visionbatch.ultralytics.step import Workload
 
+    estimator = cpu_estimator
     with offline(), trainer_globals(True, "cpu"):
-        estimator = TraceEstimator(detect_spec, DeviceModel.cpu())
         workload = Workload(detect_spec, "cpu")
         probe = CpuProbe(1 << 32)
         for b in (1, 4):
@@ -85,15 +102,13 @@ def test_cuda_device_model_rounds_and_adds_overheads() -> None:
     assert gpu.calibrated == (data["status"] == "calibrated")
 
 
-def test_estimates_are_linear_in_the_batch_and_cheap(detect_spec) -> None:
+def test_estimates_are_linear_in_the_batch_and_cheap(cpu_estimator) -> None:
     """Tensors per image are the same at every batch: traced training memory is exactly linear."""
     from visionbatch.fit.api import trainer_globals
-    from visionbatch.fit.probes.trace import DeviceModel, TraceEstimator
     from visionbatch.ultralytics.offline import offline
 
     with offline(), trainer_globals(True, "cpu"):
-        estimator = TraceEstimator(detect_spec, DeviceModel.cpu())
-        m1, m2, m64 = (estimator.train(b).allocated_bytes for b in (1, 2, 64))
+        m1, m2, m64 = (cpu_estimator.train(b).allocated_bytes for b in (1, 2, 64))
     assert abs((m64 - m1) - 63 * (m2 - m1)) <= 0.002 * m64
 
 
@@ -126,7 +141,7 @@ def test_target_prediction_is_marked_predicted(shapes_yaml: Path) -> None:
     plan = fit_batch(shapes_yaml, imgsz=320, target="gtx1650")
     assert not plan.measured and plan.measured_bytes is None and plan.val_measured_bytes is None
     assert plan.device == "target:gtx1650" and plan.total_bytes == 4 << 30
-    assert plan.workload["amp"] is False  # Ultralytics trains GTX 16xx in FP32
+    assert plan.workload.amp is False  # Ultralytics trains GTX 16xx in FP32
     assert plan.predicted_bytes <= plan.budget_bytes
     assert any("predicted for NVIDIA GeForce GTX 1650" in w for w in plan.warnings)
     assert any("Ultralytics disables AMP on GTX 16xx" in w for w in plan.warnings)

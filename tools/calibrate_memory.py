@@ -4,7 +4,7 @@
 For every point of a grid (models yolo11n/s/m, detection and segmentation, imgsz 320 to 1280,
 AMP on and off, batches 1, 2 and 8 by default) it measures the real training step on the GPU
 (visionbatch's workload and CUDA probe: peak allocated, peak reserved, and the CUDA context from
-NVML) and traces the same step on the CPU (probes/trace.py). Then it fits the constants the trace
+NVML) and traces the same step on the CPU (fit/probes/trace.py). Then it fits the constants the trace
 needs to turn tensor bytes into device bytes:
     reserved = reserved_over_allocated x allocated + reserved_extra + workspace
     device   = reserved + context (per GPU architecture)

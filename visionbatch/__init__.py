@@ -5,8 +5,8 @@ and changes nothing (no environment variables, no torch settings); the verbs loa
 
 Examples:
     >>> import visionbatch
-    >>> result = visionbatch.train("datasets/shapes/data.yaml", epochs=1, imgsz=64)
-    >>> plan = visionbatch.tune_inference("yolo11n.yaml", imgsz=320, latency_ms=100)
+    >>> result = visionbatch.train("datasets/shapes/data.yaml", epochs=1, imgsz=64)  # doctest: +SKIP
+    >>> plan = visionbatch.tune_inference("yolo11n.yaml", imgsz=320, latency_ms=100)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "train": "visionbatch.train.run",
     "fit_batch": "visionbatch.fit.api",
-    "BatchPlan": "visionbatch.results",
-    "MemoryCurve": "visionbatch.results",
-    "ProbeSample": "visionbatch.results",
-    "TrainResult": "visionbatch.results",
-    "EpochRecord": "visionbatch.results",
-    "MemorySurface": "visionbatch.results",
+    "BatchPlan": "visionbatch.fit.plan",
+    "MemoryCurve": "visionbatch.fit.plan",
+    "ProbeSample": "visionbatch.fit.plan",
+    "TrainResult": "visionbatch.train.result",
+    "EpochRecord": "visionbatch.train.result",
+    "MemorySurface": "visionbatch.fit.plan",
     "sweep_resolution": "visionbatch.fit.sweep",
     "ResolutionSweep": "visionbatch.fit.sweep",
     "find_target": "visionbatch.devices.catalog",
@@ -55,17 +55,11 @@ if TYPE_CHECKING:
         VisionbatchError,
     )
     from visionbatch.fit.api import fit_batch
+    from visionbatch.fit.plan import BatchPlan, MemoryCurve, MemorySurface, ProbeSample
     from visionbatch.fit.sweep import ResolutionSweep, sweep_resolution
     from visionbatch.infer.plan import InferencePlan
     from visionbatch.infer.tune import tune_inference
-    from visionbatch.results import (
-        BatchPlan,
-        EpochRecord,
-        MemoryCurve,
-        MemorySurface,
-        ProbeSample,
-        TrainResult,
-    )
+    from visionbatch.train.result import EpochRecord, TrainResult
     from visionbatch.train.run import train
 
 

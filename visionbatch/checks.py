@@ -11,7 +11,9 @@ from typing import Any
 from visionbatch.errors import ConfigError
 from visionbatch.text import shown
 
-MIN_IMGSZ = 32  # the largest stride of a YOLO model: smaller images have no feature map left
+# The largest stride of a YOLO model: image sizes are multiples of it, and a smaller image has no
+# feature map left at that stride.
+STRIDE = MIN_IMGSZ = 32
 
 
 

@@ -25,7 +25,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
 
     Examples:
         >>> print(table(["batch", "GiB"], [[8, "1.50"], [16, "2.90"]]))
-        batch  GiB
+        batch   GiB
         -----  ----
             8  1.50
            16  2.90

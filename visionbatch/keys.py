@@ -1,150 +1,296 @@
-"""Arguments: `key=value` tokens in, checked values out.
+"""The key registry: every visionbatch `key=value` key defined once, with one meaning in every command.
 
-Ultralytics' own arguments keep Ultralytics' meaning and its own type and range checks
-(`ultralytics.cfg.check_cfg`); on top of those, visionbatch refuses values that Ultralytics would
-accept and then fail on, or silently change (`imgsz=0`, `batch=0`, `workers=-1`, a CUDA device
-that is not there), and suggests the closest key for a misspelt one.
+Each `Key` holds the key's one help line (the same in every command's `--help`), the check of its
+value, the Python parameter it becomes and the commands that take it. Every command's parser
+(`read_keys`), the key list in its `--help` (`help_block`) and README's key table
+(`markdown_table`) come from `KEYS`. Ultralytics' own train keys are not listed, except `batch`
+and `imgsz`, whose meaning visionbatch states: train, fit, sweep and augcost pass Ultralytics' keys
+through unchanged, with Ultralytics' meaning and checks (`ultralytics.args.check_train_args`).
+
+Where unifying a meaning changed a spelling, the old spelling is refused in one line that names
+the new one (`OLD_SPELLINGS`). How values are read (`smart_value`, `parse_batch`, ...) lives in
+`visionbatch.values`.
 """
 
 from __future__ import annotations
 
-import ast
-import math
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from visionbatch.checks import MAX_BATCH_SIZE
+from visionbatch.checks import (
+    check_fraction,
+    check_labels_per_image,
+    check_seed,
+    whole_number,
+)
+from visionbatch.devices.catalog import find_target
 from visionbatch.errors import ConfigError
 from visionbatch.text import shown, suggest
+from visionbatch.units import parse_bytes
+from visionbatch.values import (
+    as_list,
+    check_switch,
+    parse_batch,
+)
 
-
-def smart_value(text: str) -> Any:
-    """A `key=value` value as Python: None, bools, numbers, lists, else the string itself.
-
-    Mirrors Ultralytics' `cfg.smart_value` so values mean the same in both tools, with one
-    exception: numbers must be written in decimal (`16`, `0.85`, `1e3`, `-2`). `0x10`, `--5` and
-    `1j` stay text, so the key's check refuses them by name instead of reading a surprise
-    (Ultralytics reads `0x10` as 16 and `--5` as 5); a number too large for a float (`1e400`) stays
-    text too, so messages echo what was typed rather than `inf`.
-
-    Examples:
-        >>> smart_value("16"), smart_value("0.85"), smart_value("true"), smart_value("auto")
-        (16, 0.85, True, 'auto')
-        >>> smart_value("0x10"), smart_value("--5"), smart_value("1e400"), smart_value("[1, -2.5]")
-        ('0x10', '--5', '1e400', [1, -2.5])
-    """
-    lowered = text.lower()
-    if lowered == "none":
-        return None
-    if lowered in {"true", "false"}:
-        return lowered == "true"
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-        value = ast.literal_eval(tree)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
-    if isinstance(value, float) and not math.isfinite(value):
-        return text
-    return value if _decimal_numbers_only(tree, text.strip()) else text
-
-
-_DECIMAL = re.compile(r"(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d(?:_?\d)*)?")
-
-
-def _decimal_numbers_only(tree: ast.AST, text: str) -> bool:
-    """Whether every number in a parsed literal is a plain decimal with at most one sign."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.BinOp):  # only complex literals (1+2j) get past literal_eval with one
-            return False
-        if isinstance(node, ast.UnaryOp) and not isinstance(node.operand, ast.Constant):  # --5, -+5
-            return False
-        if (isinstance(node, ast.Constant) and type(node.value) in (int, float, complex)
-                and not _DECIMAL.fullmatch(ast.get_source_segment(text, node) or "")):  # 0x10, 0o7, 1j
-            return False
-    return True
-
-
-def parse_pairs(tokens: Iterable[str]) -> dict[str, Any]:
-    """Parse `key=value` tokens; `name` and `project` stay strings, as in Ultralytics.
-
-    Raises:
-        ConfigError: a token is not `key=value`, has no value, or repeats a key.
-
-    Examples:
-        >>> parse_pairs(["epochs=3", "imgsz=320", "name=007"])
-        {'epochs': 3, 'imgsz': 320, 'name': '007'}
-    """
-    pairs: dict[str, Any] = {}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            raise ConfigError(f"'{token}' is not a key=value argument: write it as key=value, e.g. epochs=3")
-        if not value:
-            raise ConfigError(f"'{key}=' has no value: give one, e.g. {key}=<value>, or leave the key out")
-        if key in pairs:
-            raise ConfigError(f"'{key}' is given twice ({key}={pairs[key]!r} and {token}): keep one")
-        pairs[key] = value if key in {"name", "project"} else smart_value(value)
-    return pairs
-
-
-def check_keys(args: Mapping[str, Any], valid: Iterable[str], command: str) -> None:
-    """Refuse keys that neither Ultralytics nor `command` knows."""
-    valid = set(valid)
-    for key, value in args.items():
-        if key not in valid:
-            raise ConfigError(
-                f"unknown argument '{key}={shown(value)}'{suggest(key, valid)}: "
-                f"see 'visionbatch {command} --help' for visionbatch's keys; every Ultralytics train key works too"
-            )
+COMMANDS = ("train", "fit", "sweep", "augcost", "infer")
+_TRAINING = ("train", "fit", "sweep", "augcost")  # the commands that pass Ultralytics' train keys through
 
 
 @dataclass(frozen=True, slots=True)
-class BatchRequest:
-    """What `batch=` asked for: a fixed size, or a fit to a fraction of device memory.
+class Key:
+    """One `key=value` key, with one meaning wherever it is taken.
 
     Attributes:
-        batch_size: the fixed batch size, or None to fit one.
-        memory_fraction: the share of device memory to fit into, when fitting.
-        source: the user's words, for messages (`batch=auto`).
+        name: the key as typed (`memory_fraction`).
+        help: its help line, the same in every command that takes it.
+        commands: the commands that take it.
+        check: refuses a malformed value in one line, before the command runs (None: the command
+            checks it, because the check needs other arguments, e.g. infer's imgsz against the
+            model's stride, or because Ultralytics' argument checks do).
+        convert: turns the command line's value into the Python parameter's form (`batch_sizes=4`
+            -> `[4]`); None passes it as given.
+        parameters: (command, Python keyword) where the keyword is not `name`.
+        ultralytics: also an Ultralytics train key (batch, imgsz): train and augcost hand it to
+            Ultralytics, so it is no visionbatch option there.
     """
 
-    batch_size: int | None
-    memory_fraction: float | None
-    source: str
+    name: str
+    help: str
+    commands: tuple[str, ...]
+    check: Callable[[Any], object] | None = None
+    convert: Callable[[Any], Any] | None = None
+    parameters: tuple[tuple[str, str], ...] = ()
+    ultralytics: bool = False
 
-    @property
-    def fit(self) -> bool:
-        return self.batch_size is None
+    def parameter(self, command: str) -> str:
+        """The Python keyword this key becomes in `command`."""
+        return dict(self.parameters).get(command, self.name)
 
 
-DEFAULT_MEMORY_FRACTION = 0.9
-ULTRALYTICS_AUTOBATCH_FRACTION = 0.6  # what Ultralytics' batch=-1 aims at
+def _minimum_probes(value: Any) -> int:
+    return whole_number(value, "max_probes", example="max_probes=8", minimum=2)  # the planner needs 2 probes
 
 
-def parse_batch(value: Any) -> BatchRequest:
-    """Read `batch=`: an int >= 1, `auto`, a fraction in (0, 1), or Ultralytics' -1.
+def _switch(key: str) -> Callable[[Any], bool]:
+    return partial(check_switch, key=key)
+
+
+def _size(key: str) -> Callable[[Any], int]:
+    return partial(parse_bytes, key=key)
+
+
+KEYS: tuple[Key, ...] = (
+    # -- shared: one meaning in every command that takes them
+    Key("batch", "the training batch size, as in Ultralytics (batch=16); auto, a memory fraction (0.85) or -1 (0.6) "
+                 "fit it to the memory instead (train, fit, sweep)", _TRAINING, check=parse_batch, ultralytics=True),
+    Key("imgsz", "one image size in pixels: the training size, or infer's input size (a multiple of 32); "
+                 "several sizes go in sizes=", (*_TRAINING, "infer"), ultralytics=True),
+    Key("sizes", "image sizes to compare, e.g. sizes=320,640,1280; imgsz is always one of them (default: sweep "
+                 "320,640,1024,1280; augcost imgsz and its neighbours at 0.5x and 2x)", ("sweep", "augcost")),
+    Key("memory_fraction", "share of the memory this process may use (the device's or target's, less what other "
+                           "processes and a Jetson's OS hold), 0 < f <= 1 (default 0.9; infer: only with target=)",
+        ("fit", "sweep", "infer"), check=check_fraction),
+    Key("memory_budget", "the memory to fit into instead of the device's: a size (4GiB, 512MiB) or bytes (a CPU fit "
+                         "needs one)", ("train", "fit", "sweep", "infer"), check=_size("memory_budget")),
+    Key("target", "a device to plan for without having it: a GPU (gtx1050, rtx3060, t4, ...), a Jetson module "
+                  "(orin-nano-8gb, ...) or a size (6GiB); timings and traces come from this machine",
+        ("fit", "sweep", "infer"), check=find_target),
+    Key("trust_checkpoint", "True loads *.pt files with Ultralytics' unrestricted loader, which can run code stored "
+                            "in the file: only for files you trust (default: the safe loader)",
+        COMMANDS, check=_switch("trust_checkpoint")),
+    Key("seconds", "time each setting at least this long: a batch size in infer (default 1), a loader setting in "
+                   "augcost (default 2)", ("augcost", "infer"), parameters=(("infer", "seconds_per_batch"),)),
+    # -- training
+    Key("augcost", "True profiles the data pipeline first (visionbatch augcost); augcost.json/png go into the run "
+                   "folder", ("train",), check=_switch("augcost")),
+    Key("labels_per_image", "worst-case labels per training image (default: densest image, x4 with mosaic)",
+        ("fit", "sweep"), check=check_labels_per_image),
+    Key("max_probes", "the most training probes to run (default 8)", ("fit",), check=_minimum_probes),
+    # -- augcost
+    Key("pipeline", "a serialized A.Compose (YAML or JSON, from A.save) to cost in place of Ultralytics' default "
+                    "Albumentations transforms", ("augcost",)),
+    Key("images", "images timed per phase and size (default 64)", ("augcost",)),
+    Key("repeats", "passes per phase at the training size; each image keeps its fastest (default 2)", ("augcost",)),
+    Key("loader_workers", "worker counts to time, e.g. loader_workers=0,2,4 (default: 0, powers of 2, the CPU "
+                          "count)", ("augcost",)),
+    Key("loader_cache", "cache modes to time, e.g. loader_cache=False,ram (default: False,ram,disk; on a temporary "
+                        "copy)", ("augcost",)),
+    Key("step_img_per_s", "the training step's images/s when known (e.g. from a GPU run); default: timed here",
+        ("augcost",)),
+    Key("seed", "seed of every timed pass (default 0)", ("augcost",), check=check_seed),
+    # -- infer
+    Key("backend", "onnxruntime, pytorch or tensorrt (default: from the model file, else onnxruntime)", ("infer",)),
+    Key("provider", "ONNX Runtime provider: cpu, cuda or tensorrt (default: from device)", ("infer",)),
+    Key("batch_sizes", "inference batch sizes to try, e.g. batch_sizes=1,2,4,8 (default: powers of two up to "
+                       "max_batch)", ("infer",), convert=as_list),
+    Key("max_batch", "largest default batch size (default 64)", ("infer",)),
+    Key("latency_ms", "budget for a frame's worst latency: fill wait + p99 batch latency", ("infer",)),
+    Key("streams", "camera streams to serve (with fps=)", ("infer",)),
+    Key("fps", "frames per second of each stream (with streams=)", ("infer",)),
+    Key("half", "fp16 (CUDA devices only)", ("infer",), check=_switch("half")),
+    Key("end_to_end", "time letterbox pre-processing and NMS with the model", ("infer",), check=_switch("end_to_end")),
+    Key("warmup", "untimed runs per batch first (default 3)", ("infer",), parameters=(("infer", "warmup_runs"),)),
+    Key("runs", "timed runs per batch (default: at least 10, for seconds=)", ("infer",)),
+    Key("max_seconds", "time bound for the whole sweep (default 90)", ("infer",)),
+    Key("device", "cpu, 0 or cuda:0 (default: the GPU if there is one)", ("infer",)),
+    Key("threads", "CPU threads (default: every core)", ("infer",)),
+    Key("name", "run folder name under runs/infer/", ("infer",)),
+    Key("project", "parent folder of the run folder", ("infer",)),
+)
+BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
+
+
+@dataclass(frozen=True, slots=True)
+class OldSpelling:
+    """A spelling that a unified meaning replaced: refused with one line that names the new one.
+
+    Attributes:
+        command: where it was taken (`infer`); the Python function of that command refuses it too.
+        old: the key as it was written (`batch`).
+        new: the key that replaced it (`batch_sizes`).
+        why: the meaning that took the old spelling's place.
+        lists_only: only a list was the old spelling (`sweep imgsz=320,640`; `imgsz=640` is the training size).
+    """
+
+    command: str
+    old: str
+    new: str
+    why: str
+    lists_only: bool = False
+
+    def applies(self, value: Any) -> bool:
+        return not self.lists_only or isinstance(value, (list, tuple))
+
+    def message(self, value: Any) -> str:
+        return f"{self.old}={shown(value)} is now {self.new}={shown(value)} in visionbatch {self.command}: {self.why}"
+
+
+OLD_SPELLINGS: tuple[OldSpelling, ...] = (
+    OldSpelling("infer", "batch", "batch_sizes", "batch= is the training batch size in every command"),
+    OldSpelling("infer", "memory_budget_bytes", "memory_budget",
+                "memory_budget= takes a size (4GiB) or bytes in every command and in Python"),
+    OldSpelling("sweep", "imgsz", "sizes", "imgsz= is one size, the training size, in every command", lists_only=True),
+)
+
+
+def refuse_old_spelling(command: str, key: str, value: Any) -> None:
+    """Raise the one-line ConfigError for an old spelling of a key; return for anything else.
 
     Examples:
-        >>> parse_batch(16).batch_size, parse_batch("auto").memory_fraction, parse_batch(-1).memory_fraction
-        (16, 0.9, 0.6)
+        >>> refuse_old_spelling("sweep", "imgsz", 640)  # one size: the training size
+        >>> refuse_old_spelling("sweep", "imgsz", (320, 640))
+        Traceback (most recent call last):
+        visionbatch.errors.ConfigError: imgsz=320,640 is now sizes=320,640 in visionbatch sweep: imgsz= is one size, the training size, in every command
     """
-    source = f"batch={shown(value)}"
-    if isinstance(value, str) and value.lower() == "auto":
-        return BatchRequest(None, DEFAULT_MEMORY_FRACTION, source)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{source} is not a batch size: use an integer (batch=16), batch=auto, or a fraction (0.85)")
-    if value == -1:
-        return BatchRequest(None, ULTRALYTICS_AUTOBATCH_FRACTION, source)
-    if isinstance(value, float) and 0 < value < 1:
-        return BatchRequest(None, float(value), source)
-    if (isinstance(value, int) or value.is_integer()) and 1 <= value <= MAX_BATCH_SIZE:  # is_integer: not NaN, inf
-        return BatchRequest(int(value), None, source)
-    raise ConfigError(
-        f"{source} is impossible: use a batch size from 1 to {MAX_BATCH_SIZE} (batch=16), batch=auto, a memory "
-        f"fraction 0 < batch < 1 (batch=0.85), or -1 for Ultralytics' AutoBatch"
-    )
+    for old in OLD_SPELLINGS:
+        if old.command == command and old.old == key and old.applies(value):
+            raise ConfigError(old.message(value))
 
 
+def refuse_removed_keywords(function: str, command: str, removed: Mapping[str, Any]) -> None:
+    """For a function's `**removed`: an old keyword's one-line ConfigError, else Python's TypeError.
+
+    Examples:
+        >>> refuse_removed_keywords("tune_inference", "infer", {})  # nothing removed was given
+        >>> refuse_removed_keywords("tune_inference", "infer", {"memory_budget_bytes": 1024})
+        Traceback (most recent call last):
+        visionbatch.errors.ConfigError: memory_budget_bytes=1024 is now memory_budget=1024 in visionbatch infer: memory_budget= takes a size (4GiB) or bytes in every command and in Python
+    """
+    for key, value in removed.items():
+        refuse_old_spelling(command, key, value)
+    if removed:
+        raise TypeError(f"{function}() got an unexpected keyword argument '{next(iter(removed))}'")
+
+
+def command_keys(command: str) -> tuple[Key, ...]:
+    """The registry keys `command` takes, in the registry's order.
+
+    Examples:
+        >>> [key.name for key in command_keys("train")]
+        ['batch', 'imgsz', 'memory_budget', 'trust_checkpoint', 'augcost']
+    """
+    if command not in COMMANDS:
+        raise ValueError(f"no command {command!r}: one of {', '.join(COMMANDS)}")
+    return tuple(key for key in KEYS if command in key.commands)
+
+
+def visionbatch_keys(command: str) -> dict[str, str]:
+    """`command`'s own keys beside Ultralytics' train keys, name -> help (`ultralytics.job.TRAIN_KEYS`).
+
+    Examples:
+        >>> list(visionbatch_keys("train"))  # batch and imgsz are Ultralytics' keys: they go to Ultralytics
+        ['memory_budget', 'trust_checkpoint', 'augcost']
+    """
+    return {key.name: key.help for key in command_keys(command) if not key.ultralytics}
+
+
+def help_block(command: str) -> str:
+    """The lines `visionbatch COMMAND --help` lists its keys with, one per key.
+
+    Examples:
+        >>> print(help_block("train").splitlines()[2])
+          memory_budget=    the memory to fit into instead of the device's: a size (4GiB, 512MiB) or bytes (a CPU fit needs one)
+    """
+    return "\n".join(f"  {key.name + '=':<18}{key.help}" for key in command_keys(command))
+
+
+def markdown_table() -> str:
+    """README's table of every key: its meaning and the commands that take it.
+
+    Examples:
+        >>> print(markdown_table().splitlines()[0])
+        | key | meaning | train | fit | sweep | augcost | infer |
+    """
+    rows = ["| key | meaning | " + " | ".join(COMMANDS) + " |", "|---|---|" + "---|" * len(COMMANDS)]
+    for key in KEYS:
+        marks = " | ".join("x" if command in key.commands else "" for command in COMMANDS)
+        rows.append(f"| `{key.name}` | {key.help} | {marks} |")
+    return "\n".join(rows)
+
+
+def check_keys(args: Mapping[str, Any], valid: Iterable[str], command: str, *, ultralytics: bool = True) -> None:
+    """Refuse keys that neither Ultralytics (when `ultralytics`) nor `command` knows, suggesting the closest.
+
+    Examples:
+        >>> check_keys({"latency": 100}, ["latency_ms", "fps"], "infer", ultralytics=False)
+        Traceback (most recent call last):
+        visionbatch.errors.ConfigError: unknown argument 'latency=100' (did you mean 'latency_ms'?): see 'visionbatch infer --help' for visionbatch's keys
+    """
+    valid = set(valid)
+    for key, value in args.items():
+        if key not in valid:
+            also = "; every Ultralytics train key works too" if ultralytics else ""
+            raise ConfigError(f"unknown argument '{key}={shown(value)}'{suggest(key, valid)}: "
+                              f"see 'visionbatch {command} --help' for visionbatch's keys{also}")
+
+
+def read_keys(command: str, pairs: Mapping[str, Any], ultralytics_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """A command's `key=value` pairs as the Python keyword arguments of its function.
+
+    Refused in one line, in this order: an old spelling (naming the new key), an unknown key
+    (suggesting the closest), a value its key's check refuses. Registry keys become their Python
+    parameter, converted where the command line writes them differently; `ultralytics_keys`
+    (Ultralytics' train keys, for the commands that pass them through) stay as given.
+
+    Examples:
+        >>> read_keys("infer", {"warmup": 0, "batch_sizes": 4, "memory_budget": "2GiB"})
+        {'warmup_runs': 0, 'batch_sizes': [4], 'memory_budget': '2GiB'}
+    """
+    for key, value in pairs.items():
+        refuse_old_spelling(command, key, value)
+    own = {key.name: key for key in command_keys(command)}
+    passthrough = set(ultralytics_keys)
+    check_keys(pairs, own.keys() | passthrough, command, ultralytics=bool(passthrough))
+    kwargs: dict[str, Any] = {}
+    for name, value in pairs.items():
+        key = own.get(name)
+        if key is None:
+            kwargs[name] = value
+            continue
+        if key.check is not None:
+            key.check(value)  # the command checks it again; the value goes on as typed, for its messages
+        kwargs[key.parameter(command)] = key.convert(value) if key.convert is not None else value
+    return kwargs

@@ -22,8 +22,8 @@ from visionbatch.augment.report import (
     TransformCost,
     Verdict,
 )
+from visionbatch.checks import STRIDE
 
-STRIDE = 32  # imgsz values are multiples of the largest YOLO stride
 NOT_DROPPABLE = frozenset({LOAD, LABELS, COLLATE, OTHER, "Format"})  # rows no augmentation setting removes
 ENOUGH = 1.1  # a loader this much faster than the step keeps it fed despite jitter
 

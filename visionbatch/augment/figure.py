@@ -14,8 +14,17 @@ PNG_NAME = "augcost.png"
 MAX_BARS = 14
 
 
-def save_report(report: AugmentationReport, folder: str | Path) -> AugmentationReport:
-    """Write `augcost.json` and `augcost.png` into `folder`; return the report with `save_dir` set."""
+def save_report(report: AugmentationReport, folder: str | Path | None = None, *, name: str | None = None,
+                project: str | Path | None = None) -> AugmentationReport:
+    """Write `augcost.json` and `augcost.png`; return the report with `save_dir` set.
+
+    Into `folder` when given (`visionbatch train augcost=True` uses the training run's folder), else
+    into a new run folder, `runs/augcost/<name>/` (`name=`/`project=` as in Ultralytics).
+    """
+    if folder is None:
+        from visionbatch.rundir import new_run_dir
+
+        folder = new_run_dir("augcost", name, project)
     folder = Path(folder)
     report = dataclasses.replace(report, save_dir=str(folder))
     plot_report(report, folder / PNG_NAME)

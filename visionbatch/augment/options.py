@@ -8,9 +8,10 @@ from typing import Any
 from visionbatch.augment.analysis import default_sizes, stride_multiple
 from visionbatch.checks import MAX_COUNT, MAX_IMGSZ, finite_number, whole_number
 from visionbatch.errors import ConfigError
-from visionbatch.keys import smart_value
+from visionbatch.keys import visionbatch_keys
 from visionbatch.text import shown
 from visionbatch.ultralytics.offline import cpu_count
+from visionbatch.values import as_list
 
 DEFAULT_IMAGES = 64  # images per profiled phase: enough for a p95, a second or so at 640 px
 DEFAULT_REPEATS = 2  # passes per phase; each image keeps its fastest
@@ -21,18 +22,8 @@ CACHE_LIMIT_BYTES = {"ram": 2 << 30, "disk": 1 << 30}  # the most augcost caches
 MAX_SIZES = 6
 MAX_STEP_IMG_PER_S = 1e7  # step_img_per_s=: more images a second than any accelerator trains
 _HIGHEST = {"step_img_per_s": MAX_STEP_IMG_PER_S}
-# augcost's own keys (beyond Ultralytics' train keys); value: help text.
-AUGCOST_KEYS: dict[str, str] = {
-    "sizes": "image sizes to profile, e.g. sizes=320,640,1280 (default: imgsz and its neighbours at 0.5x and 2x)",
-    "pipeline": "a serialized A.Compose (YAML or JSON, from A.save) to cost in place of Ultralytics' default "
-                "Albumentations transforms",
-    "images": f"images timed per phase and size (default {DEFAULT_IMAGES})",
-    "repeats": f"passes per phase at the training size; each image keeps its fastest (default {DEFAULT_REPEATS})",
-    "seconds": f"timed seconds per loader setting (default {DEFAULT_SECONDS:g})",
-    "loader_workers": "worker counts to time, e.g. loader_workers=0,2,4 (default: 0, powers of 2, the CPU count)",
-    "loader_cache": "cache modes to time, e.g. loader_cache=False,ram (default: False,ram,disk; on a temporary copy)",
-    "step_img_per_s": "the training step's images/s when known (e.g. from a GPU run); default: timed here",
-}
+# augcost's own keys (beyond Ultralytics' train keys), name -> help, from the one registry (visionbatch.keys).
+AUGCOST_KEYS: dict[str, str] = visionbatch_keys("augcost")
 
 
 def cache_mode(value: Any) -> str:
@@ -42,15 +33,6 @@ def cache_mode(value: Any) -> str:
     if value in (False, None) or str(value).lower() in {"false", "none", ""}:
         return "none"
     return str(value).lower()
-
-
-def as_list(value: Any) -> list:
-    """'320,640' or (320, 640) or 320 -> [320, 640] / [320]; text items read as key=value values are."""
-    if isinstance(value, str):
-        return [smart_value(v.strip()) for v in value.split(",") if v.strip()]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
 
 
 def check_sizes(value: Any, imgsz: int) -> tuple[int, ...]:

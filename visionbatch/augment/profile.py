@@ -11,14 +11,12 @@ the dataset into a temporary folder, then with Ultralytics' own code
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,7 @@ from visionbatch.process_state import kept_process_state
 from visionbatch.ultralytics.offline import (
     cpu_count,
     offline,
+    quiet_ultralytics,
     trusted_checkpoints,
     versions,
 )
@@ -104,8 +103,8 @@ def profile_augmentation(
         DatasetError: the data.yaml, its images or labels cannot be trained on.
 
     Examples:
-        >>> report = profile_augmentation("datasets/shapes/data.yaml", imgsz=320, sizes=[320])
-        >>> report.phase("mosaic").cost("Mosaic").calls_per_image
+        >>> report = profile_augmentation("datasets/shapes/data.yaml", imgsz=320, sizes=[320])  # doctest: +SKIP
+        >>> report.phase("mosaic").cost("Mosaic").calls_per_image  # doctest: +SKIP
         1.0
         >>> print(report.verdict.message)  # doctest: +SKIP
         compute-bound on CPU, in series (Ultralytics trains with workers=0 on CPU): ...
@@ -117,12 +116,10 @@ def profile_augmentation(
         raise ConfigError(f"imgsz={shown}: imgsz is the training size (one integer); "
                           f"list the sizes to profile with sizes={shown}")
     from visionbatch.checks import check_seed
-    from visionbatch.ultralytics.args import check_train_args
     from visionbatch.ultralytics.job import TRAIN_KEYS, prepare
 
     trust = {"trust_checkpoint": TRAIN_KEYS["trust_checkpoint"]}
-    check_train_args(train_args, extra_keys=[*AUGCOST_KEYS, *trust], command="augcost")  # suggests augcost's keys
-    job = prepare(data, train_args, extra_keys=trust)
+    job = prepare(data, train_args, extra_keys={**AUGCOST_KEYS, **trust}, command="augcost")  # checked once, here
     if job.batch.batch_size is None:
         raise ConfigError(f"{job.batch.source}: augcost profiles a fixed batch: pass a batch size, e.g. batch=16")
     batch_size = job.batch_size
@@ -140,7 +137,7 @@ def profile_augmentation(
     args = {k: v for k, v in job.args.items() if k not in {"project", "name"}}
     args["imgsz"] = imgsz
 
-    with kept_process_state(), offline(), _quiet(), timing.rng_kept(), \
+    with kept_process_state(), offline(), quiet_ultralytics(), timing.rng_kept(), \
             trusted_checkpoints(bool(job.options.get("trust_checkpoint"))), \
             tempfile.TemporaryDirectory(prefix="visionbatch-augcost-") as tmp:
         from ultralytics.cfg import DEFAULT_CFG, get_cfg
@@ -155,7 +152,7 @@ def profile_augmentation(
         train_cache, train_workers = cache_mode(cfg.cache), min(int(cfg.workers), cpu_count())
         loader = run.loader_sweep(imgsz, sorted(set(workers_swept) | {train_workers}),
                                   [c for c in CACHES if c in set(caches) | {train_cache}], seconds, job.args.get("device"))
-        step, step_note = run.step(job.task, job.model, step_given, job.args.get("device"))
+        step, step_note = run.step(job, step_given, job.args.get("device"))
 
     studied = "pipeline" if custom else "default"
     head = next(p for p in phases if p.imgsz == imgsz and p.chain == studied and p.phase != "val")
@@ -339,9 +336,11 @@ class _Run:
             self.plain_build_s = seconds
         return dataset, seconds
 
-    def step(self, task: str, model: str, given: float | None, device: Any) -> tuple[StepTiming | None, str]:
+    def step(self, job: Any, given: float | None, device: Any) -> tuple[StepTiming | None, str]:
+        """The training step fit measures, timed on a batch of the kept samples (or the user's figure)."""
         from visionbatch.augment.step import given_step, measure_step
 
+        model = job.model
         if given is not None:
             return given_step(given, model, self.batch_size), ""
         if not self.kept or self.collate is None:
@@ -349,8 +348,8 @@ class _Run:
         import torch
 
         try:
-            step = measure_step(task, model, len(self.data["names"]), int(self.data.get("channels", 3)),
-                                self.cfg, self.kept, self.collate, device, self.batch_size)
+            step = measure_step(job, self.kept, self.collate, device, self.batch_size,
+                                channels=int(self.data.get("channels", 3)))
         except torch.cuda.OutOfMemoryError:
             return None, (f"the training step ran out of GPU memory at batch {self.batch_size}: pass a smaller "
                           f"batch, or step_img_per_s= from a run that fits")
@@ -401,18 +400,6 @@ def _notes(job: Any, cfg: Any, sample: Sample, batch_size: int, custom: Pipeline
             f"{head.total_ms:.1f} ms per image here); box labels skip that work (with the default degrees=0 and "
             f"shear=0, boxes differ only where objects are cut at the border)")
     return notes
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Ultralytics' info lines (one per dataset build) off; its warnings stay. Restored on exit."""
-    logger = logging.getLogger("ultralytics")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def training_callback(data: str, args: Mapping[str, Any], **options: Any) -> Callable[[Any], None]:

@@ -1,23 +1,27 @@
 """The training step's throughput, measured on a real collated batch: what the loader must feed.
 
-The step is Ultralytics' own: the task model built as the trainer builds it, `model(batch)` for
-the real loss (assigner included), backward through a GradScaler under autocast when AMP is on,
-then once per `accumulate` batches gradient clipping, the optimizer step and the EMA update
-(`BaseTrainer.optimizer_step`). On a CPU the batch timed is at most `CPU_BATCH`: a batch-16 step of
-yolo11n at 640 px takes many seconds there, and images per second hardly depend on the batch.
+The step is the one fit measures (`visionbatch.ultralytics.step.Workload`), built from the job's
+spec: the task model with Ultralytics' frozen layers, its real loss, the optimizer its
+`optimizer=auto` rule picks, the EMA, and AMP (fp16 with a grad scaler, or bf16) where its rule
+turns AMP on. Forward and backward run once per batch; clipping, the optimizer step and the EMA
+update once per `accumulate` batches, as `BaseTrainer.optimizer_step` does. On a CPU the batch
+timed is at most `CPU_BATCH`: a batch-16 step of yolo11n at 640 px takes many seconds there, and
+images per second hardly depend on the batch.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visionbatch.augment.report import StepTiming
-from visionbatch.ultralytics.offline import amp_supported, cpu_count
+from visionbatch.ultralytics.offline import cpu_count
+
+if TYPE_CHECKING:
+    from visionbatch.ultralytics.job import TrainingJob
 
 CPU_BATCH = 4
-NOMINAL_BATCH = 64  # Ultralytics' nbs: the optimizer steps once per nbs images
 MIN_STEPS, MAX_STEPS = 2, 50
 Clock = Callable[[], float]
 
@@ -31,13 +35,9 @@ def step_device(device: Any) -> Any:
     """
     import torch
 
-    text = "" if device is None else str(device).lower().replace(" ", "")
-    if text in {"", "-1"}:
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if text in {"cpu", "mps"}:
-        return torch.device(text)
-    first = text.replace("cuda:", "").strip("[]").split(",")[0]
-    return torch.device(f"cuda:{int(first)}")
+    from visionbatch.devices.parse import parse_device
+
+    return torch.device(parse_device(device).resolve(torch.cuda.is_available()).torch_name)
 
 
 def images_per_s(forward_backward_ms: float, optimizer_ms: float, measured_batch: int, batch_size: int,
@@ -52,99 +52,81 @@ def images_per_s(forward_backward_ms: float, optimizer_ms: float, measured_batch
     return 1000 / per_image_ms
 
 
-def build_model(task: str, model: str, nc: int, channels: int, cfg: Any) -> Any:
-    """The task model as the trainer builds it from a YAML (or from a checkpoint's YAML), untrained."""
-    from ultralytics.nn.tasks import DetectionModel, SegmentationModel, load_checkpoint
+def measure_step(job: TrainingJob, samples: Sequence[dict], collate: Callable[[list], dict], device: Any,
+                 batch_size: int, channels: int = 3, budget_s: float = 3.0, clock: Clock = time.perf_counter
+                 ) -> StepTiming:
+    """Time the job's training step on `samples` (outputs of the real pipeline), collated into one batch.
 
-    architecture: Any = model
-    if str(model).endswith(".pt"):
-        loaded, _ = load_checkpoint(model)
-        architecture = loaded.yaml  # the architecture is what costs time; the weights do not
-    kind = SegmentationModel if task == "segment" else DetectionModel
-    net = kind(architecture, nc=nc, ch=channels, verbose=False)
-    net.args = cfg  # the loss reads its gains (box, cls, dfl, overlap_mask) from here, as in training
-    return net
+    Args:
+        job: the prepared training job (model, task, arguments, the whole dataset's counts).
+        samples: dataset items in Ultralytics' format; repeated when fewer than the batch.
+        collate: the dataset's collate function.
+        device: the device argument (`0`, `'cuda:1'`, `'cpu'`; None: CUDA 0 when present).
+        batch_size: the training batch (at most `CPU_BATCH` is timed on a CPU).
+        channels: image channels of the dataset.
+        budget_s: seconds of timed steps, between `MIN_STEPS` and `MAX_STEPS` of them.
+        clock: seconds now (injected by tests).
 
+    Returns:
+        The median forward/backward and optimizer milliseconds, and the images per second they give.
 
-def measure_step(task: str, model: str, nc: int, channels: int, cfg: Any, samples: Sequence[dict],
-                 collate: Callable[[list], dict], device: Any, batch_size: int, budget_s: float = 3.0,
-                 clock: Clock = time.perf_counter) -> StepTiming:
-    """Time Ultralytics' training step for `model` on `samples` (outputs of the real pipeline)."""
+    Examples:
+        >>> timing = measure_step(job, items, dataset.collate_fn, "cpu", batch_size=16)  # doctest: +SKIP
+        >>> timing.measured_batch_size, timing.accumulate  # doctest: +SKIP
+        (4, 4)
+    """
     import torch
-    from ultralytics.utils.torch_utils import ModelEMA
+
+    from visionbatch.ultralytics.spec import job_spec
+    from visionbatch.ultralytics.step import Workload
 
     device = step_device(device)
     cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else _cpu_name()
+    spec = job_spec(job, device.type, name if cuda else "", channels=channels)
     measured = batch_size if cuda else min(batch_size, CPU_BATCH)
     items = [samples[i % len(samples)] for i in range(measured)]
+    # collate_fn adds each item's index to its batch_idx in place: collate copies, keep the samples as they are
     batch = collate([{**s, "batch_idx": s["batch_idx"].clone()} if "batch_idx" in s else s for s in items])
-    amp = bool(getattr(cfg, "amp", True)) and cuda and amp_supported(torch.cuda.get_device_name(device))
-    accumulate = max(round(NOMINAL_BATCH / batch_size), 1)
     threads = torch.get_num_threads()
-    net = optimizer = ema = None
+    workload = None
     try:
         if not cuda:
             torch.set_num_threads(cpu_count())  # visionbatch trains on every core
-        net = build_model(task, model, nc, channels, cfg).to(device).train()
-        for p in net.parameters():
-            p.requires_grad_(True)
-        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.937, nesterov=True)
-        ema = ModelEMA(net)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp)
-        for key, value in batch.items():
-            if isinstance(value, torch.Tensor):
-                batch[key] = value.to(device, non_blocking=cuda)
-        batch["img"] = batch["img"].float() / 255
+        workload = Workload(spec, str(device))
+        accumulate = max(round(int(workload.cfg.nbs) / batch_size), 1)
+        workload.model.train()
 
-        def sync() -> None:
-            if cuda:
-                torch.cuda.synchronize(device)
-
-        def forward_backward() -> float:
+        def timed(work: Callable[[], None]) -> float:
             start = clock()
-            with torch.autocast(device.type, enabled=amp):
-                loss, _ = net(batch)
-            scaler.scale(loss.sum()).backward()
-            sync()
+            work()
+            workload.sync()
             return clock() - start
 
-        def optimizer_step() -> float:
-            start = clock()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=10.0)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad()
-            ema.update(net)
-            sync()
-            return clock() - start
-
-        forward_backward()  # warm-up: cuDNN autotuning, allocator growth, first-call overheads
-        optimizer_step()
+        timed(lambda: workload.forward_backward(batch))  # warm-up: cuDNN autotuning, allocator growth, first calls
+        timed(workload.optimizer_step)  # and the optimizer's state
         passes, steps = [], []
         began = clock()
         while len(passes) < MIN_STEPS or (clock() - began < budget_s and len(passes) < MAX_STEPS):
-            passes.append(forward_backward())
-            steps.append(optimizer_step())
+            passes.append(timed(lambda: workload.forward_backward(batch)))
+            steps.append(timed(workload.optimizer_step))
     finally:
-        del net, optimizer, ema
+        if workload is not None:
+            workload.close()
         torch.set_num_threads(threads)
-        if cuda:
-            torch.cuda.empty_cache()
     fb_ms = 1000 * _median(passes)
     opt_ms = 1000 * _median(steps)
-    rate = images_per_s(fb_ms, opt_ms, measured, batch_size, accumulate)
     return StepTiming(
         source=device.type,
-        device=torch.cuda.get_device_name(device) if cuda else _cpu_name(),
-        model=str(model),
+        device=name,
+        model=str(job.model),
         batch_size=batch_size,
         measured_batch_size=measured,
-        images_per_s=round(rate, 3),
+        images_per_s=round(images_per_s(fb_ms, opt_ms, measured, batch_size, accumulate), 3),
         forward_backward_ms=round(fb_ms, 3),
         optimizer_ms=round(opt_ms, 3),
         accumulate=accumulate,
-        amp=amp,
+        amp=spec.amp,
     )
 
 
@@ -161,6 +143,11 @@ def _cpu_name() -> str:
 
 
 def given_step(images_per_s_value: float, model: str, batch_size: int) -> StepTiming:
-    """The user's own step throughput (step_img_per_s=), e.g. read from a GPU training log."""
+    """The user's own step throughput (step_img_per_s=), e.g. read from a GPU training log.
+
+    Examples:
+        >>> given_step(250.0, "yolo11n.yaml", 16).measured_batch_size
+        16
+    """
     return StepTiming(source="given", device="given", model=str(model), batch_size=batch_size,
                       measured_batch_size=batch_size, images_per_s=float(images_per_s_value))

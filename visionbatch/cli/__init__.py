@@ -127,4 +127,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err(f"visionbatch {args.command}: interrupted")
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        # A signal landing inside C code (an import, a native callback) can come back wrapped in
+        # another error (a RuntimeError whose context is Terminated): it is still the same stop.
+        stop = _stop_in_chain(exc)
+        if stop is None:
+            raise
+        err(f"visionbatch {args.command}: {'stopped by SIGTERM' if stop is Terminated else 'interrupted'}")
+        return EXIT_TERMINATED if stop is Terminated else EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _stop_in_chain(exc: BaseException) -> type[BaseException] | None:
+    """Terminated or KeyboardInterrupt when one of them caused `exc` (its __cause__/__context__ chain).
+
+    Examples:
+        >>> try:
+        ...     try:
+        ...         raise Terminated()
+        ...     except Terminated:
+        ...         raise RuntimeError("wrapped")
+        ... except RuntimeError as exc:
+        ...     _stop_in_chain(exc).__name__
+        'Terminated'
+        >>> _stop_in_chain(ValueError("plain")) is None
+        True
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, (Terminated, KeyboardInterrupt)):
+            return Terminated if isinstance(link, Terminated) else KeyboardInterrupt
+        link = link.__cause__ or link.__context__
+    return None

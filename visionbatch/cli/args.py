@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from visionbatch.errors import ConfigError
-from visionbatch.keys import parse_pairs
+from visionbatch.values import parse_pairs
 
 
 def split_tokens(tokens: Sequence[str], command: str, positional: str) -> tuple[str | None, dict[str, Any]]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from visionbatch.augment.options import AUGCOST_KEYS
 from visionbatch.augment.report import AugmentationReport, PhaseProfile
 from visionbatch.cli.args import positional
 from visionbatch.console import fmt, table
+from visionbatch.keys import help_block, read_keys
 
 SMALL_MS = 0.01  # rows cheaper than this in every phase are listed on one line
 
@@ -21,28 +21,25 @@ close_mosaic, at several image sizes; the real DataLoader's images/s against wor
 the training step's images/s; and which side is the bottleneck. Your dataset folder is never
 written (measurements run on a symlinked sample in a temporary folder).
 
-Ultralytics train arguments keep their meaning: imgsz (the training size), batch, task, model,
-device, epochs, close_mosaic, mosaic, mixup, copy_paste, cutmix, cache, workers, fraction, ...
-augcost's own keys:
-""" + "\n".join(f"  {key}=  {text}" for key, text in AUGCOST_KEYS.items()) + """
-  seed=  seed of every timed pass (default 0)
-  trust_checkpoint=  True loads model=*.pt with Ultralytics' unrestricted loader, which can run code
-      stored in the file: only for files you trust (default: the safe loader)
-Output: runs/augcost/<name>/ with augcost.json and augcost.png."""
+Ultralytics train arguments keep their meaning: imgsz (the training size), batch (a batch size:
+augcost profiles a fixed batch), task, model, device, epochs, close_mosaic, mosaic, mixup,
+copy_paste, cutmix, cache, workers, fraction, ...
+Output: runs/augcost/<name>/ with augcost.json and augcost.png.
+
+visionbatch keys:
+""" + help_block("augcost")
 
 
 def run(tokens: Sequence[str]) -> AugmentationReport:
     from visionbatch.augment import profile_augmentation, save_report
-    from visionbatch.checks import check_seed
-    from visionbatch.rundir import new_run_dir
+    from visionbatch.ultralytics.args import ultralytics_defaults
 
     data, pairs = positional(tokens, "augcost", "DATA", "data",
                              "visionbatch augcost path/to/data.yaml [key=value ...]")
-    if "seed" in pairs:  # profile_augmentation's own parameter, so check_train_args never sees it
-        pairs["seed"] = check_seed(pairs["seed"])
+    pairs = read_keys("augcost", pairs, ultralytics_defaults())  # seed= too, which check_train_args never sees
     name, project = pairs.get("name"), pairs.get("project")
     report = profile_augmentation(data, **pairs)
-    return save_report(report, new_run_dir("augcost", name, project))
+    return save_report(report, name=name, project=project)  # the library makes the run folder
 
 
 def show(report: AugmentationReport) -> str:

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from visionbatch.cli.args import positional
 from visionbatch.console import err, table
-from visionbatch.infer.options import CLI_KEYS
 from visionbatch.infer.plan import InferencePlan
+from visionbatch.keys import help_block
 from visionbatch.units import human_bytes
 
 SUMMARY = "tune the inference batch for deployment (latency, memory, camera load) and write its configs"
@@ -16,14 +16,17 @@ USAGE = """visionbatch infer MODEL [key=value ...]
 MODEL: a model YAML (yolo11n.yaml), a local .pt, an .onnx or a TensorRT .engine. A .pt/.yaml is
 exported offline with a dynamic batch. Sweeps batch sizes on the backend, chooses the batch with
 the most throughput within the constraints, writes plan.json, sweep.png and DeepStream / Triton /
-TensorRT settings to runs/infer/<name>/.
+TensorRT settings to runs/infer/<name>/. target= plans for a device from the catalog that this
+machine is not: its memory (less what a Jetson's OS keeps) is the memory the plan must fit, and
+the timings still come from this machine.
 
-Keys:
-""" + "\n".join(f"  {key:<16} {text}" for key, (_, text) in CLI_KEYS.items()) + """
+visionbatch keys:
+""" + help_block("infer") + """
 
 Examples:
   visionbatch infer yolo11n.yaml imgsz=320 latency_ms=100
   visionbatch infer best.pt imgsz=640 streams=8 fps=25 latency_ms=200 target=orin-nano-8gb
+  visionbatch infer yolo11n.yaml batch_sizes=1,2,4,8 target=t4 memory_fraction=0.5
   visionbatch infer model.engine streams=4 fps=30 latency_ms=80 end_to_end=True"""
 
 

@@ -1,36 +1,31 @@
-"""`visionbatch sweep DATA.yaml imgsz=320,640,1024,1280 [key=value ...]`."""
+"""`visionbatch sweep DATA.yaml sizes=320,640,1024,1280 [key=value ...]`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from visionbatch.cli.args import positional
 from visionbatch.console import table
 from visionbatch.fit.sweep import ResolutionSweep
-from visionbatch.keys import check_keys
+from visionbatch.keys import help_block, read_keys
 from visionbatch.ultralytics.args import ultralytics_defaults
 from visionbatch.units import human_bytes
+from visionbatch.values import parse_batch
 
 SUMMARY = "largest batch at each image size, and the largest image size at a batch"
-SWEEP_KEYS = {
-    "target": "a GPU to predict for, traced on this CPU: gtx1050, rtx3060, t4, orin-nano-8gb, 6GiB, ...",
-    "memory_fraction": "share of usable memory to fill (default 0.9)",
-    "memory_budget": "a memory budget instead of a device (traced tensor bytes): 4GiB",
-    "batch": "answer the inverse: the largest imgsz at this batch, e.g. batch=16",
-    "labels_per_image": "worst-case labels per training image (default: densest image, x4 with mosaic)",
-    "trust_checkpoint": "True loads model=*.pt with Ultralytics' unrestricted loader, which can run code stored in "
-                        "the file: only for files you trust (default: the safe loader)",
-}
-USAGE = """visionbatch sweep DATA.yaml imgsz=320,640,1024,1280 [key=value ...]
+USAGE = """visionbatch sweep DATA.yaml sizes=320,640,1024,1280 [key=value ...]
 
 Probes batch 1 and 2 at the smallest and largest size (training, and validation at 2x), fits
 peak = F + G*s^2 + b*(A + B*s^2), and answers for every size without more probing; sizes in
 between are probed once each as a check of the fit. Writes runs/sweep/<name>/sweep.json and
-sweep.png.
+sweep.png. imgsz=640 (the training size) is always among the sizes swept. batch=16 (the training
+batch) answers the inverse: the largest imgsz at batch 16; batch=auto, a fraction (0.85) or -1
+set memory_fraction, as in fit.
 
 visionbatch keys:
-""" + "\n".join(f"  {k:17s} {v}" for k, v in SWEEP_KEYS.items())
+""" + help_block("sweep")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,19 +36,19 @@ class SweepRun:
 
 
 def run(tokens: Sequence[str]) -> SweepRun:
-    from visionbatch.fit.plot import plot_sweep
-    from visionbatch.fit.sweep import DEFAULT_SIZES, sweep_resolution
-    from visionbatch.results import write_json
-    from visionbatch.rundir import new_run_dir
+    from visionbatch.fit.sweep import SWEEP_JSON, SWEEP_PNG, sweep_resolution
 
-    data, pairs = positional(tokens, "sweep", "DATA", "data", "visionbatch sweep path/to/data.yaml imgsz=320,640")
-    check_keys(pairs, set(ultralytics_defaults()) | set(SWEEP_KEYS), "sweep")
-    name, project = pairs.get("name"), pairs.get("project")  # checked with the dataset in hand, then used here
-    sweep = sweep_resolution(data, imgsz=pairs.pop("imgsz", DEFAULT_SIZES), batch_size=pairs.pop("batch", None),
-                             **pairs)
-    folder = new_run_dir("sweep", name, project)
-    files = (write_json(folder / "sweep.json", sweep), plot_sweep(sweep, folder / "sweep.png"))
-    return SweepRun(sweep, str(folder), tuple(str(f) for f in files))
+    data, pairs = positional(tokens, "sweep", "DATA", "data", "visionbatch sweep path/to/data.yaml sizes=320,640")
+    pairs = read_keys("sweep", pairs, ultralytics_defaults())
+    if "batch" in pairs:  # the training batch: a size asks for the largest imgsz, a fit request sets the fraction
+        request = parse_batch(pairs.pop("batch"))
+        if request.fit:
+            pairs.setdefault("memory_fraction", request.memory_fraction)
+        else:
+            pairs["batch_size"] = request.batch_size
+    sweep = sweep_resolution(data, save=True, **pairs)  # the library makes the run folder, as for every command
+    folder = Path(sweep.save_dir)
+    return SweepRun(sweep, str(folder), (str(folder / SWEEP_JSON), str(folder / SWEEP_PNG)))
 
 
 def show(result: SweepRun) -> str:
@@ -67,8 +62,8 @@ def show(result: SweepRun) -> str:
         rows.append([row.imgsz, row.max_batch_size, row.limited_by, human_bytes(row.per_image_bytes),
                      human_bytes(row.fixed_bytes), human_bytes(row.predicted_bytes), check])
     work = sweep.workload
-    head = (f"visionbatch sweep: {work.get('model')} {work.get('task')}, {work.get('labels_per_image')} labels/image, "
-            f"AMP {'on' if work.get('amp') else 'off'}; {sweep.device} ({sweep.device_name}), budget "
+    head = (f"visionbatch sweep: {work.model} {work.task}, {work.labels_per_image} labels/image, "
+            f"AMP {'on' if work.amp else 'off'}; {sweep.device} ({sweep.device_name}), budget "
             f"{sweep.memory_fraction:g} x {human_bytes(sweep.usable_bytes)} = {human_bytes(sweep.budget_bytes)}"
             + ("" if sweep.measured else " [predicted]"))
     lines = ["", table(["imgsz", "max batch", "limit", "per image", "fixed", "peak at max",

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from visionbatch.cli.args import positional
 from visionbatch.console import table
-from visionbatch.results import TrainResult
+from visionbatch.keys import help_block, read_keys
+from visionbatch.train.result import TrainResult
 from visionbatch.units import human_bytes
 
 SUMMARY = "train a detection or segmentation model with Ultralytics, offline"
@@ -16,9 +17,9 @@ Any Ultralytics train argument works with Ultralytics' meaning: model=yolo11s.ya
 imgsz=640, device=0, task=segment, batch=32, workers=8, ... Defaults that work offline:
 model=yolo11n.yaml (yolo11n-seg.yaml for task=segment); task from model=, else detect.
 Output: runs/<task>/<name>/ (Ultralytics' run folder) with visionbatch.json.
-augcost=True first profiles the data pipeline (visionbatch augcost) into the run folder.
-trust_checkpoint=True loads model=*.pt (and pretrained=, resume=) with Ultralytics' unrestricted
-loader, which can run code stored in the file: only for files you trust (default: the safe loader).
+
+visionbatch keys:
+""" + help_block("train") + """
 
 batch=auto (or a fraction, batch=0.85, or Ultralytics' batch=-1 for 0.6) fits the batch to the
 GPU first (see visionbatch fit) and trains with the plan; batch_plan.json and memory_curve.png
@@ -28,10 +29,11 @@ prediction. On a CPU, batch=auto needs memory_budget=, e.g. memory_budget=8GiB."
 
 def run(tokens: Sequence[str]) -> TrainResult:
     from visionbatch.train.run import train
+    from visionbatch.ultralytics.args import ultralytics_defaults
 
     data, pairs = positional(tokens, "train", "DATA", "data",
                              "visionbatch train path/to/data.yaml [key=value ...]")
-    return train(data, **pairs)
+    return train(data, **read_keys("train", pairs, ultralytics_defaults()))
 
 
 def show(result: TrainResult) -> str:
@@ -47,8 +49,8 @@ def show(result: TrainResult) -> str:
                     f"({result.batch_source}), {result.device} ({result.cpu_threads} CPU threads)"),
     ]
     for row in result.memory_vs_plan:
-        lines.append(f"epoch {row['epoch']}: plan predicted {human_bytes(row['predicted_bytes'])}, measured "
-                     f"{human_bytes(row['measured_bytes'])} ({row['measured']})")
+        lines.append(f"epoch {row.epoch}: plan predicted {human_bytes(row.predicted_bytes)}, measured "
+                     f"{human_bytes(row.measured_bytes)} ({row.measured})")
     final = {k.removeprefix("metrics/"): v for k, v in result.final_metrics.items() if "mAP" in k}
     if final:
         lines.append("final: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))

@@ -1,7 +1,9 @@
 """The devices visionbatch can plan for without having them: GPUs users train on and Jetson modules.
 
-One catalog serves every command: `fit` and `sweep` predict a training batch for any entry,
-`infer` plans deployment for the Jetson modules (which it can also read on the board itself).
+One catalog serves every command's `target=`: `fit` and `sweep` predict a training batch for any
+entry, `infer` plans deployment for any entry (the memory the plan must fit; on a Jetson module,
+which it can also read on the board itself, the configs too). A size (`target=6GiB`) is a generic
+CUDA GPU of that memory.
 
 Memory is the board's nominal size (a "12 GB" card is 12 GiB here; torch reports a few percent
 less as total_memory, and the CUDA context takes its share, which the prediction models
@@ -190,22 +192,34 @@ def _normal(text: str) -> str:
 
 
 def find_target(name: str) -> Target:
-    """The target called `name` (case, spaces and 'NVIDIA'/'GeForce'/'Jetson' prefixes ignored).
+    """The target called `name` (case, spaces and 'NVIDIA'/'GeForce'/'Jetson' prefixes ignored), or a
+    generic CUDA GPU of a given size (`6GiB`: AMP on, the default CUDA context, all of it usable).
 
     Raises:
-        ConfigError: naming the known targets.
+        ConfigError: naming the known targets, or why a size is impossible.
 
     Examples:
         >>> find_target("GTX 1050").key, find_target("Jetson Orin Nano 8GB").key, find_target("rtx-3060").key
         ('gtx1050', 'orin-nano-8gb', 'rtx3060')
+        >>> find_target("6GiB").key, find_target("6GiB").budget_bytes // 2**30
+        ('cuda-6gib', 6)
     """
-    key = _normal(str(name))
+    text = str(name)
+    if text[:1].isdigit():  # no catalog key starts with a digit: a size
+        from visionbatch.units import parse_bytes
+
+        size = parse_bytes(text, key="target")
+        return Target(f"cuda-{text.lower()}", f"a CUDA GPU with {text}", size, "default",
+                      note="a generic GPU: AMP on, the default CUDA context")
+    key = _normal(text)
     key = _ALIASES.get(key, key)
     for target in TARGETS:
         if target.key == key or _normal(target.key) == key:
             return target
+    from visionbatch.text import suggest
+
     known = ", ".join(t.key for t in TARGETS)
-    raise ConfigError(f"target={name} is not a GPU visionbatch knows: use one of {known}; "
-                      f"or give the memory directly, e.g. memory_budget=6GiB")
+    raise ConfigError(f"target={name} is not a GPU visionbatch knows{suggest(key, [t.key for t in TARGETS])}: "
+                      f"use one of {known}; or give the memory directly, e.g. target=6GiB or memory_budget=6GiB")
 
 

@@ -44,14 +44,27 @@ def _nvml() -> Iterator[Any]:
         pynvml.nvmlShutdown()
 
 
+def nvml_handle(nvml: Any, device_index: int) -> Any:
+    """NVML's handle for torch's CUDA device `device_index`, found by the GPU's UUID.
+
+    torch numbers the GPUs CUDA_VISIBLE_DEVICES leaves, in its order; NVML numbers every GPU on
+    the board. Only the UUID names the same GPU in both. `nvml` is the initialised pynvml module.
+
+    Raises:
+        Exception: whatever torch or NVML raise (no such device, no UUID, no permission).
+    """
+    import torch
+
+    uuid = str(torch.cuda.get_device_properties(device_index).uuid)
+    # torch prints the bare UUID; NVML wants it with the 'GPU-' (or 'MIG-') prefix nvidia-smi shows
+    return nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+
+
 def nvml_reading(device_index: int) -> NvmlReading | None:
     """NVML memory figures for torch's CUDA device `device_index`, or None without NVML."""
     try:
-        import torch
-
-        uuid = str(torch.cuda.get_device_properties(device_index).uuid)
         with _nvml() as nvml:
-            handle = nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+            handle = nvml_handle(nvml, device_index)
             info = nvml.nvmlDeviceGetMemoryInfo(handle)
             process = None
             for entry in nvml.nvmlDeviceGetComputeRunningProcesses(handle):

@@ -1,9 +1,10 @@
 """fit_batch(): fit the training batch to a device by measuring the real step, or predict it.
 
-`fit_batch` checks the arguments and the dataset, builds the workload Ultralytics would train
-(workload.py) and a probe for the device (CUDA, a CPU budget, or a CPU trace for a `target` GPU),
-sets what Ultralytics' trainer sets for the probes (deterministic algorithms, threads, RNG; all
-restored after), and hands them to the schedule in planner.py.
+`fit_batch` checks the options (`FitOptions`) and the dataset (`ultralytics.job.prepare`), then
+`fit_job` builds the step Ultralytics would train (`ultralytics.step`) and a probe for the device
+(CUDA, a CPU budget, or a CPU trace for a `target` GPU), sets what Ultralytics' trainer sets for
+the probes (deterministic algorithms, threads, RNG; all restored after), and hands them to the
+schedule in planner.py. `visionbatch train batch=auto` prepares its job once and calls `fit_job`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from visionbatch.devices.memory import Capacity
 from visionbatch.errors import ConfigError
-from visionbatch.fit.planner import MAX_PROBES, NOMINAL_BATCH, plan_batch
+from visionbatch.fit.plan import BatchPlan, WorkloadSummary
+from visionbatch.fit.planner import MAX_PROBES, plan_batch
 from visionbatch.fit.probes.base import Probe
-from visionbatch.results import BatchPlan
+from visionbatch.ultralytics.spec import NOMINAL_BATCH
 
 # -- the public entry point -------------------------------------------------------------------------
 
@@ -58,16 +61,26 @@ def trainer_globals(deterministic: bool, device_type: str) -> Iterator[None]:
 
 
 def resolve_device(device: Any, memory_budget: Any) -> tuple[str, int | None]:
-    """('cuda:N', None) or ('cpu', budget bytes) for the fit, or a ConfigError saying what works instead."""
+    """('cuda:N', None) or ('cpu', budget bytes) for the fit, or a ConfigError saying what works instead.
+
+    A fit measures one device it can name: several GPUs, -1 (the idle GPU Ultralytics picks when
+    training starts) and mps are refused. Nothing given means GPU 0 when there is one and no budget.
+    """
     from visionbatch.devices.memory import cuda_available
-    from visionbatch.devices.parse import check_device
+    from visionbatch.devices.parse import check_device, parse_device
     from visionbatch.units import parse_bytes
 
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
-    text = "" if device is None else str(device).lower().replace("cuda:", "")
-    if text in {"", "none"}:
-        text = "0" if cuda_available() and budget is None else "cpu"
-    if text == "cpu":
+    request = parse_device(device)
+    if request.picks_idle:
+        raise ConfigError(f"device={request.text}: Ultralytics picks the idle GPU only when training starts, so fit "
+                          f"cannot measure it: name the GPU, e.g. device=0, or fit on the CPU with memory_budget=")
+    if request.kind == "mps":
+        raise ConfigError(f"device={request.text}: fit measures a CUDA GPU, or CPU steps against a budget: "
+                          f"use device=0, or device=cpu with memory_budget= (e.g. memory_budget=4GiB)")
+    if request.kind == "default":
+        request = request.resolve(cuda_available() and budget is None)
+    if request.kind == "cpu":
         if budget is None:
             raise ConfigError(
                 "no CUDA device to fit the batch on here: pass memory_budget= (e.g. memory_budget=4GiB) to fit "
@@ -75,15 +88,14 @@ def resolve_device(device: Any, memory_budget: Any) -> tuple[str, int | None]:
                 "not have (visionbatch fit --help lists the targets)"
             )
         return "cpu", budget
-    check_device(text)
-    parts = text.split(",")
-    if len(parts) > 1:
-        raise ConfigError(f"device={device}: fit one GPU at a time, e.g. device={parts[0]}; "
-                          f"with DDP each GPU takes batch / {len(parts)} images")
+    check_device(request)
+    if len(request.indices) > 1:
+        raise ConfigError(f"device={request.text}: fit one GPU at a time, e.g. device={request.first}; "
+                          f"with DDP each GPU takes batch / {len(request.indices)} images")
     if budget is not None:
-        raise ConfigError(f"memory_budget={memory_budget} is for CPU fits: on device={device} the GPU's own memory "
-                          f"is the budget (use memory_fraction= to aim lower)")
-    return f"cuda:{int(parts[0])}", None
+        raise ConfigError(f"memory_budget={memory_budget} is for CPU fits: on device={request.text} the GPU's own "
+                          f"memory is the budget (use memory_fraction= to aim lower)")
+    return request.torch_name, None
 
 
 def fit_batch(
@@ -96,6 +108,7 @@ def fit_batch(
     target: str | None = None,
     labels_per_image: int | None = None,
     max_probes: int = MAX_PROBES,
+    save: bool = False,
     **train_args: Any,
 ) -> BatchPlan:
     """Fit the training batch to the device by measuring the real training step, or predict it.
@@ -113,6 +126,8 @@ def fit_batch(
         labels_per_image: override the worst-case label density (default: densest image,
             x4 while mosaic is on).
         max_probes: the most training probes to run.
+        save: write `plan.json` and `memory_curve.png` into a new run folder, `runs/fit/<name>/`
+            (`name=` and `project=` as in Ultralytics); `plan.save_dir` says where.
         **train_args: Ultralytics train arguments that shape the step (task, multi_scale, amp,
             optimizer, epochs, mosaic, close_mosaic, mask_ratio, overlap_mask, freeze, ...).
 
@@ -125,77 +140,154 @@ def fit_batch(
         BudgetError: not even batch 1 fits.
 
     Examples:
-        >>> plan = fit_batch("datasets/shapes/data.yaml", imgsz=64, memory_budget="256MiB")
-        >>> plan.batch_size <= plan.max_batch_size, plan.measured_bytes <= plan.budget_bytes
+        >>> plan = fit_batch("datasets/shapes/data.yaml", imgsz=64, memory_budget="256MiB")  # doctest: +SKIP
+        >>> plan.batch_size <= plan.max_batch_size, plan.measured_bytes <= plan.budget_bytes  # doctest: +SKIP
         (True, True)
-        >>> fit_batch("datasets/shapes/data.yaml", model="yolo11s.yaml", imgsz=1024, target="gtx1050").measured
+        >>> fit_batch("datasets/shapes/data.yaml", model="yolo11s.yaml", imgsz=1024, target="gtx1050").measured  # doctest: +SKIP
         False
     """
-    from visionbatch.checks import (
-        MIN_IMGSZ,
-        MIN_PROBE_IMGSZ,
-        check_fraction,
-        check_labels_per_image,
-        whole_number,
-    )
-    from visionbatch.ultralytics.job import prepare
-    from visionbatch.ultralytics.offline import offline, trusted_checkpoints
-    from visionbatch.units import parse_bytes
-
-    memory_fraction = check_fraction(memory_fraction)
-    labels_per_image = check_labels_per_image(labels_per_image)
-    max_probes = whole_number(max_probes, "max_probes", example="max_probes=8", minimum=2)  # the planner needs 2
-    if memory_budget is not None:
-        parse_bytes(memory_budget)  # refused before the dataset is read; the plan reads it where it needs it
-    if isinstance(imgsz, int) and not isinstance(imgsz, bool) and MIN_IMGSZ <= imgsz < MIN_PROBE_IMGSZ:
-        raise ConfigError(f"imgsz={imgsz}: fitting probes batch 1, and below {MIN_PROBE_IMGSZ} pixels the model's "
-                          f"deepest feature map is 1x1, where BatchNorm cannot train one image: use "
-                          f"imgsz={MIN_PROBE_IMGSZ} or more")
+    options = FitOptions.check(device=device, memory_fraction=memory_fraction, memory_budget=memory_budget,
+                               target=target, labels_per_image=labels_per_image, max_probes=max_probes, imgsz=imgsz)
     overrides = {**train_args, "imgsz": imgsz}
     if model is not None:
         overrides["model"] = model
     overrides.pop("batch", None)
+    from visionbatch.keys import visionbatch_keys
+    from visionbatch.ultralytics.job import prepare
+    from visionbatch.ultralytics.offline import offline
+
     with offline():
-        if target is not None:
-            gpu = resolve_target(target)
-            if device is not None:
-                raise ConfigError(f"device={device} with target={target}: a prediction runs on this CPU; "
-                                  f"drop device= (or drop target= to measure on the device)")
-            job = prepare(data, overrides)
-            with trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):
-                return _predicted_plan(job, gpu, memory_fraction, memory_budget, labels_per_image, max_probes)
-        job = prepare(data, overrides)
-        with trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):
-            return _measured_plan(job, device, memory_fraction, memory_budget, labels_per_image, max_probes)
+        plan = fit_job(prepare(data, overrides, visionbatch_keys("fit"), command="fit"), options)  # name= and project= are checked with the dataset
+    return save_plan(plan, train_args.get("name"), train_args.get("project")) if save else plan
 
 
-def resolve_target(target: Any) -> Any:
-    """A known GPU by name, or a generic CUDA GPU of a given size ('6GiB')."""
-    from visionbatch.devices.catalog import Target, find_target
-    from visionbatch.units import parse_bytes
-
-    text = str(target)
-    if text[:1].isdigit():
-        size = parse_bytes(text, key="target")
-        return Target(f"cuda-{text.lower()}", f"a CUDA GPU with {text}", size, "default",
-                      note="a generic GPU: AMP on, the default CUDA context")
-    return find_target(text)
+PLAN_JSON = "plan.json"
+CURVE_PNG = "memory_curve.png"
 
 
-def workload_spec(job: Any, device_type: str, device_name: str, labels_per_image: int | None) -> Any:
-    from visionbatch.ultralytics.step import make_spec
+def write_plan(plan: BatchPlan, folder: str | os.PathLike, json_name: str = PLAN_JSON) -> tuple[Path, Path]:
+    """Write the plan's JSON and its memory-curve plot into an existing `folder`."""
+    from visionbatch.fit.plot import plot_batch_plan
+    from visionbatch.results import write_json
 
-    return make_spec(job.model, job.task, job.dataset.names, job.dataset.train.images, job.dataset.train.max_instances,
-                     job.dataset.val.max_instances, job.args, device_type, device_name, labels_per_image)
+    folder = Path(folder)
+    return write_json(folder / json_name, plan), plot_batch_plan(plan, folder / CURVE_PNG)
 
 
-def _measured_plan(job: Any, device: Any, fraction: float, memory_budget: Any, labels_per_image: int | None,
-                   max_probes: int) -> BatchPlan:
+def save_plan(plan: BatchPlan, name: str | None = None, project: str | os.PathLike | None = None) -> BatchPlan:
+    """Write the plan into a new run folder, `runs/fit/<name>/`; return it with `save_dir` set."""
+    from visionbatch.rundir import new_run_dir
+
+    plan = replace(plan, save_dir=str(new_run_dir("fit", name, project)))
+    write_plan(plan, plan.save_dir)
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
+class FitOptions:
+    """How to fit, checked before any data is read (see `fit_batch` for each option's meaning).
+
+    Attributes:
+        device: the device as given (resolved when the fit runs: 'cuda:N' or 'cpu').
+        memory_fraction: share of the usable memory to fill.
+        memory_budget_bytes: the memory to fit into instead of the device's, or None.
+        memory_budget: that budget as the user wrote it ('2GiB'), for messages.
+        target: the GPU to predict for (a `devices.catalog.Target`), or None to measure.
+        labels_per_image: forced label density, or None for the dataset's worst case.
+        max_probes: the most training probes to run.
+    """
+
+    device: Any = None
+    memory_fraction: float = 0.9
+    memory_budget_bytes: int | None = None
+    target: Any = None
+    labels_per_image: int | None = None
+    max_probes: int = MAX_PROBES
+    memory_budget: Any = None
+
+    @classmethod
+    def check(cls, *, device: Any = None, memory_fraction: Any = 0.9, memory_budget: Any = None, target: Any = None,
+              labels_per_image: Any = None, max_probes: Any = MAX_PROBES, imgsz: Any = None) -> FitOptions:
+        """Check every option; a problem is a one-line ConfigError naming it.
+
+        Examples:
+            >>> FitOptions.check(memory_budget="2GiB", max_probes=4).memory_budget_bytes
+            2147483648
+            >>> FitOptions.check(max_probes=1)
+            Traceback (most recent call last):
+            visionbatch.errors.ConfigError: max_probes=1 is impossible: use an integer >= 2, e.g. max_probes=8
+        """
+        from visionbatch.checks import (
+            check_fraction,
+            check_labels_per_image,
+            whole_number,
+        )
+        from visionbatch.devices.catalog import find_target
+        from visionbatch.units import parse_bytes
+
+        fraction = check_fraction(memory_fraction)
+        labels = check_labels_per_image(labels_per_image)
+        probes = whole_number(max_probes, "max_probes", example="max_probes=8", minimum=2)  # the planner needs 2
+        budget = parse_bytes(memory_budget) if memory_budget is not None else None
+        gpu = find_target(target) if target is not None else None  # a catalog name, or a size ('6GiB')
+        if gpu is not None and device is not None:
+            raise ConfigError(f"device={device} with target={target}: a prediction runs on this CPU; "
+                              f"drop device= (or drop target= to measure on the device)")
+        check_probe_imgsz(imgsz)
+        return cls(device, fraction, budget, gpu, labels, probes, memory_budget)
+
+
+def check_probe_imgsz(imgsz: Any) -> None:
+    """Refuse sizes a probe at batch 1 cannot train (anything else is left to the size check proper).
+
+    Examples:
+        >>> check_probe_imgsz(640)
+        >>> check_probe_imgsz(32)
+        Traceback (most recent call last):
+        visionbatch.errors.ConfigError: imgsz=32: fitting probes batch 1, and below 64 pixels the model's deepest feature map is 1x1, where BatchNorm cannot train one image: use imgsz=64 or more
+    """
+    from visionbatch.checks import MIN_IMGSZ, MIN_PROBE_IMGSZ
+
+    if isinstance(imgsz, int) and not isinstance(imgsz, bool) and MIN_IMGSZ <= imgsz < MIN_PROBE_IMGSZ:
+        raise ConfigError(f"imgsz={imgsz}: fitting probes batch 1, and below {MIN_PROBE_IMGSZ} pixels the model's "
+                          f"deepest feature map is 1x1, where BatchNorm cannot train one image: use "
+                          f"imgsz={MIN_PROBE_IMGSZ} or more")
+
+
+def fit_job(job: Any, options: FitOptions) -> BatchPlan:
+    """Fit the batch for a prepared training job (`ultralytics.job.prepare`): the dataset is read once.
+
+    Args:
+        job: the prepared `TrainingJob`; its model, task, dataset and train arguments shape the step.
+        options: how to fit (`FitOptions.check`).
+
+    Returns:
+        A verified `BatchPlan` (`plan.measured` is False for a target's prediction).
+    """
+    from visionbatch.ultralytics.offline import offline, trusted_checkpoints
+
+    check_probe_imgsz(job.args.get("imgsz"))
+    with offline(), trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
+        if options.target is not None:
+            return _predicted_plan(job, options)
+        return _measured_plan(job, options)
+
+
+def workload_spec(job: Any, device_type: str, device_name: str, labels_per_image: int | None,
+                  amp: bool | None = None) -> Any:
+    """The step the job trains on this device (`ultralytics.spec.job_spec`); `amp` overrides Ultralytics'
+    AMP rule where the caller knows better (a target GPU's catalog entry)."""
+    from visionbatch.ultralytics.spec import job_spec
+
+    return job_spec(job, device_type, device_name, labels_per_image, amp=amp)
+
+
+def _measured_plan(job: Any, options: FitOptions) -> BatchPlan:
     import torch
 
     from visionbatch.ultralytics.step import Workload
 
-    device_name, budget = resolve_device(device, memory_budget)
+    device_name, budget = resolve_device(options.device, options.memory_budget)
     device_type = device_name.split(":")[0]
     if device_type == "cuda":
         from visionbatch.fit.probes.cuda import CudaProbe
@@ -209,43 +301,56 @@ def _measured_plan(job: Any, device: Any, fraction: float, memory_budget: Any, l
 
         probe = CpuProbe(budget, name=describe(torch.device("cpu")))
         gpu = ""
-    spec = workload_spec(job, device_type, gpu, labels_per_image)
+    spec = workload_spec(job, device_type, gpu, options.labels_per_image)
     with trainer_globals(bool(job.args.get("deterministic", True)), device_type):
         workload = Workload(spec, device_name)
         try:
             capacity = probe.capacity()  # after the model is on the device: the context exists
-            description = {**spec.describe(), "max_imgsz": workload.train_imgsz, "device": device_name,
-                           "data": job.dataset.yaml_path}
-            return plan_batch(probe, workload, fraction, spec.dataset_images, description,
-                              nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=max_probes,
+            description = WorkloadSummary(**spec.describe(), max_imgsz=workload.train_imgsz, device=device_name,
+                                          data=job.dataset.yaml_path)
+            return plan_batch(probe, workload, options.memory_fraction, spec.dataset_images, description,
+                              nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=options.max_probes,
                               capacity=capacity)
         finally:
             workload.close()
 
 
-def _predicted_plan(job: Any, gpu: Any, fraction: float, memory_budget: Any, labels_per_image: int | None,
-                    max_probes: int) -> BatchPlan:
-    from visionbatch.fit.probes.trace import (
-        DeviceModel,
-        TraceEstimator,
-        TraceProbe,
-        TraceRunner,
-    )
-    from visionbatch.units import parse_bytes
+def target_capacity(gpu: Any, memory_budget_bytes: int | None = None) -> tuple[Capacity, Any]:
+    """The memory a target GPU offers training, and the CUDA overheads (`DeviceModel`) to predict it with.
+
+    Usable memory is the target's budget (its memory, less what the OS keeps on a Jetson), or
+    `memory_budget_bytes` when given.
+
+    Examples:
+        >>> from visionbatch.devices.catalog import find_target
+        >>> capacity, _ = target_capacity(find_target("gtx1050"), memory_budget_bytes=3 << 30)
+        >>> capacity.device, capacity.usable_bytes, capacity.used_by_others_bytes
+        ('target:gtx1050', 3221225472, 1073741824)
+    """
+    from visionbatch.fit.probes.trace import DeviceModel
 
     device_model = DeviceModel.for_arch(gpu.name, gpu.arch)
-    usable = parse_bytes(memory_budget) if memory_budget is not None else gpu.budget_bytes
+    usable = memory_budget_bytes if memory_budget_bytes is not None else gpu.budget_bytes
     capacity = Capacity(device=f"target:{gpu.key}", name=gpu.name, total_bytes=gpu.total_bytes,
                         used_by_others_bytes=gpu.total_bytes - usable, context_bytes=device_model.context_bytes,
                         usable_bytes=usable)
-    spec = workload_spec(job, "cuda", gpu.name if gpu.amp else f"{gpu.name} GTX 1650", labels_per_image)
+    return capacity, device_model
+
+
+def _predicted_plan(job: Any, options: FitOptions) -> BatchPlan:
+    from visionbatch.fit.probes.trace import TraceEstimator, TraceProbe, TraceRunner
+    from visionbatch.ultralytics.spec import trainer_amp
+
+    gpu = options.target
+    capacity, device_model = target_capacity(gpu, options.memory_budget_bytes)
+    spec = workload_spec(job, "cuda", gpu.name, options.labels_per_image, amp=trainer_amp(job.args, gpu.amp))
     with trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
         estimator = TraceEstimator(spec, device_model)
         probe = TraceProbe(estimator, capacity)
-        description = {**spec.describe(), "max_imgsz": estimator.train_imgsz, "device": capacity.device,
-                       "data": job.dataset.yaml_path, "target": gpu.key}
-        plan = plan_batch(probe, TraceRunner(), fraction, spec.dataset_images, description,
-                          nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=max_probes,
+        description = WorkloadSummary(**spec.describe(), max_imgsz=estimator.train_imgsz, device=capacity.device,
+                                      data=job.dataset.yaml_path, target=gpu.key)
+        plan = plan_batch(probe, TraceRunner(), options.memory_fraction, spec.dataset_images, description,
+                          nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=options.max_probes,
                           capacity=capacity, measured=False)
     calibration = "calibrated" if device_model.calibrated else "uncalibrated defaults (see calibration.json)"
     notes = [f"predicted for {gpu.name} from a CPU trace of the step, not measured on it; CUDA overheads: "

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from fractions import Fraction
 
-from visionbatch.results import MemoryCurve, MemorySurface
+from visionbatch.fit.plan import MemoryCurve, MemorySurface
 
 CURVATURE_SHARE = 0.01  # curvature must add this share of the peak at the largest batch to count
 CURVATURE_NOISE_MULTIPLE = 3.0

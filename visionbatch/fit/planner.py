@@ -31,15 +31,21 @@ from visionbatch.fit.curve import (
     monotonic_violations,
     solve_batch,
 )
+from visionbatch.fit.plan import (
+    BatchPlan,
+    MemoryCurve,
+    ProbeSample,
+    WorkloadSummary,
+    batch_fits,
+)
 from visionbatch.fit.probes.base import Probe
-from visionbatch.results import BatchPlan, MemoryCurve, ProbeSample
+from visionbatch.stats import SPEED_TOLERANCE, smallest_near_best
+from visionbatch.ultralytics.spec import NOMINAL_BATCH
 from visionbatch.units import human_bytes
 
 GROWTH_LIMIT = 16  # never extrapolate more than 16x past the largest batch that fitted
-THROUGHPUT_TOLERANCE = 0.03  # a batch within 3% of the best throughput counts as saturated
 MAX_PROBES = 8
 TIMED_STEPS = 3
-NOMINAL_BATCH = 64
 
 
 class StepRunner(Protocol):
@@ -72,12 +78,12 @@ class _Probing:
         # step_s from the measured step is one step under a tracker: timings come from untracked steps
         train = replace(train, step_s=self.runner.time_steps(batch_size, TIMED_STEPS) if train.ok and timed else None)
         self.samples.append(train)
-        fits = train.ok and train.peak_bytes <= self.budget_bytes
+        val = None
         if train.ok:  # validation runs between epochs, at twice the batch, with the training state alive
-            val = self.probe.measure(lambda: self.runner.val_step(2 * batch_size), 2 * batch_size, "val",
-                                     self.runner.persistent())
-            self.samples.append(replace(val, step_s=None))
-            fits = fits and val.ok and val.peak_bytes <= self.budget_bytes
+            val = replace(self.probe.measure(lambda: self.runner.val_step(2 * batch_size), 2 * batch_size, "val",
+                                             self.runner.persistent()), step_s=None)
+            self.samples.append(val)
+        fits = batch_fits(train, val, self.budget_bytes)
         if fits:
             self.best = max(self.best, batch_size)
             self.misses = 0
@@ -130,7 +136,7 @@ def plan_batch(
     runner: StepRunner,
     memory_fraction: float,
     dataset_images: int,
-    workload: dict[str, Any] | None = None,
+    workload: WorkloadSummary | None = None,
     nominal_batch: int = NOMINAL_BATCH,
     max_probes: int = MAX_PROBES,
     sigmas: float = DEFAULT_SIGMAS,
@@ -165,7 +171,7 @@ def plan_batch(
     warnings: list[str] = []
 
     if not state.run(1, timed=False):
-        raise BudgetError(_too_small(state, capacity, memory_fraction, workload or {}))
+        raise BudgetError(_too_small(state, capacity, memory_fraction, workload))
     probes = 1
     if limit >= 2:
         state.run(2, timed=False)
@@ -191,7 +197,7 @@ def plan_batch(
                         f"{state.upper or 'the curve answer'} might fit too")
     if not _timed(state, state.best):  # throughput at the answer, for the plan
         _time(state, state.best)
-    return _plan(state, capacity, memory_fraction, limit, workload or {}, nominal_batch, sigmas, warnings,
+    return _plan(state, capacity, memory_fraction, limit, workload, nominal_batch, sigmas, warnings,
                  time.perf_counter() - started, measured)
 
 
@@ -206,10 +212,10 @@ def _time(state: _Probing, batch_size: int) -> None:
             state.samples[i] = replace(s, step_s=seconds)
 
 
-def _too_small(state: _Probing, capacity: Capacity, fraction: float, workload: dict[str, Any]) -> str:
+def _too_small(state: _Probing, capacity: Capacity, fraction: float, workload: WorkloadSummary | None) -> str:
     train = next(s for s in state.samples if s.phase == "train")
     val = next((s for s in state.samples if s.phase == "val"), None)
-    what = f"{workload.get('model', 'the model')} at imgsz={workload.get('imgsz', '?')}"
+    what = f"{workload.model} at imgsz={workload.imgsz}" if workload else "the model"
     budget = f"{human_bytes(state.budget_bytes)} ({fraction:g} x {human_bytes(capacity.usable_bytes)} usable " \
              f"on {capacity.device})"
     if not train.ok:
@@ -222,7 +228,7 @@ def _too_small(state: _Probing, capacity: Capacity, fraction: float, workload: d
             f"raise the budget, lower imgsz or use a smaller model")
 
 
-def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, workload: dict[str, Any],
+def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, workload: WorkloadSummary | None,
           nominal_batch: int, sigmas: float, warnings: list[str], seconds: float, measured: bool) -> BatchPlan:
     curve = state.curve("train")
     val_curve = state.curve("val")
@@ -233,17 +239,17 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
     best = state.best
     train_at = {s.batch_size: s for s in state.readings("train")}
     val_at = {s.batch_size: s for s in state.readings("val")}
-    verified = sorted(b for b in train_at if b <= best and train_at[b].peak_bytes <= state.budget_bytes
-                      and 2 * b in val_at and val_at[2 * b].peak_bytes <= state.budget_bytes)
+    verified = sorted(b for b in train_at
+                      if b <= best and batch_fits(train_at[b], val_at.get(2 * b), state.budget_bytes))
     speeds = {b: train_at[b].img_per_s for b in verified if train_at[b].img_per_s}
     chosen, reason = best, _reason_max(state, capacity, fraction, curve, limit, measured)
     if speeds:
         top = max(speeds.values())
-        saturated = min(b for b, v in speeds.items() if v >= (1 - THROUGHPUT_TOLERANCE) * top)
+        saturated = smallest_near_best(speeds)  # throughput saturates there
         if saturated < best and best in speeds:
             chosen = saturated
             reason = (f"throughput saturates: batch {saturated} trains {speeds[saturated]:.1f} img/s, within "
-                      f"{THROUGHPUT_TOLERANCE:.0%} of the best measured ({top:.1f} img/s); the largest batch that "
+                      f"{SPEED_TOLERANCE:.0%} of the best measured ({top:.1f} img/s); the largest batch that "
                       f"fits is {best}")
     violations = monotonic_violations([s.batch_size for s in state.readings("train")],
                                       [s.peak_bytes for s in state.readings("train")])

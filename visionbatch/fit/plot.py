@@ -1,13 +1,17 @@
-"""The memory-curve picture of a BatchPlan: samples, fits, budget, choice, throughput."""
+"""Fit's pictures: a BatchPlan's memory curve (samples, fits, budget, choice, throughput) and a sweep's
+memory per image against image size."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from visionbatch.fit.sweep import ResolutionSweep
+from visionbatch.fit.plan import BatchPlan
 from visionbatch.plotting import new_figure, save_figure
-from visionbatch.results import BatchPlan
 from visionbatch.units import MIB
+
+if TYPE_CHECKING:  # the sweep writes its own plot: a type only, no import of the sweep
+    from visionbatch.fit.sweep import ResolutionSweep
 
 GIB = float(1 << 30)
 
@@ -51,7 +55,8 @@ def plot_batch_plan(plan: BatchPlan, path: str | Path) -> Path:
     ax.set_xlabel("training batch size (images)")
     ax.set_ylabel("peak memory (GiB)")
     work = plan.workload
-    ax.set_title(f"{work.get('model', '')} {work.get('task', '')} imgsz={work.get('max_imgsz', work.get('imgsz', ''))}"
+    title = f"{work.model} {work.task} imgsz={work.max_imgsz or work.imgsz}" if work else "simulated step"
+    ax.set_title(f"{title}"
                  f" on {plan.device_name} ({plan.device})", fontsize=10)
     timed = [s for s in ok if s.step_s]
     if timed:

@@ -7,8 +7,8 @@ validation at 2x the batch, then, with no further probing:
 - the largest image size at a given batch (`batch=16`: "how large can images be at 16?").
 Sizes in between are held out of the fit and probed once each, as a check of the surface.
 
-Probes, as for `fit`: a CPU trace for a `target` GPU (or a CPU `memory_budget`), real CUDA steps
-on a GPU.
+Probes, as for `fit`: a CPU trace for a `target` GPU, real CUDA steps on a GPU, real CPU steps
+against a CPU `memory_budget`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
 
 from visionbatch.devices.memory import Capacity
 from visionbatch.errors import BudgetError, ConfigError
@@ -26,7 +27,8 @@ from visionbatch.fit.curve import (
     surface_max_batch,
     surface_max_imgsz,
 )
-from visionbatch.results import MemorySurface, ProbeSample, to_jsonable
+from visionbatch.fit.plan import MemorySurface, ProbeSample, WorkloadSummary
+from visionbatch.results import to_jsonable
 
 DEFAULT_SIZES = (320, 640, 1024, 1280)
 
@@ -68,10 +70,10 @@ class ResolutionSweep:
         val_surface: the validation surface (batch = validation batch).
         budget_bytes: memory_fraction x usable memory.
         memory_fraction: the fraction aimed at.
-        device: 'cuda:0', 'cpu' (a traced CPU budget) or 'target:<key>'.
+        device: 'cuda:0', 'cpu' (a CPU memory budget) or 'target:<key>'.
         device_name: the GPU, CPU or target.
         usable_bytes: memory the process may have.
-        measured: True when the probes ran on the device, False for traces.
+        measured: True when the probes ran on the device (or the CPU), False for a target's traces.
         samples: every probe.
         batch_size: the batch of the inverse question, if asked.
         max_imgsz: the largest image size at `batch_size` (a multiple of the stride).
@@ -79,7 +81,10 @@ class ResolutionSweep:
         workload: what one step held.
         warnings: things to know.
         seconds: time spent.
+        save_dir: the run folder the sweep was written to (absent from JSON when not saved).
     """
+
+    JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("save_dir",)
 
     rows: tuple[SizeRow, ...]
     surface: MemorySurface
@@ -94,34 +99,41 @@ class ResolutionSweep:
     batch_size: int | None
     max_imgsz: int | None
     max_imgsz_extrapolated: bool | None
-    workload: dict[str, Any]
+    workload: WorkloadSummary
     warnings: tuple[str, ...]
     seconds: float
+    save_dir: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
 
 
-def _sizes(imgsz: Any, stride: int = 32) -> list[int]:
+def _sizes(sizes: Any, imgsz: Any) -> list[int]:
+    """The sizes to sweep, ascending: `sizes` and the training size `imgsz` (one size) among them."""
     from visionbatch.checks import MAX_IMGSZ, MIN_PROBE_IMGSZ
+    from visionbatch.keys import refuse_old_spelling
     from visionbatch.text import shown
 
-    values = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz]
-    sizes = []
-    for value in values:
+    refuse_old_spelling("sweep", "imgsz", imgsz)  # a list of sizes goes in sizes= now
+    values = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
+    found = []
+    given_sizes = [("sizes", sizes, v) for v in values] + ([] if imgsz is None else [("imgsz", imgsz, imgsz)])
+    for key, given, value in given_sizes:
         if isinstance(value, bool) or not isinstance(value, int) or not MIN_PROBE_IMGSZ <= value <= MAX_IMGSZ:
-            raise ConfigError(f"imgsz={shown(imgsz)}: give image sizes in pixels, at least {MIN_PROBE_IMGSZ} (the "
+            example = "imgsz=640" if key == "imgsz" else "sizes=320,640,1024"
+            raise ConfigError(f"{key}={shown(given)}: give image sizes in pixels, at least {MIN_PROBE_IMGSZ} (the "
                               f"sweep probes batch 1, which BatchNorm cannot train below that) and at most "
-                              f"{MAX_IMGSZ}, e.g. imgsz=320,640,1024")
-        sizes.append(value)
-    if len(set(sizes)) < 2:
-        raise ConfigError(f"imgsz={shown(imgsz)}: a sweep needs two or more sizes, e.g. imgsz=320,640,1024,1280")
-    return sorted(set(sizes))
+                              f"{MAX_IMGSZ}, e.g. {example}")
+        found.append(value)
+    if len(set(found)) < 2:
+        raise ConfigError(f"sizes={shown(sizes)}: a sweep needs two or more sizes, e.g. sizes=320,640,1024,1280")
+    return sorted(set(found))
 
 
 def sweep_resolution(
     data: str | os.PathLike,
-    imgsz: Sequence[int] = DEFAULT_SIZES,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    imgsz: int | None = None,
     model: str | None = None,
     device: Any = None,
     target: str | None = None,
@@ -129,29 +141,33 @@ def sweep_resolution(
     memory_fraction: float = 0.9,
     batch_size: int | None = None,
     labels_per_image: int | None = None,
+    save: bool = False,
     **train_args: Any,
 ) -> ResolutionSweep:
     """Largest batch at each image size, and the largest size at a batch, from one fitted surface.
 
     Args:
         data: the dataset's data.yaml.
-        imgsz: image sizes to answer for (two or more).
+        sizes: image sizes to answer for (two or more, with `imgsz`).
+        imgsz: the training size, one size, always among the sizes answered for.
         model: model YAML or checkpoint.
         device: a CUDA device to measure on (default: GPU 0 when there is one and no target).
         target: a GPU to predict for (see `visionbatch.devices.catalog`), traced on this CPU.
-        memory_budget: a memory budget instead of a device (traced CPU tensor bytes).
+        memory_budget: the memory to fit into instead of a GPU's ('2GiB'): real CPU steps against it, as in fit.
         memory_fraction: share of usable memory to fill.
         batch_size: answer the inverse question: the largest imgsz at this batch.
         labels_per_image: override the worst-case label density.
+        save: write `sweep.json` and `sweep.png` into a new run folder, `runs/sweep/<name>/`
+            (`name=` and `project=` as in Ultralytics); `sweep.save_dir` says where.
         **train_args: Ultralytics train arguments that shape the step.
 
     Returns:
         The `ResolutionSweep`.
 
     Examples:
-        >>> sweep = sweep_resolution("datasets/shapes/data.yaml", imgsz=(320, 640, 1024), target="rtx3060",
-        ...                          batch_size=16)
-        >>> [row.imgsz for row in sweep.rows], sweep.max_imgsz is not None
+        >>> sweep = sweep_resolution("datasets/shapes/data.yaml", sizes=(320, 640, 1024), target="rtx3060",
+        ...                          batch_size=16)  # doctest: +SKIP
+        >>> [row.imgsz for row in sweep.rows], sweep.max_imgsz is not None  # doctest: +SKIP
         ([320, 640, 1024], True)
     """
     from visionbatch.checks import (
@@ -160,72 +176,79 @@ def sweep_resolution(
         check_labels_per_image,
         whole_number,
     )
+    from visionbatch.devices.catalog import find_target
     from visionbatch.fit.api import (
         resolve_device,
-        resolve_target,
+        target_capacity,
         trainer_globals,
         workload_spec,
     )
+    from visionbatch.keys import visionbatch_keys
     from visionbatch.ultralytics.job import prepare
     from visionbatch.ultralytics.offline import offline, trusted_checkpoints
+    from visionbatch.ultralytics.spec import trainer_amp
     from visionbatch.units import parse_bytes
 
     started = time.perf_counter()
-    sizes = _sizes(imgsz)
+    sizes = _sizes(sizes, imgsz)
     fraction = check_fraction(memory_fraction)
     if batch_size is not None:
         batch_size = whole_number(batch_size, "batch", example="batch=16", maximum=MAX_BATCH_SIZE)
     labels_per_image = check_labels_per_image(labels_per_image)
-    if memory_budget is not None:
-        parse_bytes(memory_budget)  # refused before the dataset is read
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None  # refused before the dataset is read
     if target is not None:
-        resolve_target(target)  # an unknown target or an impossible size, likewise
+        find_target(target)  # an unknown target or an impossible size, likewise
     overrides = {k: v for k, v in train_args.items() if k != "batch"}
     overrides["imgsz"] = sizes[0]
     if model is not None:
         overrides["model"] = model
     with offline():
-        job = prepare(data, overrides)
+        job = prepare(data, overrides, visionbatch_keys("sweep"), command="sweep")  # name= and project= are checked with the dataset
         with trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
-            if target is not None or memory_budget is not None or device == "cpu":
-                from visionbatch.fit.probes.trace import DeviceModel, TraceEstimator
+            if target is not None:
+                from visionbatch.fit.probes.trace import TraceEstimator
 
-                if target is not None:
-                    gpu = resolve_target(target)
-                    device_model = DeviceModel.for_arch(gpu.name, gpu.arch)
-                    usable = parse_bytes(memory_budget) if memory_budget is not None else gpu.budget_bytes
-                    capacity = Capacity(f"target:{gpu.key}", gpu.name, gpu.total_bytes, gpu.total_bytes - usable,
-                                        device_model.context_bytes, usable)
-                    spec = workload_spec(job, "cuda", gpu.name if gpu.amp else f"{gpu.name} GTX 1650", labels_per_image)
-                else:
-                    resolve_device("cpu", memory_budget)  # the same message as fit when the budget is missing
-                    usable = parse_bytes(memory_budget)
-                    device_model = DeviceModel.cpu()
-                    capacity = Capacity("cpu", "CPU (traced tensor bytes)", None, 0, 0, usable)
-                    spec = workload_spec(job, "cpu", "", labels_per_image)
+                gpu = find_target(target)
+                capacity, device_model = target_capacity(gpu, budget)
+                spec = workload_spec(job, "cuda", gpu.name, labels_per_image, amp=trainer_amp(job.args, gpu.amp))
                 with trainer_globals(True, "cpu"):
                     base = TraceEstimator(spec, device_model)
                     probe = _TracePoints(base)
                     result = _sweep(probe, capacity, sizes, fraction, batch_size, spec, measured=False)
             else:
-                device_name, _ = resolve_device(device, None)
-                spec = workload_spec(job, "cuda", "", labels_per_image)
-                probe = _CudaPoints(spec, device_name)
-                with trainer_globals(bool(job.args.get("deterministic", True)), "cuda"):
+                device_name, cpu_budget = resolve_device(device, memory_budget)
+                device_type = device_name.split(":")[0]
+                probe = _MeasuredPoints(device_name, cpu_budget)
+                with trainer_globals(bool(job.args.get("deterministic", True)), device_type):
                     try:
-                        spec = workload_spec(job, "cuda", probe.gpu_name, labels_per_image)
+                        spec = workload_spec(job, device_type, probe.gpu_name, labels_per_image)
                         probe.start(spec)
                         result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True)
                     finally:
                         probe.close()
-    return _finish(result, job, time.perf_counter() - started)
+    result = _finish(result, job, time.perf_counter() - started)
+    return save_sweep(result, train_args.get("name"), train_args.get("project")) if save else result
+
+
+SWEEP_JSON = "sweep.json"
+SWEEP_PNG = "sweep.png"
+
+
+def save_sweep(sweep: ResolutionSweep, name: str | None = None,
+               project: str | os.PathLike | None = None) -> ResolutionSweep:
+    """Write `sweep.json` and `sweep.png` into a new run folder, `runs/sweep/<name>/`; return it with `save_dir` set."""
+    from visionbatch.fit.plot import plot_sweep
+    from visionbatch.results import write_json
+    from visionbatch.rundir import new_run_dir
+
+    sweep = replace(sweep, save_dir=str(new_run_dir("sweep", name, project)))
+    write_json(Path(sweep.save_dir) / SWEEP_JSON, sweep)
+    plot_sweep(sweep, Path(sweep.save_dir) / SWEEP_PNG)
+    return sweep
 
 
 def _finish(result: ResolutionSweep, job: Any, seconds: float) -> ResolutionSweep:
-    from dataclasses import replace
-
-    workload = {**result.workload, "data": job.dataset.yaml_path}
-    return replace(result, workload=workload, seconds=round(seconds, 3))
+    return replace(result, workload=replace(result.workload, data=job.dataset.yaml_path), seconds=round(seconds, 3))
 
 
 class _TracePoints:
@@ -243,17 +266,24 @@ class _TracePoints:
                            estimate.reserved_bytes)
 
 
-class _CudaPoints:
-    """(batch, imgsz, phase) -> a measured step on a CUDA device."""
+class _MeasuredPoints:
+    """(batch, imgsz, phase) -> a measured step on a CUDA device, or on the CPU against a budget (as fit does)."""
 
-    def __init__(self, spec: Any, device_name: str) -> None:
+    def __init__(self, device_name: str, cpu_budget_bytes: int | None) -> None:
         import torch
 
-        from visionbatch.fit.probes.cuda import CudaProbe
+        if device_name.startswith("cuda"):
+            from visionbatch.fit.probes.cuda import CudaProbe
 
-        self.probe = CudaProbe(int(device_name.split(":")[1]))
-        torch.cuda.set_device(self.probe.index)
-        self.gpu_name = torch.cuda.get_device_name(self.probe.index)
+            self.probe: Any = CudaProbe(int(device_name.split(":")[1]))
+            torch.cuda.set_device(self.probe.index)
+            self.gpu_name = torch.cuda.get_device_name(self.probe.index)
+        else:
+            from visionbatch.devices.memory import device_name as describe
+            from visionbatch.fit.probes.cpu import CpuProbe
+
+            self.probe = CpuProbe(cpu_budget_bytes, name=describe(torch.device("cpu")))
+            self.gpu_name = ""
         self.device_name = device_name
         self.workload: Any = None
 
@@ -267,15 +297,11 @@ class _CudaPoints:
         return self.probe.capacity()
 
     def read(self, batch_size: int, imgsz: int, phase: str) -> ProbeSample:
-        from dataclasses import replace
-
         w = self.workload
-        w.train_imgsz = replace(w.spec, imgsz=imgsz).max_imgsz(w.stride)  # multi-scale's top size
-        w.val_imgsz = -(-imgsz // w.stride) * w.stride
         if phase == "train":
-            return self.probe.measure(lambda: w.train_step(batch_size, self.probe.pass_boundary), batch_size, phase,
-                                      w.persistent())
-        return self.probe.measure(lambda: w.val_step(batch_size), batch_size, phase, w.persistent())
+            return self.probe.measure(lambda: w.train_step(batch_size, self.probe.pass_boundary, imgsz=imgsz),
+                                      batch_size, phase, w.persistent())
+        return self.probe.measure(lambda: w.val_step(batch_size, imgsz=imgsz), batch_size, phase, w.persistent())
 
     def close(self) -> None:
         if self.workload is not None:
@@ -333,4 +359,4 @@ def _sweep(points: Any, capacity: Capacity, sizes: list[int], fraction: float, b
         rows=tuple(rows), surface=train, val_surface=val, budget_bytes=budget, memory_fraction=fraction,
         device=capacity.device, device_name=capacity.name, usable_bytes=capacity.usable_bytes, measured=measured,
         samples=tuple(samples), batch_size=batch_size, max_imgsz=max_imgsz, max_imgsz_extrapolated=extrapolated,
-        workload=spec.describe(), warnings=tuple(warnings), seconds=0.0)
+        workload=WorkloadSummary(**spec.describe()), warnings=tuple(warnings), seconds=0.0)

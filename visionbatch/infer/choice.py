@@ -17,11 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from visionbatch.checks import MIN_IMGSZ
 from visionbatch.infer.plan import BatchMeasurement, BatchVerdict, Choice, Constraints
+from visionbatch.stats import SPEED_TOLERANCE, smallest_near_best
 from visionbatch.units import human_bytes
-
-DEFAULT_TOLERANCE = 0.03
-MIN_IMGSZ = 32
 
 
 def judge(measurement: BatchMeasurement, constraints: Constraints) -> BatchVerdict:
@@ -50,7 +49,7 @@ def judge(measurement: BatchMeasurement, constraints: Constraints) -> BatchVerdi
 
 
 def choose(measurements: Sequence[BatchMeasurement], constraints: Constraints,
-           tolerance: float = DEFAULT_TOLERANCE, imgsz: int | None = None, precision: str = "fp32",
+           tolerance: float = SPEED_TOLERANCE, imgsz: int | None = None, precision: str = "fp32",
            device_type: str = "cpu") -> Choice:
     """The batch with the most throughput that meets every constraint.
 
@@ -79,8 +78,8 @@ def choose(measurements: Sequence[BatchMeasurement], constraints: Constraints,
         advice = advise(ordered, constraints, imgsz=imgsz, precision=precision, device_type=device_type)
         return Choice(None, reason, verdicts, advice)
     best = max(feasible, key=lambda m: m.throughput_per_s)
-    near = [m for m in feasible if m.throughput_per_s >= best.throughput_per_s * (1 - tolerance)]
-    chosen = min(near, key=lambda m: m.batch_size)
+    smallest = smallest_near_best({m.batch_size: m.throughput_per_s for m in feasible}, tolerance)
+    chosen = next(m for m in feasible if m.batch_size == smallest)
     verdict = verdicts[ordered.index(chosen)]
     return Choice(chosen.batch_size, _reason(chosen, verdict, best, ordered, verdicts, constraints, tolerance), verdicts)
 

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from visionbatch.devices.parse import parse_device
 from visionbatch.errors import ConfigError
 from visionbatch.files import is_disk_error, storage_error
 from visionbatch.text import config_hazard, identifier, is_control, printable
@@ -145,7 +146,7 @@ def export(model: str, fmt: str, out_dir: Path, imgsz: int, half: bool = False, 
             yolo.model.pt_path = str(scratch / f"{stem}.pt")
             args: dict[str, Any] = dict(format=fmt, dynamic=True, imgsz=imgsz, verbose=False,
                                         simplify=importlib.util.find_spec("onnxslim") is not None,
-                                        device=_ultralytics_device(device),
+                                        device=parse_device(device).ultralytics_name,
                                         batch=max_batch if fmt == "engine" else 1)
             if half:
                 args["quantize"] = 16
@@ -163,10 +164,6 @@ def export(model: str, fmt: str, out_dir: Path, imgsz: int, half: bool = False, 
         return path
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _ultralytics_device(device: str) -> str:
-    return "cpu" if device == "cpu" else device.replace("cuda:", "")
 
 
 def onnx_info(path: Path) -> ModelInfo:

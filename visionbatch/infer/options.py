@@ -1,4 +1,8 @@
-"""Arguments of `tune_inference` / `visionbatch infer`: checked before anything runs or is written."""
+"""Arguments of `tune_inference` / `visionbatch infer`: checked before anything runs or is written.
+
+The keys themselves (help lines, Python names, which other commands share them) are in the one
+registry, `visionbatch.keys`; `from_cli` reads them through it.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +14,25 @@ from typing import Any
 from visionbatch.checks import (
     MAX_BATCH_SIZE,
     MAX_IMGSZ,
+    STRIDE,
     check_fraction,
     finite_number,
     whole_number,
 )
-from visionbatch.devices.catalog import JetsonModule, find_module
+from visionbatch.devices.catalog import JetsonModule, Target, find_module, find_target
+from visionbatch.devices.memory import Capacity
+from visionbatch.devices.parse import check_device, parse_device
 from visionbatch.errors import ConfigError
 from visionbatch.infer.export import check_source
 from visionbatch.infer.ort import import_onnxruntime
 from visionbatch.infer.runners import BACKENDS, ORT_PROVIDERS
 from visionbatch.infer.sweep import DEFAULT_MAX_BATCH, SweepPolicy, default_batch_sizes
+from visionbatch.keys import read_keys
 from visionbatch.rundir import check_project, check_run_name
-from visionbatch.text import shown, suggest
+from visionbatch.text import printable, shown, suggest
 from visionbatch.units import parse_bytes
+from visionbatch.values import check_switch
 
-STRIDE = 32
 MAX_RUNS = 100_000  # warm-up or timed calls per batch: past this a sweep never ends
 MAX_SECONDS_PER_BATCH = 600.0  # as augcost's seconds=
 MAX_SWEEP_SECONDS = 7 * 86400.0  # a week: a time bound past it bounds nothing
@@ -35,38 +43,15 @@ MIN_FPS = 0.001  # a frame every ~17 minutes: slower is no live stream (near 1e-
 BACKEND_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "torch": "pytorch", "pt": "pytorch",
                    "trt": "tensorrt", "engine": "tensorrt"}
 
-# CLI key -> (tune_inference parameter, help)
-CLI_KEYS: dict[str, tuple[str, str]] = {
-    "imgsz": ("imgsz", "input size in pixels, a multiple of 32 (default: the model's export size, else 640)"),
-    "backend": ("backend", "onnxruntime, pytorch or tensorrt (default: from the model file, else onnxruntime)"),
-    "provider": ("provider", "ONNX Runtime provider: cpu, cuda or tensorrt (default: from device)"),
-    "batch": ("batch_sizes", "batch sizes to try, e.g. batch=1,2,4,8 (default: powers of two up to max_batch)"),
-    "max_batch": ("max_batch", f"largest default batch size (default {DEFAULT_MAX_BATCH})"),
-    "latency_ms": ("latency_ms", "budget for a frame's worst latency: fill wait + p99 batch latency"),
-    "memory_budget": ("memory_budget_bytes", "memory budget for the reading taken (RSS, CUDA, Jetson unified memory): "
-                      "4GiB, 512MiB"),
-    "memory_fraction": ("memory_fraction", "memory budget as a fraction of the device's (or target's) memory"),
-    "streams": ("streams", "camera streams to serve (with fps=)"),
-    "fps": ("fps", "frames per second of each stream (with streams=)"),
-    "half": ("half", "fp16 (CUDA devices only)"),
-    "end_to_end": ("end_to_end", "time letterbox pre-processing and NMS with the model"),
-    "warmup": ("warmup_runs", "untimed runs per batch first (default 3)"),
-    "runs": ("runs", "timed runs per batch (default: at least 10, for seconds=)"),
-    "seconds": ("seconds_per_batch", "time each batch at least this long (default 1.0)"),
-    "max_seconds": ("max_seconds", "time bound for the whole sweep (default 90)"),
-    "device": ("device", "cpu, 0 or cuda:0 (default: the GPU if there is one)"),
-    "threads": ("threads", "CPU threads (default: every core)"),
-    "target": ("target", "a Jetson module to plan for, e.g. orin-nano-8gb"),
-    "name": ("name", "run folder name under runs/infer/"),
-    "project": ("project", "parent folder of the run folder"),
-    "trust_checkpoint": ("trust_checkpoint", "trust_checkpoint=True loads model=*.pt with Ultralytics' unrestricted "
-                         "loader, which can run code stored in the file: only for files you trust"),
-}
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class InferenceOptions:
-    """Checked arguments; see `tune_inference` for their meaning."""
+    """Checked arguments; see `tune_inference` for their meaning.
+
+    `target` is what the plan records: the Jetson module (`JetsonModule`) for a Jetson, else the
+    catalog's GPU (`Target`); `target_memory` is the memory the target offers this process
+    (`Target.budget_bytes`: a Jetson's memory less what its OS keeps), which `memory_fraction` is a
+    share of.
+    """
 
     model: str
     kind: str  # 'source' (.pt/.yaml), 'onnx' or 'engine'
@@ -84,41 +69,35 @@ class InferenceOptions:
     end_to_end: bool
     policy: SweepPolicy
     threads: int | None
-    target: JetsonModule | None
+    target: JetsonModule | Target | None
     name: str | None
     project: str | None
     trust_checkpoint: bool = False
+    target_memory: Capacity | None = None
 
 
 def from_cli(pairs: Mapping[str, Any]) -> dict[str, Any]:
-    """CLI `key=value` pairs -> `tune_inference` keyword arguments; refuses unknown keys."""
-    kwargs: dict[str, Any] = {}
-    for key, value in pairs.items():
-        if key not in CLI_KEYS:
-            raise ConfigError(f"unknown argument '{key}={value}'{suggest(key, CLI_KEYS)}: "
-                              f"see 'visionbatch infer --help' for the keys")
-        parameter = CLI_KEYS[key][0]
-        if key == "memory_budget":
-            kwargs[parameter] = parse_bytes(value, "memory_budget")
-        elif key == "batch":
-            kwargs[parameter] = value if isinstance(value, (list, tuple)) else [value]
-        else:
-            kwargs[parameter] = value
-    return kwargs
+    """CLI `key=value` pairs -> `tune_inference` keyword arguments, through the key registry.
+
+    Examples:
+        >>> from_cli({"batch_sizes": (1, 2), "warmup": 0, "seconds": 0.5})
+        {'batch_sizes': [1, 2], 'warmup_runs': 0, 'seconds_per_batch': 0.5}
+    """
+    return read_keys("infer", pairs)
 
 
 def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, provider: str | None = None,
                   batch_sizes: Sequence[Any] | None = None, max_batch: Any = DEFAULT_MAX_BATCH,
-                  latency_ms: Any = None, memory_budget_bytes: Any = None, memory_fraction: Any = None,
+                  latency_ms: Any = None, memory_budget: Any = None, memory_fraction: Any = None,
                   streams: Any = None, fps: Any = None, half: Any = False, end_to_end: Any = False,
                   warmup_runs: Any = 3, runs: Any = None, seconds_per_batch: Any = 1.0, max_seconds: Any = 90.0,
                   device: Any = None, threads: Any = None, target: Any = None, name: Any = None,
                   project: Any = None, trust_checkpoint: Any = False) -> InferenceOptions:
     """Check every argument; raise ConfigError naming the input and the fix."""
     kind = check_source(model)
-    trust_checkpoint = _flag(trust_checkpoint, "trust_checkpoint")
+    trust_checkpoint = check_switch(trust_checkpoint, "trust_checkpoint")
     backend = _backend(backend, kind, model)
-    half = _flag(half, "half")
+    half = check_switch(half, "half")
     device = _device(device, backend)
     if half and device == "cpu":
         raise ConfigError("half=True needs a CUDA device (a CPU runs fp16 no faster than fp32): "
@@ -142,15 +121,15 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
         sizes = default_batch_sizes(max_batch)
     else:
         if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Sequence) or not batch_sizes:
-            raise ConfigError(f"batch={shown(batch_sizes)} is not a list of batch sizes: use e.g. batch=1,2,4,8")
-        sizes = tuple(sorted({whole_number(b, "batch", example="batch=1,2,4,8", maximum=MAX_BATCH_SIZE)
+            raise ConfigError(f"batch_sizes={shown(batch_sizes)} is not a list of batch sizes: use e.g. "
+                              f"batch_sizes=1,2,4,8")
+        sizes = tuple(sorted({whole_number(b, "batch_sizes", example="batch_sizes=1,2,4,8", maximum=MAX_BATCH_SIZE)
                               for b in batch_sizes}))
     if latency_ms is not None:
         latency_ms = finite_number(latency_ms, "latency_ms", example="latency_ms=50", above=0, maximum=MAX_LATENCY_MS,
                                    fix=f"give the per-frame latency budget in milliseconds, e.g. latency_ms=50 "
                                        f"(above 0, at most {MAX_LATENCY_MS:.0f})")
-    if memory_budget_bytes is not None:
-        memory_budget_bytes = parse_bytes(memory_budget_bytes, "memory_budget")
+    memory_budget_bytes = None if memory_budget is None else parse_bytes(memory_budget, "memory_budget")
     if memory_fraction is not None:
         memory_fraction = check_fraction(memory_fraction)
         if memory_budget_bytes is not None:
@@ -170,16 +149,27 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
                                   maximum=MAX_SWEEP_SECONDS),
     )
     threads = None if threads is None else _threads(threads)
-    module = None if target is None else find_module(str(target))
+    planned, target_memory = _target(target)
     return InferenceOptions(
         model=str(model), kind=kind, backend=backend, provider=provider, device=device, imgsz=imgsz,
         batch_sizes=sizes, latency_ms=latency_ms, memory_budget_bytes=memory_budget_bytes,
         memory_fraction=memory_fraction, streams=streams, fps=fps, half=half,
-        end_to_end=_flag(end_to_end, "end_to_end"), policy=policy, threads=threads, target=module,
+        end_to_end=check_switch(end_to_end, "end_to_end"), policy=policy, threads=threads, target=planned,
         name=None if name is None else check_run_name(name, "infer"),
         project=None if project is None else check_project(project, "infer"),
-        trust_checkpoint=trust_checkpoint,
+        trust_checkpoint=trust_checkpoint, target_memory=target_memory,
     )
+
+
+def _target(target: Any) -> tuple[JetsonModule | Target | None, Capacity | None]:
+    """`target=` from the one catalog: what the plan records, and the memory it offers this process."""
+    if target is None:
+        return None, None
+    found = find_target(str(target))
+    planned = find_module(found.key) if found.unified else found
+    memory = Capacity(device=f"target:{found.key}", name=planned.name, total_bytes=found.total_bytes,
+                      used_by_others_bytes=found.os_reserved_bytes, context_bytes=0, usable_bytes=found.budget_bytes)
+    return planned, memory
 
 
 def _backend(backend: str | None, kind: str, model: str) -> str:
@@ -211,20 +201,21 @@ def _check_provider(kind: str, device: str) -> None:
 
 
 def _device(device: Any, backend: str) -> str:
-    from visionbatch.devices.parse import check_device
-
-    if device is None or str(device).strip() == "":
-        return "cuda:0" if _cuda_available(backend) else "cpu"
-    text = str(device).strip().lower()
-    if text in {"cpu", "-1"}:
+    """One device, as torch names it: 'cpu' or 'cuda:N'; nothing given (or -1) means the GPU if there is one."""
+    try:
+        request = parse_device(device)
+    except ConfigError:
+        request = None  # said below with the forms infer takes (one device, never a list)
+    if request is None or request.kind == "mps" or len(request.indices) > 1:
+        raise ConfigError(f"device={printable(shown(device))} is not one device: "
+                          f"use device=cpu, device=0 or device=cuda:0") from None
+    if request.kind == "default" or request.picks_idle:
+        return request.resolve(_cuda_available(backend)).torch_name
+    if request.kind == "cpu":
         if backend == "tensorrt":
             raise ConfigError("backend=tensorrt runs on an NVIDIA GPU, not device=cpu: give device=0")
         return "cpu"
-    index = text.removeprefix("cuda:")
-    if not index.isdigit():
-        raise ConfigError(f"device={device} is not one device: use device=cpu, device=0 or device=cuda:0")
-    check_device(index)
-    return f"cuda:{int(index)}"
+    return check_device(request).torch_name
 
 
 def _cuda_available(backend: str) -> bool:
@@ -235,12 +226,6 @@ def _cuda_available(backend: str) -> bool:
     if backend == "onnxruntime":
         return "CUDAExecutionProvider" in import_onnxruntime().get_available_providers()
     return True
-
-
-def _flag(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise ConfigError(f"{key}={shown(value)} is not true or false: use {key}=True or leave it out")
 
 
 def _threads(value: Any) -> int:

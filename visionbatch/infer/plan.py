@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from visionbatch.devices.catalog import JetsonModule
+from visionbatch.devices.catalog import JetsonModule, Target
 from visionbatch.devices.jetson import JetsonInfo
 from visionbatch.results import to_jsonable
 
@@ -159,7 +159,7 @@ class InferencePlan:
         advice: what would make an infeasible load feasible.
         speedup_vs_batch1: chosen throughput / batch-1 throughput.
         jetson: the Jetson this ran on, if any.
-        target: the Jetson module planned for (`target=`), if any.
+        target: the device planned for (`target=`), if any: a Jetson module, or a GPU from the catalog.
         files: artefact name -> path (plan, plot, configs).
         run_dir: the run folder.
         versions: package versions.
@@ -187,7 +187,7 @@ class InferencePlan:
     advice: tuple[str, ...]
     speedup_vs_batch1: float | None
     jetson: JetsonInfo | None
-    target: JetsonModule | None
+    target: JetsonModule | Target | None
     files: dict[str, str]
     run_dir: str
     versions: dict[str, str]

@@ -23,6 +23,7 @@ from visionbatch.devices.jetson import memory_used_bytes, parse_tegrastats, read
 from visionbatch.devices.memory import (
     cuda_peaks,
     cuda_reset_peaks,
+    nvml_handle,
     peak_rss_bytes,
     reset_peak_rss,
 )
@@ -141,13 +142,21 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def nvml_readers(index: int) -> tuple[Callable[[], float | None], Callable[[], float | None]] | None:
-    """(used memory bytes, power mW) readers for GPU `index` through NVML; None without NVML."""
+    """(used memory bytes, power mW) readers for torch's CUDA device `index` through NVML; None without NVML.
+
+    The GPU is found by UUID (`nvml_handle`), so CUDA_VISIBLE_DEVICES cannot pair torch's index with
+    another GPU's readings. NVML stays initialised while the readers live (pynvml counts the inits).
+    """
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-    except Exception:  # no driver, no library, or no such GPU: readings are optional
+    except Exception:  # no library or no driver: readings are optional
+        return None
+    try:
+        handle = nvml_handle(pynvml, index)
+    except Exception:  # no such GPU, or NVML cannot see it: readings are optional
+        pynvml.nvmlShutdown()
         return None
 
     def memory() -> float:

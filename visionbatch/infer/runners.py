@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from visionbatch.devices.oom import is_oom
+from visionbatch.devices.parse import parse_device
 from visionbatch.errors import ConfigError, ProbeError
 from visionbatch.infer.export import ModelInfo, engine_header
 from visionbatch.infer.ort import import_onnxruntime
@@ -24,32 +26,6 @@ from visionbatch.text import printable
 BACKENDS = ("onnxruntime", "pytorch", "tensorrt")
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                  "tensorrt": "TensorrtExecutionProvider"}
-
-# Fragments of the messages that mean "the device ran out of memory" (and nothing else):
-_OOM_FRAGMENTS = (
-    "out of memory",               # torch (CUDA), TensorRT's allocator, CUDA_ERROR_OUT_OF_MEMORY text
-    "failed to allocate memory",   # ONNX Runtime's BFC arena (CPU and CUDA)
-    "bad_alloc",                   # C++ std::bad_alloc surfacing through ONNX Runtime
-    "cudnn_status_alloc_failed",   # cuDNN workspace allocation
-)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True only for running out of memory; an illegal memory access or any other error is not."""
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except ImportError:
-        pass
-    text = str(exc).lower()
-    if "illegal memory access" in text:
-        return False
-    return any(fragment in text for fragment in _OOM_FRAGMENTS)
-
 
 class OnnxRuntimeRunner:
     """An ONNX Runtime session on the CPU, or on CUDA / TensorRT execution providers when installed."""
@@ -61,7 +37,8 @@ class OnnxRuntimeRunner:
         ort = import_onnxruntime()
         self.info = info
         self.device = device
-        kind = provider or ("cpu" if device == "cpu" else "cuda")
+        request = parse_device(device)
+        kind = provider or ("cpu" if request.kind == "cpu" else "cuda")
         if kind not in ORT_PROVIDERS:
             raise ConfigError(f"provider={provider} is not an ONNX Runtime provider visionbatch drives: "
                               f"use provider=cpu, provider=cuda or provider=tensorrt")
@@ -71,7 +48,7 @@ class OnnxRuntimeRunner:
             raise ConfigError(
                 f"provider={kind}: ONNX Runtime {ort.__version__} here has {', '.join(available)} only: "
                 f"install onnxruntime-gpu for CUDA/TensorRT, or use device=cpu")
-        if kind != "cpu" and device == "cpu":
+        if kind != "cpu" and request.kind == "cpu":
             raise ConfigError(f"provider={kind} runs on a GPU but device=cpu: give device=0")
         options = ort.SessionOptions()
         self.threads = None
@@ -79,7 +56,7 @@ class OnnxRuntimeRunner:
             self.threads = threads
             if threads:
                 options.intra_op_num_threads = threads
-        device_id = int(device.split(":")[1]) if ":" in device else 0
+        device_id = request.first or 0  # on device=cpu only the CPU provider runs: the id goes unused
         providers: list[Any] = []
         if kind == "tensorrt":
             shape = f"{info.input_name}:{{b}}x3x{imgsz}x{imgsz}"
@@ -97,7 +74,7 @@ class OnnxRuntimeRunner:
         try:
             self.session = ort.InferenceSession(str(info.path), options, providers=providers)
         except self._errors as exc:
-            if is_out_of_memory(exc):
+            if is_oom(exc):
                 raise ProbeError(f"model={printable(info.path)}: {wanted} ran out of memory loading it "
                                  f"({_reason(exc)}): free the device, or use a smaller model") from None
             raise ConfigError(f"model={printable(info.path)}: ONNX Runtime {ort.__version__} cannot load it "
@@ -120,11 +97,11 @@ class OnnxRuntimeRunner:
         try:
             return self.session.run(None, {self.input_name: inputs})
         except self._errors as exc:
-            if is_out_of_memory(exc):
+            if is_oom(exc):
                 raise  # the sweep keeps the batches that fitted
             raise ProbeError(f"model={printable(self.info.path)}: ONNX Runtime failed on a batch of "
                              f"{inputs.shape[0]} ({type(exc).__name__}: {_reason(exc)}): re-export it with a "
-                             f"dynamic batch (dynamic=True), or give batch= sizes it accepts") from None
+                             f"dynamic batch (dynamic=True), or give batch_sizes= it accepts") from None
 
     def synchronize(self) -> None:
         """session.run returns finished outputs on the host."""

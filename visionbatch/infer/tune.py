@@ -22,8 +22,10 @@ import numpy as np
 
 from visionbatch.devices import jetson as board
 from visionbatch.devices.jetson import JetsonInfo
+from visionbatch.devices.oom import is_oom
 from visionbatch.errors import ConfigError, ProbeError
 from visionbatch.infer import deploy, probes
+from visionbatch.infer.budget import memory_budget_for
 from visionbatch.infer.choice import choose
 from visionbatch.infer.export import (
     ModelInfo,
@@ -41,13 +43,9 @@ from visionbatch.infer.plan import (
     InferencePlan,
     StreamLoad,
 )
-from visionbatch.infer.runners import (
-    OnnxRuntimeRunner,
-    TensorRTRunner,
-    TorchRunner,
-    is_out_of_memory,
-)
+from visionbatch.infer.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner
 from visionbatch.infer.sweep import SweepResult, run_sweep
+from visionbatch.keys import refuse_removed_keywords
 from visionbatch.results import write_json
 from visionbatch.rundir import new_run_dir
 from visionbatch.text import identifier
@@ -59,19 +57,18 @@ from visionbatch.ultralytics.offline import (
 )
 from visionbatch.units import human_bytes
 
-TARGET_MEMORY_SHARE = 0.75  # of a target Jetson's memory, when no budget is given: the rest for OS and video
 SAFETY_SHARE = 0.9          # the sweep stops before a batch projected past this share of free memory
 
 
 def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None = None, provider: str | None = None,
                    batch_sizes: list[int] | tuple[int, ...] | None = None, max_batch: int = 64,
-                   latency_ms: float | None = None, memory_budget_bytes: int | None = None,
+                   latency_ms: float | None = None, memory_budget: str | int | None = None,
                    memory_fraction: float | None = None, streams: int | None = None, fps: float | None = None,
                    half: bool = False, end_to_end: bool = False, warmup_runs: int = 3, runs: int | None = None,
                    seconds_per_batch: float = 1.0, max_seconds: float = 90.0, device: str | int | None = None,
                    threads: int | None = None, target: str | None = None, name: str | None = None,
                    project: str | None = None, trust_checkpoint: bool = False,
-                   progress: Callable[[str], None] | None = None) -> InferencePlan:
+                   progress: Callable[[str], None] | None = None, **removed: Any) -> InferencePlan:
     """Find the inference batch with the most throughput under latency, memory and stream-load limits.
 
     Args:
@@ -82,9 +79,11 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         batch_sizes: sizes to try (default: powers of two up to `max_batch`).
         max_batch: largest default batch size.
         latency_ms: budget for a frame's worst latency (fill wait + p99 batch latency).
-        memory_budget_bytes: memory budget for the device's reading (RSS on CPU, CUDA memory,
-            Jetson unified memory).
-        memory_fraction: the budget as a fraction of the device's memory (or the target's).
+        memory_budget: the memory to fit into instead of the device's, a size ('4GiB') or bytes:
+            the budget for the device's reading (RSS on CPU, CUDA memory, Jetson unified memory).
+        memory_fraction: the budget as a share of the memory this process may use: the device's
+            (or the target's) less what other processes hold and, on a Jetson, what the OS keeps;
+            default 0.9 with `target`, else no budget (see `memory_budget_for`).
         streams, fps: the camera load to keep up with; adds the fill wait (b - 1) / (streams x fps).
         half: fp16 (CUDA only).
         end_to_end: time letterbox pre-processing and NMS with the model.
@@ -94,12 +93,15 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         max_seconds: time bound for the sweep.
         device: 'cpu', 0 or 'cuda:0' (default: the GPU if there is one).
         threads: CPU threads (default: every core).
-        target: a Jetson module to plan for ('orin-nano-8gb', ...): its memory sets the default
-            budget and the configs are written for it.
+        target: a device from the catalog to plan for ('orin-nano-8gb', 'rtx3060', '6GiB', ...):
+            its memory (less what a Jetson's OS keeps) is what the plan must fit, and the configs
+            are written for a GPU; the timings still come from this machine, and a note says so.
         name, project: the run folder (runs/infer/<name>).
         trust_checkpoint: load a .pt with Ultralytics' unrestricted loader, which can run code stored in
             the file (only for files you trust); default: the safe loader.
         progress: receives a line per step of a long sweep.
+        **removed: keywords that unifying the keys replaced (`memory_budget_bytes=`): a
+            ConfigError names the new one.
 
     Returns:
         The plan, also written as plan.json in the run folder beside sweep.png and the configs.
@@ -112,10 +114,11 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         >>> plan.batch_size, plan.chosen.throughput_per_s, plan.files["triton_config"]  # doctest: +SKIP
         (2, 101.3, '.../runs/infer/infer/triton/yolo11n/config.pbtxt')
     """
+    refuse_removed_keywords("tune_inference", "infer", removed)
     started = time.perf_counter()
     opts = check_options(
         model, imgsz=imgsz, backend=backend, provider=provider, batch_sizes=batch_sizes, max_batch=max_batch,
-        latency_ms=latency_ms, memory_budget_bytes=memory_budget_bytes, memory_fraction=memory_fraction,
+        latency_ms=latency_ms, memory_budget=memory_budget, memory_fraction=memory_fraction,
         streams=streams, fps=fps, half=half, end_to_end=end_to_end, warmup_runs=warmup_runs, runs=runs,
         seconds_per_batch=seconds_per_batch, max_seconds=max_seconds, device=device, threads=threads,
         target=target, name=name, project=project, trust_checkpoint=trust_checkpoint)
@@ -231,7 +234,7 @@ def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folde
                 f"({runner.provider}, {runner.precision}, {opts.device})")
             result = run_sweep(make_step, sizes, opts.policy, constraints, probe,
                                memory_limit_bytes=_memory_limit(opts, jetson, constraints),
-                               is_out_of_memory=is_out_of_memory, progress=say)
+                               is_out_of_memory=is_oom, progress=say)
             device_name = _device_name(opts.device, jetson)
         finally:
             getattr(probe, "close", lambda: None)()
@@ -311,7 +314,8 @@ def _check_size(opts: InferenceOptions, info: ModelInfo) -> int:
                           f"use imgsz={info.fixed_hw[0]}, or re-export with dynamic=True")
     if info.fixed_batch is not None and any(b != info.fixed_batch for b in opts.batch_sizes):
         raise ConfigError(f"model={info.path}: the batch dimension is fixed at {info.fixed_batch}: re-export with "
-                          f"dynamic=True (visionbatch does for .pt/.yaml models), or give batch={info.fixed_batch}")
+                          f"dynamic=True (visionbatch does for .pt/.yaml models), or give "
+                          f"batch_sizes={info.fixed_batch}")
     return imgsz
 
 
@@ -364,33 +368,11 @@ def _probe(opts: InferenceOptions, jetson: JetsonInfo | None) -> Any:
 
 
 def _constraints(opts: InferenceOptions, jetson: JetsonInfo | None, notes: list[str]) -> Constraints:
-    budget, source = opts.memory_budget_bytes, ""
-    if budget is not None:
-        source = f"memory_budget={human_bytes(budget).replace(' ', '')}"
-    elif opts.memory_fraction is not None or opts.target is not None:
-        share = opts.memory_fraction if opts.memory_fraction is not None else TARGET_MEMORY_SHARE
-        total, what = _device_memory(opts, jetson)
-        if total is not None:
-            budget = int(share * total)
-            source = f"{share:.0%} of {what}'s {human_bytes(total)}"
-            if opts.memory_fraction is None:
-                source += " (the rest for the OS and the video pipeline)"
+    budget, source = memory_budget_for(opts, jetson)
     if source:
         notes.append(f"memory budget: {human_bytes(budget)} = {source}")
     load = StreamLoad(opts.streams, opts.fps) if opts.streams is not None else None
     return Constraints(latency_ms=opts.latency_ms, memory_budget_bytes=budget, memory_budget_source=source, load=load)
-
-
-def _device_memory(opts: InferenceOptions, jetson: JetsonInfo | None) -> tuple[int | None, str]:
-    if opts.target is not None:
-        return opts.target.memory_bytes, opts.target.name
-    if jetson is not None:
-        return jetson.memory_total_bytes, jetson.model
-    if opts.device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.get_device_properties(torch.device(opts.device)).total_memory, opts.device
-    return board.read_meminfo().get("MemTotal"), "this machine"
 
 
 def _memory_limit(opts: InferenceOptions, jetson: JetsonInfo | None, constraints: Constraints) -> int | None:
@@ -428,8 +410,9 @@ def _measurement_notes(opts: InferenceOptions, jetson: JetsonInfo | None, device
                        measurements: tuple[BatchMeasurement, ...]) -> list[str]:
     notes = []
     if opts.target is not None and (jetson is None or jetson.module != opts.target):
-        notes.append(f"timings are from {device_name}, not from the {opts.target.name}: the configs carry this "
-                     f"machine's choice; run visionbatch infer on the {opts.target.name} for its own numbers")
+        name = opts.target.name if opts.target.name.startswith("a ") else f"the {opts.target.name}"  # target=6GiB
+        notes.append(f"timings are from {device_name}, not from {name}: the configs carry this "
+                     f"machine's choice; run visionbatch infer on {name} for its own numbers")
     fewest = min(m.runs for m in measurements)
     if fewest < 100:
         notes.append(f"p99 from as few as {fewest} runs sits near the slowest run: give seconds= or runs= "

@@ -26,8 +26,10 @@ from visionbatch.devices.memory import (
 )
 from visionbatch.errors import ConfigError, StorageError
 from visionbatch.files import atomic_write_text, is_disk_error, storage_error
-from visionbatch.results import BatchPlan, EpochRecord, TrainResult, write_json
+from visionbatch.fit.plan import BatchPlan
+from visionbatch.results import write_json
 from visionbatch.staging import staged_dataset
+from visionbatch.train.result import EpochRecord, PlanCheck, PlanSummary, TrainResult
 from visionbatch.ultralytics.job import TrainingJob, prepare
 from visionbatch.ultralytics.offline import (
     offline,
@@ -41,7 +43,7 @@ RESOLVED_YAML_NAME = "data.resolved.yaml"  # the data.yaml Ultralytics reads: ab
 
 
 def choose_batch(job: TrainingJob) -> TrainingJob:
-    """Fill in the batch size: the user's, the default, or one fitted to the device (fit_batch)."""
+    """Fill in the batch size: the user's, the default, or one fitted to the device (`fit_job`)."""
     if not job.batch.fit:
         if "memory_budget" in job.options:
             raise ConfigError(f"memory_budget={job.options['memory_budget']} only applies with batch=auto: "
@@ -49,18 +51,16 @@ def choose_batch(job: TrainingJob) -> TrainingJob:
         return job
     from ultralytics.utils import LOGGER
 
-    from visionbatch.fit.api import fit_batch, resolve_device
+    from visionbatch.fit.api import FitOptions, fit_job, resolve_device
     from visionbatch.units import human_bytes
 
-    resolve_device(job.args.get("device"), job.options.get("memory_budget"))  # refuse before any work
+    memory_budget = job.options.get("memory_budget")
+    options = FitOptions.check(device=job.args.get("device"), memory_fraction=job.batch.memory_fraction,
+                               memory_budget=memory_budget, imgsz=job.args.get("imgsz"))
+    resolve_device(options.device, memory_budget)  # refuse before any work
     LOGGER.info(f"visionbatch: {job.batch.source}: fitting the batch to {job.batch.memory_fraction:g} of the "
                 f"device's memory by measuring the training step...")
-    shaping = {k: v for k, v in job.args.items() if k not in {"data", "model", "imgsz", "device", "project", "name"}}
-    if job.options.get("trust_checkpoint"):
-        shaping["trust_checkpoint"] = True
-    plan = fit_batch(job.dataset.yaml_path, model=job.model, imgsz=job.args.get("imgsz", 640),
-                     device=job.args.get("device"), memory_fraction=job.batch.memory_fraction,
-                     memory_budget=job.options.get("memory_budget"), **shaping)
+    plan = fit_job(job, options)  # the job as prepared: the dataset is not read again
     note = (f"batch {plan.batch_size} from the fit ({plan.reason}); predicted peak "
             f"{human_bytes(plan.predicted_bytes)} of a {human_bytes(plan.budget_bytes)} budget")
     return replace(job, args={**job.args, "batch": plan.batch_size}, plan=plan, notes=job.notes + (note,))
@@ -109,10 +109,9 @@ class EpochTelemetry:
                                  yaml.safe_dump(self.resolved_yaml, sort_keys=False, allow_unicode=True))
         trainer.args.data = str(copy)
         if self.plan is not None:
-            from visionbatch.fit.plot import plot_batch_plan
+            from visionbatch.fit.api import write_plan
 
-            write_json(self.save_dir / PLAN_NAME, self.plan)
-            plot_batch_plan(self.plan, self.save_dir / "memory_curve.png")
+            write_plan(self.plan, self.save_dir, PLAN_NAME)
 
     def on_train_epoch_start(self, trainer) -> None:
         import torch
@@ -243,21 +242,12 @@ def _result(job: TrainingJob, probe: EpochTelemetry, yolo: Any, status: str, err
         last=last,
         error=error,
         notes=job.notes,
-        batch_plan=_plan_summary(job.plan),
+        batch_plan=PlanSummary.of(job.plan, PLAN_NAME) if job.plan else None,
         memory_vs_plan=_memory_vs_plan(job.plan, probe.records),
     )
 
 
-def _plan_summary(plan: BatchPlan | None) -> dict[str, Any] | None:
-    if plan is None:
-        return None
-    keys = ("batch_size", "max_batch_size", "val_batch_size", "budget_bytes", "memory_fraction", "device",
-            "device_name", "predicted_bytes", "predicted_uncertainty_bytes", "measured_bytes", "context_bytes",
-            "img_per_s", "reason", "warnings", "planning_s")
-    return {k: getattr(plan, k) for k in keys} | {"file": PLAN_NAME}
-
-
-def _memory_vs_plan(plan: BatchPlan | None, records: Mapping[int, EpochRecord]) -> tuple[dict[str, Any], ...]:
+def _memory_vs_plan(plan: BatchPlan | None, records: Mapping[int, EpochRecord]) -> tuple[PlanCheck, ...]:
     """Each epoch's measured peak next to the plan's prediction, in the same units where possible."""
     if plan is None:
         return ()
@@ -268,9 +258,9 @@ def _memory_vs_plan(plan: BatchPlan | None, records: Mapping[int, EpochRecord]) 
             measured, what = record.cuda_peak_reserved_bytes + plan.context_bytes, "CUDA peak reserved + context"
         else:
             measured, what = record.peak_rss_bytes, "process peak RSS (the plan counts tensors only)"
-        rows.append({"epoch": epoch, "predicted_bytes": plan.predicted_bytes, "measured_bytes": measured,
-                     "measured_over_predicted": round(measured / plan.predicted_bytes, 4) if measured else None,
-                     "measured": what})
+        rows.append(PlanCheck(epoch=epoch, predicted_bytes=plan.predicted_bytes, measured_bytes=measured,
+                              measured_over_predicted=round(measured / plan.predicted_bytes, 4) if measured else None,
+                              measured=what))
     return tuple(rows)
 
 
@@ -291,8 +281,8 @@ def train(data: str | os.PathLike, /, **overrides: Any) -> TrainResult:
         DatasetError: a data.yaml, image or label problem.
 
     Examples:
-        >>> result = train("datasets/shapes/data.yaml", epochs=1, imgsz=64)
-        >>> result.status, result.task
+        >>> result = train("datasets/shapes/data.yaml", epochs=1, imgsz=64)  # doctest: +SKIP
+        >>> result.status, result.task  # doctest: +SKIP
         ('completed', 'detect')
     """
     started = time.perf_counter()

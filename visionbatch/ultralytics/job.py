@@ -10,12 +10,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visionbatch.dataset import DatasetSummary, load_dataset
 from visionbatch.errors import ConfigError, DatasetError
-from visionbatch.keys import BatchRequest, parse_batch
-from visionbatch.results import BatchPlan
+from visionbatch.keys import visionbatch_keys
 from visionbatch.rundir import check_project, check_run_name
 from visionbatch.ultralytics.args import check_train_args
 from visionbatch.ultralytics.models import (
@@ -24,19 +23,14 @@ from visionbatch.ultralytics.models import (
     model_task,
 )
 from visionbatch.ultralytics.offline import DEFAULT_MODELS, TASKS
+from visionbatch.values import BatchRequest, parse_batch
+
+if TYPE_CHECKING:  # the plan a job carries once fit has run: a type only (fit sits above this layer)
+    from visionbatch.fit.plan import BatchPlan
 
 DEFAULT_BATCH = 16  # Ultralytics' default
-
-
-
-# visionbatch's own train keys (beyond Ultralytics'); value: help text.
-TRAIN_KEYS: dict[str, str] = {
-    "memory_budget": "with batch=auto on a CPU: the memory the batch must fit, e.g. 8GiB",
-    "augcost": "augcost=True profiles the data pipeline first (visionbatch augcost); augcost.json/png go into "
-               "the run folder",
-    "trust_checkpoint": "trust_checkpoint=True loads model=*.pt with Ultralytics' unrestricted loader, which can run "
-                        "code stored in the file: only for files you trust (default: the safe loader)",
-}
+# visionbatch's own train keys (beyond Ultralytics'), name -> help, from the one registry (visionbatch.keys).
+TRAIN_KEYS: dict[str, str] = visionbatch_keys("train")
 
 
 
@@ -74,9 +68,12 @@ class TrainingJob:
 
 
 
-def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: Mapping[str, str] = TRAIN_KEYS
-            ) -> TrainingJob:
+def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: Mapping[str, str] = TRAIN_KEYS,
+            command: str = "train") -> TrainingJob:
     """Check arguments and dataset; choose task, model and output folder. Trains nothing.
+
+    Every key is checked once, here: Ultralytics' train keys plus `extra_keys` (visionbatch's keys
+    of `command`, which messages name). The job is then passed on, never prepared again.
 
     Raises:
         ConfigError: an argument is unknown, malformed or impossible.
@@ -85,7 +82,7 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
     if "data" in overrides:
         raise ConfigError(f"data= is given twice ({data} and data={overrides['data']}): pass the data.yaml once")
     overrides, cfg_notes = _with_cfg(overrides)
-    args = check_train_args(overrides, extra_keys=list(extra_keys))
+    args = check_train_args(overrides, extra_keys=list(extra_keys), command=command)
     options = {k: args.pop(k) for k in list(args) if k in extra_keys}
     for key in SWITCHES:
         if not isinstance(options.get(key, False), bool):

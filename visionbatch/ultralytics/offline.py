@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import sys
@@ -164,6 +165,28 @@ def _first_import_quiet() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(drop)
+
+
+@contextlib.contextmanager
+def quiet_ultralytics(level: int = logging.WARNING) -> Iterator[None]:
+    """Silence Ultralytics' log lines below `level` for the block; the logger's level is restored on exit.
+
+    The default drops its info lines (model summaries, optimizer banners, one line per dataset build)
+    and keeps its warnings.
+
+    Examples:
+        >>> import logging
+        >>> with quiet_ultralytics(logging.ERROR):
+        ...     logging.getLogger("ultralytics").level
+        40
+    """
+    logger = logging.getLogger("ultralytics")
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def ultralytics_dir() -> Path:

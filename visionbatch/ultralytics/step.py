@@ -1,5 +1,9 @@
 """The real Ultralytics training step at a given batch size, for measuring its memory and speed.
 
+One step for every command: fit and sweep measure `train_step`/`val_step` on synthetic batches,
+augcost times `forward_backward` + `optimizer_step` on a real collated batch. What the step is
+made of (model, optimizer, AMP, label density) is decided in `spec.py`; this module builds it.
+
 What one step holds, as `ultralytics/engine/trainer.py` builds it:
 - the task's model, built from the user's YAML (or checkpoint) with the dataset's classes, in
   train mode, channels-last on CUDA, with Ultralytics' frozen layers;
@@ -22,139 +26,26 @@ loss, the assigner and the mask loss allocate what they allocate for real data.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from visionbatch.ultralytics.offline import amp_supported
+from visionbatch.ultralytics.offline import quiet_ultralytics
 
-MOSAIC_LABEL_FACTOR = 4  # a mosaic tile joins four images
-
-
-@dataclass(frozen=True, slots=True)
-class WorkloadSpec:
-    """What one training step is made of.
-
-    Attributes:
-        model: model YAML or checkpoint.
-        task: 'detect' or 'segment'.
-        names: class names by id.
-        imgsz: the training image size.
-        multi_scale: Ultralytics' multi_scale fraction.
-        labels_per_image: labels in every synthetic training image.
-        val_labels_per_image: labels in every synthetic validation image (no mosaic there).
-        amp: whether training runs under AMP.
-        amp_dtype: 'float16', 'bfloat16' or 'float32' (no AMP).
-        optimizer: the optimizer Ultralytics will build (after resolving optimizer=auto).
-        iterations: the iteration count Ultralytics' optimizer=auto rule sees.
-        dataset_images: training images (after fraction).
-        args: the Ultralytics arguments the step depends on.
-    """
-
-    model: str
-    task: str
-    names: dict[int, str]
-    imgsz: int
-    multi_scale: float
-    labels_per_image: int
-    val_labels_per_image: int
-    amp: bool
-    amp_dtype: str
-    optimizer: str
-    iterations: int
-    dataset_images: int
-    args: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def nc(self) -> int:
-        return len(self.names)
-
-    def max_imgsz(self, stride: int) -> int:
-        """The largest side a training step sees: Ultralytics' multi-scale upper bound."""
-        return math.ceil(self.imgsz * (1 + self.multi_scale) / stride) * stride
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "model": self.model, "task": self.task, "nc": self.nc, "imgsz": self.imgsz,
-            "multi_scale": self.multi_scale, "labels_per_image": self.labels_per_image,
-            "val_labels_per_image": self.val_labels_per_image, "amp": self.amp, "amp_dtype": self.amp_dtype,
-            "optimizer": self.optimizer, "ema": True, "dataset_images": self.dataset_images,
-        }
-
-
-def resolve_optimizer(name: str, dataset_images: int, epochs: int, nbs: int) -> tuple[str, int]:
-    """Ultralytics' optimizer=auto rule (`BaseTrainer.build_optimizer`) for batches up to nbs.
-
-    Examples:
-        >>> resolve_optimizer("auto", 160, 100, 64)
-        ('AdamW', 300)
-        >>> resolve_optimizer("auto", 118287, 100, 64)
-        ('MuSGD', 184900)
-        >>> resolve_optimizer("SGD", 160, 100, 64)
-        ('SGD', 300)
-    """
-    iterations = math.ceil(dataset_images / max(nbs, 1)) * epochs
-    if name.lower() != "auto":
-        return name, iterations
-    return ("MuSGD" if iterations > 10000 else "AdamW"), iterations
-
-
-def labels_for(max_instances: int, args: dict[str, Any]) -> int:
-    """Worst-case labels per training image: x4 while mosaic runs (mosaic > 0 and epochs > close_mosaic).
-
-    Examples:
-        >>> labels_for(90, {}), labels_for(90, {"mosaic": 0.0}), labels_for(90, {"epochs": 5})
-        (360, 90, 90)
-    """
-    mosaic = float(args.get("mosaic", 1.0)) > 0
-    mosaic_epochs = int(args.get("epochs", 100)) > int(args.get("close_mosaic", 10))
-    return max(1, max_instances * (MOSAIC_LABEL_FACTOR if mosaic and mosaic_epochs else 1))
-
-
-def make_spec(
-    model: str, task: str, names: dict[int, str], train_images: int, max_instances: int, val_max_instances: int,
-    args: dict[str, Any], device_type: str, device_name: str = "", labels_per_image: int | None = None,
-) -> WorkloadSpec:
-    """The step Ultralytics would run for these arguments on this kind of device."""
-    fraction = args.get("fraction", 1.0)
-    images = train_images if not isinstance(fraction, (int, float)) or fraction == 1.0 else (
-        int(fraction) if isinstance(fraction, int) and fraction > 1 else max(1, round(train_images * fraction)))
-    amp_arg = args.get("amp", True)
-    amp = device_type == "cuda" and amp_arg not in (False, "fp32") and (
-        amp_arg == "bf16" or amp_supported(device_name))
-    amp_dtype = ("bfloat16" if amp_arg == "bf16" else "float16") if amp else "float32"
-    optimizer, iterations = resolve_optimizer(str(args.get("optimizer", "auto")), images,
-                                              int(args.get("epochs", 100)), int(args.get("nbs", 64)))
-    return WorkloadSpec(
-        model=model, task=task, names=dict(names), imgsz=int(args.get("imgsz", 640)),
-        multi_scale=float(args.get("multi_scale", 0.0) or 0.0),
-        labels_per_image=labels_per_image or labels_for(max_instances, args),
-        val_labels_per_image=max(1, val_max_instances),
-        amp=amp, amp_dtype=amp_dtype, optimizer=optimizer, iterations=iterations, dataset_images=images,
-        args=dict(args),
-    )
-
-
-@contextlib.contextmanager
-def quiet_ultralytics(level: int = logging.WARNING) -> Iterator[None]:
-    """Silence Ultralytics' lines below `level` (model summaries, optimizer banners) for the block."""
-    logger = logging.getLogger("ultralytics")
-    before = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(before)
+if TYPE_CHECKING:
+    from visionbatch.ultralytics.spec import WorkloadSpec
 
 
 class Workload:
     """The model, optimizer, EMA and scaler of one training run, on one device.
 
-    Build it inside `offline()`; `close()` frees the device memory it holds.
+    Build it inside `offline()`; `close()` frees the device memory it holds. `train_step`,
+    `time_steps` and `val_step` run on synthetic batches (fit, sweep); `forward_backward` and
+    `optimizer_step` are the two halves of the trainer's loop, for a caller's own collated batch
+    (augcost times them on a real one).
     """
 
     def __init__(self, spec: WorkloadSpec, device: str) -> None:
@@ -166,8 +57,7 @@ class Workload:
         self.cfg = training_cfg(spec)
         self.model = build_model(spec, self.cfg, self.device)
         self.stride = max(int(self.model.stride.max()), 32)
-        self.train_imgsz = spec.max_imgsz(self.stride)
-        self.val_imgsz = math.ceil(spec.imgsz / self.stride) * self.stride
+        self.train_imgsz, self.val_imgsz = self.sizes(spec.imgsz)
         self.mask_ratio = int(self.cfg.mask_ratio)
         self.overlap = bool(self.cfg.overlap_mask)
         self.optimizer = build_optimizer(self.model, self.cfg, spec)
@@ -177,6 +67,12 @@ class Workload:
         self.amp_arg: Any = torch.bfloat16 if spec.amp_dtype == "bfloat16" else spec.amp
         self._optimizer_ready = False
         self._generator = torch.Generator().manual_seed(0)
+
+    def sizes(self, imgsz: int) -> tuple[int, int]:
+        """(training side, validation side) in pixels when training at `imgsz`: multi-scale's top size, and
+        imgsz rounded up to the stride."""
+        return (replace(self.spec, imgsz=int(imgsz)).max_imgsz(self.stride),
+                math.ceil(int(imgsz) / self.stride) * self.stride)
 
     def persistent(self) -> list[Any]:
         """What lives across steps (for trackers that must be told): model, optimizer, EMA."""
@@ -188,20 +84,24 @@ class Workload:
         return synthetic_batch(self.spec, batch_size, imgsz, labels, self.mask_ratio, self.overlap, self._generator)
 
     def _to_device(self, batch: dict[str, Any], half: bool = False) -> dict[str, Any]:
-        out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        out["img"] = (out["img"].half() if half else out["img"].float()) / 255  # trainer/validator preprocess
+        import torch
+
+        # the trainer's preprocess_batch: tensors move, the rest (file names, shapes) stays as it is
+        out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        out["img"] = (out["img"].half() if half else out["img"].float()) / 255
         return out
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
+        """Wait for the device's queued work (a no-op on CPU): call before reading a clock."""
         if self.device.type == "cuda":
             import torch
 
             torch.cuda.synchronize(self.device)
 
-    def _pass(self, batch: dict[str, Any], optimizer_step: bool) -> None:
-        import torch
+    def forward_backward(self, batch: dict[str, Any]) -> None:
+        """The trainer's forward, loss and backward on a collated CPU batch in Ultralytics' format."""
         from ultralytics.utils.torch_utils import autocast
 
         with autocast(self.amp_arg, device=self.device.type):
@@ -209,60 +109,76 @@ class Workload:
             loss = loss.sum()
         self.scaler.scale(loss).backward()
         del loss
-        if optimizer_step:  # BaseTrainer.optimizer_step
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad()
-            self.ema.update(self.model)
-            self._optimizer_ready = True
 
-    def train_step(self, batch_size: int, boundary: Callable[[], None] | None = None) -> float:
+    def optimizer_step(self) -> None:
+        """`BaseTrainer.optimizer_step`: unscale, clip, step, zero the gradients, update the EMA."""
+        import torch
+
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        self.ema.update(self.model)
+        self._optimizer_ready = True
+
+    def _pass(self, batch: dict[str, Any], step: bool) -> None:
+        self.forward_backward(batch)
+        if step:
+            self.optimizer_step()
+
+    def train_step(self, batch_size: int, boundary: Callable[[], None] | None = None, imgsz: int | None = None
+                   ) -> float:
         """Run the measured training sequence at `batch_size`; return the last full step's seconds.
 
-        `boundary` is called between forward passes (trackers that count per pass need it).
+        `boundary` is called between forward passes (trackers that count per pass need it). `imgsz`
+        steps as if training at that size (default: the spec's), e.g. for a sweep over sizes.
         """
         boundary = boundary or (lambda: None)
         self.model.train()
-        batch = self._batch(batch_size, self.train_imgsz, self.spec.labels_per_image)
+        side = self.train_imgsz if imgsz is None else self.sizes(imgsz)[0]
+        batch = self._batch(batch_size, side, self.spec.labels_per_image)
         if not self._optimizer_ready:
-            self._pass(batch, optimizer_step=True)  # allocates the optimizer state
+            self._pass(batch, step=True)  # allocates the optimizer state
             boundary()
-        self._pass(batch, optimizer_step=False)  # gradients allocated, as between accumulation steps
+        self._pass(batch, step=False)  # gradients allocated, as between accumulation steps
         boundary()
-        self._sync()
+        self.sync()
         start = time.perf_counter()
-        self._pass(batch, optimizer_step=True)
-        self._sync()
+        self._pass(batch, step=True)
+        self.sync()
         return time.perf_counter() - start
 
     def time_steps(self, batch_size: int, steps: int = 3) -> float:
         """Mean seconds of `steps` full training steps at `batch_size`, after one warm-up step."""
         self.model.train()
         batch = self._batch(batch_size, self.train_imgsz, self.spec.labels_per_image)
-        self._pass(batch, optimizer_step=True)
-        self._sync()
+        self._pass(batch, step=True)
+        self.sync()
         start = time.perf_counter()
         for _ in range(steps):
-            self._pass(batch, optimizer_step=True)
-        self._sync()
+            self._pass(batch, step=True)
+        self.sync()
         return (time.perf_counter() - start) / steps
 
-    def val_step(self, batch_size: int) -> float:
-        """Run one validation batch of `batch_size` with the training state alive; return seconds."""
+    def val_step(self, batch_size: int, imgsz: int | None = None) -> float:
+        """Run one validation batch of `batch_size` with the training state alive; return seconds.
+
+        `imgsz` validates as if training at that size (default: the spec's).
+        """
         import torch
 
         grads = [p for p in self.model.parameters() if p.requires_grad and p.grad is None]
         for p in grads:  # an epoch can end mid-accumulation: gradients may still be allocated
             p.grad = torch.zeros_like(p)
         ema = self.ema.ema.float().eval()
-        batch = self._batch(batch_size, self.val_imgsz, self.spec.val_labels_per_image)
+        side = self.val_imgsz if imgsz is None else self.sizes(imgsz)[1]
+        batch = self._batch(batch_size, side, self.spec.val_labels_per_image)
         try:
             start = time.perf_counter()
             with torch.inference_mode():
                 self._validate(ema, self._to_device(batch, half=self.spec.amp and self.device.type == "cuda"))
-            self._sync()
+            self.sync()
             return time.perf_counter() - start
         finally:
             for p in grads:
@@ -315,10 +231,10 @@ def build_model(spec: WorkloadSpec, cfg: Any, device: Any) -> Any:
     with quiet_ultralytics():
         if str(spec.model).endswith(".pt"):
             weights, _ = load_checkpoint(spec.model)
-            model = model_class(weights.yaml, nc=spec.nc, ch=3, verbose=False)
+            model = model_class(weights.yaml, nc=spec.nc, ch=spec.channels, verbose=False)
             model.load(weights)
         else:
-            model = model_class(spec.model, nc=spec.nc, ch=3, verbose=False)
+            model = model_class(spec.model, nc=spec.nc, ch=spec.channels, verbose=False)
     model.nc, model.names, model.args = spec.nc, spec.names, cfg
     model = model.to(device)
     if torch.device(device).type == "cuda" and cfg.channels_last is not False:
@@ -351,7 +267,7 @@ def synthetic_batch(spec: WorkloadSpec, batch_size: int, imgsz: int, labels: int
     centres = torch.rand(n, 2, generator=g) * 0.8 + 0.1
     sizes = torch.rand(n, 2, generator=g) * 0.15 + 0.01
     batch = {
-        "img": torch.randint(0, 256, (batch_size, 3, imgsz, imgsz), dtype=torch.uint8, generator=g),
+        "img": torch.randint(0, 256, (batch_size, spec.channels, imgsz, imgsz), dtype=torch.uint8, generator=g),
         "batch_idx": torch.arange(batch_size).repeat_interleave(labels).float(),
         "cls": torch.randint(0, spec.nc, (n, 1), generator=g).float(),
         "bboxes": torch.cat([centres, sizes], 1),

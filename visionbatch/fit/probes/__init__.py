@@ -1,11 +1,10 @@
 """Measure one step at one batch size: on a CUDA device, on CPU tensors, or on a simulated device.
 
 All probes share `Probe.measure()`: run a step, read the peak, and turn an out-of-memory error
-(and only that) into a failed sample. See `base.py`.
+(and only that, as `visionbatch.devices.oom.is_oom` decides) into a failed sample. See `base.py`.
 """
 
 from visionbatch.devices.memory import Capacity
-from visionbatch.devices.oom import is_oom
 from visionbatch.fit.probes.base import Probe
 
-__all__ = ["Capacity", "Probe", "is_oom"]
+__all__ = ["Capacity", "Probe"]

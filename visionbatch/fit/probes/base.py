@@ -1,4 +1,5 @@
-"""The probe interface and the one place that decides what counts as running out of memory."""
+"""The probe interface: run a step, read its peak, and turn running out of memory (as
+`visionbatch.devices.oom.is_oom` decides it) into a failed sample."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from visionbatch.devices.memory import Capacity
 from visionbatch.devices.oom import is_oom
-from visionbatch.results import ProbeSample
+from visionbatch.fit.plan import ProbeSample
 
 
 class Probe(ABC):

@@ -62,31 +62,31 @@ class CpuProbe(Probe):
     def __init__(self, budget_bytes: int, name: str = "CPU") -> None:
         self.budget_bytes = int(budget_bytes)
         self.name = name
-        self.memory_tracker: Any = None
+        self.tracker: Any = None
 
     def capacity(self) -> Capacity:
         return Capacity(device="cpu", name=self.name, total_bytes=None, used_by_others_bytes=0, context_bytes=0,
                         usable_bytes=self.budget_bytes)
 
     def _begin(self, persistent: Sequence[Any]) -> None:
-        self.memory_tracker = memory_tracker()
+        self.tracker = memory_tracker()
         if persistent:
-            self.memory_tracker.track_external(*persistent)
-        self.memory_tracker.__enter__()
+            self.tracker.track_external(*persistent)
+        self.tracker.__enter__()
 
     def pass_boundary(self) -> None:
         """Between two forward passes of one step: forget per-module stats, keep the running peak."""
-        if self.memory_tracker is not None:
-            self.memory_tracker.reset_mod_stats()
+        if self.tracker is not None:
+            self.tracker.reset_mod_stats()
 
     def _end(self) -> dict[str, int | None]:
-        tracker, self.memory_tracker = self.memory_tracker, None
+        tracker, self.tracker = self.tracker, None
         tracker.__exit__(None, None, None)
         peak = sum(snapshot.get("Total", 0) for snapshot in tracker.get_tracker_snapshot("peak").values())
         return {"peak_bytes": int(peak), "allocated_bytes": int(peak), "reserved_bytes": None}
 
     def _clean(self) -> None:
-        if self.memory_tracker is not None:  # the step failed while tracking
-            self.memory_tracker.__exit__(None, None, None)
-            self.memory_tracker = None
+        if self.tracker is not None:  # the step failed while tracking
+            self.tracker.__exit__(None, None, None)
+            self.tracker = None
         super()._clean()

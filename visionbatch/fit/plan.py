@@ -1,0 +1,266 @@
+"""Fit's results: one probe's reading, the fitted memory curve and surface, the step probed, and the plan.
+
+All frozen and JSON-able (`results.to_jsonable`); a `BatchPlan` is written as `plan.json` (and as
+`batch_plan.json` beside a training run). `batch_fits` is the one rule for "a batch fits".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+from visionbatch.results import to_jsonable
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeSample:
+    """One measured step at one batch size.
+
+    Attributes:
+        batch_size: images per step.
+        phase: 'train' (forward, loss, backward, optimizer, EMA) or 'val' (eval forward, loss, NMS).
+        ok: the step ran without running out of memory.
+        peak_bytes: the fitted reading: device memory the process needed at peak (CUDA: peak
+            reserved + CUDA context; CPU: peak bytes of live tensors). None when the step failed.
+        allocated_bytes: peak allocated by torch (CUDA) or tensor bytes (CPU).
+        reserved_bytes: peak reserved by torch's caching allocator (CUDA only).
+        step_s: seconds per step, from the timed steps (None when not timed or failed).
+        error: the out-of-memory message when the step failed.
+    """
+
+    batch_size: int
+    phase: str
+    ok: bool
+    peak_bytes: int | None
+    allocated_bytes: int | None = None
+    reserved_bytes: int | None = None
+    step_s: float | None = None
+    error: str | None = None
+
+    @property
+    def img_per_s(self) -> float | None:
+        return self.batch_size / self.step_s if self.ok and self.step_s else None
+
+
+
+def batch_fits(train: ProbeSample | None, val: ProbeSample | None, budget_bytes: int) -> bool:
+    """The one rule for "batch b fits": its training step and its validation step (batch 2b, which
+    runs between epochs with the training state alive) both ran and peaked within the budget.
+
+    Examples:
+        >>> ok = ProbeSample(4, "train", ok=True, peak_bytes=90)
+        >>> batch_fits(ok, ProbeSample(8, "val", ok=True, peak_bytes=100), 100), batch_fits(ok, None, 100)
+        (True, False)
+        >>> batch_fits(ok, ProbeSample(8, "val", ok=False, peak_bytes=None), 100)
+        False
+    """
+    return (train is not None and val is not None and train.ok and val.ok
+            and train.peak_bytes <= budget_bytes and val.peak_bytes <= budget_bytes)
+
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemoryCurve:
+    """Peak memory against batch size: fixed + per_image * b + quadratic * b**2.
+
+    Attributes:
+        fixed_bytes: intercept: model, optimizer state, EMA, context.
+        per_image_bytes: slope: activations, gradients of activations, loss buffers per image.
+        quadratic_bytes: curvature term; 0 for a straight line.
+        residual_bytes: standard deviation of the residuals (0 when the points fit exactly).
+        noise_floor_bytes: the smallest uncertainty assumed for any prediction.
+        points: samples the curve was fitted to.
+        batch_min: smallest fitted batch size.
+        batch_max: largest fitted batch size (predictions above it extrapolate).
+        mean_batch: mean fitted batch size (for the prediction interval).
+        sxx: sum of squared deviations of the fitted batch sizes (for the prediction interval).
+    """
+
+    fixed_bytes: float
+    per_image_bytes: float
+    quadratic_bytes: float
+    residual_bytes: float
+    noise_floor_bytes: float
+    points: int
+    batch_min: int
+    batch_max: int
+    mean_batch: float
+    sxx: float
+
+    @property
+    def kind(self) -> str:
+        return "quadratic" if self.quadratic_bytes else "linear"
+
+    def predict(self, batch_size: float) -> float:
+        """Predicted peak bytes at `batch_size`."""
+        return self.fixed_bytes + self.per_image_bytes * batch_size + self.quadratic_bytes * batch_size**2
+
+    def uncertainty(self, batch_size: float) -> float:
+        """One standard deviation of the prediction at `batch_size`, never below the noise floor."""
+        spread = 1.0 / max(self.points, 1)
+        if self.sxx > 0:
+            spread += (batch_size - self.mean_batch) ** 2 / self.sxx
+        return max(self.residual_bytes * math.sqrt(1.0 + spread), self.noise_floor_bytes)
+
+    def extrapolates(self, batch_size: float) -> bool:
+        return batch_size > self.batch_max or batch_size < self.batch_min
+
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """The batch size to train with, and everything it was decided from.
+
+    Attributes:
+        batch_size: the batch to train with: the largest verified batch, or a smaller one where
+            throughput has already saturated (within 3% of the best measured).
+        max_batch_size: the largest batch verified to fit the budget (training and validation).
+        val_batch_size: the validation batch Ultralytics will use (2 x batch_size).
+        val_max_batch_size: the largest validation batch the validation curve allows.
+        accumulate: gradient accumulation Ultralytics applies at this batch (nominal batch 64).
+        nominal_batch_size: Ultralytics' nbs.
+        budget_bytes: memory the plan may use: memory_fraction x usable device memory.
+        memory_fraction: the fraction of usable memory aimed at.
+        device: 'cuda:0', 'cpu', or a target name for predictions.
+        device_name: the GPU model, CPU model or target.
+        total_bytes: device memory in total (None for a CPU budget).
+        usable_bytes: memory this process can have: total minus other processes' use, or the budget given.
+        context_bytes: memory the CUDA context takes outside torch's allocator (0 on CPU).
+        predicted_bytes: training peak predicted at batch_size.
+        predicted_uncertainty_bytes: one standard deviation of that prediction.
+        measured_bytes: training peak measured at batch_size (None when predicted, not measured).
+        val_predicted_bytes: validation peak predicted at val_batch_size.
+        val_measured_bytes: validation peak measured at val_batch_size.
+        img_per_s: training throughput measured at batch_size.
+        best_img_per_s: the best throughput measured.
+        samples: every probe, in the order run.
+        curve: the fitted training curve.
+        val_curve: the fitted validation curve (batch = validation batch).
+        workload: what one step contained (model, task, imgsz, labels per image, AMP, optimizer, ...).
+        reason: why this batch, in one sentence.
+        warnings: things to know (noisy readings, extrapolation, clamps).
+        measured: True when the answer was verified with real steps on the device.
+        planning_s: seconds spent planning.
+        save_dir: the run folder the plan was written to (absent from JSON when not saved).
+    """
+
+    JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("save_dir",)
+
+    batch_size: int
+    max_batch_size: int
+    val_batch_size: int
+    val_max_batch_size: int | None
+    accumulate: int
+    nominal_batch_size: int
+    budget_bytes: int
+    memory_fraction: float
+    device: str
+    device_name: str
+    total_bytes: int | None
+    usable_bytes: int
+    context_bytes: int
+    predicted_bytes: int
+    predicted_uncertainty_bytes: int
+    measured_bytes: int | None
+    val_predicted_bytes: int | None
+    val_measured_bytes: int | None
+    img_per_s: float | None
+    best_img_per_s: float | None
+    samples: tuple[ProbeSample, ...]
+    curve: MemoryCurve
+    val_curve: MemoryCurve | None
+    workload: WorkloadSummary
+    reason: str
+    warnings: tuple[str, ...]
+    measured: bool
+    planning_s: float
+    save_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    def sample(self, batch_size: int, phase: str) -> ProbeSample | None:
+        """The probe of `phase` ('train' or 'val') at `batch_size`, if one ran."""
+        return next((s for s in self.samples if s.batch_size == batch_size and s.phase == phase), None)
+
+    def fits(self, batch_size: int) -> bool:
+        """Whether the probes at `batch_size` (training, and validation at twice it) fit the budget."""
+        return batch_fits(self.sample(batch_size, "train"), self.sample(2 * batch_size, "val"), self.budget_bytes)
+
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemorySurface:
+    """Peak memory over batch and image size: (fixed + fixed_per_pixel s^2) + b (per_image + per_image_per_pixel s^2).
+
+    s is the image side in pixels. The fixed part (model, optimizer, EMA, context) barely depends on
+    s; what each image adds (activations, their gradients, the loss's anchors) scales with its pixels.
+
+    Attributes:
+        fixed_bytes, fixed_per_pixel_bytes, per_image_bytes, per_image_per_pixel_bytes: the coefficients.
+        residual_bytes: standard deviation of the residuals of the fit.
+        points: readings fitted.
+        imgsz_min, imgsz_max, batch_min, batch_max: the fitted range (outside it, predictions extrapolate).
+    """
+
+    fixed_bytes: float
+    fixed_per_pixel_bytes: float
+    per_image_bytes: float
+    per_image_per_pixel_bytes: float
+    residual_bytes: float
+    points: int
+    imgsz_min: int
+    imgsz_max: int
+    batch_min: int
+    batch_max: int
+
+    def fixed(self, imgsz: float) -> float:
+        return self.fixed_bytes + self.fixed_per_pixel_bytes * imgsz**2
+
+    def per_image(self, imgsz: float) -> float:
+        """Bytes each image in the batch adds at this size."""
+        return self.per_image_bytes + self.per_image_per_pixel_bytes * imgsz**2
+
+    def predict(self, batch_size: float, imgsz: float) -> float:
+        return self.fixed(imgsz) + batch_size * self.per_image(imgsz)
+
+    def extrapolates(self, batch_size: float, imgsz: float) -> bool:
+        return not (self.imgsz_min <= imgsz <= self.imgsz_max and self.batch_min <= batch_size <= self.batch_max)
+
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkloadSummary:
+    """What one probed training step contained: the model, the data it saw and how it was optimised.
+
+    Attributes:
+        model, task, nc: the model file, 'detect' or 'segment', and the number of classes.
+        imgsz: the training size asked for; max_imgsz: the largest size a step runs at (multi-scale).
+        multi_scale: Ultralytics' multi_scale fraction.
+        labels_per_image, val_labels_per_image: label density of a training and a validation image.
+        amp, amp_dtype: mixed precision, and its dtype ('float16', 'bfloat16') when on.
+        optimizer: the optimizer Ultralytics' optimizer=auto picks (or the one given).
+        ema: whether the step updates an EMA copy (always, as Ultralytics' trainer does).
+        dataset_images: training images (sets optimizer=auto's choice and the batch clamp).
+        device, data, target: where the step ran, the data.yaml, and the target predicted for.
+    """
+
+    JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("max_imgsz", "device", "data", "target")
+
+    model: str
+    task: str
+    nc: int
+    imgsz: int
+    multi_scale: float
+    labels_per_image: int
+    val_labels_per_image: int
+    amp: bool
+    amp_dtype: str | None
+    optimizer: str
+    ema: bool
+    dataset_images: int
+    max_imgsz: int | None = None
+    device: str | None = None
+    data: str | None = None
+    target: str | None = None
