@@ -477,8 +477,8 @@ STATE = textwrap.dedent(
     import visionbatch
     calls = {
         "train": lambda: visionbatch.train(data, epochs=1, imgsz=64, batch=4, plots=False),
-        "fit": lambda: visionbatch.fit_batch(data, imgsz=64, memory_budget="256MiB"),
-        "sweep": lambda: visionbatch.sweep_resolution(data, sizes=[64, 128], memory_budget="256MiB"),
+        "fit": lambda: visionbatch.fit_batch(data, imgsz=64, memory_budget="128MiB"),
+        "sweep": lambda: visionbatch.sweep_resolution(data, sizes=[64, 96], memory_budget="256MiB"),
         "augcost": lambda: visionbatch.profile_augmentation(data, imgsz=64, batch=2, images=4, seconds=0.2,
                                                             loader_workers=[0], loader_cache=[False],
                                                             step_img_per_s=100, progress=None),

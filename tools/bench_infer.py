@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / "datasets" / "shapes" / "data.yaml")
     parser.add_argument("--no-benchmark", action="store_true", help="skip Ultralytics' benchmark() runs")
     parser.add_argument("--out", type=Path, help="also write the Markdown here")
+    parser.add_argument("--infer-args", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more visionbatch infer keys, e.g. max_batch=4 seconds=0.25 (a quick run)")
     args = parser.parse_args(argv)
 
     import torch
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             model = MODELS[task]
             for label, extra, half in configurations(cuda):
                 plan, wall = visionbatch_infer(model, [f"imgsz={args.imgsz}", f"latency_ms={args.latency_ms:g}",
-                                                       f"name={task}-{label.replace(' ', '-')}", *extra], work)
+                                                       f"name={task}-{label.replace(' ', '-')}", *extra,
+                                                       *args.infer_args], work)
                 sections.append(f"### {task}: {model} at {args.imgsz} px, {label} ({plan['provider']}, "
                                 f"{plan['cpu_threads'] or '-'} CPU threads), latency_ms={args.latency_ms:g}\n\n"
                                 f"{sweep_table(plan)}\n\nchosen: {plan['reason']}  \nsweep stopped: "
