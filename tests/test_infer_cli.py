@@ -23,7 +23,6 @@ BAD = [
     ("batch-text", ["batch_sizes=big"], "batch_sizes=big is not a whole number"),
     ("batch-old-spelling", ["batch=1,2"], "batch=1,2 is now batch_sizes=1,2 in visionbatch infer"),
     ("fraction", ["memory_fraction=1.5"], "memory_fraction=1.5 is out of range"),
-    ("two-budgets", ["memory_budget=2GiB", "memory_fraction=0.5"], "give one"),
     ("budget-units", ["memory_budget=2parsecs"], "memory_budget=2parsecs is not a memory size"),
     ("unknown-target", ["target=orin-nano-16gb"], "(did you mean 'orin-nano-8gb'?): use one of gtx1050,"),
     ("unknown-backend", ["backend=openvino"], "backend=openvino is not a backend"),

@@ -332,3 +332,33 @@ def test_readme_lists_every_key_and_every_changed_one() -> None:
     changed = readme[readme.index("### Changed keys"):]
     for old in OLD_SPELLINGS:
         assert re.search(rf"(?<!\w){old.old}=", changed) and re.search(rf"(?<!\w){old.new}=", changed), old
+
+
+def test_memory_budget_stands_in_for_the_device_and_the_fraction_applies_to_it(machine: None) -> None:
+    """As in fit (memory_fraction x the budget), infer aims at a share of memory_budget=, 0.9 by default."""
+    from visionbatch.infer.budget import memory_budget_for
+
+    assert memory_budget_for(_infer_options(memory_budget="1GiB"), None) == (
+        int(0.9 * GIB), "90% of memory_budget=1.00GiB")
+    assert memory_budget_for(_infer_options(memory_budget="1GiB", memory_fraction=0.5), None) == (
+        GIB // 2, "50% of memory_budget=1.00GiB")
+
+
+def test_batch_keeps_its_meaning_from_python_too(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit_batch and sweep_resolution read batch= as the CLI does, before any data is read; nothing is dropped."""
+    from visionbatch.fit import api
+    from visionbatch.fit.api import fit_batch
+    from visionbatch.fit.sweep import sweep_resolution
+
+    monkeypatch.setattr(api, "fit_job", lambda job, options: options)  # stop at the checked options
+    assert fit_batch(DATA, batch=0.5, memory_budget="1GiB").memory_fraction == 0.5
+    assert fit_batch(DATA, batch=-1, memory_budget="1GiB").memory_fraction == 0.6  # Ultralytics' AutoBatch aim
+    monkeypatch.undo()
+
+    with pytest.raises(ConfigError, match=r"^batch=16: fit finds the batch; give memory_fraction="):
+        fit_batch(DATA, batch=16)
+    with pytest.raises(ConfigError, match=r"^memory_fraction=1.5 is out of range"):
+        fit_batch(DATA, memory_fraction=1.5)
+    with pytest.raises(ConfigError, match=r"^batch=0 is impossible"):
+        sweep_resolution(DATA, batch=0, sizes=[64, 128], target="t4")
+    assert not (workdir / "runs").exists()

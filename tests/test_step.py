@@ -174,3 +174,10 @@ def test_a_target_sets_amp_by_value_not_by_name(monkeypatch: pytest.MonkeyPatch,
     [(device_name, spec)] = made
     assert device_name == find_target(target).name  # the GPU's own name, no suffix to trip a rule
     assert (spec.amp, spec.amp_dtype) == expected
+
+
+@pytest.mark.parametrize("fraction, images", [(1.0, 160), (0.5, 80), (40, 40), (500, 160), ([0.25, 1.0], 40)])
+def test_the_step_counts_the_images_ultralytics_trains_on(fraction: object, images: int) -> None:
+    """fraction= as Ultralytics reads it (dataset.train_count): a ratio, a count capped at the set, or per split."""
+    spec = make_spec("yolo11n.yaml", "detect", {0: "a"}, 160, 3, 3, {"fraction": fraction}, "cpu")
+    assert spec.dataset_images == images

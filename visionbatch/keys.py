@@ -90,8 +90,9 @@ KEYS: tuple[Key, ...] = (
                  "several sizes go in sizes=", (*_TRAINING, "infer"), ultralytics=True),
     Key("sizes", "image sizes to compare, e.g. sizes=320,640,1280; imgsz is always one of them (default: sweep "
                  "320,640,1024,1280; augcost imgsz and its neighbours at 0.5x and 2x)", ("sweep", "augcost")),
-    Key("memory_fraction", "share of the memory this process may use (the device's or target's, less what other "
-                           "processes and a Jetson's OS hold), 0 < f <= 1 (default 0.9; infer: only with target=)",
+    Key("memory_fraction", "share of the memory to aim at: of memory_budget= when given, else of what this process "
+                           "may use (the device's or target's, less what other processes and a Jetson's OS hold), "
+                           "0 < f <= 1 (default 0.9; infer: only with target= or memory_budget=)",
         ("fit", "sweep", "infer"), check=check_fraction),
     Key("memory_budget", "the memory to fit into instead of the device's: a size (4GiB, 512MiB) or bytes (a CPU fit "
                          "needs one)", ("train", "fit", "sweep", "infer"), check=_size("memory_budget")),
@@ -140,7 +141,6 @@ KEYS: tuple[Key, ...] = (
     Key("name", "run folder name under runs/infer/", ("infer",)),
     Key("project", "parent folder of the run folder", ("infer",)),
 )
-BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 
 
 @dataclass(frozen=True, slots=True)

@@ -345,13 +345,15 @@ class _Run:
             return given_step(given, model, self.batch_size), ""
         if not self.kept or self.collate is None:
             return None, "no training batch was profiled, so the step was not timed"
-        import torch
+        from visionbatch.devices.oom import is_oom
 
         try:
             step = measure_step(job, self.kept, self.collate, device, self.batch_size,
                                 channels=int(self.data.get("channels", 3)))
-        except torch.cuda.OutOfMemoryError:
-            return None, (f"the training step ran out of GPU memory at batch {self.batch_size}: pass a smaller "
+        except Exception as exc:  # the one OOM rule: a cuBLAS/cuDNN allocation failure is out of memory too
+            if not is_oom(exc):
+                raise
+            return None, (f"the training step ran out of memory at batch {self.batch_size}: pass a smaller "
                           f"batch, or step_img_per_s= from a run that fits")
         self.say(f"augcost: step {model} batch {step.measured_batch_size} on {step.device}: "
                  f"{step.images_per_s:.1f} img/s")

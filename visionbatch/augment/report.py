@@ -13,7 +13,6 @@ LABELS = "labels"  # deepcopy of the label and segment resampling: get_image_and
 COLLATE = "collate"  # the DataLoader's collate_fn, per image of a batch
 OTHER = "other"  # __getitem__ itself and the chain's loops: whatever no timer above covers
 
-PHASES = ("mosaic", "close_mosaic", "val")
 
 
 @dataclass(frozen=True, slots=True)

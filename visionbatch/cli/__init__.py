@@ -27,6 +27,9 @@ from visionbatch import __version__
 from visionbatch.console import err, logs_to
 from visionbatch.errors import StorageError, VisionbatchError
 from visionbatch.files import is_disk_error, storage_error
+from visionbatch.keys import (
+    COMMANDS,  # modules of this package, in the order `visionbatch --help` lists them
+)
 from visionbatch.results import to_jsonable
 
 # 74 is sysexits' EX_IOERR: apart from 1, which an unexpected error (a bug, with its traceback) exits with
@@ -69,7 +72,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-COMMANDS = ("train", "fit", "sweep", "augcost", "infer")  # modules of this package, in the order `visionbatch --help` lists them
 
 
 def command(name: str) -> ModuleType:

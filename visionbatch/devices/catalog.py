@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from visionbatch.devices.memory import Capacity
 from visionbatch.errors import ConfigError
-
-GIB = 1 << 30
+from visionbatch.units import GIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +120,21 @@ class Target:
     def budget_bytes(self) -> int:
         """Memory a training process can have before the fraction: total, less the OS on Jetson."""
         return self.total_bytes - self.os_reserved_bytes
+
+    def capacity(self, memory_budget_bytes: int | None = None, context_bytes: int = 0) -> Capacity:
+        """The memory this target offers a process, as every command sees it: `budget_bytes` usable
+        (or `memory_budget_bytes` when given), the rest held by others (a Jetson's OS).
+
+        Examples:
+            >>> find_target("gtx1050").capacity(memory_budget_bytes=3 << 30).used_by_others_bytes
+            1073741824
+            >>> find_target("orin-nano-8gb").capacity().usable_bytes / (1 << 30)
+            6.5
+        """
+        usable = self.budget_bytes if memory_budget_bytes is None else memory_budget_bytes
+        return Capacity(device=f"target:{self.key}", name=self.name, total_bytes=self.total_bytes,
+                        used_by_others_bytes=self.total_bytes - usable, context_bytes=context_bytes,
+                        usable_bytes=usable)
 
 
 def _gib(value: float) -> int:

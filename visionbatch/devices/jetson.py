@@ -16,8 +16,6 @@ from pathlib import Path
 
 from visionbatch.devices.catalog import JETSON_FAMILIES, JETSON_MODULES, JetsonModule
 
-GIB = 2**30
-
 
 def parse_meminfo(text: str) -> dict[str, int]:
     """/proc/meminfo as bytes per key.

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visionbatch.devices.memory import Capacity
 from visionbatch.errors import ConfigError
@@ -22,6 +22,13 @@ from visionbatch.fit.plan import BatchPlan, WorkloadSummary
 from visionbatch.fit.planner import MAX_PROBES, plan_batch
 from visionbatch.fit.probes.base import Probe
 from visionbatch.ultralytics.spec import NOMINAL_BATCH
+from visionbatch.values import DEFAULT_MEMORY_FRACTION
+
+if TYPE_CHECKING:  # types only: the modules load when a fit runs
+    from visionbatch.devices.catalog import Target
+    from visionbatch.fit.probes.trace import DeviceModel
+    from visionbatch.ultralytics.job import TrainingJob
+    from visionbatch.ultralytics.spec import WorkloadSpec
 
 # -- the public entry point -------------------------------------------------------------------------
 
@@ -103,7 +110,7 @@ def fit_batch(
     model: str | None = None,
     imgsz: int = 640,
     device: Any = None,
-    memory_fraction: float = 0.9,
+    memory_fraction: float = DEFAULT_MEMORY_FRACTION,
     memory_budget: str | int | None = None,
     target: str | None = None,
     labels_per_image: int | None = None,
@@ -146,6 +153,13 @@ def fit_batch(
         >>> fit_batch("datasets/shapes/data.yaml", model="yolo11s.yaml", imgsz=1024, target="gtx1050").measured  # doctest: +SKIP
         False
     """
+    if "batch" in train_args:  # batch= keeps its one meaning here too: a fit request sets the fraction
+        from visionbatch.values import parse_batch
+
+        request = parse_batch(train_args.pop("batch"))
+        if not request.fit:
+            raise ConfigError(f"{request.source}: fit finds the batch; give memory_fraction= (or batch=0.85) instead")
+        memory_fraction = request.memory_fraction
     options = FitOptions.check(device=device, memory_fraction=memory_fraction, memory_budget=memory_budget,
                                target=target, labels_per_image=labels_per_image, max_probes=max_probes, imgsz=imgsz)
     overrides = {**train_args, "imgsz": imgsz}
@@ -157,7 +171,8 @@ def fit_batch(
     from visionbatch.ultralytics.offline import offline
 
     with offline():
-        plan = fit_job(prepare(data, overrides, visionbatch_keys("fit"), command="fit"), options)  # name= and project= are checked with the dataset
+        job = prepare(data, overrides, visionbatch_keys("fit"), command="fit")  # name=, project= checked here
+        plan = fit_job(job, options)
     return save_plan(plan, train_args.get("name"), train_args.get("project")) if save else plan
 
 
@@ -198,15 +213,15 @@ class FitOptions:
     """
 
     device: Any = None
-    memory_fraction: float = 0.9
+    memory_fraction: float = DEFAULT_MEMORY_FRACTION
     memory_budget_bytes: int | None = None
-    target: Any = None
+    target: Target | None = None
     labels_per_image: int | None = None
     max_probes: int = MAX_PROBES
     memory_budget: Any = None
 
     @classmethod
-    def check(cls, *, device: Any = None, memory_fraction: Any = 0.9, memory_budget: Any = None, target: Any = None,
+    def check(cls, *, device: Any = None, memory_fraction: Any = DEFAULT_MEMORY_FRACTION, memory_budget: Any = None, target: Any = None,
               labels_per_image: Any = None, max_probes: Any = MAX_PROBES, imgsz: Any = None) -> FitOptions:
         """Check every option; a problem is a one-line ConfigError naming it.
 
@@ -254,7 +269,7 @@ def check_probe_imgsz(imgsz: Any) -> None:
                           f"imgsz={MIN_PROBE_IMGSZ} or more")
 
 
-def fit_job(job: Any, options: FitOptions) -> BatchPlan:
+def fit_job(job: TrainingJob, options: FitOptions) -> BatchPlan:
     """Fit the batch for a prepared training job (`ultralytics.job.prepare`): the dataset is read once.
 
     Args:
@@ -273,8 +288,8 @@ def fit_job(job: Any, options: FitOptions) -> BatchPlan:
         return _measured_plan(job, options)
 
 
-def workload_spec(job: Any, device_type: str, device_name: str, labels_per_image: int | None,
-                  amp: bool | None = None) -> Any:
+def workload_spec(job: TrainingJob, device_type: str, device_name: str, labels_per_image: int | None,
+                  amp: bool | None = None) -> WorkloadSpec:
     """The step the job trains on this device (`ultralytics.spec.job_spec`); `amp` overrides Ultralytics'
     AMP rule where the caller knows better (a target GPU's catalog entry)."""
     from visionbatch.ultralytics.spec import job_spec
@@ -282,7 +297,7 @@ def workload_spec(job: Any, device_type: str, device_name: str, labels_per_image
     return job_spec(job, device_type, device_name, labels_per_image, amp=amp)
 
 
-def _measured_plan(job: Any, options: FitOptions) -> BatchPlan:
+def _measured_plan(job: TrainingJob, options: FitOptions) -> BatchPlan:
     import torch
 
     from visionbatch.ultralytics.step import Workload
@@ -315,7 +330,7 @@ def _measured_plan(job: Any, options: FitOptions) -> BatchPlan:
             workload.close()
 
 
-def target_capacity(gpu: Any, memory_budget_bytes: int | None = None) -> tuple[Capacity, Any]:
+def target_capacity(gpu: Target, memory_budget_bytes: int | None = None) -> tuple[Capacity, DeviceModel]:
     """The memory a target GPU offers training, and the CUDA overheads (`DeviceModel`) to predict it with.
 
     Usable memory is the target's budget (its memory, less what the OS keeps on a Jetson), or
@@ -330,14 +345,10 @@ def target_capacity(gpu: Any, memory_budget_bytes: int | None = None) -> tuple[C
     from visionbatch.fit.probes.trace import DeviceModel
 
     device_model = DeviceModel.for_arch(gpu.name, gpu.arch)
-    usable = memory_budget_bytes if memory_budget_bytes is not None else gpu.budget_bytes
-    capacity = Capacity(device=f"target:{gpu.key}", name=gpu.name, total_bytes=gpu.total_bytes,
-                        used_by_others_bytes=gpu.total_bytes - usable, context_bytes=device_model.context_bytes,
-                        usable_bytes=usable)
-    return capacity, device_model
+    return gpu.capacity(memory_budget_bytes, context_bytes=device_model.context_bytes), device_model
 
 
-def _predicted_plan(job: Any, options: FitOptions) -> BatchPlan:
+def _predicted_plan(job: TrainingJob, options: FitOptions) -> BatchPlan:
     from visionbatch.fit.probes.trace import TraceEstimator, TraceProbe, TraceRunner
     from visionbatch.ultralytics.spec import trainer_amp
 

@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from fractions import Fraction
 
+from visionbatch.checks import STRIDE
 from visionbatch.fit.plan import MemoryCurve, MemorySurface
 
 CURVATURE_SHARE = 0.01  # curvature must add this share of the peak at the largest batch to count
@@ -244,7 +245,7 @@ def surface_max_batch(surface: MemorySurface, imgsz: int, budget_bytes: float, c
     return cap if each <= 0 else min(cap, int(room // each))
 
 
-def surface_max_imgsz(surface: MemorySurface, batch_size: int, budget_bytes: float, stride: int = 32,
+def surface_max_imgsz(surface: MemorySurface, batch_size: int, budget_bytes: float, stride: int = STRIDE,
                       cap: int = 8192) -> int:
     """The largest image size (a multiple of `stride`) at which `batch_size` fits the budget (0 if none).
 

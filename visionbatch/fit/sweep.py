@@ -29,6 +29,7 @@ from visionbatch.fit.curve import (
 )
 from visionbatch.fit.plan import MemorySurface, ProbeSample, WorkloadSummary
 from visionbatch.results import to_jsonable
+from visionbatch.values import DEFAULT_MEMORY_FRACTION
 
 DEFAULT_SIZES = (320, 640, 1024, 1280)
 
@@ -138,7 +139,7 @@ def sweep_resolution(
     device: Any = None,
     target: str | None = None,
     memory_budget: Any = None,
-    memory_fraction: float = 0.9,
+    memory_fraction: float = DEFAULT_MEMORY_FRACTION,
     batch_size: int | None = None,
     labels_per_image: int | None = None,
     save: bool = False,
@@ -190,6 +191,14 @@ def sweep_resolution(
     from visionbatch.units import parse_bytes
 
     started = time.perf_counter()
+    if "batch" in train_args:  # the training batch: a size asks for the largest imgsz, a fit request sets the fraction
+        from visionbatch.values import parse_batch
+
+        request = parse_batch(train_args.pop("batch"))
+        if request.fit:
+            memory_fraction = request.memory_fraction
+        else:
+            batch_size = request.batch_size
     sizes = _sizes(sizes, imgsz)
     fraction = check_fraction(memory_fraction)
     if batch_size is not None:
@@ -198,12 +207,12 @@ def sweep_resolution(
     budget = parse_bytes(memory_budget) if memory_budget is not None else None  # refused before the dataset is read
     if target is not None:
         find_target(target)  # an unknown target or an impossible size, likewise
-    overrides = {k: v for k, v in train_args.items() if k != "batch"}
+    overrides = dict(train_args)
     overrides["imgsz"] = sizes[0]
     if model is not None:
         overrides["model"] = model
     with offline():
-        job = prepare(data, overrides, visionbatch_keys("sweep"), command="sweep")  # name= and project= are checked with the dataset
+        job = prepare(data, overrides, visionbatch_keys("sweep"), command="sweep")  # name=, project= checked here
         with trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
             if target is not None:
                 from visionbatch.fit.probes.trace import TraceEstimator

@@ -5,8 +5,6 @@ settings. `tune_inference()` is the entry point; `choice` and `sweep` hold the p
 Importing this package imports no ML framework; runners load theirs when made.
 """
 
-from visionbatch.devices.catalog import JetsonModule
-from visionbatch.devices.jetson import JetsonInfo
 from visionbatch.infer.plan import (
     BatchMeasurement,
     BatchVerdict,
@@ -16,8 +14,8 @@ from visionbatch.infer.plan import (
     StreamLoad,
 )
 
-__all__ = ["BatchMeasurement", "BatchVerdict", "Choice", "Constraints", "InferencePlan", "JetsonInfo",
-           "JetsonModule", "StreamLoad", "tune_inference"]
+__all__ = ["BatchMeasurement", "BatchVerdict", "Choice", "Constraints", "InferencePlan", "StreamLoad",
+           "tune_inference"]
 
 
 def __getattr__(name: str):

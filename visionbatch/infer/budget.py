@@ -18,8 +18,9 @@ from visionbatch.values import DEFAULT_MEMORY_FRACTION
 def memory_budget_for(opts: InferenceOptions, jetson: JetsonInfo | None) -> tuple[int | None, str]:
     """The memory budget the plan must fit, and where it comes from in words.
 
-    `memory_budget=` as given; else `memory_fraction` (default 0.9 with `target=`) of the memory
-    this process may use (`usable_memory`), as in `fit`; else no budget.
+    As in `fit`: `memory_fraction` (default 0.9) of `memory_budget=` when one is given, which
+    stands in for the device's memory; else `memory_fraction` (default 0.9 with `target=`) of the
+    memory this process may use (`usable_memory`); else no budget.
 
     Examples:
         >>> from visionbatch.infer.options import check_options
@@ -28,7 +29,9 @@ def memory_budget_for(opts: InferenceOptions, jetson: JetsonInfo | None) -> tupl
         (16106127360, "50% of Jetson AGX Orin 32GB's 30.0 GiB usable (32.0 GiB less 2.00 GiB the OS keeps)")
     """
     if opts.memory_budget_bytes is not None:
-        return opts.memory_budget_bytes, f"memory_budget={human_bytes(opts.memory_budget_bytes).replace(' ', '')}"
+        share = opts.memory_fraction if opts.memory_fraction is not None else DEFAULT_MEMORY_FRACTION
+        given = f"memory_budget={human_bytes(opts.memory_budget_bytes).replace(' ', '')}"
+        return int(share * opts.memory_budget_bytes), f"{share:.0%} of {given}"
     if opts.memory_fraction is None and opts.target is None:
         return None, ""
     share = opts.memory_fraction if opts.memory_fraction is not None else DEFAULT_MEMORY_FRACTION

@@ -132,8 +132,6 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
     memory_budget_bytes = None if memory_budget is None else parse_bytes(memory_budget, "memory_budget")
     if memory_fraction is not None:
         memory_fraction = check_fraction(memory_fraction)
-        if memory_budget_bytes is not None:
-            raise ConfigError("memory_budget= and memory_fraction= both set a memory budget: give one")
     if (streams is None) != (fps is None):
         given = f"streams={streams}" if streams is not None else f"fps={fps}"
         raise ConfigError(f"{given} needs its partner: a stream load is streams=N fps=F, e.g. streams=4 fps=25")
@@ -167,9 +165,7 @@ def _target(target: Any) -> tuple[JetsonModule | Target | None, Capacity | None]
         return None, None
     found = find_target(str(target))
     planned = find_module(found.key) if found.unified else found
-    memory = Capacity(device=f"target:{found.key}", name=planned.name, total_bytes=found.total_bytes,
-                      used_by_others_bytes=found.os_reserved_bytes, context_bytes=0, usable_bytes=found.budget_bytes)
-    return planned, memory
+    return planned, dataclasses.replace(found.capacity(), name=planned.name)
 
 
 def _backend(backend: str | None, kind: str, model: str) -> str:

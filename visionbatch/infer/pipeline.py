@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from visionbatch.checks import STRIDE
+
 SAMPLE_IMAGES = ("bus.jpg", "zidane.jpg")
 CONF, IOU, MAX_DET = 0.25, 0.7, 300  # Ultralytics' predict defaults
 
@@ -46,7 +48,7 @@ def load_frames() -> list[np.ndarray]:
 class EndToEnd:
     """Letterbox + model + NMS (+ masks) for a batch, each stage timed."""
 
-    def __init__(self, runner: Any, imgsz: int, task: str, num_classes: int, stride: int = 32,
+    def __init__(self, runner: Any, imgsz: int, task: str, num_classes: int, stride: int = STRIDE,
                  frames: list[np.ndarray] | None = None) -> None:
         from visionbatch.ultralytics.offline import offline
 

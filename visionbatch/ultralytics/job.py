@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionbatch.checks import STRIDE
 from visionbatch.dataset import DatasetSummary, load_dataset
 from visionbatch.errors import ConfigError, DatasetError
 from visionbatch.keys import visionbatch_keys
@@ -224,7 +225,7 @@ def _check_last_batch(batch_size: int, args: Mapping[str, Any], dataset: Dataset
     size where the deepest feature map is 1x1 (BatchNorm cannot train one value per channel)."""
     from visionbatch.dataset import train_count
 
-    stride = 32
+    stride = STRIDE
     imgsz = int(args.get("imgsz", 640))
     smallest = max(stride, int(imgsz * (1 - float(args.get("multi_scale", 0.0) or 0.0)))) // stride * stride
     images = train_count(dataset.train.images, args.get("fraction", 1.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -9,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from visionbatch.errors import ConfigError
-from visionbatch.ultralytics.offline import offline, trusted_checkpoints
+from visionbatch.ultralytics.offline import (
+    offline,
+    quiet_ultralytics,
+    trusted_checkpoints,
+)
 
 
 def model_task(model: str, trust: bool = False) -> str:
@@ -40,13 +45,10 @@ def _build_once(model: str, definition: dict, task: str) -> None:
     """Build a user's model YAML on the CPU now, so a problem in it is one line before any work starts."""
     import torch
     from ultralytics.nn.tasks import DetectionModel, SegmentationModel
-    from ultralytics.utils import LOGGER
 
     kind = SegmentationModel if task == "segment" else DetectionModel
-    level = LOGGER.level
-    LOGGER.setLevel("ERROR")
     try:
-        with torch.random.fork_rng(devices=[]):
+        with quiet_ultralytics(logging.ERROR), torch.random.fork_rng(devices=[]):
             kind(definition, verbose=False)
     except ConfigError as exc:  # a download it would need
         raise ConfigError(f"model={model} cannot be built: {exc}") from None
@@ -57,8 +59,6 @@ def _build_once(model: str, definition: dict, task: str) -> None:
                 "lifts that, only for files you trust)")
         raise ConfigError(f"model={model} cannot be built ({exc.__class__.__name__}: {text}){hint}: fix the "
                           f"model YAML, or start from one of Ultralytics' (model=yolo11n.yaml)") from None
-    finally:
-        LOGGER.setLevel(level)
 
 
 
@@ -113,23 +113,19 @@ def load_checkpoint_safely(path: str | os.PathLike, trust: bool = False, key: st
                           f"saved by Ultralytics training (weights/best.pt), or a model YAML")
     with offline(), trusted_checkpoints(trust):
         from ultralytics.nn.tasks import _SafeLoad, guess_model_task, torch_safe_load
-        from ultralytics.utils import LOGGER
 
         if not trust and not _SafeLoad.SUPPORTED:
             raise ConfigError(f"{name}: this torch ({torch.__version__}) has no restricted checkpoint loading "
                               f"(torch 2.6 or newer does): upgrade torch, or pass trust_checkpoint=True for a file "
                               f"you trust")
 
-        level = LOGGER.level
-        LOGGER.setLevel("ERROR")  # its "improperly saved" warnings become our one line
         try:
-            checkpoint, _ = torch_safe_load(str(path), safe_only=not trust)
+            with quiet_ultralytics(logging.ERROR):  # its "improperly saved" warnings become our one line
+                checkpoint, _ = torch_safe_load(str(path), safe_only=not trust)
         except ConfigError as exc:  # a download it would need (a TorchVision layer's pretrained weights)
             raise ConfigError(f"{name} cannot be loaded: {exc}") from None
         except Exception as exc:  # any failure to load a user's file is that file's problem: one line
             raise ConfigError(_checkpoint_problem(name, exc, trust)) from None
-        finally:
-            LOGGER.setLevel(level)
         model = checkpoint.get("ema") or checkpoint.get("model") if isinstance(checkpoint, dict) else None
         if not isinstance(model, torch.nn.Module):
             raise ConfigError(f"{name} holds no model (a state dict or other data?): pass a checkpoint saved by "

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from visionbatch.dataset import train_count
 from visionbatch.ultralytics.offline import amp_supported
 
 if TYPE_CHECKING:
@@ -152,9 +153,7 @@ def make_spec(
         >>> make_spec("yolo11n.yaml", "detect", names, 100, 3, 3, {"amp": "bf16"}, "cuda", amp=True).amp_dtype
         'bfloat16'
     """
-    fraction = args.get("fraction", 1.0)
-    images = train_images if not isinstance(fraction, (int, float)) or fraction == 1.0 else (
-        int(fraction) if isinstance(fraction, int) and fraction > 1 else max(1, round(train_images * fraction)))
+    images = train_count(train_images, args.get("fraction", 1.0))  # the images Ultralytics trains on
     amp_arg = args.get("amp", True)
     if amp is None:
         amp = device_type == "cuda" and trainer_amp(args, amp_supported(device_name))

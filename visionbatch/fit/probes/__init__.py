@@ -3,8 +3,3 @@
 All probes share `Probe.measure()`: run a step, read the peak, and turn an out-of-memory error
 (and only that, as `visionbatch.devices.oom.is_oom` decides) into a failed sample. See `base.py`.
 """
-
-from visionbatch.devices.memory import Capacity
-from visionbatch.fit.probes.base import Probe
-
-__all__ = ["Capacity", "Probe"]

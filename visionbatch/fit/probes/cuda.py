@@ -7,8 +7,7 @@ from typing import Any
 
 from visionbatch.devices.memory import Capacity
 from visionbatch.fit.probes.base import Probe
-
-MIB = 1 << 20
+from visionbatch.units import MIB
 
 
 class CudaProbe(Probe):

@@ -27,8 +27,7 @@ from typing import Any, Iterator, Sequence
 
 from visionbatch.devices.memory import Capacity
 from visionbatch.fit.probes.base import Probe
-
-MIB = 1 << 20
+from visionbatch.units import MIB
 
 
 @lru_cache(maxsize=1)
