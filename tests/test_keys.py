@@ -361,4 +361,6 @@ def test_batch_keeps_its_meaning_from_python_too(workdir: Path, monkeypatch: pyt
         fit_batch(DATA, memory_fraction=1.5)
     with pytest.raises(ConfigError, match=r"^batch=0 is impossible"):
         sweep_resolution(DATA, batch=0, sizes=[64, 128], target="t4")
+    with pytest.raises(ConfigError, match=r"^device=cpu with target=t4: a prediction runs on this CPU"):
+        sweep_resolution(DATA, sizes=[64, 128], target="t4", device="cpu")  # as fit refuses it
     assert not (workdir / "runs").exists()

@@ -171,14 +171,9 @@ def sweep_resolution(
         >>> [row.imgsz for row in sweep.rows], sweep.max_imgsz is not None  # doctest: +SKIP
         ([320, 640, 1024], True)
     """
-    from visionbatch.checks import (
-        MAX_BATCH_SIZE,
-        check_fraction,
-        check_labels_per_image,
-        whole_number,
-    )
-    from visionbatch.devices.catalog import find_target
+    from visionbatch.checks import MAX_BATCH_SIZE, whole_number
     from visionbatch.fit.api import (
+        FitOptions,
         resolve_device,
         target_capacity,
         trainer_globals,
@@ -188,7 +183,6 @@ def sweep_resolution(
     from visionbatch.ultralytics.job import prepare
     from visionbatch.ultralytics.offline import offline, trusted_checkpoints
     from visionbatch.ultralytics.spec import trainer_amp
-    from visionbatch.units import parse_bytes
 
     started = time.perf_counter()
     if "batch" in train_args:  # the training batch: a size asks for the largest imgsz, a fit request sets the fraction
@@ -200,13 +194,12 @@ def sweep_resolution(
         else:
             batch_size = request.batch_size
     sizes = _sizes(sizes, imgsz)
-    fraction = check_fraction(memory_fraction)
     if batch_size is not None:
         batch_size = whole_number(batch_size, "batch", example="batch=16", maximum=MAX_BATCH_SIZE)
-    labels_per_image = check_labels_per_image(labels_per_image)
-    budget = parse_bytes(memory_budget) if memory_budget is not None else None  # refused before the dataset is read
-    if target is not None:
-        find_target(target)  # an unknown target or an impossible size, likewise
+    # the same options, checked the same way as fit's, before the dataset is read
+    options = FitOptions.check(device=device, memory_fraction=memory_fraction, memory_budget=memory_budget,
+                               target=target, labels_per_image=labels_per_image)
+    fraction, labels_per_image, gpu = options.memory_fraction, options.labels_per_image, options.target
     overrides = dict(train_args)
     overrides["imgsz"] = sizes[0]
     if model is not None:
@@ -214,13 +207,12 @@ def sweep_resolution(
     with offline():
         job = prepare(data, overrides, visionbatch_keys("sweep"), command="sweep")  # name=, project= checked here
         with trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
-            if target is not None:
+            if gpu is not None:
                 from visionbatch.fit.probes.trace import TraceEstimator
 
-                gpu = find_target(target)
-                capacity, device_model = target_capacity(gpu, budget)
+                capacity, device_model = target_capacity(gpu, options.memory_budget_bytes)
                 spec = workload_spec(job, "cuda", gpu.name, labels_per_image, amp=trainer_amp(job.args, gpu.amp))
-                with trainer_globals(True, "cpu"):
+                with trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
                     base = TraceEstimator(spec, device_model)
                     probe = _TracePoints(base)
                     result = _sweep(probe, capacity, sizes, fraction, batch_size, spec, measured=False)
