@@ -125,7 +125,7 @@ def no_heavy_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def reached(*args: object, **kwargs: object) -> None:
         raise AssertionError("the value was accepted: the command went on to real work")
 
-    for target in ("visionbatch.train.run.run", "visionbatch.fit.api.workload_spec", "visionbatch.infer.tune._ready_model",
+    for target in ("visionbatch.train.run.run", "visionbatch.ultralytics.spec.job_spec", "visionbatch.infer.tune._ready_model",
                    "visionbatch.augment.profile.link_sample"):
         module, _, name = target.rpartition(".")  # the module itself: `visionbatch.train` is also a function's name
         monkeypatch.setattr(importlib.import_module(module), name, reached, raising=False)

@@ -13,13 +13,13 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def detect_spec(shapes_yaml_module):
-    from visionbatch.fit.api import workload_spec
     from visionbatch.ultralytics.job import prepare
     from visionbatch.ultralytics.offline import offline
+    from visionbatch.ultralytics.spec import job_spec
 
     with offline():
         job = prepare(shapes_yaml_module, {"imgsz": 64})
-        return workload_spec(job, "cpu", "", None)
+        return job_spec(job, "cpu", "", None)
 
 
 @pytest.fixture(scope="module")

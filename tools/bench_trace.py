@@ -34,11 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     args = parser.parse_args(argv)
 
-    from visionbatch.fit.api import trainer_globals, workload_spec
+    from visionbatch.fit.api import trainer_globals
     from visionbatch.fit.probes.cpu import CpuProbe
     from visionbatch.fit.probes.trace import DeviceModel, TraceEstimator
     from visionbatch.ultralytics.job import prepare
     from visionbatch.ultralytics.offline import offline
+    from visionbatch.ultralytics.spec import job_spec
     from visionbatch.ultralytics.step import Workload
 
     rows = []
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             for task in args.tasks:
                 for imgsz in args.imgsz:
                     job = prepare(args.data, {"model": MODELS[(name, task)], "task": task, "imgsz": imgsz})
-                    spec = workload_spec(job, "cpu", "", None)
+                    spec = job_spec(job, "cpu", "", None)
                     start = time.perf_counter()
                     estimator = TraceEstimator(spec, DeviceModel.cpu())
                     setup_s = time.perf_counter() - start

@@ -43,10 +43,11 @@ def grid_points(args: argparse.Namespace):
 
 
 def trace_point(job, spec_args: dict, task: str, batches: list[int], device_model) -> dict[int, dict]:
-    from visionbatch.fit.api import trainer_globals, workload_spec
+    from visionbatch.fit.api import trainer_globals
     from visionbatch.fit.probes.trace import TraceEstimator
+    from visionbatch.ultralytics.spec import job_spec
 
-    spec = workload_spec(job, "cuda" if device_model.cuda else "cpu", spec_args["gpu"], None)
+    spec = job_spec(job, "cuda" if device_model.cuda else "cpu", spec_args["gpu"], None)
     out = {}
     with trainer_globals(True, "cpu"):
         estimator = TraceEstimator(spec, device_model)
@@ -61,11 +62,12 @@ def measure_point(job, gpu: str, batches: list[int]) -> dict[int, dict]:
     import torch
 
     from visionbatch.devices.memory import cuda_capacity
-    from visionbatch.fit.api import trainer_globals, workload_spec
+    from visionbatch.fit.api import trainer_globals
     from visionbatch.fit.probes.cuda import CudaProbe
+    from visionbatch.ultralytics.spec import job_spec
     from visionbatch.ultralytics.step import Workload
 
-    spec = workload_spec(job, "cuda", gpu, None)
+    spec = job_spec(job, "cuda", gpu, None)
     probe = CudaProbe(0)
     out = {}
     with trainer_globals(True, "cuda"):

@@ -112,9 +112,7 @@ def cuda_available() -> bool:
 _STATUS = Path("/proc/self/status")
 
 
-
 _CLEAR_REFS = Path("/proc/self/clear_refs")
-
 
 
 def reset_peak_rss() -> bool:
@@ -126,30 +124,30 @@ def reset_peak_rss() -> bool:
         return False
 
 
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process since the last reset (or since start)."""
+def _status_bytes(field: str) -> int | None:
+    """A `kB` field of /proc/self/status ('VmHWM', 'VmRSS') in bytes, or None where there is none."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process since the last reset (or since start)."""
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
-
 def current_rss_bytes() -> int:
     """Resident memory of this process now."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return peak_rss_bytes()
-
+    now = _status_bytes("VmRSS")
+    return now if now is not None else peak_rss_bytes()
 
 
 def cuda_reset_peaks(device) -> None:
@@ -159,13 +157,11 @@ def cuda_reset_peaks(device) -> None:
     torch.cuda.reset_peak_memory_stats(device)
 
 
-
 def cuda_peaks(device) -> tuple[int, int]:
     """(peak allocated, peak reserved) bytes on `device` since the last reset."""
     import torch
 
     return torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
-
 
 
 def device_name(device) -> str:

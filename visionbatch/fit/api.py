@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # types only: the modules load when a fit runs
     from visionbatch.devices.catalog import Target
     from visionbatch.fit.probes.trace import DeviceModel
     from visionbatch.ultralytics.job import TrainingJob
-    from visionbatch.ultralytics.spec import WorkloadSpec
 
 # -- the public entry point -------------------------------------------------------------------------
 
@@ -288,18 +287,10 @@ def fit_job(job: TrainingJob, options: FitOptions) -> BatchPlan:
         return _measured_plan(job, options)
 
 
-def workload_spec(job: TrainingJob, device_type: str, device_name: str, labels_per_image: int | None,
-                  amp: bool | None = None) -> WorkloadSpec:
-    """The step the job trains on this device (`ultralytics.spec.job_spec`); `amp` overrides Ultralytics'
-    AMP rule where the caller knows better (a target GPU's catalog entry)."""
-    from visionbatch.ultralytics.spec import job_spec
-
-    return job_spec(job, device_type, device_name, labels_per_image, amp=amp)
-
-
 def _measured_plan(job: TrainingJob, options: FitOptions) -> BatchPlan:
     import torch
 
+    from visionbatch.ultralytics.spec import job_spec
     from visionbatch.ultralytics.step import Workload
 
     device_name, budget = resolve_device(options.device, options.memory_budget)
@@ -316,7 +307,7 @@ def _measured_plan(job: TrainingJob, options: FitOptions) -> BatchPlan:
 
         probe = CpuProbe(budget, name=describe(torch.device("cpu")))
         gpu = ""
-    spec = workload_spec(job, device_type, gpu, options.labels_per_image)
+    spec = job_spec(job, device_type, gpu, options.labels_per_image)
     with trainer_globals(bool(job.args.get("deterministic", True)), device_type):
         workload = Workload(spec, device_name)
         try:
@@ -350,11 +341,11 @@ def target_capacity(gpu: Target, memory_budget_bytes: int | None = None) -> tupl
 
 def _predicted_plan(job: TrainingJob, options: FitOptions) -> BatchPlan:
     from visionbatch.fit.probes.trace import TraceEstimator, TraceProbe, TraceRunner
-    from visionbatch.ultralytics.spec import trainer_amp
+    from visionbatch.ultralytics.spec import job_spec, trainer_amp
 
     gpu = options.target
     capacity, device_model = target_capacity(gpu, options.memory_budget_bytes)
-    spec = workload_spec(job, "cuda", gpu.name, options.labels_per_image, amp=trainer_amp(job.args, gpu.amp))
+    spec = job_spec(job, "cuda", gpu.name, options.labels_per_image, amp=trainer_amp(job.args, gpu.amp))
     with trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
         estimator = TraceEstimator(spec, device_model)
         probe = TraceProbe(estimator, capacity)

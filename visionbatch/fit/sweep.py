@@ -177,12 +177,11 @@ def sweep_resolution(
         resolve_device,
         target_capacity,
         trainer_globals,
-        workload_spec,
     )
     from visionbatch.keys import visionbatch_keys
     from visionbatch.ultralytics.job import prepare
     from visionbatch.ultralytics.offline import offline, trusted_checkpoints
-    from visionbatch.ultralytics.spec import trainer_amp
+    from visionbatch.ultralytics.spec import job_spec, trainer_amp
 
     started = time.perf_counter()
     if "batch" in train_args:  # the training batch: a size asks for the largest imgsz, a fit request sets the fraction
@@ -211,7 +210,7 @@ def sweep_resolution(
                 from visionbatch.fit.probes.trace import TraceEstimator
 
                 capacity, device_model = target_capacity(gpu, options.memory_budget_bytes)
-                spec = workload_spec(job, "cuda", gpu.name, labels_per_image, amp=trainer_amp(job.args, gpu.amp))
+                spec = job_spec(job, "cuda", gpu.name, labels_per_image, amp=trainer_amp(job.args, gpu.amp))
                 with trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
                     base = TraceEstimator(spec, device_model)
                     probe = _TracePoints(base)
@@ -222,7 +221,7 @@ def sweep_resolution(
                 probe = _MeasuredPoints(device_name, cpu_budget)
                 with trainer_globals(bool(job.args.get("deterministic", True)), device_type):
                     try:
-                        spec = workload_spec(job, device_type, probe.gpu_name, labels_per_image)
+                        spec = job_spec(job, device_type, probe.gpu_name, labels_per_image)
                         probe.start(spec)
                         result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True)
                     finally:

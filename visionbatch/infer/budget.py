@@ -28,13 +28,12 @@ def memory_budget_for(opts: InferenceOptions, jetson: JetsonInfo | None) -> tupl
         ...                                 memory_fraction=0.5), None)
         (16106127360, "50% of Jetson AGX Orin 32GB's 30.0 GiB usable (32.0 GiB less 2.00 GiB the OS keeps)")
     """
+    share = opts.memory_fraction if opts.memory_fraction is not None else DEFAULT_MEMORY_FRACTION
     if opts.memory_budget_bytes is not None:
-        share = opts.memory_fraction if opts.memory_fraction is not None else DEFAULT_MEMORY_FRACTION
         given = f"memory_budget={human_bytes(opts.memory_budget_bytes).replace(' ', '')}"
         return int(share * opts.memory_budget_bytes), f"{share:.0%} of {given}"
     if opts.memory_fraction is None and opts.target is None:
         return None, ""
-    share = opts.memory_fraction if opts.memory_fraction is not None else DEFAULT_MEMORY_FRACTION
     usable, held_by = usable_memory(opts, jetson)
     if usable is None:
         return None, ""
