@@ -79,16 +79,18 @@ def test_each_key_has_one_help_line_in_every_command(capsys) -> None:
 
 # One valid command-line value for every key a command takes, and the keyword arguments its function gets.
 CALLS = {
-    "train": (["batch=auto", "imgsz=64", "memory_budget=1GiB", "trust_checkpoint=True", "augcost=True"],
-              {"batch": "auto", "imgsz": 64, "memory_budget": "1GiB", "trust_checkpoint": True, "augcost": True}),
+    "train": (["batch=auto", "imgsz=64", "memory_budget=1GiB", "trust_checkpoint=True", "augcost=True",
+               "labels_per_image=4", "oom_risk=0.01"],
+              {"batch": "auto", "imgsz": 64, "memory_budget": "1GiB", "trust_checkpoint": True, "augcost": True,
+               "labels_per_image": 4, "oom_risk": 0.01}),
     "fit": (["batch=0.85", "imgsz=64", "memory_fraction=0.5", "memory_budget=1GiB", "target=t4",
-             "trust_checkpoint=True", "labels_per_image=4", "max_probes=3"],
+             "trust_checkpoint=True", "labels_per_image=4", "max_probes=3", "oom_risk=0.01"],
             {"imgsz": 64, "memory_fraction": 0.5, "memory_budget": "1GiB", "target": "t4", "trust_checkpoint": True,
-             "labels_per_image": 4, "max_probes": 3, "save": True}),
+             "labels_per_image": 4, "max_probes": 3, "oom_risk": 0.01, "save": True}),
     "sweep": (["batch=16", "imgsz=96", "sizes=64,128", "memory_fraction=0.5", "memory_budget=1GiB", "target=t4",
-               "trust_checkpoint=True", "labels_per_image=4"],
+               "trust_checkpoint=True", "labels_per_image=4", "oom_risk=0.01"],
               {"batch_size": 16, "imgsz": 96, "sizes": (64, 128), "memory_fraction": 0.5, "memory_budget": "1GiB",
-               "target": "t4", "trust_checkpoint": True, "labels_per_image": 4, "save": True}),
+               "target": "t4", "trust_checkpoint": True, "labels_per_image": 4, "oom_risk": 0.01, "save": True}),
     "augcost": (["batch=8", "imgsz=64", "sizes=64,128", "trust_checkpoint=True", "seconds=0.5", "pipeline=aug.yaml",
                  "images=8", "repeats=1", "loader_workers=0,2", "loader_cache=False,ram", "step_img_per_s=40",
                  "seed=3"],
@@ -353,10 +355,11 @@ def test_batch_keeps_its_meaning_from_python_too(workdir: Path, monkeypatch: pyt
     monkeypatch.setattr(api, "fit_job", lambda job, options: options)  # stop at the checked options
     assert fit_batch(DATA, batch=0.5, memory_budget="1GiB").memory_fraction == 0.5
     assert fit_batch(DATA, batch=-1, memory_budget="1GiB").memory_fraction == 0.6  # Ultralytics' AutoBatch aim
+    assert fit_batch(DATA, batch=16, memory_budget="1GiB").batch_size == 16  # a size asks whether it fits
     monkeypatch.undo()
 
-    with pytest.raises(ConfigError, match=r"^batch=16: fit finds the batch; give memory_fraction="):
-        fit_batch(DATA, batch=16)
+    with pytest.raises(ConfigError, match=r"^batch=16 and batch_size=8 disagree: give one of them"):
+        fit_batch(DATA, batch=16, batch_size=8)
     with pytest.raises(ConfigError, match=r"^memory_fraction=1.5 is out of range"):
         fit_batch(DATA, memory_fraction=1.5)
     with pytest.raises(ConfigError, match=r"^batch=0 is impossible"):

@@ -315,8 +315,8 @@ def test_training_makes_no_network_attempt(shim: Path, make_shapes, tmp_path: Pa
 
 
 @pytest.mark.parametrize("command, args, output", [
-    pytest.param("fit", ["memory_budget=256MiB", "imgsz=64", "labels_per_image=4"], "fit/fit/plan.json", id="fit"),
-    pytest.param("sweep", ["sizes=64,96", "memory_budget=256MiB", "labels_per_image=4"], "sweep/sweep/sweep.json",
+    pytest.param("fit", ["memory_budget=8GiB", "imgsz=64", "labels_per_image=4"], "fit/fit/plan.json", id="fit"),
+    pytest.param("sweep", ["sizes=64,96", "memory_budget=8GiB", "labels_per_image=4"], "sweep/sweep/sweep.json",
                  id="sweep"),
     pytest.param("augcost", ["imgsz=64", "sizes=64", "images=4", "loader_workers=0", "loader_cache=False",
                              "seconds=0.2", "step_img_per_s=40", "repeats=1"], "augcost/augcost/augcost.json",

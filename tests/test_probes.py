@@ -19,6 +19,7 @@ class FakeCuda:
 
     def __init__(self) -> None:
         self.reserved_now = 300 * MIB
+        self.fraction = 1.0  # torch.cuda.set_per_process_memory_fraction's, as read back
         self.peak_allocated = 0
         self.peak_reserved = 0
         self.calls: list[str] = []
@@ -37,6 +38,7 @@ class FakeCuda:
         monkeypatch.setattr(cuda, "get_device_name", lambda *a: "NVIDIA Fake 16GB")
         props = types.SimpleNamespace(uuid="1234abcd", total_memory=16 * GIB, name="NVIDIA Fake 16GB")
         monkeypatch.setattr(cuda, "get_device_properties", lambda *a: props)
+        monkeypatch.setattr(cuda, "get_per_process_memory_fraction", lambda *a: self.fraction)
 
 
 def fake_pynvml(monkeypatch: pytest.MonkeyPatch, process_bytes: int | None, used: int = 6 * GIB) -> list[str]:
@@ -74,6 +76,22 @@ def test_cuda_capacity_counts_the_context_with_nvml(monkeypatch) -> None:
     assert capacity == Capacity(device="cuda:0", name="NVIDIA Fake 16GB", total_bytes=16 * GIB,
                                 used_by_others_bytes=16 * GIB - (10 * GIB + 800 * MIB),
                                 context_bytes=800 * MIB - 300 * MIB, usable_bytes=10 * GIB + 800 * MIB)
+
+
+def test_cuda_capacity_is_the_card_a_memory_fraction_leaves(monkeypatch) -> None:
+    """An emulated 4 GiB card (tools/gpu_check.py): fraction x total for torch's allocator, plus the context."""
+    from visionbatch.devices.memory import cuda_capacity
+    from visionbatch.fit.probes.cuda import CudaProbe
+
+    fake = FakeCuda()
+    fake.fraction = 0.25 - 500 * MIB / (16 * GIB)  # 4 GiB less the 500 MiB context, of the 16 GiB board
+    fake.install(monkeypatch)
+    fake_pynvml(monkeypatch, process_bytes=800 * MIB)  # 300 MiB reserved: a 500 MiB context
+    capacity = cuda_capacity(0)
+    assert capacity.context_bytes == 500 * MIB
+    assert capacity.total_bytes == capacity.usable_bytes == 4 * GIB  # not the 10.8 GiB free on the board
+    assert capacity.used_by_others_bytes == 0 and "limited to 0.2195" in capacity.name
+    assert CudaProbe(0).capacity() == capacity  # what fit's probe budgets against
 
 
 def test_cuda_capacity_without_nvml_falls_back_to_torch(monkeypatch) -> None:

@@ -115,9 +115,9 @@ def test_fit_and_sweep_leave_the_dataset_as_it_was(small_shapes: Path, workdir: 
                                                    capsys: pytest.CaptureFixture) -> None:
     """(train and augcost are hashed in test_training.py, test_augment.py and above.)"""
     before = tree_digest(small_shapes.parent)
-    code, _, err = run_cli(capsys, "fit", str(small_shapes), "imgsz=64", "memory_budget=256MiB")
+    code, _, err = run_cli(capsys, "fit", str(small_shapes), "imgsz=64", "memory_budget=8GiB")
     assert code == 0, err[-3000:]
-    code, _, err = run_cli(capsys, "sweep", str(small_shapes), "sizes=64,128", "memory_budget=256MiB")
+    code, _, err = run_cli(capsys, "sweep", str(small_shapes), "sizes=64,128", "memory_budget=8GiB")
     assert code == 0, err[-3000:]
     assert tree_digest(small_shapes.parent) == before
 
@@ -477,8 +477,8 @@ STATE = textwrap.dedent(
     import visionbatch
     calls = {
         "train": lambda: visionbatch.train(data, epochs=1, imgsz=64, batch=4, plots=False),
-        "fit": lambda: visionbatch.fit_batch(data, imgsz=64, memory_budget="128MiB"),
-        "sweep": lambda: visionbatch.sweep_resolution(data, sizes=[64, 96], memory_budget="256MiB"),
+        "fit": lambda: visionbatch.fit_batch(data, imgsz=64, memory_budget="8GiB"),
+        "sweep": lambda: visionbatch.sweep_resolution(data, sizes=[64, 96], memory_budget="8GiB"),
         "augcost": lambda: visionbatch.profile_augmentation(data, imgsz=64, batch=2, images=4, seconds=0.2,
                                                             loader_workers=[0], loader_cache=[False],
                                                             step_img_per_s=100, progress=None),

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from conftest import SHAPES_YAML
 
+from visionbatch.ultralytics.density import LabelDensity
 from visionbatch.ultralytics.spec import make_spec, resolve_optimizer
 
 NAMES = {0: "circle", 1: "triangle", 2: "square", 3: "star", 4: "cross"}
@@ -119,7 +120,8 @@ def test_augcost_times_the_step_fit_measures(monkeypatch: pytest.MonkeyPatch, ov
 
 
 def _spec(args: dict, device_type: str = "cuda", device_name: str = "", amp: bool | None = None) -> Any:
-    return make_spec("yolo11n.yaml", "detect", NAMES, TRAIN_IMAGES, 90, 40, args, device_type, device_name, amp=amp)
+    return make_spec("yolo11n.yaml", "detect", NAMES, TRAIN_IMAGES, LabelDensity.fixed(360), [40], args, device_type,
+                     device_name, amp=amp)
 
 
 @pytest.mark.parametrize("args, device_type, device_name, amp, expected", [
@@ -179,5 +181,5 @@ def test_a_target_sets_amp_by_value_not_by_name(monkeypatch: pytest.MonkeyPatch,
 @pytest.mark.parametrize("fraction, images", [(1.0, 160), (0.5, 80), (40, 40), (500, 160), ([0.25, 1.0], 40)])
 def test_the_step_counts_the_images_ultralytics_trains_on(fraction: object, images: int) -> None:
     """fraction= as Ultralytics reads it (dataset.train_count): a ratio, a count capped at the set, or per split."""
-    spec = make_spec("yolo11n.yaml", "detect", {0: "a"}, 160, 3, 3, {"fraction": fraction}, "cpu")
+    spec = make_spec("yolo11n.yaml", "detect", {0: "a"}, 160, LabelDensity.fixed(3), [3], {"fraction": fraction}, "cpu")
     assert spec.dataset_images == images

@@ -7,33 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_bench_autobatch_runs_on_the_simulated_device(small_shapes: Path) -> None:
-    for label in (small_shapes.parent / "labels").rglob("*.txt"):  # boxes only, as coco128
-        label.write_text("0 0.5 0.5 0.2 0.2\n")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "bench_autobatch.py"), "--data", str(small_shapes), "--simulate",
-         "--models", "yolo11n", "--tasks", "detect", "segment", "--imgsz", "640"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| yolo11n")]
-    assert len(rows) == 4  # two tasks x two planners
-    assert "SIMULATED" in proc.stdout
-    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
-    assert [(c[1], c[3]) for c in cells] == [("detect", "autobatch"), ("detect", "visionbatch"),
-                                             ("segment", "autobatch"), ("segment", "visionbatch")]
-    assert [c[11] for c in cells if c[3] == "visionbatch"] == ["no", "no"]  # OOM column
-
-
-def test_bench_autobatch_refuses_without_a_gpu(small_shapes: Path) -> None:
-    """Asserted on every machine: a GPU machine hides its GPUs from the script (CUDA_VISIBLE_DEVICES empty)."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_autobatch.py"), "--data", str(small_shapes)],
-                          capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 2 and "no CUDA GPU here" in proc.stderr
 
 
 def test_bench_augcost_overhead_reports_each_phase(small_shapes: Path) -> None:
@@ -61,28 +37,246 @@ def _load_tool(name: str):
     return module
 
 
-def test_calibration_fit_recovers_the_allocator_law() -> None:
-    tool = _load_tool("calibrate_memory")
-    rows = [{"measured": {"ok": True, "allocated": a, "reserved": int(1.1 * a + 30 * 2**20), "context": c}}
-            for a, c in ((1 << 30, 500 << 20), (2 << 30, 510 << 20), (5 << 30, 505 << 20))]
-    constants = tool.fit_constants(rows, "hopper", "NVIDIA H100")
-    assert constants["status"] == "calibrated" and constants["measured_on"] == "NVIDIA H100"
-    assert constants["reserved_over_allocated"] == 1.1
-    assert abs(constants["reserved_extra_bytes"] - 30 * 2**20) <= 1
-    assert constants["context_bytes"]["hopper"] == 505 << 20
-
-
-def test_calibrate_memory_trace_only_runs_without_a_gpu(shapes_yaml: Path) -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "calibrate_memory.py"), "--data", str(shapes_yaml),
-                           "--models", "yolo11n", "--tasks", "detect", "--imgsz", "64", "--amp", "off", "--batches",
-                           "1", "--trace-only"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| yolo11n.yaml | detect | 64 | False | 1 |" in proc.stdout
-
-
 def test_bench_staging_builds_reuses_and_rebuilds() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_staging.py"), "--images", "50", "--val", "10"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = [line for line in proc.stdout.splitlines() if line.startswith("| 60 ")]
     assert len(row) == 1 and row[0].rstrip().endswith("| 1 |")  # the older mirror was removed
+
+
+def _bench_published():
+    """tools/bench_published.py as a module, registered so that its dataclasses resolve their annotations."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_published", ROOT / "tools" / "bench_published.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_published", module)
+    spec.loader.exec_module(sys.modules["bench_published"])
+    return sys.modules["bench_published"]
+
+
+def test_published_logs_rows_are_complete_and_consistent() -> None:
+    """tools/published_logs.yaml: every row names its source, run and report, and a label estimate with its method."""
+    import re
+
+    import yaml
+
+    from visionbatch.devices.catalog import find_target
+
+    tool = _bench_published()
+    rows = yaml.safe_load((ROOT / "tools" / "published_logs.yaml").read_text(encoding="utf-8"))["rows"]
+    assert len({row["id"] for row in rows}) == len(rows)
+    for row in rows:
+        source, data, labels = row["source"], row["dataset"], row["labels"]
+        assert source["url"] or source.get("index_file_id"), row["id"]  # a link, or the index id and the log's quote
+        assert source["url"] is None or source["url"].startswith("https://github.com/") and source["commit"] in source["url"]
+        assert source["url"] or row["version"] in source["quote"] and row["gpu"]["name"] in source["quote"]
+        assert row["unit"] == tool.gpu_mem_unit(row["version"]), row["id"]
+        assert row["older"] == (tool.parse_version(row["version"]) < (8, 3, 0)), row["id"]
+        assert find_target(row["gpu"]["target"]).key == row["gpu"]["target"]
+        assert re.fullmatch(r"(yolov8|yolo11)[nslmx](-seg)?", row["model"]), row["id"]
+        assert row["task"] == ("segment" if row["model"].endswith("-seg") else "detect"), row["id"]
+        assert row["imgsz"] % 32 == 0 and row["batch"] >= 1 and isinstance(row["amp"], bool)
+        card_bytes = row["gpu"]["memory_mib"] * 2**20  # reserved memory cannot exceed the card
+        assert row["gpu_mem"] and all(0 < tool.printed_bytes(v, row["unit"]) < card_bytes for v in row["gpu_mem"])
+        args = row["train_args"]
+        assert row["mosaic_in_epoch_1"] == (args["mosaic"] > 0 and args["epochs"] > args["close_mosaic"]), row["id"]
+        assert 0 <= data["train_backgrounds"] < data["train_images"] and data["classes"] >= 1
+        assert data["val_instances"] >= data["val_images"] - data["val_backgrounds"] > 0
+        assert labels["mean_per_labelled_image"] >= 1 and len(labels["method"]) > 40
+        assert labels["shape"] in ("poisson", "coco128")
+    target = [row for row in rows if not row["older"]]
+    assert len(target) >= 15 and sum(row["task"] == "segment" for row in target) >= 4
+
+
+def test_bench_published_pure_parts() -> None:
+    tool = _bench_published()
+    assert [tool.gpu_mem_unit(v) for v in ("8.0.2", "8.3.75", "8.3.76", "8.4.190")] == ["GB", "GB", "GiB", "GiB"]
+    assert tool.printed_bytes(2.0, "GiB") == 2 * 2**30 and tool.printed_bytes(2.43, "GB") == 2_430_000_000
+    assert tool.error_fraction(2_300, 2_000) == 0.15 and tool.error_fraction(1_900, 2_000) == -0.05
+    # the stand-in histogram: backgrounds first, then 1 + Poisson(mean - 1) at evenly spaced quantiles
+    counts = tool.label_counts({"mean_per_labelled_image": 3.0}, 12, 2)
+    assert counts == [0, 0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 6]
+    assert all(0 <= v <= 1 for box in tool.box_layout(7) for v in box) and len(tool.box_layout(7)) == 7
+
+    def result(row_id, task, predicted, version="8.3.40", val=None):
+        return tool.Result(row_id, "Tesla T4", version, "yolo11n", task, 640, 16, 1.0, 4, 1000, predicted, 1200, val,
+                           tool.parse_version(version) >= (8, 3, 0), 1.0)
+
+    results = [result("a", "detect", 1040), result("b", "detect", 900, val=1300), result("c", "detect", 1010),
+               result("d", "segment", 1200), result("e", "detect", 500, version="8.0.2")]
+    summary = tool.summarize(results)
+    assert summary["detect"] == tool.Summary(3, 0.04, -0.1, "b")
+    assert summary["segment"] == tool.Summary(1, 0.2, 0.2, "d") and summary["all"].rows == 4
+    assert summary["older"] == tool.Summary(1, 0.5, -0.5, "e")
+    later = tool.summarize(results, later=True)  # the largest epoch (1200) against max(train, val)
+    assert later["detect"] == tool.Summary(3, round(1 - 1040 / 1200, 6), round(1010 / 1200 - 1, 6), "c")
+    rows = [{"id": "x"}, {"id": "y"}]
+    assert tool.select_rows(rows, ["2", "x"]) == [{"id": "y"}, {"id": "x"}] and tool.select_rows(rows, None) == rows
+    with pytest.raises(SystemExit, match="no such row"):
+        tool.select_rows(rows, ["z"])
+
+
+def test_bench_published_standin_follows_the_estimate(tmp_path: Path) -> None:
+    """The stand-in dataset has the row's classes, image counts and label histogram, as boxes or polygons."""
+    tool = _bench_published()
+    row = {"task": "segment", "dataset": {"classes": 3, "train_images": 9, "train_backgrounds": 2, "val_images": 4,
+                                          "val_backgrounds": 1},
+           "labels": {"mean_per_labelled_image": 2.5, "shape": "poisson"}}
+    data_yaml = tool.build_standin(row, tmp_path)
+    train = sorted((tmp_path / "labels" / "train").glob("*.txt"))
+    lines = [[line.split() for line in path.read_text().splitlines()] for path in train]
+    assert [len(image) for image in lines] == tool.label_counts(row["labels"], 9, 2)
+    assert all(len(obj) == 17 and int(obj[0]) < 3 for image in lines for obj in image)  # class + 8 (x, y) points
+    assert len(list((tmp_path / "images" / "val").glob("*.png"))) == 4
+    assert "  2: class2" in data_yaml.read_text()
+
+
+# -- tools/gpu_check.py: the GPU calibration, exercised on its simulated device ------------------------
+
+
+def _gpu_check(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), *args], capture_output=True,
+                          text=True, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def gpu_check_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One --simulate run (real CPU trace and real Ultralytics training, a memory law for the GPU), with
+    Phase B bounded to 60 of the simulated GPU seconds its units stand for."""
+    from conftest import copy_shapes
+
+    folder = tmp_path_factory.mktemp("gpu_check")
+    data = copy_shapes(folder / "shapes", dense=False)
+    proc = _gpu_check("--simulate", "--data", str(data), "--out", str(folder / "out"), "--phase-seconds", "B=60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "0 failed, 0 over their limit, 0 cut" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    return folder / "out"
+
+
+def _gpu_check_tools():
+    """tools/gpu_check*.py as modules, registered so that their dataclasses resolve their annotations."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        return tuple(importlib.import_module(name) for name in ("gpu_check", "gpu_check_report", "gpu_check_runner",
+                                                                "gpu_check_devices"))
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+
+
+def test_gpu_check_simulated_run_measures_every_phase(gpu_check_run: Path) -> None:
+    import json
+
+    tool, _, runner, devices = _gpu_check_tools()
+    calibration = json.loads((gpu_check_run / "calibration.json").read_text())
+    shipped = json.loads((ROOT / "visionbatch" / "data" / "calibration.json").read_text())
+    # the simulated device's allocator: reserved = 1.1 x allocated + 30 MiB; 8 + 48 MiB of workspaces; 520 MiB context
+    assert calibration["status"] == "calibrated" and calibration["measured_on"].startswith("SIMULATED")
+    assert calibration["reserved_over_allocated"] == 1.1 and abs(calibration["reserved_extra_bytes"] - 30 * 2**20) < 8  # int() rounding
+    assert calibration["workspace_bytes"] == 56 * 2**20 and calibration["round_bytes"] == 512
+    assert calibration["context_bytes"] == {**shipped["context_bytes"], "hopper": 520 * 2**20}
+    results = json.loads((gpu_check_run / "results.json").read_text())
+    assert [p["config"] for p in results["points"]] == ["yolo11n-detect-640"] * 2
+    assert all(p["traced_allocated"] > 0 for p in results["points"])  # the CPU trace ran for real
+    # Phase C trained for real (Ultralytics on the CPU): a mosaic epoch, then close_mosaic's, each validated
+    epochs = results["epochs"]["epochs"]
+    assert [(e["epoch"], e["mosaic"]) for e in epochs] == [(1, True), (2, False)]
+    reserved = devices.simulated_step("yolo11n.yaml", "detect", 640, 4, "train")[1]
+    assert [e["train"]["reserved"] for e in epochs] == [reserved, int(reserved * 1.04)]
+    assert epochs[0]["val"]["reserved"] == devices.simulated_step("yolo11n.yaml", "detect", 640, 8, "val")[1]
+    report = (gpu_check_run / "report.md").read_text()
+    assert report.startswith("# GPU check: SIMULATED") and "never record them" in report
+    assert "| 1 | on |" in report and "| 2 | off |" in report
+
+
+def test_gpu_check_phase_b_stops_at_its_time_bound(gpu_check_run: Path) -> None:
+    """The bound is checked against the GPU seconds each unit stands for: what ran fits in 60, the next did not."""
+    import json
+
+    tool, report, runner, _ = _gpu_check_tools()
+    results = json.loads((gpu_check_run / "results.json").read_text())
+    state = json.loads((gpu_check_run / "state.json").read_text())["units"]
+    gpu_units = [record["kind"] for key, record in state.items() if key.startswith("B/")
+                 and record["kind"] in ("fit", "autobatch", "trial")]
+    used = sum(runner.SIMULATED_S[kind] for kind in gpu_units)
+    phase = results["phases"]["B"]
+    assert phase["used_s"] == used <= 60 and phase["skipped"]
+    first_skipped = phase["skipped"][0].split("/")[1]
+    assert runner.SIMULATED_S[first_skipped] > 60 - used
+    first = results["cases"][0]
+    assert first["case"] == report.case_key(tool.CASES[0]) and first["fit"] and first["autobatch"]
+    trained = {t["batch"] for t in first["trials"]}
+    assert {first["fit"]["batch"], first["autobatch"]["batch"]} <= trained and len(trained) >= 3
+    low, high = first["true_max"]["low"], first["true_max"]["high"]
+    assert all((t["batch"] <= low) != t["oom"] for t in first["trials"]) and low < (high or 10**6)
+    assert "stopped at its time bound" in (gpu_check_run / "report.md").read_text()
+
+
+def test_gpu_check_rerun_resumes_where_the_last_one_stopped(gpu_check_run: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(gpu_check_run, out)
+    before = json.loads((out / "state.json").read_text())
+    data = before["settings"]["data"]
+    proc = _gpu_check("--simulate", "--data", data, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = json.loads((out / "state.json").read_text())
+    assert all(after["units"][key] == record for key, record in before["units"].items())  # nothing ran twice
+    assert f"{len(before['units'])} reused" in proc.stdout
+    new = set(after["units"]) - set(before["units"])
+    assert any(key.startswith("B/fit/") for key in new) and not any(key[0] in "AC" for key in new)
+    assert _gpu_check("--simulate", "--fraction", "0.8", "--data", data, "--out", str(out)).returncode == 2
+
+
+def test_gpu_check_refuses_without_a_gpu(tmp_path: Path) -> None:
+    """Asserted on every machine: a GPU machine hides its GPUs from the script (CUDA_VISIBLE_DEVICES empty)."""
+    proc = _gpu_check("--out", str(tmp_path / "out"), env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("gpu_check: no CUDA GPU here")
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpu_check_fits_the_allocator_law_exactly() -> None:
+    tool = _gpu_check_tools()[0]
+    rows = [{"ok": True, "allocated": a, "reserved": int(1.1 * a) + 30 * 2**20} for a in (1 << 30, 2 << 30, 5 << 30)]
+    rows.append({"ok": False, "allocated": None, "reserved": None})  # a step that ran out of memory
+    device = {"name": "NVIDIA H200", "arch": "hopper", "driver": "580.1", "torch": "2.11.0", "cuda": "13.0"}
+    constants = {"round_bytes": 512, "cublas_workspace_bytes": 8 << 20, "cudnn_workspace_bytes": 40 << 20,
+                 "context_bytes": 505 << 20}
+    base = {"status": "uncalibrated", "context_bytes": {"hopper": 1, "ampere": 2}, "workspace_bytes": 0}
+    fitted = tool.fit_calibration(base, device, constants, rows, "2026-11-30")
+    assert fitted["reserved_over_allocated"] == 1.1 and abs(fitted["reserved_extra_bytes"] - 30 * 2**20) <= 1
+    assert fitted["context_bytes"] == {"hopper": 505 << 20, "ampere": 2} and fitted["workspace_bytes"] == 48 << 20
+    assert (fitted["status"], fitted["measured_on"], fitted["date"], fitted["driver"], fitted["torch"]) == (
+        "calibrated", "NVIDIA H200", "2026-11-30", "580.1", "2.11.0")
+    with pytest.raises(ValueError, match="fewer than two"):
+        tool.fit_calibration(base, device, constants, rows[:1], "2026-11-30")
+
+
+@pytest.mark.parametrize("true_max, first, guess", [(37, (35, 52), 36), (37, (35, 52), None), (160, (100,), 300),
+                                                     (0, (4,), None), (90, (12, 150), 12), (59, (60,), 58)])
+def test_gpu_check_search_finds_the_true_maximum(true_max: int, first: tuple, guess: int | None) -> None:
+    """The true-max search on a card where batches up to `true_max` fit: after the planners' own batches
+    (`first`), a trial at fit's curve's guess, then halving, to the exact batch in few trials."""
+    tool, report, _, _ = _gpu_check_tools()
+    bracket = report.bracket
+
+    trials = [{"card_gib": 8, "batch": b, "oom": b > true_max} for b in first]
+    while (batch := tool.next_batch(*bracket(trials, 8), guess, 160)) is not None:
+        assert batch not in {t["batch"] for t in trials}
+        trials.append({"card_gib": 8, "batch": batch, "oom": batch > true_max})
+    low, high = bracket(trials, 8)
+    assert low == true_max and high == (None if true_max == 160 else true_max + 1)
+    assert len(trials) <= len(first) + 1 + 8  # log2(160) halvings, and the guess
+
+
+def test_gpu_check_examples_run() -> None:
+    import doctest
+
+    for module in _gpu_check_tools():
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -5,7 +5,7 @@ For each model, task, image size and batch: the real training step and validatio
 CPU tensors under MemTracker (the CPU probe of `visionbatch fit memory_budget=...`), against the
 trace estimate for a CPU device (FakeTensorMode, no CUDA overheads). Columns: real and traced
 peak tensor bytes, their error, and the seconds each took. The CUDA side of the estimate is
-checked by tools/calibrate_memory.py on a GPU.
+checked by tools/gpu_check.py (its Phase A) on a GPU.
 
 Usage:
     python tools/bench_trace.py [--data datasets/shapes/data.yaml] [--models yolo11n yolo11s]
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from visionbatch.fit.api import trainer_globals
-    from visionbatch.fit.probes.cpu import CpuProbe
+    from visionbatch.fit.probes.cpu import TensorProbe
     from visionbatch.fit.probes.trace import DeviceModel, TraceEstimator
     from visionbatch.ultralytics.job import prepare
     from visionbatch.ultralytics.offline import offline
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                     estimator = TraceEstimator(spec, DeviceModel.cpu())
                     setup_s = time.perf_counter() - start
                     workload = Workload(spec, "cpu")
-                    probe = CpuProbe(1 << 40)
+                    probe = TensorProbe(1 << 40)
                     for b in args.batches:
                         for phase, size in (("train", b), ("val", 2 * b)):
                             start = time.perf_counter()
@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                                   file=sys.stderr, flush=True)
                     workload.close()
                     print(f"  estimator set-up (model, optimizer state): {setup_s:.1f} s", file=sys.stderr)
-    print(f"\nMachine: {platform.machine()}, {__import__('os').cpu_count()} CPUs; data {args.data}; labels per image: "
-          f"the densest image x4 (mosaic) for training, x1 for validation\n")
+    print(f"\nMachine: {platform.machine()}, {__import__('os').cpu_count()} CPUs; data {args.data}; labels: the "
+          f"run's modelled density (visionbatch.ultralytics.density, oom_risk 1e-3) for training, the densest "
+          f"validation images for validation\n")
     print("| model | imgsz | phase | batch | real CPU step MiB | trace MiB | error | real s | trace s |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for model, imgsz, phase, size, real, traced, real_s, trace_s in rows:

@@ -152,6 +152,22 @@ def check_seed(value: Any, key: str = "seed") -> int:
 
 
 
+def check_oom_risk(value: Any) -> float:
+    """`oom_risk=`: the chance a batch of the run may carry more labels than planned, 0 < risk <= 0.5.
+
+    Examples:
+        >>> check_oom_risk(1e-3), check_oom_risk(0.01)
+        (0.001, 0.01)
+        >>> check_oom_risk(0)
+        Traceback (most recent call last):
+        visionbatch.errors.ConfigError: oom_risk=0 is out of range: expected a probability 0 < oom_risk <= 0.5, e.g. oom_risk=0.001 (labels_per_image= forces a count instead)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 0.5:  # NaN fails too
+        raise ConfigError(f"oom_risk={shown(value)} is out of range: expected a probability 0 < oom_risk <= 0.5, "
+                          f"e.g. oom_risk=0.001 (labels_per_image= forces a count instead)")
+    return float(value)
+
+
 def check_labels_per_image(value: Any) -> int | None:
     """`labels_per_image=`: None (the dataset's worst case) or labels per training image, 1..100000.
 

@@ -16,6 +16,7 @@ This module needs no Ultralytics import: it runs before the offline set-up, and 
 
 from __future__ import annotations
 
+import array
 import math
 import os
 import stat
@@ -43,6 +44,24 @@ MAX_SCANNED_ENTRIES = 20_000_000  # files and folders walked under one split: pa
 MAX_LIST_BYTES = 1 << 30  # a .txt image list of ~10 million paths
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ImageLabels:
+    """One image's objects, as augmentation moves them: the image's size and each object's box.
+
+    Attributes:
+        width, height: the image in pixels (0 when its header was not read).
+        boxes: normalised x1, y1, x2, y2 per object, flat (a polygon's bounding box for polygons).
+    """
+
+    width: int
+    height: int
+    boxes: array.array
+
+    @property
+    def count(self) -> int:
+        return len(self.boxes) // 4
+
+
 @dataclass(frozen=True, slots=True)
 class SplitSummary:
     """What one split (train or val) holds.
@@ -60,6 +79,8 @@ class SplitSummary:
         max_height: tallest image in pixels.
         image_folders: the folders the images are in.
         files: every image, as Ultralytics lists them (sorted, a list's repeats kept).
+        objects: every image's objects (`ImageLabels`), in `files` order: the label-count
+            distribution that `ultralytics.density` models augmentation on.
     """
 
     sources: tuple[str, ...]
@@ -74,6 +95,7 @@ class SplitSummary:
     max_height: int
     image_folders: tuple[str, ...] = ()
     files: tuple[str, ...] = field(default=(), repr=False)
+    objects: tuple[ImageLabels, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +418,7 @@ class _LabelStats:
     polygons: int = 0
     max_points: int = 0
     problem: str = ""
+    boxes: array.array = field(default_factory=lambda: array.array("f"))  # x1 y1 x2 y2 per object
 
 
 def _parse_label_file(file: str, nc: int) -> _LabelStats:
@@ -454,6 +477,12 @@ def _parse_label_file(file: str, nc: int) -> _LabelStats:
             stats.problem = f"{where}: box width and height must be positive: fix or remove the row"
             return stats
         stats.instances += 1
+        if len(values) == 5:
+            x, y, w, h = coords
+            stats.boxes.extend((x - w / 2, y - h / 2, x + w / 2, y + h / 2))
+        else:
+            xs, ys = coords[0::2], coords[1::2]
+            stats.boxes.extend((min(xs), min(ys), max(xs), max(ys)))
     if len(kinds) > 1:
         stats.problem = f"{file}: mixes box rows and polygon rows: label every object of a file the same way"
     return stats
@@ -540,6 +569,10 @@ def _scan_split(
             f"label the images (one 'class x y w h' row per object)"
         )
     densest = max(parsed, key=lambda f: parsed[f].instances)
+    sizes = {image: (c[1], c[2]) for image, c in zip(unique, checks)}
+    empty = array.array("f")
+    objects = {image: ImageLabels(*sizes.get(image, (0, 0)), parsed[label].boxes if label in parsed else empty)
+               for image, label in zip(unique, labels)}
     return SplitSummary(
         sources=tuple(str(s) for s in sources),
         images=len(images),
@@ -553,6 +586,7 @@ def _scan_split(
         max_height=max((c[2] for c in checks), default=0),
         image_folders=tuple(sorted({os.path.dirname(f) for f in unique})),
         files=tuple(images),
+        objects=tuple(objects[image] for image in images),
     )
 
 

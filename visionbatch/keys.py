@@ -22,6 +22,7 @@ from typing import Any
 from visionbatch.checks import (
     check_fraction,
     check_labels_per_image,
+    check_oom_risk,
     check_seed,
     whole_number,
 )
@@ -95,7 +96,9 @@ KEYS: tuple[Key, ...] = (
                            "0 < f <= 1 (default 0.9; infer: only with target= or memory_budget=)",
         ("fit", "sweep", "infer"), check=check_fraction),
     Key("memory_budget", "the memory to fit into instead of the device's: a size (4GiB, 512MiB) or bytes (a CPU fit "
-                         "needs one)", ("train", "fit", "sweep", "infer"), check=_size("memory_budget")),
+                         "needs one); on a CPU it bounds the whole training process's resident memory: a measured "
+                         "baseline (Python, torch, Ultralytics, the model and optimizer, the trainer and its loader) "
+                         "plus each step's growth", ("train", "fit", "sweep", "infer"), check=_size("memory_budget")),
     Key("target", "a device to plan for without having it: a GPU (gtx1050, rtx3060, t4, ...), a Jetson module "
                   "(orin-nano-8gb, ...) or a size (6GiB); timings and traces come from this machine",
         ("fit", "sweep", "infer"), check=find_target),
@@ -107,8 +110,11 @@ KEYS: tuple[Key, ...] = (
     # -- training
     Key("augcost", "True profiles the data pipeline first (visionbatch augcost); augcost.json/png go into the run "
                    "folder", ("train",), check=_switch("augcost")),
-    Key("labels_per_image", "worst-case labels per training image (default: densest image, x4 with mosaic)",
-        ("fit", "sweep"), check=check_labels_per_image),
+    Key("labels_per_image", "force this many labels into every training image of the measured batch (default: "
+                            "modelled from the dataset's labels through mosaic, at oom_risk)",
+        ("train", "fit", "sweep"), check=check_labels_per_image),
+    Key("oom_risk", "the chance, at most, that any batch of the run carries more labels than the batch was "
+                    "measured with (default 0.001)", ("train", "fit", "sweep"), check=check_oom_risk),
     Key("max_probes", "the most training probes to run (default 8)", ("fit",), check=_minimum_probes),
     # -- augcost
     Key("pipeline", "a serialized A.Compose (YAML or JSON, from A.save) to cost in place of Ultralytics' default "
@@ -210,7 +216,7 @@ def command_keys(command: str) -> tuple[Key, ...]:
 
     Examples:
         >>> [key.name for key in command_keys("train")]
-        ['batch', 'imgsz', 'memory_budget', 'trust_checkpoint', 'augcost']
+        ['batch', 'imgsz', 'memory_budget', 'trust_checkpoint', 'augcost', 'labels_per_image', 'oom_risk']
     """
     if command not in COMMANDS:
         raise ValueError(f"no command {command!r}: one of {', '.join(COMMANDS)}")
@@ -222,7 +228,7 @@ def visionbatch_keys(command: str) -> dict[str, str]:
 
     Examples:
         >>> list(visionbatch_keys("train"))  # batch and imgsz are Ultralytics' keys: they go to Ultralytics
-        ['memory_budget', 'trust_checkpoint', 'augcost']
+        ['memory_budget', 'trust_checkpoint', 'augcost', 'labels_per_image', 'oom_risk']
     """
     return {key.name: key.help for key in command_keys(command) if not key.ultralytics}
 
@@ -231,8 +237,8 @@ def help_block(command: str) -> str:
     """The lines `visionbatch COMMAND --help` lists its keys with, one per key.
 
     Examples:
-        >>> print(help_block("train").splitlines()[2])
-          memory_budget=    the memory to fit into instead of the device's: a size (4GiB, 512MiB) or bytes (a CPU fit needs one)
+        >>> print(help_block("train").splitlines()[2][:66])
+          memory_budget=    the memory to fit into instead of the device's
     """
     return "\n".join(f"  {key.name + '=':<18}{key.help}" for key in command_keys(command))
 

@@ -1,18 +1,283 @@
-"""When two measured speeds count as the same: the one rule fit and infer decide by.
+"""Timing decisions: repeated step timings, their confidence intervals, and when two speeds differ.
 
-A larger batch is worth its latency and memory only when it is measurably faster. Today that
-means "within `SPEED_TOLERANCE` of the best counts as equal, and then the smallest batch wins".
+One module for every choice that rests on a measured speed (fit's "throughput saturates", and
+infer's choice once issue 13 moves it here).
+
+**The estimate.** A batch is timed in blocks of steps; every step's seconds is one sample. The
+speed is `batch_size / mean(step seconds)` (images over time, not a mean of per-step speeds). Its
+interval is the Student t interval of the mean step time, at `CONFIDENCE` (95%, two-sided),
+turned into images per second: `batch_size / (mean ± t * sd / sqrt(n))`. Turning the interval
+over is exact (speed falls as time grows), so it keeps its coverage; it is not symmetric. With
+one sample there is no interval (0 to unbounded); when the time interval reaches 0 the speed has
+no upper bound (`inf`, written as null in JSON). Steps of one block can be correlated (a busy
+moment slows all of them); timing the candidates in interleaved blocks (`repeat_timings`) spreads
+such moments over every candidate, and a large outlier widens its own interval by more than it
+moves the mean (t > 1), so it makes a decision harder to reach rather than a different one.
+
+**The comparisons.** Two speeds differ only when their intervals do: the bounds of the ratio of
+speeds `a / b` are taken from the intervals' ends (`a.low / b.high` to `a.high / b.low`). That
+holds whenever both intervals do, and is stricter than an interval on the ratio itself: for two
+intervals of equal width, about 0.3% of false calls on one side per look, rather than 2.5%:
+- `measurably_faster(a, b)`: the ratio's lower bound exceeds 1 + `SPEED_TOLERANCE`;
+- `as_fast(a, b)`: the ratio's lower bound is at least 1 - `SPEED_TOLERANCE`: `a` is shown to
+  lose at most 3% to `b`.
+`SPEED_TOLERANCE` (3%) is the practical margin: speeds closer than that count as the same.
+
+`smallest_near_best` is infer's rule on single timings (a point comparison, no interval); issue
+13 replaces it with the interval rules here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
 
-SPEED_TOLERANCE = 0.03  # speeds within 3% of the best count as equal
+SPEED_TOLERANCE = 0.03  # speeds within 3% of each other count as the same
+CONFIDENCE = 0.95  # two-sided level of every interval here (the t table below is for it)
+
+# Student t, 97.5th percentile, for 1 to 30 degrees of freedom (any statistics table)
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+          2.045, 2.042)
+_Z_975 = 1.959964
+
+
+def t_quantile(degrees_of_freedom: int) -> float:
+    """The Student t quantile for a two-sided 95% interval (the 97.5th percentile).
+
+    From the table up to 30 degrees of freedom; beyond, the Cornish-Fisher expansion around the
+    normal quantile (Abramowitz and Stegun 26.7.5), within 0.001 of the exact value there.
+
+    Examples:
+        >>> t_quantile(2), t_quantile(30), round(t_quantile(60), 3), round(t_quantile(10**6), 3)
+        (4.303, 2.042, 2.0, 1.96)
+    """
+    if degrees_of_freedom < 1:
+        raise ValueError(f"degrees_of_freedom={degrees_of_freedom}: a t interval needs at least 2 samples")
+    if degrees_of_freedom <= len(_T_975):
+        return _T_975[degrees_of_freedom - 1]
+    z, nu = _Z_975, float(degrees_of_freedom)
+    return (z + (z**3 + z) / (4 * nu) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * nu**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * nu**3))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpeedEstimate:
+    """Images per second at one batch size, from repeated timed steps, with its 95% interval.
+
+    Attributes:
+        batch_size: images per step.
+        img_per_s: batch_size / mean step seconds.
+        low_img_per_s: lower end of the interval (0 with a single sample).
+        high_img_per_s: upper end (inf when unbounded: a single sample, or too few to bound it).
+        samples: timed steps the estimate rests on.
+    """
+
+    batch_size: int
+    img_per_s: float
+    low_img_per_s: float
+    high_img_per_s: float
+    samples: int
+
+    @property
+    def relative_half_width(self) -> float:
+        """Half the interval's width over the speed (inf when unbounded)."""
+        return (self.high_img_per_s - self.low_img_per_s) / (2 * self.img_per_s)
+
+    def describe(self) -> str:
+        """The speed and its interval, as the plans print them.
+
+        Examples:
+            >>> SpeedEstimate(32, 250.0, 248.04, 251.96, 12).describe()
+            '250.0 img/s (95% interval 248.0-252.0, 12 steps)'
+            >>> SpeedEstimate(32, 250.0, 0.0, math.inf, 1).describe()
+            '250.0 img/s (1 step: no interval)'
+        """
+        if self.samples < 2:
+            return f"{self.img_per_s:.1f} img/s ({self.samples} step: no interval)"
+        high = "unbounded" if math.isinf(self.high_img_per_s) else f"{self.high_img_per_s:.1f}"
+        return (f"{self.img_per_s:.1f} img/s ({CONFIDENCE:.0%} interval {self.low_img_per_s:.1f}-{high}, "
+                f"{self.samples} steps)")
+
+
+def estimate_speed(batch_size: int, step_s: Sequence[float]) -> SpeedEstimate:
+    """The speed of `batch_size` from per-step seconds, with the t interval of the mean step time.
+
+    Examples:
+        >>> speed = estimate_speed(10, [0.09, 0.10, 0.11])  # mean 0.1 s, sd 0.01 s, t(2) = 4.303
+        >>> round(speed.img_per_s, 3), round(speed.low_img_per_s, 3), round(speed.high_img_per_s, 3), speed.samples
+        (100.0, 80.1, 133.055, 3)
+        >>> point = estimate_speed(10, [0.1, 0.1, 0.1])  # exact timings: a point
+        >>> round(point.low_img_per_s, 9) == round(point.high_img_per_s, 9) == 100.0
+        True
+    """
+    if not step_s or min(step_s) <= 0:
+        raise ValueError(f"step_s={list(step_s)[:5]}: a speed needs at least one positive step time")
+    mean_s = statistics.fmean(step_s)
+    speed = batch_size / mean_s
+    if len(step_s) < 2:
+        return SpeedEstimate(batch_size, speed, 0.0, math.inf, len(step_s))
+    half_s = t_quantile(len(step_s) - 1) * statistics.stdev(step_s) / math.sqrt(len(step_s))
+    high = batch_size / (mean_s - half_s) if mean_s > half_s else math.inf
+    return SpeedEstimate(batch_size, speed, batch_size / (mean_s + half_s), high, len(step_s))
+
+
+def speed_ratio_bounds(a: SpeedEstimate, b: SpeedEstimate) -> tuple[float, float]:
+    """Bounds of speed(a) / speed(b), from the intervals' ends.
+
+    Examples:
+        >>> speed_ratio_bounds(SpeedEstimate(8, 100.0, 95.0, 105.0, 9), SpeedEstimate(4, 50.0, 48.0, 52.0, 9))
+        (1.826..., 2.1875)
+    """
+    high = a.high_img_per_s / b.low_img_per_s if b.low_img_per_s > 0 else math.inf
+    return a.low_img_per_s / b.high_img_per_s, high
+
+
+def measurably_faster(a: SpeedEstimate, b: SpeedEstimate, tolerance: float = SPEED_TOLERANCE) -> bool:
+    """Whether `a` is faster than `b` by more than `tolerance`, beyond both intervals.
+
+    Examples:
+        >>> fast, slow = SpeedEstimate(8, 120.0, 115.0, 125.0, 9), SpeedEstimate(4, 100.0, 95.0, 105.0, 9)
+        >>> measurably_faster(fast, slow), measurably_faster(fast, slow, tolerance=0.1)
+        (True, False)
+    """
+    return speed_ratio_bounds(a, b)[0] > 1 + tolerance
+
+
+def as_fast(a: SpeedEstimate, b: SpeedEstimate, tolerance: float = SPEED_TOLERANCE) -> bool:
+    """Whether `a` is shown to lose at most `tolerance` to `b`: its lower bound against `b`'s upper one.
+
+    Examples:
+        >>> same = SpeedEstimate(8, 100.0, 99.0, 101.0, 30), SpeedEstimate(4, 100.0, 99.5, 100.5, 30)
+        >>> as_fast(*same), as_fast(SpeedEstimate(8, 100.0, 80.0, 125.0, 3), same[1])  # 99/100.5; 80/100.5
+        (True, False)
+    """
+    return speed_ratio_bounds(a, b)[0] >= 1 - tolerance
+
+
+def smallest_as_fast(speeds: Sequence[SpeedEstimate], tolerance: float = SPEED_TOLERANCE) -> SpeedEstimate:
+    """Fit's rule: the smallest batch shown `as_fast` as every other, else the largest batch.
+
+    Noise never moves the answer down: a smaller batch is chosen only when its interval, against
+    every other interval, shows it within `tolerance` of the fastest.
+
+    Examples:
+        >>> flat = [SpeedEstimate(8, 100.0, 99.0, 101.0, 30), SpeedEstimate(32, 100.5, 99.8, 101.2, 30)]
+        >>> smallest_as_fast(flat).batch_size
+        8
+        >>> noisy = [SpeedEstimate(8, 100.0, 80.0, 125.0, 3), SpeedEstimate(32, 100.5, 99.8, 101.2, 30)]
+        >>> smallest_as_fast(noisy).batch_size
+        32
+    """
+    ordered = sorted(speeds, key=lambda s: s.batch_size)
+    for speed in ordered[:-1]:
+        if all(as_fast(speed, other, tolerance) for other in ordered if other is not speed):
+            return speed
+    return ordered[-1]
+
+
+def smallest_as_fast_settled(speeds: Sequence[SpeedEstimate], tolerance: float = SPEED_TOLERANCE) -> bool:
+    """Whether more timing could still change `smallest_as_fast`'s answer.
+
+    Settled when, going up from the smallest batch, a batch is shown as fast as every other before
+    any batch is left undecided; a batch is decided against when its upper bound falls more than
+    `tolerance` below another's lower bound (it can never be shown as fast).
+
+    Examples:
+        >>> settled = [SpeedEstimate(8, 80.0, 78.0, 82.0, 9), SpeedEstimate(32, 100.0, 98.0, 102.0, 9)]
+        >>> smallest_as_fast_settled(settled)  # 82 < 0.97 x 98: batch 8 is slower, so 32
+        True
+        >>> smallest_as_fast_settled([SpeedEstimate(8, 99.0, 90.0, 110.0, 3), settled[1]])
+        False
+    """
+    ordered = sorted(speeds, key=lambda s: s.batch_size)
+    for speed in ordered[:-1]:
+        others = [other for other in ordered if other is not speed]
+        if all(as_fast(speed, other, tolerance) for other in others):
+            return True
+        if not any(speed.high_img_per_s < (1 - tolerance) * other.low_img_per_s for other in others):
+            return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timings:
+    """Speeds from interleaved repeated timing, and why the repetition stopped.
+
+    Attributes:
+        speeds: one estimate per batch, smallest batch first.
+        blocks: blocks of steps timed, all batches together.
+        elapsed_s: seconds the repetition took (by the clock it was given).
+        bound_s: the time bound it ran under.
+        settled: True when it stopped because the decision was settled; False when the bound stopped it.
+    """
+
+    speeds: tuple[SpeedEstimate, ...]
+    blocks: int
+    elapsed_s: float
+    bound_s: float
+    settled: bool
+
+    def speed(self, batch_size: int) -> SpeedEstimate | None:
+        return next((s for s in self.speeds if s.batch_size == batch_size), None)
+
+
+def repeat_timings(
+    time_block: Callable[[int], Sequence[float] | None],
+    batch_sizes: Sequence[int],
+    settled: Callable[[Sequence[SpeedEstimate]], bool],
+    bound_s: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Timings | None:
+    """Time `batch_sizes` in round-robin blocks until `settled(speeds)` or the time bound.
+
+    Each call `time_block(b)` times one block at batch b and returns its steps' seconds (None when
+    nothing can be timed: then None is returned). Every batch gets one block, whatever the bound;
+    after that, before each block the speeds are checked with `settled`, and a block starts only
+    when the batch's previous block, run again, would end within `bound_s` of the start. Blocks
+    go round the batches in order, so a slow spell of the machine hits every batch alike.
+
+    Examples:
+        >>> calls = []
+        >>> def block(b):
+        ...     calls.append(b)
+        ...     return [b / 100.0] * 3  # exact timings: the first round settles it
+        >>> timings = repeat_timings(block, [8, 32], smallest_as_fast_settled, bound_s=10.0)
+        >>> calls, timings.settled, [s.img_per_s for s in timings.speeds]
+        ([8, 32], True, [100.0, 100.0])
+    """
+    samples: dict[int, list[float]] = {b: [] for b in batch_sizes}
+    block_s: dict[int, float] = {}
+    start = clock()
+
+    def finish(done: bool) -> Timings:
+        speeds = tuple(estimate_speed(b, samples[b]) for b in sorted(samples))
+        return Timings(speeds, blocks, clock() - start, bound_s, done)
+
+    if not batch_sizes:
+        raise ValueError("repeat_timings() needs at least one batch size")
+    blocks = 0
+    while True:
+        for batch_size in batch_sizes:
+            if len(block_s) == len(samples):  # every batch has a block: decide whether to go on
+                if settled([estimate_speed(b, samples[b]) for b in sorted(samples)]):
+                    return finish(True)
+                if clock() - start + block_s[batch_size] > bound_s:
+                    return finish(False)
+            began = clock()
+            steps = time_block(batch_size)
+            if steps is None:
+                return None
+            block_s[batch_size] = clock() - began
+            samples[batch_size].extend(steps)
+            blocks += 1
 
 
 def smallest_near_best(speeds: Mapping[int, float], tolerance: float = SPEED_TOLERANCE) -> int:
-    """The smallest key whose speed is within `tolerance` of the best speed.
+    """The smallest key whose speed is within `tolerance` of the best speed (point values, no interval).
 
     Examples:
         >>> smallest_near_best({1: 100.0, 2: 190.0, 4: 197.0, 8: 200.0})

@@ -32,8 +32,9 @@ from visionbatch.keys import (
 )
 from visionbatch.results import to_jsonable
 
-# 74 is sysexits' EX_IOERR: apart from 1, which an unexpected error (a bug, with its traceback) exits with
-EXIT_OK, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 74, 130, 143
+# 74 is sysexits' EX_IOERR: apart from 1, which an unexpected error (a bug, with its traceback) exits with.
+# EXIT_NO is a question answered "no" (`fit batch=16`: it does not fit), so scripts can branch on it.
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NO, EXIT_STORAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 3, 74, 130, 143
 
 
 class Terminated(KeyboardInterrupt):
@@ -111,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 result = module.run(args.tokens)
                 print(module.show(result))
+            if getattr(module, "answered_no", None) and module.answered_no(result):
+                return EXIT_NO
     except StorageError as exc:
         err(f"visionbatch {args.command}: {exc}")
         return EXIT_STORAGE

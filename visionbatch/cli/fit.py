@@ -9,8 +9,7 @@ from pathlib import Path
 from visionbatch.cli.args import positional
 from visionbatch.console import table
 from visionbatch.devices.catalog import TARGETS
-from visionbatch.errors import ConfigError
-from visionbatch.fit.plan import BatchPlan
+from visionbatch.fit.plan import BatchCheck, BatchPlan
 from visionbatch.keys import help_block, read_keys
 from visionbatch.ultralytics.args import ultralytics_defaults
 from visionbatch.units import human_bytes
@@ -29,7 +28,9 @@ visionbatch keys:
 Ultralytics train keys that shape the step pass through: model=, device=, task=, amp=,
 multi_scale=, optimizer=, epochs=, mosaic=, close_mosaic=, mask_ratio=, overlap_mask=, freeze=, ...
 fit finds the batch: batch=auto, batch=0.85 (a fraction) and batch=-1 are read as memory_fraction,
-as in train; a batch size (batch=16) is refused.
+as in train. A batch size asks one question instead: will it fit? `batch=16` runs training at 16
+and validation at 32 (or traces them for target=), prints both peaks and the margin, and exits 0
+when it fits and 3 when it does not (2 is bad input).
 
 Targets (target=KEY, or a size such as target=6GiB for a generic CUDA GPU):
 """ + "\n".join(f"  {t.key:14s} {t.name}" + (f"  [{t.note}]" if t.note else "") for t in TARGETS)
@@ -37,9 +38,9 @@ Targets (target=KEY, or a size such as target=6GiB for a generic CUDA GPU):
 
 @dataclass(frozen=True, slots=True)
 class FitRun:
-    """A plan and where it was written."""
+    """A plan (or the check of one batch) and where it was written."""
 
-    plan: BatchPlan
+    plan: BatchPlan | BatchCheck
     folder: str
     files: tuple[str, ...]
 
@@ -51,32 +52,92 @@ def run(tokens: Sequence[str]) -> FitRun:
     pairs = read_keys("fit", pairs, ultralytics_defaults())
     if "batch" in pairs:
         request = parse_batch(pairs.pop("batch"))
-        if not request.fit:
-            raise ConfigError(f"{request.source}: fit finds the batch; give memory_fraction= (or batch=0.85) instead")
-        pairs.setdefault("memory_fraction", request.memory_fraction)
+        if request.fit:
+            pairs.setdefault("memory_fraction", request.memory_fraction)
+        else:
+            pairs["batch_size"] = request.batch_size
     plan = fit_batch(data, save=True, **pairs)  # the library makes the run folder, as for every command
     folder = Path(plan.save_dir)
-    return FitRun(plan, str(folder), (str(folder / PLAN_JSON), str(folder / CURVE_PNG)))
+    files = (PLAN_JSON,) if isinstance(plan, BatchCheck) else (PLAN_JSON, CURVE_PNG)
+    return FitRun(plan, str(folder), tuple(str(folder / f) for f in files))
+
+
+def answered_no(result: FitRun) -> bool:
+    """`batch=N` asked whether N fits, and it does not (the command exits 3)."""
+    return isinstance(result.plan, BatchCheck) and not result.plan.fits
+
+
+def _heading(plan: BatchPlan | BatchCheck) -> str:
+    work = plan.workload
+    return (f"visionbatch fit: {work.model} {work.task} imgsz={work.imgsz} "
+            f"(steps at {work.max_imgsz}), labels padded to {work.labels_per_image}/image, "
+            f"{work.optimizer}, AMP {'on' if work.amp else 'off'}\n"
+            f"device {plan.device} ({plan.device_name}): {human_bytes(plan.usable_bytes)} usable"
+            + (f" of {human_bytes(plan.total_bytes)}" if plan.total_bytes else "")
+            + f", budget {plan.memory_fraction:g} x usable = {human_bytes(plan.budget_bytes)}")
+
+
+def _cpu_counted(plan: BatchPlan | BatchCheck) -> list[str]:
+    """For a CPU budget, one line saying what the readings count (the budget bounds the training process)."""
+    if plan.device != "cpu":
+        return []
+    return [f"counted: the training process's resident memory: a baseline of {human_bytes(plan.context_bytes)} "
+            f"(measured: Python, torch, Ultralytics, model, optimizer; with the trainer, its loader and what "
+            f"validation leaves), plus each step's measured growth (+20% for the heap over epochs) and the "
+            f"mosaic buffer; no DataLoader workers on a CPU (workers=0)"]
+
+
+def _labels(plan: BatchPlan | BatchCheck) -> str:
+    work = plan.workload
+    batch = f"{work.labels_per_batch} in the batch of {plan.batch_size} measured; " if work.labels_per_batch else ""
+    return batch + work.label_density
+
+
+def _show_check(result: FitRun) -> str:
+    check = result.plan
+    rows = []
+    for s in (check.train, check.val):
+        if s is None:
+            continue
+        rows.append([s.phase, s.batch_size, human_bytes(s.peak_bytes) if s.ok else "OOM",
+                     human_bytes(s.reserved_bytes) if s.ok and s.reserved_bytes is not None else "-",
+                     ("yes" if s.peak_bytes <= check.budget_bytes else "no") if s.ok else "no"])
+    lines = ["", table(["step", "batch", "peak", "torch reserved", "within budget"], rows, title=_heading(check)), ""]
+    if not check.measured:
+        lines.append("PREDICTED, not measured: the readings above are CPU-trace estimates for the target")
+    answer = "YES" if check.fits else "NO"
+    margin = "" if check.margin_bytes is None else (
+        f" (margin {human_bytes(check.margin_bytes)})" if check.margin_bytes >= 0
+        else f" ({human_bytes(-check.margin_bytes)} over)")
+    lines.append(f"batch {check.batch_size} fits: {answer}{margin}")
+    lines.append(f"why: {check.reason}")
+    lines += _cpu_counted(check)
+    lines.append(f"labels: {_labels(check)}")
+    lines += [f"warning: {w}" for w in check.warnings]
+    lines.append(f"checked in {check.planning_s:.1f} s; wrote {', '.join(result.files)}")
+    if not check.fits:
+        lines.append(f"find the largest that fits: visionbatch fit {check.workload.data or 'DATA.yaml'} "
+                     f"(without batch=)")
+    return "\n".join(lines)
 
 
 def show(result: FitRun) -> str:
+    if isinstance(result.plan, BatchCheck):
+        return _show_check(result)
     plan = result.plan
     val = {s.batch_size: s for s in plan.samples if s.phase == "val"}
     rows = []
     for s in (s for s in plan.samples if s.phase == "train"):
         v = val.get(2 * s.batch_size)
         fits = plan.fits(s.batch_size)
+        speed = plan.timings.speed(s.batch_size) if plan.timings and s.ok else None
         rows.append([s.batch_size, human_bytes(s.peak_bytes) if s.ok else "OOM",
                      2 * s.batch_size, human_bytes(v.peak_bytes) if v and v.ok else ("OOM" if v else "-"),
-                     f"{s.img_per_s:.1f}" if s.img_per_s else "-", "yes" if fits else "no"])
+                     f"{speed.img_per_s:.1f} ({speed.low_img_per_s:.1f}-{speed.high_img_per_s:.1f})" if speed else "-",
+                     "yes" if fits else "no"])
     work = plan.workload
-    head = (f"visionbatch fit: {work.model} {work.task} imgsz={work.imgsz} "
-            f"(steps at {work.max_imgsz}), {work.labels_per_image} labels/image, "
-            f"{work.optimizer}, AMP {'on' if work.amp else 'off'}\n"
-            f"device {plan.device} ({plan.device_name}): {human_bytes(plan.usable_bytes)} usable"
-            + (f" of {human_bytes(plan.total_bytes)}" if plan.total_bytes else "")
-            + f", budget {plan.memory_fraction:g} x usable = {human_bytes(plan.budget_bytes)}")
-    lines = ["", table(["batch", "train peak", "val batch", "val peak", "img/s", "fits"], rows, title=head), ""]
+    lines = ["", table(["batch", "train peak", "val batch", "val peak", "img/s (95% interval)", "fits"], rows,
+                       title=_heading(plan)), ""]
     measured = f", measured {human_bytes(plan.measured_bytes)}" if plan.measured_bytes is not None else ""
     if not plan.measured:
         lines.append("PREDICTED, not measured: the readings above are CPU-trace estimates for the target")
@@ -86,6 +147,11 @@ def show(result: FitRun) -> str:
                  f"± {human_bytes(plan.predicted_uncertainty_bytes)}{measured}; "
                  f"validation {human_bytes(plan.val_measured_bytes or plan.val_predicted_bytes)}")
     lines.append(f"why: {plan.reason}")
+    lines += _cpu_counted(plan)
+    lines.append(f"labels: {_labels(plan)}")
+    if plan.after_validation_bytes is not None:
+        lines.append(f"after the first validation: {human_bytes(plan.after_validation_bytes)} held at batch "
+                     f"{plan.batch_size} (Ultralytics empties its CUDA cache only above half the card; budgeted)")
     lines += [f"warning: {w}" for w in plan.warnings]
     lines.append(f"planned in {plan.planning_s:.1f} s; wrote {', '.join(result.files)}")
     lines.append(f"train with it: visionbatch train {work.data or 'DATA.yaml'} batch={plan.batch_size} ...")

@@ -62,7 +62,7 @@ def show(result: SweepRun) -> str:
         rows.append([row.imgsz, row.max_batch_size, row.limited_by, human_bytes(row.per_image_bytes),
                      human_bytes(row.fixed_bytes), human_bytes(row.predicted_bytes), check])
     work = sweep.workload
-    head = (f"visionbatch sweep: {work.model} {work.task}, {work.labels_per_image} labels/image, "
+    head = (f"visionbatch sweep: {work.model} {work.task}, labels padded to {work.labels_per_image}/image, "
             f"AMP {'on' if work.amp else 'off'}; {sweep.device} ({sweep.device_name}), budget "
             f"{sweep.memory_fraction:g} x {human_bytes(sweep.usable_bytes)} = {human_bytes(sweep.budget_bytes)}"
             + ("" if sweep.measured else " [predicted]"))

@@ -9,6 +9,7 @@ torch.cuda.mem_get_info and the context is reported as unknown (0).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import sys
@@ -80,7 +81,10 @@ def cuda_capacity(device_index: int) -> Capacity:
 
     usable = free now + what this process already holds (NVML's per-process figure, or torch's
     reserved bytes when NVML cannot say); context = this process's NVML figure minus torch's
-    reserved bytes: the CUDA context and libraries outside torch's allocator.
+    reserved bytes: the CUDA context and libraries outside torch's allocator. Under
+    `torch.cuda.set_per_process_memory_fraction` the allocator reserves at most fraction x total,
+    so the process can hold that plus its context: the device is then that smaller card (how
+    tools/gpu_check.py emulates one).
     """
     import torch
 
@@ -93,14 +97,28 @@ def cuda_capacity(device_index: int) -> Capacity:
     else:
         held, context = reserved, 0
     usable = free + held
+    name = torch.cuda.get_device_name(device_index)
+    fraction = per_process_fraction(device_index)
+    if fraction < 1.0:
+        total = int(fraction * total) + context
+        usable = min(usable, total)
+        name = f"{name} (limited to {fraction:.4g} of its memory)"
     return Capacity(
         device=f"cuda:{device_index}",
-        name=torch.cuda.get_device_name(device_index),
+        name=name,
         total_bytes=int(total),
         used_by_others_bytes=int(max(total - usable, 0)),
         context_bytes=int(context),
         usable_bytes=int(usable),
     )
+
+
+def per_process_fraction(device_index: int) -> float:
+    """The per-process memory fraction torch's caching allocator enforces on the device (1.0: none)."""
+    import torch
+
+    reader = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # torch 2.5 and later
+    return 1.0 if reader is None else float(reader(device_index))
 
 
 def cuda_available() -> bool:
@@ -150,6 +168,50 @@ def current_rss_bytes() -> int:
     return now if now is not None else peak_rss_bytes()
 
 
+def trim_heap() -> bool:
+    """Hand the heap's free pages back to the OS (glibc's `malloc_trim`); False where there is no glibc.
+
+    glibc keeps what a step freed for later allocations, so without a trim the next reading of
+    resident memory would still hold an earlier, larger step's memory.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc's soname on every Linux it runs on
+    except (OSError, AttributeError):  # musl, macOS, Windows: no malloc_trim
+        return None
+
+
+class ProcessRss:
+    """This process's resident memory, as a CPU memory budget reads it (tests pass a fake).
+
+    `start_window()` collects garbage, trims the heap and starts a new peak window (True when the
+    OS could reset the peak; otherwise `peak()` is the process's lifetime peak).
+    """
+
+    def now(self) -> int:
+        return current_rss_bytes()
+
+    def peak(self) -> int:
+        return peak_rss_bytes()
+
+    def start_window(self) -> bool:
+        import gc
+
+        gc.collect()
+        trim_heap()
+        return reset_peak_rss()
+
+
 def cuda_reset_peaks(device) -> None:
     """Reset torch.cuda's peak counters for `device` (a torch.device of type cuda)."""
     import torch
@@ -184,7 +246,9 @@ class Capacity:
         name: the GPU or CPU model, or the target's name.
         total_bytes: the device's memory (None for a CPU budget).
         used_by_others_bytes: memory other processes hold (NVML; 0 when unknown).
-        context_bytes: memory this process holds outside torch's allocator (the CUDA context).
+        context_bytes: memory this process holds outside torch's allocator (the CUDA context); for a
+            CPU budget, the training process's baseline: what it holds before any step's tensors
+            (`fit.probes.cpu`).
         usable_bytes: what this process may use: total minus others, or the budget given.
     """
 

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from visionbatch.devices.memory import Capacity
 from visionbatch.errors import ConfigError
-from visionbatch.fit.plan import BatchPlan, WorkloadSummary
-from visionbatch.fit.planner import MAX_PROBES, plan_batch
+from visionbatch.fit.plan import BatchCheck, BatchPlan, WorkloadSummary
+from visionbatch.fit.planner import MAX_PROBES, check_batch, plan_batch
 from visionbatch.fit.probes.base import Probe
+from visionbatch.ultralytics.density import DEFAULT_OOM_RISK
 from visionbatch.ultralytics.spec import NOMINAL_BATCH
 from visionbatch.values import DEFAULT_MEMORY_FRACTION
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # types only: the modules load when a fit runs
     from visionbatch.devices.catalog import Target
     from visionbatch.fit.probes.trace import DeviceModel
     from visionbatch.ultralytics.job import TrainingJob
+    from visionbatch.ultralytics.spec import WorkloadSpec
 
 # -- the public entry point -------------------------------------------------------------------------
 
@@ -115,30 +117,41 @@ def fit_batch(
     labels_per_image: int | None = None,
     max_probes: int = MAX_PROBES,
     save: bool = False,
+    batch_size: int | None = None,
+    oom_risk: float = DEFAULT_OOM_RISK,
     **train_args: Any,
-) -> BatchPlan:
+) -> BatchPlan | BatchCheck:
     """Fit the training batch to the device by measuring the real training step, or predict it.
 
+    With `batch_size` it answers one question instead, without searching: will this batch fit?
+    (a `BatchCheck`: training at the batch and validation at twice it, the peaks, the margin).
+
     Args:
-        data: the dataset's data.yaml (its densest image sets the label density).
+        data: the dataset's data.yaml (its labels set the label density).
         model: model YAML or local checkpoint (default: yolo11n for the task).
         imgsz: training image size.
         device: CUDA device (0, 'cuda:1') or 'cpu' (default: GPU 0 when there is one).
         memory_fraction: share of the usable memory to fill (0 < f <= 1).
         memory_budget: the memory to fit into instead of a GPU's ('2GiB'): real CPU steps against
-            it; with `target`, the memory the target leaves to training.
+            it, where it bounds the whole training process's resident memory (a measured baseline:
+            Python, torch, Ultralytics, model, optimizer, trainer and loader; plus each step's growth);
+            with `target`, the memory the target leaves to training.
         target: a GPU you do not have (`'gtx1050'`, `'rtx3060'`, `'orin-nano-8gb'`, or a size
             such as `'6GiB'`): the plan is predicted from a CPU trace of the step, not measured.
-        labels_per_image: override the worst-case label density (default: densest image,
-            x4 while mosaic is on).
+        labels_per_image: force this many labels into every training image of the measured
+            batch (default: the run's label counts modelled from the dataset, at `oom_risk`).
+        oom_risk: the chance, at most, that any batch of the run carries more labels than the
+            measured batch (`ultralytics.density`).
         max_probes: the most training probes to run.
         save: write `plan.json` and `memory_curve.png` into a new run folder, `runs/fit/<name>/`
             (`name=` and `project=` as in Ultralytics); `plan.save_dir` says where.
+        batch_size: check this one batch instead of searching (`batch=16` means the same).
         **train_args: Ultralytics train arguments that shape the step (task, multi_scale, amp,
             optimizer, epochs, mosaic, close_mosaic, mask_ratio, overlap_mask, freeze, ...).
 
     Returns:
-        A verified `BatchPlan` (`plan.measured` is False for a target's prediction).
+        A verified `BatchPlan` (`plan.measured` is False for a target's prediction), or with
+        `batch_size` a `BatchCheck`.
 
     Raises:
         ConfigError: an unknown or impossible argument; no device and no budget; an unknown target.
@@ -151,16 +164,22 @@ def fit_batch(
         (True, True)
         >>> fit_batch("datasets/shapes/data.yaml", model="yolo11s.yaml", imgsz=1024, target="gtx1050").measured  # doctest: +SKIP
         False
+        >>> fit_batch("datasets/shapes/data.yaml", batch_size=16, target="gtx1050").fits  # doctest: +SKIP
+        True
     """
-    if "batch" in train_args:  # batch= keeps its one meaning here too: a fit request sets the fraction
+    if "batch" in train_args:  # batch= keeps its one meaning here too: a size asks, a fit request sets the fraction
         from visionbatch.values import parse_batch
 
         request = parse_batch(train_args.pop("batch"))
-        if not request.fit:
-            raise ConfigError(f"{request.source}: fit finds the batch; give memory_fraction= (or batch=0.85) instead")
-        memory_fraction = request.memory_fraction
+        if request.fit:
+            memory_fraction = request.memory_fraction
+        elif batch_size is not None and batch_size != request.batch_size:
+            raise ConfigError(f"{request.source} and batch_size={batch_size} disagree: give one of them")
+        else:
+            batch_size = request.batch_size
     options = FitOptions.check(device=device, memory_fraction=memory_fraction, memory_budget=memory_budget,
-                               target=target, labels_per_image=labels_per_image, max_probes=max_probes, imgsz=imgsz)
+                               target=target, labels_per_image=labels_per_image, max_probes=max_probes, imgsz=imgsz,
+                               batch_size=batch_size, oom_risk=oom_risk)
     overrides = {**train_args, "imgsz": imgsz}
     if model is not None:
         overrides["model"] = model
@@ -179,17 +198,22 @@ PLAN_JSON = "plan.json"
 CURVE_PNG = "memory_curve.png"
 
 
-def write_plan(plan: BatchPlan, folder: str | os.PathLike, json_name: str = PLAN_JSON) -> tuple[Path, Path]:
-    """Write the plan's JSON and its memory-curve plot into an existing `folder`."""
+def write_plan(plan: BatchPlan | BatchCheck, folder: str | os.PathLike,
+               json_name: str = PLAN_JSON) -> tuple[Path, ...]:
+    """Write the plan's JSON and its memory-curve plot (a plan's; a check has no curve) into `folder`."""
     from visionbatch.fit.plot import plot_batch_plan
     from visionbatch.results import write_json
 
     folder = Path(folder)
-    return write_json(folder / json_name, plan), plot_batch_plan(plan, folder / CURVE_PNG)
+    written = write_json(folder / json_name, plan)
+    if isinstance(plan, BatchCheck):
+        return (written,)
+    return written, plot_batch_plan(plan, folder / CURVE_PNG)
 
 
-def save_plan(plan: BatchPlan, name: str | None = None, project: str | os.PathLike | None = None) -> BatchPlan:
-    """Write the plan into a new run folder, `runs/fit/<name>/`; return it with `save_dir` set."""
+def save_plan(plan: BatchPlan | BatchCheck, name: str | None = None,
+              project: str | os.PathLike | None = None) -> BatchPlan | BatchCheck:
+    """Write the plan (or check) into a new run folder, `runs/fit/<name>/`; return it with `save_dir` set."""
     from visionbatch.rundir import new_run_dir
 
     plan = replace(plan, save_dir=str(new_run_dir("fit", name, project)))
@@ -209,6 +233,8 @@ class FitOptions:
         target: the GPU to predict for (a `devices.catalog.Target`), or None to measure.
         labels_per_image: forced label density, or None for the dataset's worst case.
         max_probes: the most training probes to run.
+        batch_size: the one batch to check instead of searching, or None to search.
+        oom_risk: the chance, at most, that a batch of the run carries more labels than measured.
     """
 
     device: Any = None
@@ -218,10 +244,13 @@ class FitOptions:
     labels_per_image: int | None = None
     max_probes: int = MAX_PROBES
     memory_budget: Any = None
+    batch_size: int | None = None
+    oom_risk: float = DEFAULT_OOM_RISK
 
     @classmethod
     def check(cls, *, device: Any = None, memory_fraction: Any = DEFAULT_MEMORY_FRACTION, memory_budget: Any = None, target: Any = None,
-              labels_per_image: Any = None, max_probes: Any = MAX_PROBES, imgsz: Any = None) -> FitOptions:
+              labels_per_image: Any = None, max_probes: Any = MAX_PROBES, imgsz: Any = None,
+              batch_size: Any = None, oom_risk: Any = DEFAULT_OOM_RISK) -> FitOptions:
         """Check every option; a problem is a one-line ConfigError naming it.
 
         Examples:
@@ -232,8 +261,10 @@ class FitOptions:
             visionbatch.errors.ConfigError: max_probes=1 is impossible: use an integer >= 2, e.g. max_probes=8
         """
         from visionbatch.checks import (
+            MAX_BATCH_SIZE,
             check_fraction,
             check_labels_per_image,
+            check_oom_risk,
             whole_number,
         )
         from visionbatch.devices.catalog import find_target
@@ -248,7 +279,9 @@ class FitOptions:
             raise ConfigError(f"device={device} with target={target}: a prediction runs on this CPU; "
                               f"drop device= (or drop target= to measure on the device)")
         check_probe_imgsz(imgsz)
-        return cls(device, fraction, budget, gpu, labels, probes, memory_budget)
+        batch = (whole_number(batch_size, "batch_size", example="batch_size=16", maximum=MAX_BATCH_SIZE)
+                 if batch_size is not None else None)
+        return cls(device, fraction, budget, gpu, labels, probes, memory_budget, batch, check_oom_risk(oom_risk))
 
 
 def check_probe_imgsz(imgsz: Any) -> None:
@@ -268,7 +301,7 @@ def check_probe_imgsz(imgsz: Any) -> None:
                           f"imgsz={MIN_PROBE_IMGSZ} or more")
 
 
-def fit_job(job: TrainingJob, options: FitOptions) -> BatchPlan:
+def fit_job(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchCheck:
     """Fit the batch for a prepared training job (`ultralytics.job.prepare`): the dataset is read once.
 
     Args:
@@ -276,7 +309,8 @@ def fit_job(job: TrainingJob, options: FitOptions) -> BatchPlan:
         options: how to fit (`FitOptions.check`).
 
     Returns:
-        A verified `BatchPlan` (`plan.measured` is False for a target's prediction).
+        A verified `BatchPlan` (`plan.measured` is False for a target's prediction), or a
+        `BatchCheck` when `options.batch_size` asks about one batch.
     """
     from visionbatch.ultralytics.offline import offline, trusted_checkpoints
 
@@ -287,7 +321,7 @@ def fit_job(job: TrainingJob, options: FitOptions) -> BatchPlan:
         return _measured_plan(job, options)
 
 
-def _measured_plan(job: TrainingJob, options: FitOptions) -> BatchPlan:
+def _measured_plan(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchCheck:
     import torch
 
     from visionbatch.ultralytics.spec import job_spec
@@ -303,20 +337,26 @@ def _measured_plan(job: TrainingJob, options: FitOptions) -> BatchPlan:
         gpu = torch.cuda.get_device_name(probe.index)
     else:
         from visionbatch.devices.memory import device_name as describe
-        from visionbatch.fit.probes.cpu import CpuProbe
+        from visionbatch.fit.probes.cpu import CpuProbe, trainer_share
 
-        probe = CpuProbe(budget, name=describe(torch.device("cpu")))
+        # the budget bounds the training process: a measured baseline, the trainer's share, each step
+        probe = CpuProbe(budget, name=describe(torch.device("cpu")), trainer=trainer_share(job))
         gpu = ""
-    spec = job_spec(job, device_type, gpu, options.labels_per_image)
+    spec = job_spec(job, device_type, gpu, options.labels_per_image, oom_risk=options.oom_risk)
     with trainer_globals(bool(job.args.get("deterministic", True)), device_type):
         workload = Workload(spec, device_name)
         try:
-            capacity = probe.capacity()  # after the model is on the device: the context exists
+            if device_type == "cpu":
+                probe.count_model(workload.model)  # type: ignore[attr-defined]  # the trainer builds its own copy
+            capacity = probe.capacity()  # after the model is built: the CUDA context, or the CPU baseline, exists
             description = WorkloadSummary(**spec.describe(), max_imgsz=workload.train_imgsz, device=device_name,
                                           data=job.dataset.yaml_path)
-            return plan_batch(probe, workload, options.memory_fraction, spec.dataset_images, description,
-                              nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=options.max_probes,
-                              capacity=capacity)
+            if options.batch_size is not None:
+                return _counted(check_batch(probe, workload, options.batch_size, options.memory_fraction,
+                                            description, capacity=capacity, images=_images(job, spec)), spec)
+            return _counted(plan_batch(probe, workload, options.memory_fraction, spec.dataset_images, description,
+                                       nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)),
+                                       max_probes=options.max_probes, capacity=capacity), spec)
         finally:
             workload.close()
 
@@ -339,24 +379,46 @@ def target_capacity(gpu: Target, memory_budget_bytes: int | None = None) -> tupl
     return gpu.capacity(memory_budget_bytes, context_bytes=device_model.context_bytes), device_model
 
 
-def _predicted_plan(job: TrainingJob, options: FitOptions) -> BatchPlan:
+def _predicted_plan(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchCheck:
     from visionbatch.fit.probes.trace import TraceEstimator, TraceProbe, TraceRunner
     from visionbatch.ultralytics.spec import job_spec, trainer_amp
 
     gpu = options.target
     capacity, device_model = target_capacity(gpu, options.memory_budget_bytes)
-    spec = job_spec(job, "cuda", gpu.name, options.labels_per_image, amp=trainer_amp(job.args, gpu.amp))
+    spec = job_spec(job, "cuda", gpu.name, options.labels_per_image, amp=trainer_amp(job.args, gpu.amp),
+                    oom_risk=options.oom_risk)
     with trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
         estimator = TraceEstimator(spec, device_model)
         probe = TraceProbe(estimator, capacity)
         description = WorkloadSummary(**spec.describe(), max_imgsz=estimator.train_imgsz, device=capacity.device,
                                       data=job.dataset.yaml_path, target=gpu.key)
-        plan = plan_batch(probe, TraceRunner(), options.memory_fraction, spec.dataset_images, description,
-                          nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=options.max_probes,
-                          capacity=capacity, measured=False)
+        if options.batch_size is not None:
+            plan = check_batch(probe, TraceRunner(), options.batch_size, options.memory_fraction, description,
+                               capacity=capacity, measured=False, images=_images(job, spec))
+        else:
+            plan = plan_batch(probe, TraceRunner(), options.memory_fraction, spec.dataset_images, description,
+                              nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=options.max_probes,
+                              capacity=capacity, measured=False)
     calibration = "calibrated" if device_model.calibrated else "uncalibrated defaults (see calibration.json)"
     notes = [f"predicted for {gpu.name} from a CPU trace of the step, not measured on it; CUDA overheads: "
              f"{calibration}"]
     if gpu.note:
         notes.append(gpu.note)
-    return replace(plan, warnings=plan.warnings + tuple(notes))
+    return _counted(replace(plan, warnings=plan.warnings + tuple(notes)), spec)
+
+
+def _images(job: TrainingJob, spec: WorkloadSpec) -> tuple[int, int]:
+    """Training images (after fraction) and validation images: no batch of the run holds more."""
+    return spec.dataset_images, max(job.dataset.val.images, 1)
+
+
+def _counted(plan: BatchPlan | BatchCheck, spec: WorkloadSpec) -> BatchPlan | BatchCheck:
+    """The plan with the labels its answer's training batch was measured with (and, for a check of a
+    batch larger than the training set, the batch Ultralytics really trains with)."""
+    measured = plan.train.batch_size if isinstance(plan, BatchCheck) else plan.batch_size
+    plan = replace(plan, workload=replace(plan.workload, labels_per_batch=sum(spec.batch_labels(measured))))
+    if isinstance(plan, BatchCheck) and plan.batch_size > spec.dataset_images:
+        plan = replace(plan, warnings=(f"batch {plan.batch_size} is more than the {spec.dataset_images} training "
+                                       f"images: the run's batches hold {spec.dataset_images}, and that is what was "
+                                       f"measured",) + plan.warnings)
+    return plan

@@ -11,6 +11,7 @@ import math
 from typing import Any, ClassVar
 
 from visionbatch.results import to_jsonable
+from visionbatch.stats import Timings
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -22,10 +23,13 @@ class ProbeSample:
         phase: 'train' (forward, loss, backward, optimizer, EMA) or 'val' (eval forward, loss, NMS).
         ok: the step ran without running out of memory.
         peak_bytes: the fitted reading: device memory the process needed at peak (CUDA: peak
-            reserved + CUDA context; CPU: peak bytes of live tensors). None when the step failed.
-        allocated_bytes: peak allocated by torch (CUDA) or tensor bytes (CPU).
+            reserved + CUDA context; CPU budget: the training process's resident memory, baseline +
+            the step's growth + the mosaic buffer, fit/probes/cpu.py). None when the step failed.
+        allocated_bytes: peak allocated by torch (CUDA); the step's growth of resident memory over
+            the baseline (CPU budget), or live tensor bytes (the CPU trace's `TensorProbe`).
         reserved_bytes: peak reserved by torch's caching allocator (CUDA only).
-        step_s: seconds per step, from the timed steps (None when not timed or failed).
+        step_s: seconds per step: the mean of the interleaved timed steps (None when not timed or failed;
+            the plan's `timings` has the intervals).
         error: the out-of-memory message when the step failed.
     """
 
@@ -44,9 +48,40 @@ class ProbeSample:
 
 
 
-def batch_fits(train: ProbeSample | None, val: ProbeSample | None, budget_bytes: int) -> bool:
+CACHE_KEPT_SHARE = 0.5  # Ultralytics empties the CUDA cache between phases only above half the card
+
+
+def after_validation_bytes(train: ProbeSample | None, val: ProbeSample | None, total_bytes: int | None) -> int | None:
+    """What the device holds once validation has run, as Ultralytics' cache rule leaves it.
+
+    Ultralytics' trainer (8.3.149 and later, `BaseTrainer._clear_memory(0.5)`) empties the CUDA
+    cache before validation and after each epoch only when reserved memory is above half the card.
+    Below that, validation allocates beside training's cached blocks and training resumes beside
+    validation's: the published logs' `GPU_mem` grows after epoch 1 by up to validation's reserved
+    memory. So: training's peak plus validation's reserved memory (no block reused: the bound)
+    when training stays under half the card, else the larger of the two peaks. None without
+    reserved readings (a CPU) or a known card size.
+
+    Examples:
+        >>> train = ProbeSample(4, "train", ok=True, peak_bytes=30, reserved_bytes=25)
+        >>> val = ProbeSample(8, "val", ok=True, peak_bytes=20, reserved_bytes=15)
+        >>> after_validation_bytes(train, val, 100), after_validation_bytes(train, val, 40)
+        (45, 30)
+    """
+    if train is None or val is None or not (train.ok and val.ok) or not total_bytes \
+            or train.reserved_bytes is None or val.reserved_bytes is None:
+        return None
+    if train.reserved_bytes <= CACHE_KEPT_SHARE * total_bytes:
+        return train.peak_bytes + val.reserved_bytes
+    return max(train.peak_bytes, val.peak_bytes)
+
+
+def batch_fits(train: ProbeSample | None, val: ProbeSample | None, budget_bytes: int,
+               total_bytes: int | None = None) -> bool:
     """The one rule for "batch b fits": its training step and its validation step (batch 2b, which
-    runs between epochs with the training state alive) both ran and peaked within the budget.
+    runs between epochs with the training state alive) both ran and peaked within the budget, and
+    on a CUDA card of `total_bytes` so does what the two leave reserved together
+    (`after_validation_bytes`).
 
     Examples:
         >>> ok = ProbeSample(4, "train", ok=True, peak_bytes=90)
@@ -55,8 +90,11 @@ def batch_fits(train: ProbeSample | None, val: ProbeSample | None, budget_bytes:
         >>> batch_fits(ok, ProbeSample(8, "val", ok=False, peak_bytes=None), 100)
         False
     """
-    return (train is not None and val is not None and train.ok and val.ok
-            and train.peak_bytes <= budget_bytes and val.peak_bytes <= budget_bytes)
+    if not (train is not None and val is not None and train.ok and val.ok
+            and train.peak_bytes <= budget_bytes and val.peak_bytes <= budget_bytes):
+        return False
+    after = after_validation_bytes(train, val, total_bytes)
+    return after is None or after <= budget_bytes
 
 
 
@@ -113,8 +151,8 @@ class BatchPlan:
     """The batch size to train with, and everything it was decided from.
 
     Attributes:
-        batch_size: the batch to train with: the largest verified batch, or a smaller one where
-            throughput has already saturated (within 3% of the best measured).
+        batch_size: the batch to train with: the largest verified batch, or a smaller one whose
+            speed interval shows it within 3% of every other timed batch (throughput saturates).
         max_batch_size: the largest batch verified to fit the budget (training and validation).
         val_batch_size: the validation batch Ultralytics will use (2 x batch_size).
         val_max_batch_size: the largest validation batch the validation curve allows.
@@ -126,13 +164,14 @@ class BatchPlan:
         device_name: the GPU model, CPU model or target.
         total_bytes: device memory in total (None for a CPU budget).
         usable_bytes: memory this process can have: total minus other processes' use, or the budget given.
-        context_bytes: memory the CUDA context takes outside torch's allocator (0 on CPU).
+        context_bytes: memory the CUDA context takes outside torch's allocator; on a CPU budget, the
+            training process's measured baseline before any step (fit/probes/cpu.py).
         predicted_bytes: training peak predicted at batch_size.
         predicted_uncertainty_bytes: one standard deviation of that prediction.
         measured_bytes: training peak measured at batch_size (None when predicted, not measured).
         val_predicted_bytes: validation peak predicted at val_batch_size.
         val_measured_bytes: validation peak measured at val_batch_size.
-        img_per_s: training throughput measured at batch_size.
+        img_per_s: training throughput measured at batch_size (the mean; intervals in `timings`).
         best_img_per_s: the best throughput measured.
         samples: every probe, in the order run.
         curve: the fitted training curve.
@@ -142,6 +181,10 @@ class BatchPlan:
         warnings: things to know (noisy readings, extrapolation, clamps).
         measured: True when the answer was verified with real steps on the device.
         planning_s: seconds spent planning.
+        timings: the timed batches' speeds with their 95% intervals, how long the timing took and
+            whether it settled the choice or hit its time bound (None when nothing was timed: a trace).
+        after_validation_bytes: what the card holds once validation has run at the chosen batch,
+            under Ultralytics' cache rule (`after_validation_bytes`; None on a CPU).
         save_dir: the run folder the plan was written to (absent from JSON when not saved).
     """
 
@@ -175,6 +218,8 @@ class BatchPlan:
     warnings: tuple[str, ...]
     measured: bool
     planning_s: float
+    timings: Timings | None = None
+    after_validation_bytes: int | None = None
     save_dir: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,7 +231,71 @@ class BatchPlan:
 
     def fits(self, batch_size: int) -> bool:
         """Whether the probes at `batch_size` (training, and validation at twice it) fit the budget."""
-        return batch_fits(self.sample(batch_size, "train"), self.sample(2 * batch_size, "val"), self.budget_bytes)
+        return batch_fits(self.sample(batch_size, "train"), self.sample(2 * batch_size, "val"), self.budget_bytes,
+                          self.total_bytes)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchCheck:
+    """The answer to "will batch b fit?": one training step at b and validation at 2b, no search.
+
+    `fit_batch(..., batch_size=b)` and `visionbatch fit DATA batch=b` return it. On a device the
+    steps are measured; for a `target=` they are predicted from a CPU trace (`measured` False).
+
+    Attributes:
+        batch_size: the training batch asked about.
+        val_batch_size: the validation batch Ultralytics will use (2 x batch_size).
+        fits: training and validation both ran and peaked within the budget (`batch_fits`).
+        train: the training step's reading. `peak_bytes` is what has to fit (CUDA: peak reserved
+            plus the context); `reserved_bytes` is torch's peak reserved without the context,
+            what Ultralytics' `GPU_mem` column shows.
+        val: the validation step's reading at val_batch_size (None when training did not run).
+        budget_bytes: memory_fraction x usable memory.
+        margin_bytes: budget minus the largest of the two peaks and `after_validation_bytes`
+            (negative when over; None when a step ran out of memory and left no reading).
+        memory_fraction, device, device_name, total_bytes, usable_bytes, context_bytes: as in
+            `BatchPlan`.
+        workload: what one step contained (model, task, imgsz, label density, AMP, optimizer, ...).
+        reason: the answer in one sentence.
+        warnings: things to know.
+        measured: True when the steps ran on the device; False for a target's prediction.
+        planning_s: seconds spent.
+        after_validation_bytes: what the card holds once validation has run, under Ultralytics'
+            cache rule (`after_validation_bytes`; None on a CPU).
+        save_dir: the run folder the check was written to (absent from JSON when not saved).
+    """
+
+    JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("save_dir",)
+
+    batch_size: int
+    val_batch_size: int
+    fits: bool
+    train: ProbeSample
+    val: ProbeSample | None
+    budget_bytes: int
+    margin_bytes: int | None
+    memory_fraction: float
+    device: str
+    device_name: str
+    total_bytes: int | None
+    usable_bytes: int
+    context_bytes: int
+    workload: WorkloadSummary
+    reason: str
+    warnings: tuple[str, ...]
+    measured: bool
+    planning_s: float
+    after_validation_bytes: int | None = None
+    save_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @property
+    def peak_bytes(self) -> int | None:
+        """The larger of the training and validation peaks (None when a step ran out of memory)."""
+        readings = [s.peak_bytes for s in (self.train, self.val) if s is not None and s.ok]
+        return max(readings) if len(readings) == 2 else None
 
 
 
@@ -238,7 +347,12 @@ class WorkloadSummary:
         model, task, nc: the model file, 'detect' or 'segment', and the number of classes.
         imgsz: the training size asked for; max_imgsz: the largest size a step runs at (multi-scale).
         multi_scale: Ultralytics' multi_scale fraction.
-        labels_per_image, val_labels_per_image: label density of a training and a validation image.
+        labels_per_image: the largest per-image label count a training batch is planned for (the
+            loss pads every image to it); val_labels_per_image: the densest validation image's.
+        oom_risk: the chance, at most, that a batch of the run carries more labels than planned
+            (None when `labels_per_image=` forced the count).
+        label_density: how the training density was set, in one sentence.
+        labels_per_batch: labels in the training batch the answer was measured with.
         amp, amp_dtype: mixed precision, and its dtype ('float16', 'bfloat16') when on.
         optimizer: the optimizer Ultralytics' optimizer=auto picks (or the one given).
         ema: whether the step updates an EMA copy (always, as Ultralytics' trainer does).
@@ -246,7 +360,7 @@ class WorkloadSummary:
         device, data, target: where the step ran, the data.yaml, and the target predicted for.
     """
 
-    JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("max_imgsz", "device", "data", "target")
+    JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("max_imgsz", "device", "data", "target", "labels_per_batch")
 
     model: str
     task: str
@@ -255,6 +369,8 @@ class WorkloadSummary:
     multi_scale: float
     labels_per_image: int
     val_labels_per_image: int
+    oom_risk: float | None
+    label_density: str
     amp: bool
     amp_dtype: str | None
     optimizer: str
@@ -264,3 +380,4 @@ class WorkloadSummary:
     device: str | None = None
     data: str | None = None
     target: str | None = None
+    labels_per_batch: int | None = None

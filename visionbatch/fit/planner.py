@@ -14,11 +14,21 @@ It stops when the largest batch that fitted is the curve's answer, or is one bel
 did not fit. The answer is always a batch that was actually run (or, for a target GPU, traced);
 typical runs take 4 to 6 probes. The probe and the workload are passed in: a CUDA device, a CPU
 budget, a CPU trace for a GPU elsewhere, or a simulated device in tests.
+
+Then the speed choice. The probed batches above 2 that fit, and the largest batch that fits, are
+timed in interleaved blocks (one warm-up step and `TIMED_STEPS` timed steps each, round robin)
+until the choice is settled or `TIMING_BOUND_S` of timing has passed (`stats.repeat_timings`).
+The rule (`stats.smallest_as_fast`): **keep the largest batch that fits, unless a smaller batch is
+shown, by the lower end of its 95% interval against the upper end of every other timed batch's,
+to lose at most 3% (`SPEED_TOLERANCE`) to each; then the smallest such batch ("throughput
+saturates").** Noise widens the intervals, and wider intervals can only keep the largest batch:
+a difference smaller than the noise never moves the choice.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -32,20 +42,30 @@ from visionbatch.fit.curve import (
     solve_batch,
 )
 from visionbatch.fit.plan import (
+    CACHE_KEPT_SHARE,
+    BatchCheck,
     BatchPlan,
     MemoryCurve,
     ProbeSample,
     WorkloadSummary,
+    after_validation_bytes,
     batch_fits,
 )
 from visionbatch.fit.probes.base import Probe
-from visionbatch.stats import SPEED_TOLERANCE, smallest_near_best
+from visionbatch.stats import (
+    SPEED_TOLERANCE,
+    Timings,
+    repeat_timings,
+    smallest_as_fast,
+    smallest_as_fast_settled,
+)
 from visionbatch.ultralytics.spec import NOMINAL_BATCH
 from visionbatch.units import human_bytes
 
 GROWTH_LIMIT = 16  # never extrapolate more than 16x past the largest batch that fitted
 MAX_PROBES = 8
-TIMED_STEPS = 3
+TIMED_STEPS = 3  # timed steps per block, after one warm-up step
+TIMING_BOUND_S = 20.0  # timing repeats at most this long (every candidate gets one block regardless)
 
 
 class StepRunner(Protocol):
@@ -55,7 +75,8 @@ class StepRunner(Protocol):
 
     def val_step(self, batch_size: int) -> float: ...
 
-    def time_steps(self, batch_size: int, steps: int = 3) -> float: ...
+    def time_steps(self, batch_size: int, steps: int = 3) -> Sequence[float] | None:
+        """Seconds of each of `steps` steps after one warm-up step (None: nothing can be timed)."""
 
     def persistent(self) -> list[Any]: ...
 
@@ -71,19 +92,21 @@ class _Probing:
     best: int = 0  # largest batch whose training and validation fitted
     upper: int | None = None  # smallest batch that did not fit
     misses: int = 0  # failed probes in a row
+    total_bytes: int | None = None  # the card's size, for Ultralytics' cache rule (plan.after_validation_bytes)
+    context_bytes: int = 0  # in every CUDA peak, counted once when training and validation are held together
 
-    def run(self, batch_size: int, timed: bool) -> bool:
+    def run(self, batch_size: int) -> bool:
         train = self.probe.measure(lambda: self.runner.train_step(batch_size, self.probe.pass_boundary),
                                    batch_size, "train", self.runner.persistent())
-        # step_s from the measured step is one step under a tracker: timings come from untracked steps
-        train = replace(train, step_s=self.runner.time_steps(batch_size, TIMED_STEPS) if train.ok and timed else None)
+        # the measured step ran under a tracker: speeds come from untracked, interleaved steps at the end
+        train = replace(train, step_s=None)
         self.samples.append(train)
         val = None
         if train.ok:  # validation runs between epochs, at twice the batch, with the training state alive
             val = replace(self.probe.measure(lambda: self.runner.val_step(2 * batch_size), 2 * batch_size, "val",
                                              self.runner.persistent()), step_s=None)
             self.samples.append(val)
-        fits = batch_fits(train, val, self.budget_bytes)
+        fits = batch_fits(train, val, self.budget_bytes, self.total_bytes)
         if fits:
             self.best = max(self.best, batch_size)
             self.misses = 0
@@ -109,6 +132,32 @@ class _Probing:
                                 self.probe.noise_floor_bytes)
 
 
+def _together(state: _Probing, train: MemoryCurve, val: MemoryCurve, target: int) -> int:
+    """`target`, or less where training and validation must fit together (`plan.after_validation_bytes`).
+
+    Below half the card Ultralytics keeps its CUDA cache, so training's peak plus validation's
+    reserved memory must fit; above it each phase alone must. Batches in between the largest that
+    fits together and the last one under half the card are out.
+    """
+    if not state.total_bytes:
+        return target
+    half = CACHE_KEPT_SHARE * state.total_bytes
+
+    def kept(b: int) -> bool:  # training's reserved memory at b stays under half the card
+        return train.predict(b) - state.context_bytes <= half
+
+    def together(b: int) -> bool:
+        return train.predict(b) + val.predict(2 * b) - state.context_bytes <= state.budget_bytes
+
+    if not kept(target) or together(target):
+        return target
+    low, high = 0, target  # together(low) holds (or low is 0); together(high) does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if together(middle) else (low, middle)
+    return max(low, 1)
+
+
 def _target(state: _Probing, limit: int, sigmas: float) -> int:
     """The next batch to verify: the curves' answer under every bound."""
     train_curve, val_curve = state.curve("train"), state.curve("val")
@@ -117,6 +166,7 @@ def _target(state: _Probing, limit: int, sigmas: float) -> int:
     target = solve_batch(train_curve, state.budget_bytes, sigmas, below=state.upper, cap=limit)
     if val_curve is not None:
         target = min(target, solve_batch(val_curve, state.budget_bytes, sigmas, cap=2 * limit) // 2)
+        target = _together(state, train_curve, val_curve, target)
     if state.upper is not None:
         # after a failure the curve may be what failed: step in from the bracket too, by the
         # readings on either side when both exist, and by halving after two misses in a row
@@ -142,6 +192,8 @@ def plan_batch(
     sigmas: float = DEFAULT_SIGMAS,
     capacity: Capacity | None = None,
     measured: bool = True,
+    timing_bound_s: float = TIMING_BOUND_S,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> BatchPlan:
     """Find the largest batch that fits `memory_fraction` of the device, by measuring it.
 
@@ -156,6 +208,8 @@ def plan_batch(
         sigmas: how many standard deviations of the curve's prediction must fit too.
         capacity: the device's memory, if already read (else the probe reads it).
         measured: False when the probe estimates instead of measuring (a trace for a target).
+        timing_bound_s: seconds the speed timings may repeat for.
+        clock: seconds now, for the timing bound and `planning_s` (tests pass a simulated clock).
 
     Returns:
         The verified `BatchPlan`.
@@ -163,18 +217,19 @@ def plan_batch(
     Raises:
         BudgetError: not even batch 1 fits.
     """
-    started = time.perf_counter()
+    started = clock()
     capacity = capacity or probe.capacity()
     budget = int(memory_fraction * capacity.usable_bytes)
-    state = _Probing(probe, runner, budget, [])
+    state = _Probing(probe, runner, budget, [], total_bytes=capacity.total_bytes,
+                     context_bytes=capacity.context_bytes)
     limit = max(1, dataset_images)
     warnings: list[str] = []
 
-    if not state.run(1, timed=False):
+    if not state.run(1):
         raise BudgetError(_too_small(state, capacity, memory_fraction, workload))
     probes = 1
     if limit >= 2:
-        state.run(2, timed=False)
+        state.run(2)
         probes += 1
     while probes < max_probes and state.best < limit and (state.upper is None or state.upper > state.best + 1):
         if state.curve("train") is None:
@@ -190,26 +245,30 @@ def plan_batch(
         if state.upper is None and state.best <= 2 and answer // 4 > 4:
             target = answer // 4  # an intermediate reading before the long extrapolation
         target = min(target, state.best * GROWTH_LIMIT)
-        state.run(target, timed=True)
+        state.run(target)
         probes += 1
     if probes >= max_probes and state.upper != state.best + 1:
         warnings.append(f"stopped after {max_probes} probes: a batch between {state.best} and "
                         f"{state.upper or 'the curve answer'} might fit too")
-    if not _timed(state, state.best):  # throughput at the answer, for the plan
-        _time(state, state.best)
-    return _plan(state, capacity, memory_fraction, limit, workload, nominal_batch, sigmas, warnings,
-                 time.perf_counter() - started, measured)
+    timings = _time_candidates(state, timing_bound_s, clock)
+    return _plan(state, capacity, memory_fraction, limit, workload, nominal_batch, sigmas, warnings, timings,
+                 clock() - started, measured)
 
 
-def _timed(state: _Probing, batch_size: int) -> bool:
-    return any(s.batch_size == batch_size and s.phase == "train" and s.step_s for s in state.samples)
-
-
-def _time(state: _Probing, batch_size: int) -> None:
-    seconds = state.runner.time_steps(batch_size, TIMED_STEPS)
+def _time_candidates(state: _Probing, bound_s: float, clock: Callable[[], float]) -> Timings | None:
+    """Time the batches the speed choice is between, interleaved; each one's step_s becomes its mean step."""
+    val_at = {s.batch_size: s for s in state.readings("val")}
+    fitted = {s.batch_size for s in state.readings("train")
+              if s.batch_size <= state.best and batch_fits(s, val_at.get(2 * s.batch_size), state.budget_bytes,
+                                                                state.total_bytes)}
+    candidates = sorted({b for b in fitted if b > 2} | {state.best})  # batches 1 and 2 only start the curve
+    timings = repeat_timings(lambda b: state.runner.time_steps(b, TIMED_STEPS), candidates,
+                             smallest_as_fast_settled, bound_s, clock)
     for i, s in enumerate(state.samples):
-        if s.batch_size == batch_size and s.phase == "train" and s.ok:
-            state.samples[i] = replace(s, step_s=seconds)
+        speed = timings.speed(s.batch_size) if timings and s.phase == "train" and s.ok else None
+        if speed is not None:
+            state.samples[i] = replace(s, step_s=s.batch_size / speed.img_per_s)
+    return timings
 
 
 def _too_small(state: _Probing, capacity: Capacity, fraction: float, workload: WorkloadSummary | None) -> str:
@@ -229,7 +288,8 @@ def _too_small(state: _Probing, capacity: Capacity, fraction: float, workload: W
 
 
 def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, workload: WorkloadSummary | None,
-          nominal_batch: int, sigmas: float, warnings: list[str], seconds: float, measured: bool) -> BatchPlan:
+          nominal_batch: int, sigmas: float, warnings: list[str], timings: Timings | None, seconds: float,
+          measured: bool) -> BatchPlan:
     curve = state.curve("train")
     val_curve = state.curve("val")
     if curve is None:  # only batch 1 ran
@@ -239,18 +299,20 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
     best = state.best
     train_at = {s.batch_size: s for s in state.readings("train")}
     val_at = {s.batch_size: s for s in state.readings("val")}
-    verified = sorted(b for b in train_at
-                      if b <= best and batch_fits(train_at[b], val_at.get(2 * b), state.budget_bytes))
-    speeds = {b: train_at[b].img_per_s for b in verified if train_at[b].img_per_s}
     chosen, reason = best, _reason_max(state, capacity, fraction, curve, limit, measured)
-    if speeds:
-        top = max(speeds.values())
-        saturated = smallest_near_best(speeds)  # throughput saturates there
-        if saturated < best and best in speeds:
-            chosen = saturated
-            reason = (f"throughput saturates: batch {saturated} trains {speeds[saturated]:.1f} img/s, within "
-                      f"{SPEED_TOLERANCE:.0%} of the best measured ({top:.1f} img/s); the largest batch that "
-                      f"fits is {best}")
+    speeds = timings.speeds if timings else ()
+    if len(speeds) > 1:
+        pick = smallest_as_fast(speeds)
+        if pick.batch_size < best:
+            chosen = pick.batch_size
+            reason = (f"throughput saturates: batch {chosen} trains {pick.describe()}, within "
+                      f"{SPEED_TOLERANCE:.0%} of every other timed batch by their intervals; the largest batch "
+                      f"that fits is {best}: {timings.speed(best).describe()}")
+        else:
+            stop = "decided" if timings.settled else f"undecided at the {timings.bound_s:g} s bound"
+            reason += ("; no smaller batch is shown as fast: " + ", ".join(f"batch {s.batch_size} {s.describe()}"
+                                                                          for s in speeds)
+                       + f" ({timings.blocks} interleaved blocks in {timings.elapsed_s:.1f} s, {stop})")
     violations = monotonic_violations([s.batch_size for s in state.readings("train")],
                                       [s.peak_bytes for s in state.readings("train")])
     if violations:
@@ -265,7 +327,7 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
     val_max = solve_batch(val_curve, state.budget_bytes, sigmas) if val_curve else None
     if val_curve is not None and val_curve.extrapolates(2 * chosen):
         warnings.append("the validation prediction extrapolates beyond the measured batches")
-    top_speed = max(speeds.values()) if speeds else None
+    top_speed = max((s.img_per_s for s in speeds), default=None)
     return BatchPlan(
         batch_size=chosen,
         max_batch_size=best,
@@ -285,7 +347,7 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
         measured_bytes=train_at[chosen].peak_bytes if chosen in train_at and measured else None,
         val_predicted_bytes=int(val_curve.predict(2 * chosen)) if val_curve else None,
         val_measured_bytes=val_at[2 * chosen].peak_bytes if 2 * chosen in val_at and measured else None,
-        img_per_s=speeds.get(chosen),
+        img_per_s=timings.speed(chosen).img_per_s if timings and timings.speed(chosen) else None,
         best_img_per_s=top_speed,
         samples=tuple(state.samples),
         curve=curve,
@@ -295,6 +357,9 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
         warnings=tuple(warnings),
         measured=measured,
         planning_s=round(seconds, 3),
+        after_validation_bytes=after_validation_bytes(train_at.get(chosen), val_at.get(2 * chosen),
+                                                      capacity.total_bytes),
+        timings=timings,
     )
 
 
@@ -316,3 +381,69 @@ def _reason_max(state: _Probing, capacity: Capacity, fraction: float, curve: Mem
     else:
         nxt = f"batch {best + 1} is predicted to need {human_bytes(curve.predict(best + 1))}"
     return f"batch {best} is the largest that fits {budget}: it {verb} {human_bytes(reading.peak_bytes)}; {nxt}"
+
+
+def check_batch(
+    probe: Probe,
+    runner: StepRunner,
+    batch_size: int,
+    memory_fraction: float,
+    workload: WorkloadSummary,
+    capacity: Capacity | None = None,
+    measured: bool = True,
+    images: tuple[int, int] | None = None,
+) -> BatchCheck:
+    """Answer "will `batch_size` fit?" with one training step at it and validation at twice it.
+
+    No search and no curve: the two steps Ultralytics will run, measured (or traced for a target),
+    against `memory_fraction` of the usable memory. Validation is skipped when training already
+    ran out of memory. With `images` (training and validation images), a batch larger than a split
+    is measured at the split's size: no batch of the run holds more.
+
+    Returns:
+        The `BatchCheck`: the peaks, the margin and the yes or no.
+    """
+    started = time.perf_counter()
+    capacity = capacity or probe.capacity()
+    budget = int(memory_fraction * capacity.usable_bytes)
+    train_b, val_b = (min(batch_size, images[0]), min(2 * batch_size, images[1])) if images else \
+        (batch_size, 2 * batch_size)
+    train = probe.measure(lambda: runner.train_step(train_b, probe.pass_boundary), train_b, "train",
+                          runner.persistent())
+    train = replace(train, step_s=None)  # one step under a tracker is no timing
+    val = None
+    if train.ok:  # validation runs between epochs, at twice the batch, with the training state alive
+        val = replace(probe.measure(lambda: runner.val_step(val_b), val_b, "val", runner.persistent()), step_s=None)
+    fits = batch_fits(train, val, budget, capacity.total_bytes)
+    after = after_validation_bytes(train, val, capacity.total_bytes)
+    peaks = [s.peak_bytes for s in (train, val) if s is not None and s.ok] + ([after] if after else [])
+    margin = budget - max(peaks) if len(peaks) >= 2 else None
+    return BatchCheck(
+        batch_size=batch_size, val_batch_size=2 * batch_size, fits=fits, train=train, val=val,
+        budget_bytes=budget, margin_bytes=margin, memory_fraction=memory_fraction, device=capacity.device,
+        device_name=capacity.name, total_bytes=capacity.total_bytes, usable_bytes=capacity.usable_bytes,
+        context_bytes=capacity.context_bytes, workload=workload,
+        reason=_check_reason(batch_size, train, val, budget, memory_fraction, capacity, measured, after),
+        warnings=(), measured=measured, planning_s=round(time.perf_counter() - started, 3),
+        after_validation_bytes=after,
+    )
+
+
+def _check_reason(batch_size: int, train: ProbeSample, val: ProbeSample | None, budget: int, fraction: float,
+                  capacity: Capacity, measured: bool, after: int | None) -> str:
+    verb = "measured" if measured else "predicted"
+    budget_text = f"{fraction:g} x {human_bytes(capacity.usable_bytes)} = {human_bytes(budget)}"
+    if not train.ok:
+        return f"batch {batch_size} does not fit: training ran out of memory on {capacity.device}"
+    if val is not None and not val.ok:
+        return (f"batch {batch_size} does not fit: training {verb} {human_bytes(train.peak_bytes)}, but validation "
+                f"at {2 * batch_size} ran out of memory")
+    peaks = (f"training {verb} {human_bytes(train.peak_bytes)}, validation at {2 * batch_size} "
+             f"{human_bytes(val.peak_bytes)}")
+    worst = max(train.peak_bytes, val.peak_bytes, after or 0)
+    if after is not None and after > max(train.peak_bytes, val.peak_bytes):
+        peaks += (f", together {human_bytes(after)} once validation has run (Ultralytics keeps its CUDA cache "
+                  f"below half the card)")
+    if worst <= budget:
+        return f"batch {batch_size} fits {budget_text}: {peaks}; {human_bytes(budget - worst)} to spare"
+    return f"batch {batch_size} does not fit {budget_text}: {peaks}; {human_bytes(worst - budget)} over"

@@ -29,6 +29,7 @@ from visionbatch.fit.curve import (
 )
 from visionbatch.fit.plan import MemorySurface, ProbeSample, WorkloadSummary
 from visionbatch.results import to_jsonable
+from visionbatch.ultralytics.density import DEFAULT_OOM_RISK
 from visionbatch.values import DEFAULT_MEMORY_FRACTION
 
 DEFAULT_SIZES = (320, 640, 1024, 1280)
@@ -143,6 +144,7 @@ def sweep_resolution(
     batch_size: int | None = None,
     labels_per_image: int | None = None,
     save: bool = False,
+    oom_risk: float = DEFAULT_OOM_RISK,
     **train_args: Any,
 ) -> ResolutionSweep:
     """Largest batch at each image size, and the largest size at a batch, from one fitted surface.
@@ -154,12 +156,15 @@ def sweep_resolution(
         model: model YAML or checkpoint.
         device: a CUDA device to measure on (default: GPU 0 when there is one and no target).
         target: a GPU to predict for (see `visionbatch.devices.catalog`), traced on this CPU.
-        memory_budget: the memory to fit into instead of a GPU's ('2GiB'): real CPU steps against it, as in fit.
+        memory_budget: the memory to fit into instead of a GPU's ('2GiB'): real CPU steps against it, as in fit
+            (the whole training process's resident memory: a measured baseline plus each step's growth).
         memory_fraction: share of usable memory to fill.
         batch_size: answer the inverse question: the largest imgsz at this batch.
-        labels_per_image: override the worst-case label density.
+        labels_per_image: force this many labels into every training image (default: modelled from
+            the dataset at `oom_risk`, as in fit).
         save: write `sweep.json` and `sweep.png` into a new run folder, `runs/sweep/<name>/`
             (`name=` and `project=` as in Ultralytics); `sweep.save_dir` says where.
+        oom_risk: the chance, at most, that a batch of the run carries more labels than measured.
         **train_args: Ultralytics train arguments that shape the step.
 
     Returns:
@@ -197,7 +202,7 @@ def sweep_resolution(
         batch_size = whole_number(batch_size, "batch", example="batch=16", maximum=MAX_BATCH_SIZE)
     # the same options, checked the same way as fit's, before the dataset is read
     options = FitOptions.check(device=device, memory_fraction=memory_fraction, memory_budget=memory_budget,
-                               target=target, labels_per_image=labels_per_image)
+                               target=target, labels_per_image=labels_per_image, oom_risk=oom_risk)
     fraction, labels_per_image, gpu = options.memory_fraction, options.labels_per_image, options.target
     overrides = dict(train_args)
     overrides["imgsz"] = sizes[0]
@@ -210,7 +215,8 @@ def sweep_resolution(
                 from visionbatch.fit.probes.trace import TraceEstimator
 
                 capacity, device_model = target_capacity(gpu, options.memory_budget_bytes)
-                spec = job_spec(job, "cuda", gpu.name, labels_per_image, amp=trainer_amp(job.args, gpu.amp))
+                spec = job_spec(job, "cuda", gpu.name, labels_per_image, amp=trainer_amp(job.args, gpu.amp),
+                                oom_risk=options.oom_risk)
                 with trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
                     base = TraceEstimator(spec, device_model)
                     probe = _TracePoints(base)
@@ -218,10 +224,10 @@ def sweep_resolution(
             else:
                 device_name, cpu_budget = resolve_device(device, memory_budget)
                 device_type = device_name.split(":")[0]
-                probe = _MeasuredPoints(device_name, cpu_budget)
+                probe = _MeasuredPoints(device_name, cpu_budget, job)
                 with trainer_globals(bool(job.args.get("deterministic", True)), device_type):
                     try:
-                        spec = job_spec(job, device_type, probe.gpu_name, labels_per_image)
+                        spec = job_spec(job, device_type, probe.gpu_name, labels_per_image, oom_risk=options.oom_risk)
                         probe.start(spec)
                         result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True)
                     finally:
@@ -269,7 +275,7 @@ class _TracePoints:
 class _MeasuredPoints:
     """(batch, imgsz, phase) -> a measured step on a CUDA device, or on the CPU against a budget (as fit does)."""
 
-    def __init__(self, device_name: str, cpu_budget_bytes: int | None) -> None:
+    def __init__(self, device_name: str, cpu_budget_bytes: int | None, job: Any = None) -> None:
         import torch
 
         if device_name.startswith("cuda"):
@@ -280,9 +286,11 @@ class _MeasuredPoints:
             self.gpu_name = torch.cuda.get_device_name(self.probe.index)
         else:
             from visionbatch.devices.memory import device_name as describe
-            from visionbatch.fit.probes.cpu import CpuProbe
+            from visionbatch.fit.probes.cpu import CpuProbe, trainer_share
 
-            self.probe = CpuProbe(cpu_budget_bytes, name=describe(torch.device("cpu")))
+            # as in fit: the budget bounds the training process (baseline, trainer's share, each step)
+            self.probe = CpuProbe(cpu_budget_bytes, name=describe(torch.device("cpu")),
+                                  trainer=trainer_share(job) if job is not None else None)
             self.gpu_name = ""
         self.device_name = device_name
         self.workload: Any = None
@@ -292,12 +300,16 @@ class _MeasuredPoints:
 
         self.workload = Workload(spec, self.device_name)
         self.stride = self.workload.stride
+        if self.device_name == "cpu":
+            self.probe.count_model(self.workload.model)  # the trainer builds its own copy
 
     def capacity(self) -> Capacity:
         return self.probe.capacity()
 
     def read(self, batch_size: int, imgsz: int, phase: str) -> ProbeSample:
         w = self.workload
+        if self.device_name == "cpu":
+            self.probe.imgsz = imgsz  # the loader's mosaic buffer holds images of this size
         if phase == "train":
             return self.probe.measure(lambda: w.train_step(batch_size, self.probe.pass_boundary, imgsz=imgsz),
                                       batch_size, phase, w.persistent())

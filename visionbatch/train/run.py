@@ -52,11 +52,14 @@ def choose_batch(job: TrainingJob) -> TrainingJob:
     from ultralytics.utils import LOGGER
 
     from visionbatch.fit.api import FitOptions, fit_job, resolve_device
+    from visionbatch.ultralytics.density import DEFAULT_OOM_RISK
     from visionbatch.units import human_bytes
 
     memory_budget = job.options.get("memory_budget")
     options = FitOptions.check(device=job.args.get("device"), memory_fraction=job.batch.memory_fraction,
-                               memory_budget=memory_budget, imgsz=job.args.get("imgsz"))
+                               memory_budget=memory_budget, imgsz=job.args.get("imgsz"),
+                               labels_per_image=job.options.get("labels_per_image"),
+                               oom_risk=job.options.get("oom_risk", DEFAULT_OOM_RISK))
     resolve_device(options.device, memory_budget)  # refuse before any work
     LOGGER.info(f"visionbatch: {job.batch.source}: fitting the batch to {job.batch.memory_fraction:g} of the "
                 f"device's memory by measuring the training step...")

@@ -7,9 +7,10 @@ made of (model, optimizer, AMP, label density) is decided in `spec.py`; this mod
 What one step holds, as `ultralytics/engine/trainer.py` builds it:
 - the task's model, built from the user's YAML (or checkpoint) with the dataset's classes, in
   train mode, channels-last on CUDA, with Ultralytics' frozen layers;
-- the task's real loss and label assigner, fed a synthetic batch at the dataset's worst label
-  density (`labels_per_image`: the densest image's count, x4 while mosaic is on) with masks at
-  the model's mask ratio for segmentation;
+- the task's real loss and label assigner, fed a synthetic batch carrying the run's worst batch
+  of labels at `oom_risk` (`spec.batch_labels(b)`: one image at the largest per-image count the
+  loss pads to, the rest sharing the largest batch total; see `density.py`) with masks at the
+  model's mask ratio for segmentation;
 - the optimizer Ultralytics would build (its `optimizer=auto` rule, via its own
   `build_optimizer`), the EMA copy, AMP autocast and the grad scaler when AMP is on;
 - the largest image training will see (`imgsz * (1 + multi_scale)`, rounded up to the stride).
@@ -29,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,7 @@ class Workload:
 
     # -- batches --------------------------------------------------------------------------------
 
-    def _batch(self, batch_size: int, imgsz: int, labels: int) -> dict[str, Any]:
+    def _batch(self, batch_size: int, imgsz: int, labels: Sequence[int]) -> dict[str, Any]:
         return synthetic_batch(self.spec, batch_size, imgsz, labels, self.mask_ratio, self.overlap, self._generator)
 
     def _to_device(self, batch: dict[str, Any], half: bool = False) -> dict[str, Any]:
@@ -137,7 +138,7 @@ class Workload:
         boundary = boundary or (lambda: None)
         self.model.train()
         side = self.train_imgsz if imgsz is None else self.sizes(imgsz)[0]
-        batch = self._batch(batch_size, side, self.spec.labels_per_image)
+        batch = self._batch(batch_size, side, self.spec.batch_labels(batch_size))
         if not self._optimizer_ready:
             self._pass(batch, step=True)  # allocates the optimizer state
             boundary()
@@ -149,17 +150,22 @@ class Workload:
         self.sync()
         return time.perf_counter() - start
 
-    def time_steps(self, batch_size: int, steps: int = 3) -> float:
-        """Mean seconds of `steps` full training steps at `batch_size`, after one warm-up step."""
+    def time_steps(self, batch_size: int, steps: int = 3) -> list[float]:
+        """Seconds of each of `steps` full training steps at `batch_size`, after one warm-up step.
+
+        One sample per step (each synchronised) so that fit can put an interval on the mean.
+        """
         self.model.train()
-        batch = self._batch(batch_size, self.train_imgsz, self.spec.labels_per_image)
+        batch = self._batch(batch_size, self.train_imgsz, self.spec.batch_labels(batch_size))
         self._pass(batch, step=True)
         self.sync()
-        start = time.perf_counter()
+        seconds = []
         for _ in range(steps):
+            start = time.perf_counter()
             self._pass(batch, step=True)
-        self.sync()
-        return (time.perf_counter() - start) / steps
+            self.sync()
+            seconds.append(time.perf_counter() - start)
+        return seconds
 
     def val_step(self, batch_size: int, imgsz: int | None = None) -> float:
         """Run one validation batch of `batch_size` with the training state alive; return seconds.
@@ -173,7 +179,7 @@ class Workload:
             p.grad = torch.zeros_like(p)
         ema = self.ema.ema.float().eval()
         side = self.val_imgsz if imgsz is None else self.sizes(imgsz)[1]
-        batch = self._batch(batch_size, side, self.spec.val_labels_per_image)
+        batch = self._batch(batch_size, side, self.spec.val_batch_labels(batch_size))
         try:
             start = time.perf_counter()
             with torch.inference_mode():
@@ -257,26 +263,27 @@ def build_optimizer(model: Any, cfg: Any, spec: WorkloadSpec) -> Any:
             decay=cfg.weight_decay, iterations=spec.iterations)
 
 
-def synthetic_batch(spec: WorkloadSpec, batch_size: int, imgsz: int, labels: int, mask_ratio: int, overlap: bool,
-                    generator: Any) -> dict[str, Any]:
-    """A collated batch in Ultralytics' format (CPU tensors, as the dataloader yields), `labels` per image."""
+def synthetic_batch(spec: WorkloadSpec, batch_size: int, imgsz: int, labels: Sequence[int], mask_ratio: int,
+                    overlap: bool, generator: Any) -> dict[str, Any]:
+    """A collated batch in Ultralytics' format (CPU tensors, as the dataloader yields), `labels[i]` in image i."""
     import torch
 
     g = generator
-    n = batch_size * labels
+    counts = torch.tensor(list(labels), dtype=torch.long)
+    n = int(counts.sum())
     centres = torch.rand(n, 2, generator=g) * 0.8 + 0.1
     sizes = torch.rand(n, 2, generator=g) * 0.15 + 0.01
     batch = {
         "img": torch.randint(0, 256, (batch_size, spec.channels, imgsz, imgsz), dtype=torch.uint8, generator=g),
-        "batch_idx": torch.arange(batch_size).repeat_interleave(labels).float(),
+        "batch_idx": torch.arange(batch_size).repeat_interleave(counts).float(),
         "cls": torch.randint(0, spec.nc, (n, 1), generator=g).float(),
         "bboxes": torch.cat([centres, sizes], 1),
     }
     if spec.task == "segment":
         side = imgsz // mask_ratio
         if overlap:  # one index mask per image; int32 past 255 objects, as polygons2masks_overlap
-            dtype = torch.int32 if labels > 255 else torch.uint8
-            batch["masks"] = torch.randint(0, labels + 1, (batch_size, side, side), generator=g).to(dtype)
+            dtype = torch.int32 if int(counts.max()) > 255 else torch.uint8
+            batch["masks"] = (torch.rand(batch_size, side, side, generator=g) * (counts + 1).view(-1, 1, 1)).to(dtype)
         else:
             batch["masks"] = torch.randint(0, 2, (n, side, side), dtype=torch.uint8, generator=g)
         batch["sem_masks"] = torch.zeros(batch_size, side, side)

@@ -3,9 +3,9 @@
 The model's forward and backward run under FakeTensorMode (shapes and dtypes, no data, no
 compute: a few seconds whatever the batch) with MemTracker following every storage; for the
 proxy step this equals the real CPU peak to the byte. What fake tensors cannot run is measured
-for real on CPU tensors at batch 1 and 2 and scaled linearly in the batch (both are exactly
-linear: one image's tensors per image): Ultralytics' loss and label assigner (data-dependent
-shapes), at the workload's label density, and validation's loss and NMS. Accounted explicitly:
+for real on CPU tensors: Ultralytics' loss and label assigner (data-dependent shapes), on the
+batch's own label counts (`WorkloadSpec.batch_labels`) up to a batch of 16 and extended by its
+per-image step beyond, and validation's loss and NMS. Accounted explicitly:
 - gradients already allocated while the next backward runs (gradient accumulation's worst case);
 - the optimizer state, from a real step of Ultralytics' own optimizer on the CPU copy;
 - the EMA copy; the uint8 batch the dataloader hands over; AMP, by tracing under autocast.
@@ -29,6 +29,7 @@ from visionbatch.devices.memory import Capacity
 from visionbatch.fit.probes.base import Probe
 from visionbatch.units import MIB
 
+EXACT_LOSS_BATCH = 16  # the loss runs for real on the batch's counts up to here; beyond, its step 8 -> 16
 
 @lru_cache(maxsize=1)
 def calibration() -> dict[str, Any]:
@@ -200,7 +201,7 @@ class TraceEstimator:
         self.optimizer_bytes = self._optimizer_state_bytes(build_optimizer, trainable)
         self._fake = FakeTensorMode(allow_non_fake_inputs=True)
         self._generator = torch.Generator().manual_seed(0)
-        self._extras: dict[tuple[str, int], int] = {}
+        self._extras: dict[tuple[str, tuple[int, ...]], int] = {}
         self._outputs: dict[str, Any] = {}
 
     def at_imgsz(self, imgsz: int) -> "TraceEstimator":
@@ -242,14 +243,25 @@ class TraceEstimator:
     # -- the parts fake tensors cannot run: measured for real at batch 1 and 2 --------------------
 
     def _extra(self, phase: str, batch_size: int) -> int:
-        """Loss bytes at `batch_size`, linear from real runs at batch 1 and 2."""
-        one, two = self._real_extra(phase, 1), self._real_extra(phase, 2)
-        return int(max(one + (two - one) * (batch_size - 1), 0))
+        """Loss bytes at `batch_size`: the real loss on the batch's own label counts, up to a batch of 16.
 
-    def _real_extra(self, phase: str, batch_size: int) -> int:
-        key = (phase, batch_size)
+        The loss's peak is not a sum of parts: the densest image's mask loss, the assigner's tensors
+        (images x the padded count) and the graph kept for backward peak at different moments, so it
+        is run for real on the counts the spec gives (`batch_labels`, `val_batch_labels`). Past
+        `EXACT_LOSS_BATCH` it grows by the per-image step between 8 and 16, where the padded
+        assigner dominates (the labels' share per image only falls with the batch: the safe side).
+        """
+        labels = self.spec.batch_labels if phase == "train" else self.spec.val_batch_labels
+        if batch_size <= EXACT_LOSS_BATCH:
+            return self._real_extra(phase, labels(batch_size))
+        low, high = EXACT_LOSS_BATCH // 2, EXACT_LOSS_BATCH
+        below, top = self._real_extra(phase, labels(low)), self._real_extra(phase, labels(high))
+        return int(top + max(top - below, 0) / (high - low) * (batch_size - high))
+
+    def _real_extra(self, phase: str, counts: tuple[int, ...]) -> int:
+        key = (phase, counts)
         if key not in self._extras:
-            self._extras[key] = self._measure_loss(phase, batch_size)
+            self._extras[key] = self._measure_loss(phase, counts)
         return self._extras[key]
 
     def _nms_bytes(self) -> int:
@@ -281,7 +293,7 @@ class TraceEstimator:
                 self.model.train()
         return self._outputs[phase]
 
-    def _measure_loss(self, phase: str, batch_size: int) -> int:
+    def _measure_loss(self, phase: str, labels: tuple[int, ...]) -> int:
         import torch
         from torch.utils._pytree import tree_map_only
 
@@ -290,7 +302,7 @@ class TraceEstimator:
 
         train = phase == "train"
         imgsz = self.train_imgsz if train else self.val_imgsz
-        labels = self.spec.labels_per_image if train else self.spec.val_labels_per_image
+        batch_size = len(labels)
         dtype = self.amp_dtype if self.spec.amp else torch.float32
 
         def batched(t: Any) -> Any:  # one image's outputs, repeated to the batch
