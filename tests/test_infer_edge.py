@@ -250,10 +250,11 @@ def test_nvml_probe_through_a_fake_driver(monkeypatch: pytest.MonkeyPatch) -> No
 def test_rss_probe_sees_an_allocation() -> None:
     import numpy as np
 
+    from visionbatch.devices.memory import current_rss_bytes
+
     probe = probes.RssProbe()
     probe.start()
-    before, _ = probe.stop()
-    probe.start()
+    before = current_rss_bytes()  # the window's start (the peak before it may have been freed since)
     block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
     after, power = probe.stop()
     del block
