@@ -83,7 +83,8 @@ def measure_step(job: TrainingJob, samples: Sequence[dict], collate: Callable[[l
     device = step_device(device)
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if cuda else _cpu_name()
-    spec = job_spec(job, device.type, name if cuda else "", channels=channels)
+    # augcost times a real collated batch, never the synthetic one: a forced count skips modelling the density
+    spec = job_spec(job, device.type, name if cuda else "", labels_per_image=1, channels=channels)
     measured = batch_size if cuda else min(batch_size, CPU_BATCH)
     items = [samples[i % len(samples)] for i in range(measured)]
     # collate_fn adds each item's index to its batch_idx in place: collate copies, keep the samples as they are

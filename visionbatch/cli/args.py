@@ -27,6 +27,25 @@ def split_tokens(tokens: Sequence[str], command: str, positional: str) -> tuple[
     return (bare[0] if bare else None), pairs
 
 
+def read_batch(pairs: dict[str, Any]) -> dict[str, Any]:
+    """`batch=` for fit and sweep: a fit request sets memory_fraction (an explicit key wins), a size is batch_size.
+
+    Examples:
+        >>> read_batch({"batch": 16}), read_batch({"batch": 0.5, "memory_fraction": 0.8})
+        ({'batch_size': 16}, {'memory_fraction': 0.8})
+    """
+    from visionbatch.values import parse_batch
+
+    pairs = dict(pairs)
+    if "batch" in pairs:
+        request = parse_batch(pairs.pop("batch"))
+        if request.fit:
+            pairs.setdefault("memory_fraction", request.memory_fraction)
+        else:
+            pairs["batch_size"] = request.batch_size
+    return pairs
+
+
 def _is_pair(token: str) -> bool:
     """key=value, unless it is a path: a file that exists, or a '/' before the '=' (keys have none)."""
     key, sep, _ = token.partition("=")

@@ -6,14 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionbatch.cli.args import positional
+from visionbatch.cli.args import positional, read_batch
 from visionbatch.console import table
 from visionbatch.devices.catalog import TARGETS
 from visionbatch.fit.plan import BatchCheck, BatchPlan
 from visionbatch.keys import help_block, read_keys
 from visionbatch.ultralytics.args import ultralytics_defaults
 from visionbatch.units import human_bytes
-from visionbatch.values import parse_batch
 
 SUMMARY = "find the largest (and the fastest) training batch that fits the GPU, by measuring it"
 USAGE = """visionbatch fit DATA.yaml [key=value ...]
@@ -50,12 +49,7 @@ def run(tokens: Sequence[str]) -> FitRun:
 
     data, pairs = positional(tokens, "fit", "DATA", "data", "visionbatch fit path/to/data.yaml [key=value ...]")
     pairs = read_keys("fit", pairs, ultralytics_defaults())
-    if "batch" in pairs:
-        request = parse_batch(pairs.pop("batch"))
-        if request.fit:
-            pairs.setdefault("memory_fraction", request.memory_fraction)
-        else:
-            pairs["batch_size"] = request.batch_size
+    pairs = read_batch(pairs)
     plan = fit_batch(data, save=True, **pairs)  # the library makes the run folder, as for every command
     folder = Path(plan.save_dir)
     files = (PLAN_JSON,) if isinstance(plan, BatchCheck) else (PLAN_JSON, CURVE_PNG)

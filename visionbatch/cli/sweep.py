@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionbatch.cli.args import positional
+from visionbatch.cli.args import positional, read_batch
 from visionbatch.console import table
 from visionbatch.fit.sweep import ResolutionSweep
 from visionbatch.keys import help_block, read_keys
 from visionbatch.ultralytics.args import ultralytics_defaults
 from visionbatch.units import human_bytes
-from visionbatch.values import parse_batch
 
 SUMMARY = "largest batch at each image size, and the largest image size at a batch"
 USAGE = """visionbatch sweep DATA.yaml sizes=320,640,1024,1280 [key=value ...]
@@ -40,12 +39,7 @@ def run(tokens: Sequence[str]) -> SweepRun:
 
     data, pairs = positional(tokens, "sweep", "DATA", "data", "visionbatch sweep path/to/data.yaml sizes=320,640")
     pairs = read_keys("sweep", pairs, ultralytics_defaults())
-    if "batch" in pairs:  # the training batch: a size asks for the largest imgsz, a fit request sets the fraction
-        request = parse_batch(pairs.pop("batch"))
-        if request.fit:
-            pairs.setdefault("memory_fraction", request.memory_fraction)
-        else:
-            pairs["batch_size"] = request.batch_size
+    pairs = read_batch(pairs)  # the training batch: a size asks for the largest imgsz, a fit request the fraction
     sweep = sweep_resolution(data, save=True, **pairs)  # the library makes the run folder, as for every command
     folder = Path(sweep.save_dir)
     return SweepRun(sweep, str(folder), (str(folder / SWEEP_JSON), str(folder / SWEEP_PNG)))
