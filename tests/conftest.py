@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import os
 import shutil
 from collections.abc import Callable
@@ -114,3 +115,16 @@ def _visionbatch_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(autouse=True)
+def _plan_cache_per_test(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with an empty plan cache (`fit.cache`): a plan another test fitted (on a patched probe,
+    say) is never reused, and a test that fits twice sees the second fit come from the cache only if it asks."""
+    from visionbatch.fit import cache
+
+    folder = tmp_path_factory.getbasetemp() / "plan-caches" / f"{next(_PLAN_CACHES)}"
+    monkeypatch.setattr(cache, "plans_dir", lambda: folder)  # made by the first entry a test writes
+
+
+_PLAN_CACHES = itertools.count()

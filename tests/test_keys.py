@@ -80,13 +80,13 @@ def test_each_key_has_one_help_line_in_every_command(capsys) -> None:
 # One valid command-line value for every key a command takes, and the keyword arguments its function gets.
 CALLS = {
     "train": (["batch=auto", "imgsz=64", "memory_budget=1GiB", "trust_checkpoint=True", "augcost=True",
-               "labels_per_image=4", "oom_risk=0.01"],
+               "labels_per_image=4", "oom_risk=0.01", "plan_cache=False", "oom_retries=2"],
               {"batch": "auto", "imgsz": 64, "memory_budget": "1GiB", "trust_checkpoint": True, "augcost": True,
-               "labels_per_image": 4, "oom_risk": 0.01}),
+               "labels_per_image": 4, "oom_risk": 0.01, "plan_cache": False, "oom_retries": 2}),
     "fit": (["batch=0.85", "imgsz=64", "memory_fraction=0.5", "memory_budget=1GiB", "target=t4",
-             "trust_checkpoint=True", "labels_per_image=4", "max_probes=3", "oom_risk=0.01"],
+             "trust_checkpoint=True", "labels_per_image=4", "max_probes=3", "oom_risk=0.01", "plan_cache=False"],
             {"imgsz": 64, "memory_fraction": 0.5, "memory_budget": "1GiB", "target": "t4", "trust_checkpoint": True,
-             "labels_per_image": 4, "max_probes": 3, "oom_risk": 0.01, "save": True}),
+             "labels_per_image": 4, "max_probes": 3, "oom_risk": 0.01, "plan_cache": False, "save": True}),
     "sweep": (["batch=16", "imgsz=96", "sizes=64,128", "memory_fraction=0.5", "memory_budget=1GiB", "target=t4",
                "trust_checkpoint=True", "labels_per_image=4", "oom_risk=0.01"],
               {"batch_size": 16, "imgsz": 96, "sizes": (64, 128), "memory_fraction": 0.5, "memory_budget": "1GiB",

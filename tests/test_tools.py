@@ -167,6 +167,16 @@ def _gpu_check_tools():
         sys.path.remove(str(ROOT / "tools"))
 
 
+def _gpu_check_phase_d():
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        return importlib.import_module("gpu_check_phase_d")
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+
+
 def test_gpu_check_simulated_run_measures_every_phase(gpu_check_run: Path) -> None:
     import json
 
@@ -215,6 +225,40 @@ def test_gpu_check_phase_b_stops_at_its_time_bound(gpu_check_run: Path) -> None:
     assert "stopped at its time bound" in (gpu_check_run / "report.md").read_text()
 
 
+def test_gpu_check_phase_d_recovers_from_out_of_memory_and_reuses_the_plan(gpu_check_run: Path) -> None:
+    """Phase D on the simulated card: real Ultralytics training capped at epoch 2 below its batch recovers with the
+    effective batch kept, and the plan cache's second fit is reused under a key built the same twice."""
+    import json
+
+    phase_d = _gpu_check_phase_d()
+    results = json.loads((gpu_check_run / "results.json").read_text())
+    run, law = results["recovery"], phase_d.LawMemory("yolo11n.yaml", 320)
+    assert run["simulated"] and run["completed"] and run["error"] is None
+    assert run["cap_bytes"] == phase_d.cap_bytes(law.need(0), law.need(4)) and run["epoch1_peak_reserved_bytes"] == law.need(4)
+    # 8 images at batch 4, 3 epochs: accumulate 6 (Ultralytics' cap), effective 24. The message names the whole
+    # card, so each recovery steps down by one to a divisor of 24: 4 -> 3 (needs more than the cap) -> 2 (fits)
+    assert [(r["epoch"], r["iteration"], r["old_batch"], r["new_batch"], r["new_accumulate"], r["effective_batch"])
+            for r in run["recoveries"]] == [(2, 0, 4, 3, 8, 24), (2, 0, 3, 2, 12, 24)]
+    assert all(r["resumed_from"] == "weights/last.pt (epoch 1 complete)" for r in run["recoveries"])
+    for recovery, reading in zip(run["recoveries"], run["oom_readings"]):  # torch's 2-decimal sizes: within 1%
+        assert abs(recovery["peak_bytes"] / (law.need(recovery["old_batch"]) + law.context_bytes) - 1) < 0.01
+        assert abs(reading["allowed_bytes"] / run["cap_bytes"] - 1) < 0.01 and reading["total_bytes"] > 100 << 30
+    assert [(e["epoch"], e["batch"], e["accumulate"], e["mosaic"]) for e in run["epochs"]] == \
+        [(1, 4, 6, True), (2, 2, 12, True), (3, 2, 12, False)]
+    assert run["effective_batch"] == 24 and run["effective_kept"]
+    cache = results["plan_cache"]
+    assert cache["key_stable"] and cache["keys"][0] == cache["keys"][1] and cache["device_key"]["kind"] == "cpu"
+    first, second = cache["fits"]
+    assert first["reused"] is None and second["reused_key"] == cache["keys"][0] and second["batch"] == first["batch"]
+    assert cache["reused"] and cache["entries"] == 1
+    state = json.loads((gpu_check_run / "state.json").read_text())["units"]
+    assert sorted(key for key in state if key.startswith("D/")) == ["D/cache/yolo11n-detect-320",
+                                                                     "D/oom/yolo11n-detect-320/b4"]
+    report = (gpu_check_run / "report.md").read_text()
+    assert "## Out-of-memory recovery on the device (Phase D)" in report and "| 2 | on | 2 | 12 | 24 |" in report
+    assert "## The plan cache on the device (Phase D)" in report and "reused, same batch, same key" in report
+
+
 def test_gpu_check_rerun_resumes_where_the_last_one_stopped(gpu_check_run: Path, tmp_path: Path) -> None:
     import json
     import shutil
@@ -229,7 +273,7 @@ def test_gpu_check_rerun_resumes_where_the_last_one_stopped(gpu_check_run: Path,
     assert all(after["units"][key] == record for key, record in before["units"].items())  # nothing ran twice
     assert f"{len(before['units'])} reused" in proc.stdout
     new = set(after["units"]) - set(before["units"])
-    assert any(key.startswith("B/fit/") for key in new) and not any(key[0] in "AC" for key in new)
+    assert any(key.startswith("B/fit/") for key in new) and not any(key[0] in "ACD" for key in new)
     assert _gpu_check("--simulate", "--fraction", "0.8", "--data", data, "--out", str(out)).returncode == 2
 
 
@@ -278,5 +322,5 @@ def test_gpu_check_search_finds_the_true_maximum(true_max: int, first: tuple, gu
 def test_gpu_check_examples_run() -> None:
     import doctest
 
-    for module in _gpu_check_tools():
+    for module in (*_gpu_check_tools(), _gpu_check_phase_d()):
         assert doctest.testmod(module).failed == 0, module.__name__

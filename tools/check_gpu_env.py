@@ -68,7 +68,9 @@ IMPORTS = ("torch", "torchvision", "cv2", "numpy", "yaml", "pynvml", "polars", "
            "visionbatch.ultralytics.offline", "visionbatch.ultralytics.job", "visionbatch.ultralytics.spec",
            "visionbatch.ultralytics.step", "visionbatch.fit.api", "visionbatch.fit.planner",
            "visionbatch.fit.probes.cuda", "visionbatch.fit.probes.trace", "visionbatch.fit.probes.simulated",
-           "gpu_check", "gpu_check_runner", "gpu_check_report", "gpu_check_devices", "gpu_check_worker")
+           "visionbatch.fit.cache", "visionbatch.train.run", "visionbatch.ultralytics.trainers",
+           "gpu_check", "gpu_check_runner", "gpu_check_report", "gpu_check_devices", "gpu_check_worker",
+           "gpu_check_phase_d")
 
 
 def normal(name: str) -> str:

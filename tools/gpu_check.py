@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One-command GPU calibration: CUDA constants, smaller cards emulated, reserved memory over epochs.
+"""One-command GPU calibration: CUDA constants, smaller cards emulated, reserved memory over epochs, OOM recovery.
 
 On the GPU machine (the device tool's `run`, kind nvidia-h200), from the project root, with
 carry [".whl", "runs/gpu_check"] and timeout_s 600:
@@ -23,21 +23,27 @@ writes into --out (no subfolders, 6 files, so that all of $OUT comes back):
   (and `--report-only` rewrites the report from it, here, without a GPU); gpu.log and cpu.log.
 Phase B emulates 4, 8, 16 and 24 GiB cards with torch's per-process memory fraction. For yolo11n
 and yolo11s, detection and segmentation, at 640 (and one case at 1024), most informative first, it
-runs Ultralytics' AutoBatch, `visionbatch fit` measured, visionbatch's CPU-trace prediction (on a
-CPU lane beside the GPU work), and real Ultralytics training (a mosaic epoch and a close_mosaic
-epoch, each validated at 2x the batch) at each chosen batch and at the true maximum, found by
-bisection. Phase C trains 6 short epochs at one batch and records reserved memory per epoch.
-Every phase has a time bound (`--phase-seconds A=75 B=285 C=60`); what does not fit is skipped,
-the report says so, and the next call continues.
+runs Ultralytics' AutoBatch, `visionbatch fit` measured (never from the plan cache), visionbatch's
+CPU-trace prediction (on a CPU lane beside the GPU work), and real Ultralytics training (a mosaic
+epoch and a close_mosaic epoch, each validated at 2x the batch) at each chosen batch and at the
+true maximum, found by bisection. Phase C trains 6 short epochs at one batch and records reserved memory per epoch.
+Phase D (gpu_check_phase_d.py) runs `visionbatch train` (yolo11n, imgsz 320, 3 epochs, close_mosaic
+1, batch 32) with the memory capped at epoch 2's start so that about 60% of the batch fits: a real
+CUDA out-of-memory error, and the recovery's records, per-epoch batch and accumulation, and torch's
+message against the step's reserved peak. It then builds the plan cache's key for the GPU twice and
+fits twice, the second fit reused from the cache (in a scratch XDG_CACHE_HOME).
+Every phase has a time bound (`--phase-seconds A=75 B=225 C=60 D=60`); what does not fit is
+skipped, the report says so, and the next call continues.
 
 The data defaults to the shipped datasets/shapes (it travels with the tree; coco128, 22 MiB, and
 the wheels, 48 MiB, together exceed the 64 MiB a call carries). `--simulate` runs the same flow on
 a CPU against a simulated device (tools/gpu_check_worker.py says what is real there); the test
 suite runs it. Without a GPU and without --simulate it refuses (exit 2).
 
-The tool is five files: this one (the phases and their maths), gpu_check_runner.py (state, time
-bounds, worker processes), gpu_check_worker.py (the units), gpu_check_devices.py (the CUDA and
-simulated devices) and gpu_check_report.py (the outputs).
+The tool is six files: this one (the phases and their maths), gpu_check_runner.py (state, time
+bounds, worker processes), gpu_check_worker.py (the units), gpu_check_phase_d.py (Phase D's units:
+the OOM recovery and the plan cache), gpu_check_devices.py (the CUDA and simulated devices) and
+gpu_check_report.py (the outputs).
 """
 
 from __future__ import annotations
@@ -73,7 +79,9 @@ CASES = (("yolo11n", "detect", 640, 8), ("yolo11n", "segment", 640, 8), ("yolo11
          ("yolo11s", "detect", 640, 4), ("yolo11s", "segment", 640, 4))
 POINTS = (("yolo11n", "detect", 640, (1, 2, 4, 8, 16)), ("yolo11s", "segment", 640, (1, 2, 4, 8)))
 EPOCHS_CASE = ("yolo11n", "detect", 640, 16)  # Phase C: a T4-sized card
-PHASE_S = {"A": 75.0, "B": 285.0, "C": 60.0}
+RECOVERY_CASE = ("yolo11n", "detect", 320)  # Phase D: the whole GPU, capped by the unit itself at epoch 2
+CACHE_MAX_PROBES = 4  # Phase D's fit for the plan cache: a short one, since only its reuse is checked
+PHASE_S = {"A": 75.0, "B": 225.0, "C": 60.0, "D": 60.0}
 DEADLINE_S = 450.0  # 7.5 minutes: the 8 the issue allows, less the start
 
 
@@ -89,6 +97,7 @@ class Settings:
     epochs: int = 6
     close_mosaic: int = 2
     epochs_batch: int = 32
+    recovery_batch: int = 32
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -100,7 +109,8 @@ class Settings:
         data = Path(key["data"]) if Path(key["data"]).is_absolute() else ROOT / key["data"]
         if key["simulate"]:  # the same flow at a size a CPU trains in seconds
             return cls(str(data), True, key["fraction"], args.bisect_trials,
-                       points=(("yolo11n", "detect", 640, (1,)),), epochs=2, close_mosaic=1, epochs_batch=4)
+                       points=(("yolo11n", "detect", 640, (1,)),), epochs=2, close_mosaic=1, epochs_batch=4,
+                       recovery_batch=4)
         return cls(str(data), False, key["fraction"], args.bisect_trials)
 
     def key(self) -> dict:
@@ -277,8 +287,17 @@ def phase_c(runner: Runner, budget: Budget, hello: dict, settings: Settings, cal
     runner.run(Unit(f"C/epochs/{case_key(case)}/b{settings.epochs_batch}", "epochs", "gpu", request), budget)
 
 
+def phase_d(runner: Runner, budget: Budget, hello: dict, settings: Settings, calibration: dict | None) -> None:
+    """visionbatch's own training recovering from a real out-of-memory error, then the plan cache on this device."""
+    model, task, imgsz = RECOVERY_CASE
+    case, name = case_request((model, task, imgsz, 0), hello, settings)["case"], f"{model}-{task}-{imgsz}"
+    runner.run(Unit(f"D/oom/{name}/b{settings.recovery_batch}", "oom", "gpu",
+                    {"case": case, "batch": settings.recovery_batch, "epochs": 3, "close_mosaic": 1}), budget)
+    runner.run(Unit(f"D/cache/{name}", "cache", "gpu", {"case": case, "max_probes": CACHE_MAX_PROBES}), budget)
+
+
 def parse_phase_seconds(values: list[str]) -> dict[str, float]:
-    """--phase-seconds A=75 B=285 C=60 (any of them) over the defaults.
+    """--phase-seconds A=75 B=225 C=60 D=60 (any of them) over the defaults.
 
     Examples:
         >>> parse_phase_seconds(["B=40"])["B"], parse_phase_seconds([])["A"]
@@ -288,7 +307,7 @@ def parse_phase_seconds(values: list[str]) -> dict[str, float]:
     for value in values:
         name, _, seconds = value.partition("=")
         if name not in bounds or not seconds.replace(".", "", 1).isdigit():
-            raise SettingsError(f"--phase-seconds {value}: expected A=, B= or C= seconds, e.g. B=285")
+            raise SettingsError(f"--phase-seconds {value}: expected A=, B=, C= or D= seconds, e.g. B=225")
         bounds[name] = float(seconds)
     return bounds
 
@@ -338,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{hello['device']['name']}: use another --out", file=sys.stderr)
             return 2
         state.data["hello"] = hello
-        for name, phase in (("A", phase_a), ("B", phase_b), ("C", phase_c)):
+        for name, phase in (("A", phase_a), ("B", phase_b), ("C", phase_c), ("D", phase_d)):
             budgets[name] = Budget(name, clock, bounds[name], args.deadline_s)
             phase(runner, budgets[name], hello, settings, measured_calibration(state, hello))
             budgets[name].end()

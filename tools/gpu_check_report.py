@@ -114,13 +114,16 @@ def collect(units: dict[str, dict], hello: dict, settings: Any, calibration: dic
                                "predicted_reserved": predicted})
     rows = [case_results(units, case, hello, context) for case in cases]
     epochs = next((r.get("result") for k, r in units.items() if k.startswith("C/epochs/")), None)
+    recovery = next((r.get("result") for k, r in units.items() if k.startswith("D/oom/")), None)
+    plan_cache = next((r.get("result") for k, r in units.items() if k.startswith("D/cache/")), None)
     errors = [{"key": k, "status": r["status"], "error": r.get("error")} for k, r in units.items()
               if r.get("status") != "done"]
     return {"device": hello["device"], "packages": hello.get("packages", {}),
             "date": datetime.date.today().isoformat(), "data": settings.data,
             "simulated": settings.simulate, "fraction": settings.fraction, "train_images": hello["train_images"],
             "constants": constants, "calibration": calibration, "points": points,
-            "cases": [r for r in rows if r is not None], "epochs": epochs, "errors": errors}
+            "cases": [r for r in rows if r is not None], "epochs": epochs, "recovery": recovery,
+            "plan_cache": plan_cache, "errors": errors}
 
 
 def case_results(units: dict[str, dict], case: tuple, hello: dict, context: int) -> dict | None:
@@ -178,6 +181,7 @@ def render(results: dict, phases: dict, counts: dict) -> str:
                      + (f"; **stopped at its time bound: {skipped} units not run** (a rerun with the same --out "
                         f"continues)" if skipped else ""))
     lines += [""] + constants_section(results) + cases_section(results) + epochs_section(results)
+    lines += recovery_section(results) + plan_cache_section(results)
     if results["errors"]:
         lines += ["## Units that failed", ""] + [f"- `{e['key']}`: {e['status']}: {e['error']}"
                                                  for e in results["errors"]] + [""]
@@ -276,6 +280,75 @@ def epochs_section(results: dict) -> list[str]:
                   + (f"; the run ran out of memory ({epochs.get('oom_phase')}, epoch {epochs.get('oom_epoch')})"
                      if epochs.get("oom") else "") + ".", ""]
     return lines
+
+
+def recovery_section(results: dict) -> list[str]:
+    """Phase D's out-of-memory recovery: the run, each recovery, each epoch, and torch's messages."""
+    run = results.get("recovery")
+    lines = ["## Out-of-memory recovery on the device (Phase D)", ""]
+    if not run:
+        return lines + ["Not measured yet.", ""]
+    if run["simulated"]:
+        lines += ["SIMULATED: real Ultralytics training on the CPU at imgsz "
+                  f"{run['trained_imgsz']}, with the simulated device's law as the card and torch's message wording.",
+                  ""]
+    outcome = "completed" if run["completed"] else f"did not complete ({run['error'] or run['status']})"
+    lines += [f"`visionbatch train` ({run['model']}, imgsz {run['imgsz']}, {run['epochs_asked']} epochs, close_mosaic "
+              f"{run['close_mosaic']}) at batch {run['batch']}. At epoch 2's start the process's memory was capped at "
+              f"{gib(run['cap_bytes'])} GiB reserved: the {gib(run['fixed_reserved_bytes'])} GiB held between steps, plus "
+              f"{run['cap_share']:.0%} of the rest of the {gib(run['epoch1_peak_reserved_bytes'])} GiB epoch 1's step "
+              f"reserved at batch {run['epoch1_batch']}. The run {outcome}; effective batch {run['effective_batch']}, "
+              + ("kept in every epoch." if run["effective_kept"] else "**not kept in every epoch**."), ""]
+    lines += table(["epoch", "mosaic", "batch", "accumulate", "batch x accumulate", "peak reserved GiB"],
+                   [[e["epoch"], "on" if e["mosaic"] else "off", e["batch"], e["accumulate"],
+                     e["batch"] * e["accumulate"] if e["batch"] and e["accumulate"] else "-",
+                     gib(e["peak_reserved_bytes"])] for e in run["epochs"]], "rlrrrr") + [""]
+    if run["recoveries"]:
+        # the step that failed at the starting batch had run in epoch 1: its peak there is the true need
+        measured = (run["epoch1_peak_reserved_bytes"] + run["context_bytes"]
+                    if run["epoch1_peak_reserved_bytes"] is not None else None)
+        lines += ["Each recovery. Needed: what the recovery read from torch's message (in use + the failed "
+                  "allocation, the CUDA context included); against epoch 1's peak reserved + the context at the "
+                  "same batch.", ""]
+        lines += table(["phase", "epoch", "step", "batch", "accumulate", "effective batch", "needed GiB",
+                        "epoch 1 peak + context GiB", "needed / that", "resumed from"],
+                       [[r["phase"], r["epoch"], "-" if r["iteration"] is None else r["iteration"] + 1,
+                         f"{r['old_batch']} -> {r['new_batch']}",
+                         f"{r['old_accumulate']} -> {r['new_accumulate']}" if r["new_accumulate"] else "-",
+                         r["effective_batch"] or "-", gib(r["peak_bytes"]),
+                         gib(measured) if r["old_batch"] == run["epoch1_batch"] else "-",
+                         ratio(r["peak_bytes"], measured) if r["old_batch"] == run["epoch1_batch"] else "-",
+                         r["resumed_from"]] for r in run["recoveries"]], "lrrllrrrrl") + [""]
+    if run["oom_readings"]:
+        lines += ["torch's out-of-memory messages, as read (the total is the whole card's; the cap shows only as "
+                  "'allowed'):", ""]
+        lines += table(["tried MiB", "in use GiB", "reserved GiB", "free GiB", "total GiB", "allowed GiB"],
+                       [[mib(m["tried_bytes"]), gib(m["in_use_bytes"]), gib(m["reserved_bytes"]),
+                         gib(m["free_bytes"]), gib(m["total_bytes"]), gib(m["allowed_bytes"])]
+                        for m in run["oom_readings"]], "rrrrrr") + [""]
+    return lines + [f"Training took {run['train_s']} s, recoveries included.", ""]
+
+
+def plan_cache_section(results: dict) -> list[str]:
+    """Phase D's plan cache: the key's device part, whether it is stable, and the second fit's reuse."""
+    cache = results.get("plan_cache")
+    lines = ["## The plan cache on the device (Phase D)", ""]
+    if not cache:
+        return lines + ["Not measured yet.", ""]
+    if cache["simulated"]:
+        lines += ["SIMULATED: the key names a CPU budget, and the fit is the simulated device's planner.", ""]
+    stable = "the same both times" if cache["key_stable"] else f"**different** ({', '.join(k[:12] for k in cache['keys'])})"
+    lines += [f"The key for {cache['device']}, built twice: {stable} (key {cache['keys'][0][:12]}). Its device part:", ""]
+    lines += table(["field", "value"], [[name, gib(value) + " GiB" if name.endswith("_bytes") and value else value]
+                                        for name, value in cache["device_key"].items()], "ll") + [""]
+    parts = cache["key_parts"]
+    lines += [f"With: {', '.join(f'{k} {v}' for k, v in parts['software'].items())}; model {parts['model_sha256']}, "
+              f"task {parts['task']}, imgsz {parts['imgsz']}, AMP {parts['amp']}.", ""]
+    lines += table(["fit", "batch", "plan", "planning s", "call s"],
+                   [[n + 1, f["batch"], f["reused"] or "fitted", f["planning_s"], f["call_s"]]
+                    for n, f in enumerate(cache["fits"])], "rrlrr") + [""]
+    verdict = "reused, same batch, same key" if cache["reused"] else "**not reused as expected**"
+    return lines + [f"The second fit: {verdict}. Entries in the cache folder: {cache['entries']}.", ""]
 
 
 def write_outputs(out: Path, state: dict, hello: dict, settings: Any, calibration: dict | None, phases: dict,

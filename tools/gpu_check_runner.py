@@ -23,11 +23,13 @@ from typing import Any
 from visionbatch.files import atomic_write_text
 
 UNIT_LIMIT_S = {"hello": 150, "constants": 60, "points": 120, "trace": 240, "autobatch": 90, "fit": 180,
-                "predict": 300, "check": 180, "trial": 150, "epochs": 150}
+                "predict": 300, "check": 180, "trial": 150, "epochs": 150, "oom": 180, "cache": 120}
 # until a kind has run once in this run, the time it is expected to take, to decide whether it fits
-UNIT_ESTIMATE_S = {"hello": 20, "constants": 5, "points": 20, "autobatch": 10, "fit": 30, "trial": 15, "epochs": 45}
+UNIT_ESTIMATE_S = {"hello": 20, "constants": 5, "points": 20, "autobatch": 10, "fit": 30, "trial": 15, "epochs": 45,
+                   "oom": 30, "cache": 15}
 # --simulate: the GPU seconds each kind stands for, on the run's clock (exact, so the bounds are testable)
-SIMULATED_S = {"hello": 10, "constants": 4, "points": 8, "autobatch": 6, "fit": 20, "trial": 8, "epochs": 30}
+SIMULATED_S = {"hello": 10, "constants": 4, "points": 8, "autobatch": 6, "fit": 20, "trial": 8, "epochs": 30,
+               "oom": 30, "cache": 10}
 LEAK_BYTES = 256 << 20  # a GPU worker holding more than this after a unit is restarted before the next
 
 

@@ -2,11 +2,12 @@
 """The worker behind tools/gpu_check.py: it runs the units the parent sends, one at a time.
 
 Two lanes. 'gpu': the CUDA constants, Ultralytics' AutoBatch, `visionbatch fit` measured, and real
-Ultralytics training, each on a smaller card emulated with torch's per-process memory fraction.
+Ultralytics training, each on a smaller card emulated with torch's per-process memory fraction;
+and Phase D's out-of-memory recovery and plan cache (gpu_check_phase_d.py).
 'cpu': visionbatch's CPU-trace predictions, which need no GPU and run beside the GPU work.
 With --simulate the gpu lane's device is `SimulatedDevice` (a known memory law in place of CUDA),
-while the CPU trace and one real Ultralytics training (on the CPU, tiny) still run for real: the
-flow is exercised end to end, and its numbers are not measurements.
+while the CPU trace and real Ultralytics training (on the CPU, tiny: Phase C's epochs and Phase D's
+recovery) still run for real: the flow is exercised end to end, and its numbers are not measurements.
 
 Requests come one JSON object per line on stdin; answers go one per line to the original stdout.
 Everything the libraries print goes to stderr, the lane's log.
@@ -42,6 +43,7 @@ from gpu_check_devices import (  # noqa: E402
     simulated_step,
     simulated_trial,
 )
+from gpu_check_phase_d import unit_cache, unit_oom  # noqa: E402
 
 SIMULATED_IMGSZ = 64  # --simulate: real CPU work (trace, training) at this size, whatever the case says
 
@@ -259,7 +261,8 @@ def unit_fit(req: dict, ctx: Context) -> dict:
             from visionbatch.fit.api import fit_batch
 
             return plan_summary(fit_batch(ctx.data_for(case), model=case["model"], imgsz=case["imgsz"], device=0,
-                                          memory_fraction=float(req["fraction"]), task=case["task"]))
+                                          memory_fraction=float(req["fraction"]), task=case["task"],
+                                          plan_cache=False))  # a fit measured each time, never the machine's cache
         except BudgetError as exc:
             return no_batch(exc)
 
@@ -315,7 +318,8 @@ def unit_predict(req: dict, ctx: Context) -> dict:
 
             with calibration_from(req.get("calibration")):
                 plan = fit_batch(ctx.data_for(case), model=case["model"], imgsz=case["imgsz"], target="h200",
-                                 memory_budget=card, memory_fraction=float(req["fraction"]), task=case["task"])
+                                 memory_budget=card, memory_fraction=float(req["fraction"]), task=case["task"],
+                                 plan_cache=False)
     except BudgetError as exc:
         return no_batch(exc)
     return {**plan_summary(plan), "constants": "measured" if req.get("calibration") else "shipped"}
@@ -422,7 +426,7 @@ def segmentation_copy(data: str, tmp: Path) -> str:
 
 UNITS = {"hello": unit_hello, "constants": unit_constants, "points": unit_points, "trace": unit_trace,
          "autobatch": unit_autobatch, "fit": unit_fit, "predict": unit_predict, "check": unit_check,
-         "trial": unit_train, "epochs": unit_train}
+         "trial": unit_train, "epochs": unit_train, "oom": unit_oom, "cache": unit_cache}
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -30,3 +30,7 @@ class BudgetError(VisionbatchError):
 
 class StorageError(VisionbatchError):
     """A file visionbatch must write could not be written: a full disk, a read-only or missing folder."""
+
+
+class TrainingOutOfMemoryError(VisionbatchError):
+    """Training ran out of memory and visionbatch's recovery could not go on (`train/recovery.py`)."""

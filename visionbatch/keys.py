@@ -108,6 +108,10 @@ KEYS: tuple[Key, ...] = (
     Key("seconds", "time each setting at least this long: a batch size in infer (default 1), a loader setting in "
                    "augcost (default 2)", ("augcost", "infer"), parameters=(("infer", "seconds_per_batch"),)),
     # -- training
+    Key("oom_retries", "out-of-memory recoveries in training before giving up: each resumes from the last complete "
+                       "epoch at a smaller batch with more gradient accumulation, so the effective batch stays; "
+                       "validation retries at half its batch on its own (default 3, 0 turns recovery off)",
+        ("train",), check=partial(whole_number, key="oom_retries", example="oom_retries=3", minimum=0, maximum=100)),
     Key("augcost", "True profiles the data pipeline first (visionbatch augcost); augcost.json/png go into the run "
                    "folder", ("train",), check=_switch("augcost")),
     Key("labels_per_image", "force this many labels into every training image of the measured batch (default: "
@@ -116,6 +120,9 @@ KEYS: tuple[Key, ...] = (
     Key("oom_risk", "the chance, at most, that any batch of the run carries more labels than the batch was "
                     "measured with (default 0.001)", ("train", "fit", "sweep"), check=check_oom_risk),
     Key("max_probes", "the most training probes to run (default 8)", ("fit",), check=_minimum_probes),
+    Key("plan_cache", "False fits the batch again without reading or writing the plan cache (default: reuse a plan "
+                      "fitted for the same device, software, model, data and arguments; visionbatch cache list)",
+        ("train", "fit"), check=_switch("plan_cache")),
     # -- augcost
     Key("pipeline", "a serialized A.Compose (YAML or JSON, from A.save) to cost in place of Ultralytics' default "
                     "Albumentations transforms", ("augcost",)),
@@ -216,7 +223,7 @@ def command_keys(command: str) -> tuple[Key, ...]:
 
     Examples:
         >>> [key.name for key in command_keys("train")]
-        ['batch', 'imgsz', 'memory_budget', 'trust_checkpoint', 'augcost', 'labels_per_image', 'oom_risk']
+        ['batch', 'imgsz', 'memory_budget', 'trust_checkpoint', 'oom_retries', 'augcost', 'labels_per_image', 'oom_risk', 'plan_cache']
     """
     if command not in COMMANDS:
         raise ValueError(f"no command {command!r}: one of {', '.join(COMMANDS)}")
@@ -228,7 +235,7 @@ def visionbatch_keys(command: str) -> dict[str, str]:
 
     Examples:
         >>> list(visionbatch_keys("train"))  # batch and imgsz are Ultralytics' keys: they go to Ultralytics
-        ['memory_budget', 'trust_checkpoint', 'augcost', 'labels_per_image', 'oom_risk']
+        ['memory_budget', 'trust_checkpoint', 'oom_retries', 'augcost', 'labels_per_image', 'oom_risk', 'plan_cache']
     """
     return {key.name: key.help for key in command_keys(command) if not key.ultralytics}
 

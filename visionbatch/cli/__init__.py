@@ -1,7 +1,8 @@
 """The `visionbatch` command: argv -> arguments -> library call -> table or JSON.
 
 One module per command in this package (`train.py`, ...), each with `SUMMARY`, `USAGE`,
-`run(tokens) -> result` and `show(result) -> str`; `COMMANDS` lists them in help order. Every
+`run(tokens) -> result` and `show(result) -> str`; `CLI_COMMANDS` lists them in help order: the
+key registry's commands, then `cache` (the plan cache: no keys). Every key-taking
 command takes Ultralytics-style `key=value` arguments; `--json` prints the result as JSON on
 stdout (logs go to stderr). Exit codes: 0 done, 2 bad input (one line on stderr), 74 the disk failed
 (full, read-only, over quota; one line on stderr), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM
@@ -32,6 +33,7 @@ from visionbatch.keys import (
 )
 from visionbatch.results import to_jsonable
 
+CLI_COMMANDS = (*COMMANDS, "cache")  # cache (list, clear) takes no key=value keys: it is not in the key registry
 # 74 is sysexits' EX_IOERR: apart from 1, which an unexpected error (a bug, with its traceback) exits with.
 # EXIT_NO is a question answered "no" (`fit batch=16`: it does not fit), so scripts can branch on it.
 EXIT_OK, EXIT_BAD_INPUT, EXIT_NO, EXIT_STORAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 3, 74, 130, 143
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"visionbatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
+    for name in CLI_COMMANDS:
         module = command(name)
         cmd = sub.add_parser(name, help=module.SUMMARY, description=module.USAGE,
                              formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -9,6 +9,7 @@ from pathlib import Path
 from visionbatch.cli.args import positional, read_batch
 from visionbatch.console import table
 from visionbatch.devices.catalog import TARGETS
+from visionbatch.fit.distributed import DistributedPlan
 from visionbatch.fit.plan import BatchCheck, BatchPlan
 from visionbatch.keys import help_block, read_keys
 from visionbatch.ultralytics.args import ultralytics_defaults
@@ -39,20 +40,20 @@ Targets (target=KEY, or a size such as target=6GiB for a generic CUDA GPU):
 class FitRun:
     """A plan (or the check of one batch) and where it was written."""
 
-    plan: BatchPlan | BatchCheck
+    plan: BatchPlan | BatchCheck | DistributedPlan
     folder: str
     files: tuple[str, ...]
 
 
 def run(tokens: Sequence[str]) -> FitRun:
-    from visionbatch.fit.api import CURVE_PNG, PLAN_JSON, fit_batch
+    from visionbatch.fit.api import PLAN_JSON, curve_names, fit_batch
 
     data, pairs = positional(tokens, "fit", "DATA", "data", "visionbatch fit path/to/data.yaml [key=value ...]")
     pairs = read_keys("fit", pairs, ultralytics_defaults())
     pairs = read_batch(pairs)
     plan = fit_batch(data, save=True, **pairs)  # the library makes the run folder, as for every command
     folder = Path(plan.save_dir)
-    files = (PLAN_JSON,) if isinstance(plan, BatchCheck) else (PLAN_JSON, CURVE_PNG)
+    files = (PLAN_JSON, *curve_names(plan))
     return FitRun(plan, str(folder), tuple(str(folder / f) for f in files))
 
 
@@ -115,9 +116,38 @@ def _show_check(result: FitRun) -> str:
     return "\n".join(lines)
 
 
+def _show_distributed(result: FitRun) -> str:
+    """A DDP fit: each GPU's answer, the per-GPU batch every rank trains, and the total for Ultralytics."""
+    ddp = result.plan
+    rows = [[plan.device, plan.device_name, human_bytes(plan.usable_bytes), human_bytes(plan.budget_bytes),
+             plan.max_batch_size, plan.batch_size, human_bytes(plan.predicted_bytes)] for plan in ddp.per_device]
+    work = ddp.governing.workload
+    title = (f"visionbatch fit: {work.model} {work.task} imgsz={work.imgsz} (steps at {work.max_imgsz}), "
+             f"{work.optimizer}, AMP {'on' if work.amp else 'off'}, DDP on {ddp.world_size} GPUs\n"
+             f"set aside on each GPU before it was fitted: DDP's gradient buckets "
+             f"{human_bytes(ddp.gradient_bucket_bytes)}, NCCL buffers {human_bytes(ddp.nccl_buffer_bytes)} "
+             f"(assumed, not measured), the fitting process's CUDA context")
+    lines = ["", table(["device", "GPU", "usable after DDP", "budget", "largest that fits", "batch",
+                        "predicted peak"], rows, title=title), ""]
+    lines.append(f"plan: per-GPU batch {ddp.per_gpu_batch} x {ddp.world_size} GPUs = batch {ddp.total_batch} "
+                 f"(accumulate {ddp.accumulate} for nominal batch {ddp.nominal_batch_size})")
+    lines.append(f"why: {ddp.reason}")
+    lines += [f"warning: {w}" for w in ddp.warnings]
+    lines += [f"warning: {plan.device}: {w}" for plan in ddp.per_device for w in plan.warnings
+              if "set aside for DDP" not in w]  # the title says what was set aside
+    planning_s = sum(plan.planning_s for plan in ddp.per_device)
+    lines.append(f"planned in {planning_s:.1f} s; wrote {', '.join(result.files)}")
+    devices = ",".join(device.split(":")[-1] for device in ddp.devices)
+    lines.append(f"train with it: visionbatch train {work.data or 'DATA.yaml'} device={devices} "
+                 f"batch={ddp.total_batch} ...")
+    return "\n".join(lines)
+
+
 def show(result: FitRun) -> str:
     if isinstance(result.plan, BatchCheck):
         return _show_check(result)
+    if isinstance(result.plan, DistributedPlan):
+        return _show_distributed(result)
     plan = result.plan
     val = {s.batch_size: s for s in plan.samples if s.phase == "val"}
     rows = []
@@ -147,6 +177,8 @@ def show(result: FitRun) -> str:
         lines.append(f"after the first validation: {human_bytes(plan.after_validation_bytes)} held at batch "
                      f"{plan.batch_size} (Ultralytics empties its CUDA cache only above half the card; budgeted)")
     lines += [f"warning: {w}" for w in plan.warnings]
+    if plan.reused is not None:
+        lines.append(f"plan: {plan.reused.describe()}; plan_cache=False fits again")
     lines.append(f"planned in {plan.planning_s:.1f} s; wrote {', '.join(result.files)}")
     lines.append(f"train with it: visionbatch train {work.data or 'DATA.yaml'} batch={plan.batch_size} ...")
     return "\n".join(lines)

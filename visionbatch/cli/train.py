@@ -48,6 +48,16 @@ def show(result: TrainResult) -> str:
               title=f"visionbatch train: {result.task} {result.model}, batch {result.batch_size} "
                     f"({result.batch_source}), {result.device} ({result.cpu_threads} CPU threads)"),
     ]
+    for recovery in result.recoveries:
+        if recovery.phase == "train":
+            lines.append(f"recovered: out of memory at batch {recovery.old_batch} in epoch {recovery.epoch}"
+                         f"{'' if recovery.iteration is None else f', step {recovery.iteration + 1}'}: went on from "
+                         f"{recovery.resumed_from} at batch {recovery.new_batch} x accumulate {recovery.new_accumulate}"
+                         f" (effective batch {recovery.effective_batch})")
+        else:
+            lines.append(f"recovered: out of memory in {'validation' if recovery.phase == 'val' else 'final validation'}"
+                         f" at batch {recovery.old_batch} (epoch {recovery.epoch}): validated again at batch "
+                         f"{recovery.new_batch}; training untouched")
     for row in result.memory_vs_plan:
         lines.append(f"epoch {row.epoch}: plan predicted {human_bytes(row.predicted_bytes)}, measured "
                      f"{human_bytes(row.measured_bytes)} ({row.measured})")

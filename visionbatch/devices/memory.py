@@ -76,6 +76,34 @@ def nvml_reading(device_index: int) -> NvmlReading | None:
         return None
 
 
+def gpu_identity(device_index: int) -> dict[str, Any]:
+    """What names torch's CUDA device `device_index` and the software under it (the plan cache's key).
+
+    The UUID (as NVML and nvidia-smi write it) names the board whatever CUDA_VISIBLE_DEVICES does to
+    the index; the driver comes from NVML (None without it); `memory_limit` is the per-process
+    fraction torch's allocator enforces (1.0: none; tools/gpu_check.py emulates a smaller card with it).
+    """
+    import torch
+
+    props = torch.cuda.get_device_properties(device_index)
+    uuid = str(props.uuid)
+    driver = None
+    try:
+        with _nvml() as nvml:
+            driver = nvml.nvmlSystemGetDriverVersion()
+    except Exception:  # NVML missing or not permitted: the CUDA version below still names the stack
+        driver = None
+    return {
+        "name": torch.cuda.get_device_name(device_index),
+        "uuid": uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}",
+        "total_bytes": int(props.total_memory),
+        "driver": driver.decode() if isinstance(driver, bytes) else driver,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "memory_limit": per_process_fraction(device_index),
+    }
+
+
 def cuda_capacity(device_index: int) -> Capacity:
     """Memory the CUDA device offers this process now.
 

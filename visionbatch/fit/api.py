@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionbatch.devices.memory import Capacity
 from visionbatch.errors import ConfigError
+from visionbatch.fit.distributed import (
+    DdpOverhead,
+    DistributedPlan,
+    combine_plans,
+    default_context_bytes,
+    gradient_bucket_bytes,
+    nccl_buffer_bytes,
+    several_gpus,
+)
 from visionbatch.fit.plan import BatchCheck, BatchPlan, WorkloadSummary
-from visionbatch.fit.planner import MAX_PROBES, check_batch, plan_batch
+from visionbatch.fit.planner import MAX_PROBES, StepRunner, check_batch, plan_batch
 from visionbatch.fit.probes.base import Probe
 from visionbatch.ultralytics.density import DEFAULT_OOM_RISK
 from visionbatch.ultralytics.spec import NOMINAL_BATCH
@@ -119,8 +128,9 @@ def fit_batch(
     save: bool = False,
     batch_size: int | None = None,
     oom_risk: float = DEFAULT_OOM_RISK,
+    plan_cache: bool = True,
     **train_args: Any,
-) -> BatchPlan | BatchCheck:
+) -> BatchPlan | BatchCheck | DistributedPlan:
     """Fit the training batch to the device by measuring the real training step, or predict it.
 
     With `batch_size` it answers one question instead, without searching: will this batch fit?
@@ -130,7 +140,8 @@ def fit_batch(
         data: the dataset's data.yaml (its labels set the label density).
         model: model YAML or local checkpoint (default: yolo11n for the task).
         imgsz: training image size.
-        device: CUDA device (0, 'cuda:1') or 'cpu' (default: GPU 0 when there is one).
+        device: CUDA device (0, 'cuda:1') or 'cpu' (default: GPU 0 when there is one); several
+            GPUs ('0,1') fit the per-GPU batch of a DDP run on each (a `DistributedPlan`).
         memory_fraction: share of the usable memory to fill (0 < f <= 1).
         memory_budget: the memory to fit into instead of a GPU's ('2GiB'): real CPU steps against
             it, where it bounds the whole training process's resident memory (a measured baseline:
@@ -146,12 +157,15 @@ def fit_batch(
         save: write `plan.json` and `memory_curve.png` into a new run folder, `runs/fit/<name>/`
             (`name=` and `project=` as in Ultralytics); `plan.save_dir` says where.
         batch_size: check this one batch instead of searching (`batch=16` means the same).
+        plan_cache: reuse a plan fitted before for the same device, software, model, data and
+            arguments (`fit.cache`; `plan.reused` says so), and store a new one; False fits
+            without reading or writing the cache.
         **train_args: Ultralytics train arguments that shape the step (task, multi_scale, amp,
             optimizer, epochs, mosaic, close_mosaic, mask_ratio, overlap_mask, freeze, ...).
 
     Returns:
         A verified `BatchPlan` (`plan.measured` is False for a target's prediction), or with
-        `batch_size` a `BatchCheck`.
+        `batch_size` a `BatchCheck`; for several GPUs a `DistributedPlan` (`fit_devices`).
 
     Raises:
         ConfigError: an unknown or impossible argument; no device and no budget; an unknown target.
@@ -179,7 +193,13 @@ def fit_batch(
             batch_size = request.batch_size
     options = FitOptions.check(device=device, memory_fraction=memory_fraction, memory_budget=memory_budget,
                                target=target, labels_per_image=labels_per_image, max_probes=max_probes, imgsz=imgsz,
-                               batch_size=batch_size, oom_risk=oom_risk)
+                               batch_size=batch_size, oom_risk=oom_risk, plan_cache=plan_cache)
+    gpus = several_gpus(options.device, options.memory_budget)  # a DDP run's GPUs, refused here when absent
+    if gpus and options.batch_size is not None:
+        raise ConfigError(f"batch_size={options.batch_size} with device={','.join(map(str, gpus))}: the one-batch "
+                          f"check measures one GPU: ask it of each, e.g. device={gpus[0]} batch="
+                          f"{max(options.batch_size // len(gpus), 1)} (each of the {len(gpus)} GPUs trains batch / "
+                          f"{len(gpus)}), or drop batch= to fit the per-GPU batch on all of them")
     overrides = {**train_args, "imgsz": imgsz}
     if model is not None:
         overrides["model"] = model
@@ -190,7 +210,7 @@ def fit_batch(
 
     with offline():
         job = prepare(data, overrides, visionbatch_keys("fit"), command="fit")  # name=, project= checked here
-        plan = fit_job(job, options)
+        plan = fit_devices(job, options, gpus) if gpus else fit_job(job, options)
     return save_plan(plan, train_args.get("name"), train_args.get("project")) if save else plan
 
 
@@ -198,21 +218,32 @@ PLAN_JSON = "plan.json"
 CURVE_PNG = "memory_curve.png"
 
 
-def write_plan(plan: BatchPlan | BatchCheck, folder: str | os.PathLike,
+def curve_names(plan: BatchPlan | BatchCheck | DistributedPlan) -> tuple[str, ...]:
+    """The memory-curve pictures `write_plan` draws: one for a plan, one per GPU for a DDP plan, none for a check.
+
+    Examples:
+        >>> curve_names(DistributedPlan(4, 8, 2, ("cuda:0", "cuda:1"), (), 0, 0, 0, 8, 64, ""))
+        ('memory_curve_cuda0.png', 'memory_curve_cuda1.png')
+    """
+    if isinstance(plan, DistributedPlan):
+        return tuple(f"{Path(CURVE_PNG).stem}_{device.replace(':', '')}.png" for device in plan.devices)
+    return () if isinstance(plan, BatchCheck) else (CURVE_PNG,)
+
+
+def write_plan(plan: BatchPlan | BatchCheck | DistributedPlan, folder: str | os.PathLike,
                json_name: str = PLAN_JSON) -> tuple[Path, ...]:
-    """Write the plan's JSON and its memory-curve plot (a plan's; a check has no curve) into `folder`."""
+    """Write the plan's JSON and its memory-curve plots (`curve_names`) into `folder`."""
     from visionbatch.fit.plot import plot_batch_plan
     from visionbatch.results import write_json
 
     folder = Path(folder)
     written = write_json(folder / json_name, plan)
-    if isinstance(plan, BatchCheck):
-        return (written,)
-    return written, plot_batch_plan(plan, folder / CURVE_PNG)
+    plans = plan.per_device if isinstance(plan, DistributedPlan) else () if isinstance(plan, BatchCheck) else (plan,)
+    return (written, *(plot_batch_plan(one, folder / name) for one, name in zip(plans, curve_names(plan))))
 
 
-def save_plan(plan: BatchPlan | BatchCheck, name: str | None = None,
-              project: str | os.PathLike | None = None) -> BatchPlan | BatchCheck:
+def save_plan(plan: BatchPlan | BatchCheck | DistributedPlan, name: str | None = None,
+              project: str | os.PathLike | None = None) -> BatchPlan | BatchCheck | DistributedPlan:
     """Write the plan (or check) into a new run folder, `runs/fit/<name>/`; return it with `save_dir` set."""
     from visionbatch.rundir import new_run_dir
 
@@ -235,6 +266,7 @@ class FitOptions:
         max_probes: the most training probes to run.
         batch_size: the one batch to check instead of searching, or None to search.
         oom_risk: the chance, at most, that a batch of the run carries more labels than measured.
+        plan_cache: reuse and store searched plans (`fit.cache`).
     """
 
     device: Any = None
@@ -246,11 +278,12 @@ class FitOptions:
     memory_budget: Any = None
     batch_size: int | None = None
     oom_risk: float = DEFAULT_OOM_RISK
+    plan_cache: bool = True
 
     @classmethod
     def check(cls, *, device: Any = None, memory_fraction: Any = DEFAULT_MEMORY_FRACTION, memory_budget: Any = None, target: Any = None,
               labels_per_image: Any = None, max_probes: Any = MAX_PROBES, imgsz: Any = None,
-              batch_size: Any = None, oom_risk: Any = DEFAULT_OOM_RISK) -> FitOptions:
+              batch_size: Any = None, oom_risk: Any = DEFAULT_OOM_RISK, plan_cache: Any = True) -> FitOptions:
         """Check every option; a problem is a one-line ConfigError naming it.
 
         Examples:
@@ -269,6 +302,7 @@ class FitOptions:
         )
         from visionbatch.devices.catalog import find_target
         from visionbatch.units import parse_bytes
+        from visionbatch.values import check_switch
 
         fraction = check_fraction(memory_fraction)
         labels = check_labels_per_image(labels_per_image)
@@ -281,7 +315,8 @@ class FitOptions:
         check_probe_imgsz(imgsz)
         batch = (whole_number(batch_size, "batch_size", example="batch_size=16", maximum=MAX_BATCH_SIZE)
                  if batch_size is not None else None)
-        return cls(device, fraction, budget, gpu, labels, probes, memory_budget, batch, check_oom_risk(oom_risk))
+        return cls(device, fraction, budget, gpu, labels, probes, memory_budget, batch, check_oom_risk(oom_risk),
+                   check_switch(plan_cache, "plan_cache"))
 
 
 def check_probe_imgsz(imgsz: Any) -> None:
@@ -310,55 +345,134 @@ def fit_job(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchCheck:
 
     Returns:
         A verified `BatchPlan` (`plan.measured` is False for a target's prediction), or a
-        `BatchCheck` when `options.batch_size` asks about one batch.
+        `BatchCheck` when `options.batch_size` asks about one batch. With `options.plan_cache` a
+        search stored for the same key (`fit.cache.plan_key`) is reused (`plan.reused` says so).
     """
     from visionbatch.ultralytics.offline import offline, trusted_checkpoints
 
     check_probe_imgsz(job.args.get("imgsz"))
     with offline(), trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
+        if options.plan_cache and options.batch_size is None:  # a search is cached; the one-batch check is not
+            return _cached_search(job, options)
         if options.target is not None:
             return _predicted_plan(job, options)
         return _measured_plan(job, options)
 
 
-def _measured_plan(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchCheck:
+def _cached_search(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchCheck:
+    """The plan cache's plan for this job and device when one is stored and still fits; else the search, stored."""
+    from visionbatch.fit.cache import cached_fit
+
+    if options.target is not None:
+        return cached_fit(job, options, "target", lambda: _predicted_plan(job, options))
+    device = resolve_device(options.device, options.memory_budget)[0]  # a bad device= is one line before any work
+    return cached_fit(job, options, device, lambda: _measured_plan(job, options))
+
+
+def fit_devices(job: TrainingJob, options: FitOptions, gpus: Sequence[int], probes: Mapping[int, Probe] | None = None,
+                runner: StepRunner | None = None) -> DistributedPlan:
+    """Fit the per-GPU batch of a DDP run on each of `gpus`: the smallest GPU's batch is every GPU's.
+
+    Each GPU is fitted on its own, as `fit_job` fits one, after what a DDP rank holds beside each
+    step is set aside from its memory (`fit.distributed.DdpOverhead`: DDP's gradient buckets,
+    NCCL's buffers, the fitting process's CUDA context). These fits are not cached: the plan
+    cache keeps one device's search.
+
+    Args:
+        job: the prepared job (`ultralytics.job.prepare`).
+        options: how to fit (`FitOptions.check`); its device is replaced by each GPU in turn.
+        gpus: the CUDA indices, in `device=` order.
+        probes: a probe for an index, in place of that GPU's own (a simulated GPU in tests); its
+            steps run on the CPU.
+        runner: what runs the steps, in place of the job's real step (tests: a runner that does nothing).
+
+    Returns:
+        The `DistributedPlan`: the per-GPU batch, the total for Ultralytics, each GPU's plan.
+
+    Examples:
+        >>> plan = fit_devices(job, FitOptions.check(), (0, 1))  # doctest: +SKIP
+        >>> plan.total_batch == 2 * plan.per_gpu_batch == 2 * plan.governing.batch_size  # doctest: +SKIP
+        True
+    """
+    from visionbatch.ultralytics.offline import offline, trusted_checkpoints
+
+    check_probe_imgsz(job.args.get("imgsz"))
+    with offline(), trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
+        overhead = DdpOverhead(_trainable_bytes(job, options), nccl_buffer_bytes(), default_context_bytes())
+        plans = [_measured_plan(job, replace(options, device=f"cuda:{index}"), given=(probes or {}).get(index),
+                                runner=runner, set_aside=overhead.set_aside) for index in gpus]
+    return combine_plans(plans, overhead)
+
+
+def _trainable_bytes(job: TrainingJob, options: FitOptions) -> int:
+    """DDP's gradient buckets for the job's model as the trainer builds it (frozen layers left out), on the CPU."""
     import torch
 
     from visionbatch.ultralytics.spec import job_spec
+    from visionbatch.ultralytics.step import build_model, training_cfg
+
+    spec = job_spec(job, "cpu", "", options.labels_per_image, oom_risk=options.oom_risk)
+    with torch.random.fork_rng(devices=[]):  # building initialises weights from the caller's random stream
+        return gradient_bucket_bytes(build_model(spec, training_cfg(spec), "cpu"))
+
+
+def _measured_plan(job: TrainingJob, options: FitOptions, given: Probe | None = None, runner: StepRunner | None = None,
+                   set_aside: Callable[[Capacity], tuple[int, str]] | None = None) -> BatchPlan | BatchCheck:
+    """Measure the plan on the device. `given` replaces the device's probe (a simulated GPU: the steps run on the
+    CPU), and with it `runner` the real step (none is built); `set_aside` takes what the run holds beside every
+    step (DDP's) off the usable memory first."""
+    from visionbatch.ultralytics.spec import job_spec
     from visionbatch.ultralytics.step import Workload
 
-    device_name, budget = resolve_device(options.device, options.memory_budget)
-    device_type = device_name.split(":")[0]
-    if device_type == "cuda":
-        from visionbatch.fit.probes.cuda import CudaProbe
-
-        probe: Probe = CudaProbe(int(device_name.split(":")[1]))
-        torch.cuda.set_device(probe.index)
-        gpu = torch.cuda.get_device_name(probe.index)
+    if given is not None:  # a simulated GPU in tests: its readings, the steps on the CPU
+        probe, device_name, gpu = given, "cpu", ""
     else:
-        from visionbatch.devices.memory import device_name as describe
-        from visionbatch.fit.probes.cpu import CpuProbe, trainer_share
-
-        # the budget bounds the training process: a measured baseline, the trainer's share, each step
-        probe = CpuProbe(budget, name=describe(torch.device("cpu")), trainer=trainer_share(job))
-        gpu = ""
+        device_name, budget = resolve_device(options.device, options.memory_budget)
+        probe, gpu = _device_probe(job, device_name, budget)
+    device_type = device_name.split(":")[0]
     spec = job_spec(job, device_type, gpu, options.labels_per_image, oom_risk=options.oom_risk)
     with trainer_globals(bool(job.args.get("deterministic", True)), device_type):
-        workload = Workload(spec, device_name)
+        workload = Workload(spec, device_name) if runner is None or given is None else None
+        steps = workload or runner
         try:
-            if device_type == "cpu":
+            if device_type == "cpu" and given is None:
                 probe.count_model(workload.model)  # type: ignore[attr-defined]  # the trainer builds its own copy
             capacity = probe.capacity()  # after the model is built: the CUDA context, or the CPU baseline, exists
-            description = WorkloadSummary(**spec.describe(), max_imgsz=workload.train_imgsz, device=device_name,
-                                          data=job.dataset.yaml_path)
+            notes: tuple[str, ...] = ()
+            if set_aside is not None:
+                held, note = set_aside(capacity)
+                capacity, notes = replace(capacity, usable_bytes=capacity.usable_bytes - held), (note,)
+            description = WorkloadSummary(**spec.describe(), max_imgsz=workload.train_imgsz if workload else spec.imgsz,
+                                          data=job.dataset.yaml_path, device=given.device if given else device_name)
             if options.batch_size is not None:
-                return _counted(check_batch(probe, workload, options.batch_size, options.memory_fraction,
-                                            description, capacity=capacity, images=_images(job, spec)), spec)
-            return _counted(plan_batch(probe, workload, options.memory_fraction, spec.dataset_images, description,
-                                       nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)),
-                                       max_probes=options.max_probes, capacity=capacity), spec)
+                plan = check_batch(probe, steps, options.batch_size, options.memory_fraction, description,
+                                   capacity=capacity, images=_images(job, spec))
+            else:
+                plan = plan_batch(probe, steps, options.memory_fraction, spec.dataset_images, description,
+                                  nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)),
+                                  max_probes=options.max_probes, capacity=capacity)
+            plan = _counted(plan, spec)
+            return replace(plan, warnings=plan.warnings + notes) if notes else plan
         finally:
-            workload.close()
+            if workload is not None:
+                workload.close()
+
+
+def _device_probe(job: TrainingJob, device_name: str, budget: int | None) -> tuple[Probe, str]:
+    """The probe for 'cuda:N' (made the current device) or the CPU against `budget`, and the GPU's name."""
+    import torch
+
+    if device_name.startswith("cuda"):
+        from visionbatch.fit.probes.cuda import CudaProbe
+
+        probe = CudaProbe(int(device_name.split(":")[1]))
+        torch.cuda.set_device(probe.index)
+        return probe, torch.cuda.get_device_name(probe.index)
+    from visionbatch.devices.memory import device_name as describe
+    from visionbatch.fit.probes.cpu import CpuProbe, trainer_share
+
+    # the budget bounds the training process: a measured baseline, the trainer's share, each step
+    return CpuProbe(budget, name=describe(torch.device("cpu")), trainer=trainer_share(job)), ""
 
 
 def target_capacity(gpu: Target, memory_budget_bytes: int | None = None) -> tuple[Capacity, DeviceModel]:

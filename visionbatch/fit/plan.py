@@ -147,6 +147,30 @@ class MemoryCurve:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PlanReuse:
+    """Where a reused plan came from: its plan-cache entry (`fit.cache`).
+
+    Attributes:
+        key: the entry's key hash (SHA-256 of the key; `visionbatch cache list` shows its start).
+        fitted_at: when the plan was fitted, UTC, ISO 8601 ('2026-11-30T10:02:41+00:00').
+    """
+
+    key: str
+    fitted_at: str
+
+    def describe(self) -> str:
+        """The reuse in a few words, as `visionbatch fit` and `train` print it.
+
+        Examples:
+            >>> PlanReuse("3fa2c1d4e5f6a7b8" + "0" * 48, "2026-11-30T10:02:41+00:00").describe()
+            'reused from the plan cache (fitted 2026-11-30 10:02 UTC, key 3fa2c1d4e5f6)'
+        """
+        when = self.fitted_at[:16].replace("T", " ") + (" UTC" if self.fitted_at.endswith("+00:00") else "")
+        return f"reused from the plan cache (fitted {when}, key {self.key[:12]})"
+
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class BatchPlan:
     """The batch size to train with, and everything it was decided from.
 
@@ -186,9 +210,11 @@ class BatchPlan:
         after_validation_bytes: what the card holds once validation has run at the chosen batch,
             under Ultralytics' cache rule (`after_validation_bytes`; None on a CPU).
         save_dir: the run folder the plan was written to (absent from JSON when not saved).
+        reused: set when the plan came from the plan cache instead of being fitted now: the
+            entry's key and when it was fitted (`PlanReuse`; absent from JSON for a fresh fit).
     """
 
-    JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("save_dir",)
+    JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("save_dir", "reused")
 
     batch_size: int
     max_batch_size: int
@@ -221,6 +247,7 @@ class BatchPlan:
     timings: Timings | None = None
     after_validation_bytes: int | None = None
     save_dir: str | None = None
+    reused: PlanReuse | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

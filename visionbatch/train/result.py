@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from visionbatch.fit.distributed import DistributedPlan
 from visionbatch.fit.plan import BatchPlan
 from visionbatch.results import to_jsonable
+from visionbatch.train.recovery import Recovery
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -23,6 +25,8 @@ class EpochRecord:
         losses: mean training losses by name.
         metrics: validation metrics by Ultralytics' names.
         mosaic: whether mosaic augmentation was on.
+        batch_size: the batch the epoch trained with (smaller after an out-of-memory recovery).
+        accumulate: the gradient accumulation it trained with (warm-up ramps up to it).
     """
 
     epoch: int
@@ -34,6 +38,8 @@ class EpochRecord:
     losses: dict[str, float]
     metrics: dict[str, float]
     mosaic: bool
+    batch_size: int | None = None
+    accumulate: int | None = None
 
 
 
@@ -64,6 +70,11 @@ class TrainResult:
         notes: things the user should know (resolved paths, refused defaults).
         batch_plan: the fitted plan's key figures when the batch was fitted (batch_plan.json has it all).
         memory_vs_plan: per epoch, the measured peak next to the plan's prediction.
+        effective_batch: batch x gradient accumulation the run started with; out-of-memory
+            recoveries keep it (`recoveries` shows each one's).
+        recoveries: every out-of-memory error the run survived, in order (`train/recovery.py`).
+        distributed_plan: a DDP run's fitted batch (several GPUs, or torchrun's ranks): the per-GPU
+            batch, the total, each GPU's batch (ddp_plan.json has every GPU's plan).
     """
 
     status: str
@@ -88,6 +99,9 @@ class TrainResult:
     notes: tuple[str, ...] = ()
     batch_plan: PlanSummary | None = None
     memory_vs_plan: tuple[PlanCheck, ...] = ()
+    effective_batch: int | None = None
+    recoveries: tuple[Recovery, ...] = ()
+    distributed_plan: DistributedSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -127,6 +141,40 @@ class PlanSummary:
         """The summary of `plan`, whose full JSON is in `file`."""
         names = [f.name for f in dataclasses.fields(cls) if f.name != "file"]
         return cls(**{name: getattr(plan, name) for name in names}, file=file)
+
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DistributedSummary:
+    """A DDP run's fitted batch, as `visionbatch.json` records it (`file` holds every GPU's plan).
+
+    Attributes:
+        per_gpu_batch: images each rank trains per step.
+        total_batch: the batch Ultralytics was given (per_gpu_batch x world_size).
+        world_size: the ranks of the run.
+        nodes: machines in the run; node: the one whose fit set the batch.
+        devices: the GPUs fitted (on that node); device_batches: each one's own fitted batch.
+        ddp_overhead_bytes: DDP's gradient buckets and NCCL buffers, set aside on each GPU.
+        reason: why this batch.
+        file: the DDP plan's file in the run folder.
+    """
+
+    per_gpu_batch: int
+    total_batch: int
+    world_size: int
+    nodes: int
+    node: int
+    devices: tuple[str, ...]
+    device_batches: tuple[int, ...]
+    ddp_overhead_bytes: int
+    reason: str
+    file: str
+
+    @classmethod
+    def of(cls, plan: DistributedPlan, file: str) -> DistributedSummary:
+        """The summary of `plan`, whose full JSON is in `file`."""
+        return cls(plan.per_gpu_batch, plan.total_batch, plan.world_size, plan.nodes, plan.node, plan.devices,
+                   tuple(one.batch_size for one in plan.per_device), plan.ddp_overhead_bytes, plan.reason, file)
 
 
 

@@ -27,6 +27,7 @@ from visionbatch.ultralytics.offline import DEFAULT_MODELS, TASKS
 from visionbatch.values import BatchRequest, parse_batch
 
 if TYPE_CHECKING:  # the plan a job carries once fit has run: a type only (fit sits above this layer)
+    from visionbatch.fit.distributed import DistributedPlan
     from visionbatch.fit.plan import BatchPlan
 
 DEFAULT_BATCH = 16  # Ultralytics' default
@@ -35,7 +36,7 @@ TRAIN_KEYS: dict[str, str] = visionbatch_keys("train")
 
 
 
-SWITCHES = ("augcost", "trust_checkpoint")
+SWITCHES = ("augcost", "trust_checkpoint", "plan_cache")
 
 
 
@@ -51,7 +52,8 @@ class TrainingJob:
         args: the arguments Ultralytics receives (batch filled in once chosen).
         options: visionbatch's own keys (TRAIN_KEYS), kept away from Ultralytics.
         notes: decisions the user should see.
-        plan: the batch plan, when the batch was fitted.
+        plan: the batch plan, when the batch was fitted (for DDP: the plan of the GPU that set the per-GPU batch).
+        distributed: the DDP run's plan, when the batch was fitted for several GPUs or torchrun's ranks.
     """
 
     dataset: DatasetSummary
@@ -62,6 +64,7 @@ class TrainingJob:
     options: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     plan: BatchPlan | None = None
+    distributed: DistributedPlan | None = None
 
     @property
     def batch_size(self) -> int:

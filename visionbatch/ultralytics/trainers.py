@@ -10,14 +10,23 @@ Ultralytics' DDP launcher runs each rank in a fresh interpreter that inherits on
 so a worker enters `offline()` itself when its trainer is built. On `resume=`, Ultralytics adopts
 the checkpoint's own arguments: a `distill_model` there must be a local file too.
 
+Out of memory: Ultralytics' own first-epoch halving is turned off (it lets the effective batch
+drift); an epoch's validation, or the final one, that runs out of memory runs again at half the
+validation batch; a training step that runs out propagates to `visionbatch.train.run`, which
+resumes from `last.pt` at a smaller batch, and `effective_batch` makes the resumed trainer
+accumulate so that batch x accumulate stays what it was (`visionbatch/train/recovery.py`).
+
 Importing this module imports Ultralytics: import it inside `ultralytics_compat.offline()` only. The
 classes live at module level so Ultralytics' DDP launcher can import them in its workers.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +34,12 @@ import ultralytics.engine.trainer as _trainer_module
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 
+from visionbatch.devices.oom import is_oom, read_oom
 from visionbatch.errors import ConfigError
 from visionbatch.files import atomic_copy
 from visionbatch.ultralytics.offline import offline, offline_active
+
+ULTRALYTICS_OOM_RETRIES = 3  # BaseTrainer._do_train halves the batch while its _oom_retries is below this
 
 
 def _partial_name(path: Path) -> Path:
@@ -47,12 +59,33 @@ def offline_in_ddp_worker() -> None:
     _WORKER_OFFLINE.append(context)
 
 
+def torchrun_world_size(world_size: int, environ: Any = None) -> int:
+    """The ranks DDP spans: torchrun's WORLD_SIZE in a worker it launched, where Ultralytics counts only `device=`.
+
+    Ultralytics sets a trainer's world_size to the GPUs in `device=`, which is one machine's: under
+    `torchrun --nnodes N` its process group (`_setup_ddp`) and each rank's share of `batch` need all
+    N machines' ranks. A CPU run (world_size 0) and a run outside torchrun keep their own count.
+
+    Examples:
+        >>> torchrun_world_size(2, {"WORLD_SIZE": "8", "LOCAL_RANK": "1"}), torchrun_world_size(2, {})
+        (8, 2)
+        >>> torchrun_world_size(0, {"WORLD_SIZE": "8", "LOCAL_RANK": "0"})
+        0
+    """
+    environ = os.environ if environ is None else environ
+    launched = int(environ.get("WORLD_SIZE") or 1)
+    if environ.get("LOCAL_RANK") is None or world_size < 1 or launched <= world_size:
+        return world_size
+    return launched
+
+
 class AtomicCheckpoints:
     """Mixin: checkpoints written to a temporary name, then renamed; offline in DDP workers; safe resume."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         offline_in_ddp_worker()
         super().__init__(*args, **kwargs)
+        self.world_size = torchrun_world_size(self.world_size)  # before _setup_ddp and the loaders read it
 
     def check_resume(self, overrides: dict) -> None:
         super().check_resume(overrides)  # takes the checkpoint's train_args, with visionbatch's data=
@@ -88,9 +121,81 @@ class AtomicCheckpoints:
         original = _trainer_module.strip_optimizer
         _trainer_module.strip_optimizer = functools.partial(atomic_strip_optimizer, original)
         try:
-            return super().final_eval()
+            return self._validating(super().final_eval, "final_val")  # stripping twice changes nothing
         finally:
             _trainer_module.strip_optimizer = original
+
+    # -- out-of-memory recovery (visionbatch/train/recovery.py has the rules) ----------------------
+
+    effective_batch: int | None = None  # set by visionbatch's telemetry: batch x accumulate to keep after a recovery
+    started_batch: int | None = None  # the batch the run started with: the optimizer's choice keeps counting with it
+    val_recoveries: tuple[dict, ...] = ()  # each validation that ran out of memory and ran again smaller
+
+    def _model_train(self) -> None:
+        super()._model_train()
+        # Called at each epoch's start, after Ultralytics resets its OOM counter: marking its retries as used up
+        # turns off its first-epoch halving, which lets the effective batch drift. visionbatch recovers instead.
+        self._oom_retries = ULTRALYTICS_OOM_RETRIES
+
+    def _build_train_pipeline(self) -> None:
+        super()._build_train_pipeline()
+        if self.effective_batch:  # after a recovery: accumulate so that batch x accumulate stays what it was
+            accumulate = max(round(self.effective_batch / self.batch_size), 1)
+            self.accumulate = accumulate if self.args.time else min(accumulate, len(self.train_loader) * self.epochs)
+
+    def build_optimizer(self, model: Any, name: str = "auto", lr: float = 0.001, momentum: float = 0.9,
+                        decay: float = 1e-5, iterations: float = 1e5) -> Any:
+        if self.started_batch and self.batch_size != self.started_batch:  # optimizer=auto picks from this count
+            iterations = math.ceil(len(self.train_loader.dataset) / max(self.started_batch, self.args.nbs)) * self.epochs
+        return super().build_optimizer(model, name=name, lr=lr, momentum=momentum, decay=decay, iterations=iterations)
+
+    def validate(self) -> Any:
+        return self._validating(super().validate, "val")
+
+    def _validating(self, validation: Callable[[], Any], phase: str) -> Any:
+        """Run `validation`; on an out-of-memory error, run it again at half the validation batch (down to 1)."""
+        while True:
+            try:
+                return validation()
+            except Exception as exc:  # noqa: BLE001 - only an out-of-memory error is retried, the rest re-raised
+                loader = getattr(self, "test_loader", None)
+                old = int(getattr(loader, "batch_size", 0) or 0)
+                if not is_oom(exc) or old <= 1:
+                    raise
+                self._record_val_oom(exc, phase, old)
+            self._shrink_validation()
+
+    def _record_val_oom(self, exc: BaseException, phase: str, old_batch: int) -> None:
+        import torch
+        from ultralytics.utils import LOGGER
+
+        peak = read_oom(exc).needed_bytes()
+        if peak is None and self.device.type == "cuda":
+            peak = torch.cuda.max_memory_reserved(self.device)
+        record = {"at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "phase": phase,
+                  "epoch": self.epoch + 1, "old_batch": old_batch, "new_batch": old_batch // 2, "peak_bytes": peak,
+                  "error": str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__}
+        self.val_recoveries = (*self.val_recoveries, record)
+        LOGGER.warning(f"visionbatch: out of memory in {'validation' if phase == 'val' else 'the final validation'} "
+                       f"at batch {old_batch} (epoch {self.epoch + 1}): validating again at batch {old_batch // 2}; "
+                       f"training is not touched")
+
+    def _shrink_validation(self) -> None:
+        """A validation loader at half the batch, in place of the one that ran out (after its tensors are freed)."""
+        import gc
+
+        import torch
+        from ultralytics.utils import LOCAL_RANK
+
+        old = self.test_loader
+        if hasattr(old, "close"):
+            old.close()  # its workers and prefetched batches
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.test_loader = self.get_dataloader(self.data[self.args.split], batch_size=max(old.batch_size // 2, 1),
+                                               rank=LOCAL_RANK, mode="val")
+        self.validator.dataloader = self.test_loader
 
 
 def atomic_strip_optimizer(strip: Any, f: str | Path = "best.pt", s: str = "", updates: dict | None = None) -> Any:

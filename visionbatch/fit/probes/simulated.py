@@ -36,6 +36,7 @@ class SimulatedProbe(Probe):
         seed: int = 0,
         name: str = "Simulated GPU",
         noise_floor_bytes: float = 0.0,
+        device: str = "cuda:0",
     ) -> None:
         self.law = law
         self.total_bytes = total_bytes
@@ -44,7 +45,7 @@ class SimulatedProbe(Probe):
         self.noise_bytes = noise_bytes
         self.seconds = seconds or (lambda b: 0.010 + 0.001 * b)
         self.name = name
-        self.device = "cuda:0"
+        self.device = device  # the name it reports (a DDP fit's second GPU is 'cuda:1')
         self.noise_floor_bytes = noise_floor_bytes
         self._random = random.Random(seed)
         self._current: tuple[int, str] = (0, "train")
