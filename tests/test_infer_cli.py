@@ -27,7 +27,7 @@ BAD = [
     ("unknown-target", ["target=orin-nano-16gb"], "(did you mean 'orin-nano-8gb'?): use one of gtx1050,"),
     ("unknown-backend", ["backend=openvino"], "backend=openvino is not a backend"),
     ("provider-pytorch", ["backend=pytorch", "provider=cuda"], "provider=cuda is for backend=onnxruntime"),
-    ("half-flag", ["half=maybe"], "half=maybe is not a switch: use half=True or leave it out"),
+    ("half-flag", ["half=maybe"], "half=maybe is not a switch: use half=True or half=False"),
     ("two-models", ["other.yaml"], "takes one MODEL"),
 ]
 

@@ -111,5 +111,5 @@ def test_augcost_true_profiles_into_the_run_folder(small_shapes: Path, workdir: 
 
 
 def test_augcost_must_be_a_switch(small_shapes: Path) -> None:
-    with pytest.raises(ConfigError, match=r"augcost=3 is not a switch: use augcost=True or leave it out"):
+    with pytest.raises(ConfigError, match=r"augcost=3 is not a switch: use augcost=True or augcost=False"):
         prepare(small_shapes, {"augcost": 3})

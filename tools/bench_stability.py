@@ -33,7 +33,8 @@ def one_run(args: argparse.Namespace, out: Path) -> None:
     """The worker: one fit, its plan written as JSON to `out`."""
     from visionbatch.fit.api import fit_batch
 
-    plan = fit_batch(args.data, model=args.model, imgsz=args.imgsz, memory_budget=args.budget)
+    # plan_cache=False: a reused plan would agree with the first run by construction (fit/cache.py)
+    plan = fit_batch(args.data, model=args.model, imgsz=args.imgsz, memory_budget=args.budget, plan_cache=False)
     out.write_text(json.dumps(plan.to_dict()))
 
 

@@ -145,11 +145,11 @@ def check_switch(value: Any, key: str) -> bool:
         True
         >>> check_switch("yes", "half")
         Traceback (most recent call last):
-        visionbatch.errors.ConfigError: half=yes is not a switch: use half=True or leave it out
+        visionbatch.errors.ConfigError: half=yes is not a switch: use half=True or half=False
     """
     if isinstance(value, bool):
         return value
-    raise ConfigError(f"{key}={shown(value)} is not a switch: use {key}=True or leave it out")
+    raise ConfigError(f"{key}={shown(value)} is not a switch: use {key}=True or {key}=False")
 
 
 def as_list(value: Any) -> list:

@@ -488,10 +488,10 @@ def clear_plans(prefix: str | None = None) -> ClearedPlans:
     Examples:
         >>> clear_plans("xyz")
         Traceback (most recent call last):
-        visionbatch.errors.ConfigError: cache clear xyz: a key is hex digits (0-9, a-f), as 'visionbatch cache list' shows them
+        visionbatch.errors.ConfigError: xyz: a key is hex digits (0-9, a-f), as 'visionbatch cache list' shows them
     """
     if prefix is not None and not re.fullmatch(r"[0-9a-f]{1,64}", prefix):
-        raise ConfigError(f"cache clear {prefix}: a key is hex digits (0-9, a-f), as 'visionbatch cache list' shows "
+        raise ConfigError(f"{prefix}: a key is hex digits (0-9, a-f), as 'visionbatch cache list' shows "
                           f"them")
     folder = plans_dir()
     if not folder.is_dir():
@@ -500,7 +500,7 @@ def clear_plans(prefix: str | None = None) -> ClearedPlans:
         chosen = [p for p in _entry_files(folder) if prefix is None or p.stem.startswith(prefix)]
         if prefix is not None and len(chosen) > 1:
             shown = ", ".join(p.stem[:12] for p in chosen[:4]) + (", ..." if len(chosen) > 4 else "")
-            raise ConfigError(f"cache clear {prefix}: {len(chosen)} entries' keys start with it ({shown}): give "
+            raise ConfigError(f"{prefix}: {len(chosen)} entries' keys start with it ({shown}): give "
                               f"more of the key")
         for path in chosen:
             path.unlink(missing_ok=True)

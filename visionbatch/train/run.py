@@ -58,6 +58,7 @@ from visionbatch.ultralytics.offline import (
     trusted_checkpoints,
     versions,
 )
+from visionbatch.ultralytics.spec import NOMINAL_BATCH
 from visionbatch.values import DEFAULT_MEMORY_FRACTION
 
 if TYPE_CHECKING:  # types only: fit loads when a batch is fitted
@@ -186,6 +187,7 @@ class EpochTelemetry:
     first_epoch_at: float | None = None
     effective_batch: int | None = None  # batch x accumulate of the first attempt: recoveries keep it
     started_batch: int | None = None
+    val_batch_cap: int | None = None  # the validation batch that fitted after a validation ran out of memory
     accumulate: int | None = None  # the nominal accumulation of the attempt running
     epoch: int = 0  # where the run is: 1-based epoch, 0-based iteration, and whether it is in a training step
     iteration: int | None = None
@@ -208,6 +210,7 @@ class EpochTelemetry:
         self.save_dir = Path(trainer.save_dir)
         self.device = trainer.device
         trainer.effective_batch, trainer.started_batch = self.effective_batch, self.started_batch
+        trainer.val_batch_cap = self.val_batch_cap
         # before get_dataset(): Ultralytics reads (and records) this copy, never the user's YAML (staging.py)
         copy = atomic_write_text(self.save_dir / RESOLVED_YAML_NAME,
                                  yaml.safe_dump(self.resolved_yaml, sort_keys=False, allow_unicode=True))
@@ -265,7 +268,7 @@ class EpochTelemetry:
             losses={k: float(v) for k, v in losses.items()},
             metrics={k: float(v) for k, v in (trainer.metrics or {}).items()},
             mosaic=mosaic_on(getattr(trainer.train_loader, "dataset", None)),
-            batch_size=int(trainer.batch_size) if getattr(trainer, "batch_size", None) else None,
+            batch_size=_per_device(trainer),
             accumulate=self.accumulate,
         )
 
@@ -311,13 +314,16 @@ def run(job: TrainingJob, started: float | None = None) -> TrainResult:
                         raise  # a DDP rank cannot resume alone: the others wait in their collectives
                     recovery, arguments = _recover(job, probe, getattr(yolo, "trainer", None), exc, first,
                                                    len([r for r in recoveries if r.phase == "train"]))
-                    recoveries.append(recovery)
-                    LOGGER.warning(recovery_line(recovery, job))
-                    _forget_plan(job)
-                finally:
-                    recoveries[:] = sorted({*recoveries, *_validation_recoveries(yolo)}, key=lambda r: r.at)
-                _release(getattr(yolo, "trainer", None), probe.device)
-                yolo = None  # the failed trainer's model, optimizer and loaders go before the next attempt
+                finally:  # in the order they happened: this attempt's validations came before its failure
+                    recoveries.extend(_validation_recoveries(yolo))
+                    probe.val_batch_cap = min((r.new_batch for r in recoveries if r.phase != "train"), default=None)
+                recoveries.append(recovery)
+                LOGGER.warning(recovery_line(recovery))
+                _forget_plan(job)
+                trainer, yolo = getattr(yolo, "trainer", None), None
+                _release(trainer, probe.device)  # the failed attempt's loaders, then its model, optimizer and EMA
+                del trainer
+                _release(None, probe.device)
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -328,8 +334,9 @@ def run(job: TrainingJob, started: float | None = None) -> TrainResult:
                 raise storage_error(exc, probe.save_dir or job.args["project"], "the run's files") from None
             raise
         finally:
-            if probe.save_dir is None and getattr(getattr(yolo, "trainer", None), "save_dir", None):
-                probe.save_dir = Path(yolo.trainer.save_dir)  # DDP: the callbacks ran in the workers, not here
+            launcher = getattr(yolo, "trainer", None)
+            if probe.save_dir is None and getattr(launcher, "ddp", False) and getattr(launcher, "save_dir", None):
+                probe.save_dir = Path(launcher.save_dir)  # device=0,1: the callbacks ran in the workers Ultralytics started
             result = _result(job, probe, yolo, status, error, started, tuple(recoveries))
             if probe.save_dir is not None:
                 try:
@@ -350,6 +357,12 @@ def _header(job: TrainingJob) -> str:
     return "\n".join(lines + [f"visionbatch: note: {note}" for note in job.notes])
 
 
+def _per_device(trainer: Any) -> int | None:
+    """The batch each device trains (Ultralytics' batch is the total under DDP), or None when unknown."""
+    batch = getattr(trainer, "batch_size", None)
+    return int(batch) // max(int(getattr(trainer, "world_size", 1) or 1), 1) if batch else None
+
+
 def _recover(job: TrainingJob, probe: EpochTelemetry, trainer: Any, exc: BaseException, first: dict,
              done: int) -> tuple[Recovery, dict]:
     """The recovery from an out-of-memory error in training, and the arguments of the next attempt.
@@ -362,9 +375,12 @@ def _recover(job: TrainingJob, probe: EpochTelemetry, trainer: Any, exc: BaseExc
     old_batch = int(getattr(trainer, "batch_size", None) or first["batch"])
     where = f"epoch {max(probe.epoch, 1)}" + (f", step {probe.iteration + 1}" if probe.iteration is not None else "")
     message = first_line(str(exc)) or type(exc).__name__
-    if probe.epoch and not probe.in_training:
+    if getattr(trainer, "validating", False):  # the trainer retried down to batch 1 and re-raised
         raise TrainingOutOfMemoryError(f"out of memory validating at batch 1 ({where}): {message}; nothing smaller "
                                        f"is left to try: use a smaller imgsz or model, or a device with more memory")
+    if probe.effective_batch is None:  # before training started: Ultralytics' own nominal accumulation
+        nbs = int(first.get("nbs") or NOMINAL_BATCH)
+        probe.started_batch, probe.effective_batch = old_batch, old_batch * max(round(nbs / old_batch), 1)
     if done >= retries:
         raise TrainingOutOfMemoryError(f"out of memory training at batch {old_batch} ({where}) after {done} "
                                        f"recoveries (oom_retries={retries}): {message}; raise oom_retries=, or use a "
@@ -428,7 +444,7 @@ def _validation_recoveries(yolo: Any) -> tuple[Recovery, ...]:
                  for r in getattr(getattr(yolo, "trainer", None), "val_recoveries", ()))
 
 
-def recovery_line(recovery: Recovery, job: TrainingJob | None = None) -> str:
+def recovery_line(recovery: Recovery) -> str:
     """One line saying what a training recovery did.
 
     Examples:

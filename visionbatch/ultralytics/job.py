@@ -90,7 +90,7 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
     options = {k: args.pop(k) for k in list(args) if k in extra_keys}
     for key in SWITCHES:
         if not isinstance(options.get(key, False), bool):
-            raise ConfigError(f"{key}={options[key]} is not a switch: use {key}=True or leave it out")
+            raise ConfigError(f"{key}={options[key]} is not a switch: use {key}=True or {key}=False")
     trust = bool(options.get("trust_checkpoint", False))
     _check_file_keys(args, trust)
     batch = parse_batch(args["batch"]) if "batch" in args else BatchRequest(DEFAULT_BATCH, None, "default")

@@ -130,6 +130,8 @@ class AtomicCheckpoints:
     effective_batch: int | None = None  # set by visionbatch's telemetry: batch x accumulate to keep after a recovery
     started_batch: int | None = None  # the batch the run started with: the optimizer's choice keeps counting with it
     val_recoveries: tuple[dict, ...] = ()  # each validation that ran out of memory and ran again smaller
+    val_batch_cap: int | None = None  # set by visionbatch's telemetry: the validation batch a recovery found to fit
+    validating: bool = False  # True while a validation runs (and after one that ran out of memory at batch 1)
 
     def _model_train(self) -> None:
         super()._model_train()
@@ -142,6 +144,12 @@ class AtomicCheckpoints:
         if self.effective_batch:  # after a recovery: accumulate so that batch x accumulate stays what it was
             accumulate = max(round(self.effective_batch / self.batch_size), 1)
             self.accumulate = accumulate if self.args.time else min(accumulate, len(self.train_loader) * self.epochs)
+            decay = self.args.weight_decay * self.batch_size * self.accumulate / self.args.nbs  # as Ultralytics scales it
+            for group in self.optimizer.param_groups:  # a resumed optimizer's state restores its own after this
+                if group.get("param_group") in {"weight", "muon"}:
+                    group["weight_decay"] = decay
+        if self.val_batch_cap and self.test_loader.batch_size > self.val_batch_cap:
+            self._shrink_validation(self.val_batch_cap)  # validation already ran out of memory above this
 
     def build_optimizer(self, model: Any, name: str = "auto", lr: float = 0.001, momentum: float = 0.9,
                         decay: float = 1e-5, iterations: float = 1e5) -> Any:
@@ -155,15 +163,18 @@ class AtomicCheckpoints:
     def _validating(self, validation: Callable[[], Any], phase: str) -> Any:
         """Run `validation`; on an out-of-memory error, run it again at half the validation batch (down to 1)."""
         while True:
+            self.validating = True
             try:
-                return validation()
+                result = validation()
+                self.validating = False
+                return result
             except Exception as exc:  # noqa: BLE001 - only an out-of-memory error is retried, the rest re-raised
                 loader = getattr(self, "test_loader", None)
                 old = int(getattr(loader, "batch_size", 0) or 0)
-                if not is_oom(exc) or old <= 1:
-                    raise
+                if not is_oom(exc) or old <= 1 or self.world_size > 1 or os.environ.get("LOCAL_RANK") is not None:
+                    raise  # under DDP one rank's retry would wait forever for the others' collectives
                 self._record_val_oom(exc, phase, old)
-            self._shrink_validation()
+            self._shrink_validation(max(old // 2, 1))
 
     def _record_val_oom(self, exc: BaseException, phase: str, old_batch: int) -> None:
         import torch
@@ -180,8 +191,8 @@ class AtomicCheckpoints:
                        f"at batch {old_batch} (epoch {self.epoch + 1}): validating again at batch {old_batch // 2}; "
                        f"training is not touched")
 
-    def _shrink_validation(self) -> None:
-        """A validation loader at half the batch, in place of the one that ran out (after its tensors are freed)."""
+    def _shrink_validation(self, batch_size: int) -> None:
+        """A validation loader at `batch_size`, in place of the one that ran out (after its tensors are freed)."""
         import gc
 
         import torch
@@ -193,9 +204,10 @@ class AtomicCheckpoints:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        self.test_loader = self.get_dataloader(self.data[self.args.split], batch_size=max(old.batch_size // 2, 1),
-                                               rank=LOCAL_RANK, mode="val")
-        self.validator.dataloader = self.test_loader
+        self.test_loader = self.get_dataloader(self.data[self.args.split], batch_size=batch_size, rank=LOCAL_RANK,
+                                               mode="val")
+        if getattr(self, "validator", None) is not None:  # absent while the first pipeline is built
+            self.validator.dataloader = self.test_loader
 
 
 def atomic_strip_optimizer(strip: Any, f: str | Path = "best.pt", s: str = "", updates: dict | None = None) -> Any:
