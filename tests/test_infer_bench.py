@@ -17,7 +17,8 @@ def test_bench_infer_tiny(tmp_path: Path) -> None:
     caches = sorted(ROOT.glob("datasets/shapes/**/*.cache"))
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_infer.py"), "--imgsz", "64", "--tasks", "detect",
                            "--latency-ms", "1000", "--out", str(out),
-                           "--infer-args", "max_batch=4", "seconds=0.25"], capture_output=True, text=True, timeout=600)
+                           "--infer-args", "max_batch=4", "seconds=0.25", "max_seconds=15"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| detect | onnxruntime cpu fp32 |")]
     assert len(rows) == 1

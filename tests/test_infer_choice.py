@@ -57,7 +57,8 @@ def test_reason_names_the_numbers() -> None:
         "batch 4 is out: latency 66.0 ms (fill wait 30.0 + p99 36.0) > 60 ms budget")
     assert choice.advice == ()
     tie = choose(SWEEP, Constraints())
-    assert "batch 8 measured 121.0 img/s, within 3%: the smaller batch wins" in tie.reason
+    assert "batch 8 measured 121.0 img/s, not measurably faster (the intervals come within 3%): the smaller " \
+           "batch wins" in tie.reason
 
 
 def test_verdicts_list_every_broken_constraint() -> None:
@@ -75,7 +76,8 @@ def test_load_too_heavy_says_what_would_carry_it() -> None:
     assert choice.reason == ("no batch keeps up with 8 streams x 25 fps = 200 img/s: the most measured is "
                              "121.0 img/s (batch 8)")
     assert choice.advice == (
-        "more devices: 2 of these carry 8 x 25 fps (one keeps up with 4 streams at 121.0 img/s, batch 8)",
+        "more devices: 2 of these carry 8 x 25 fps, 4 streams each (one keeps up with 4 streams at 121.0 img/s, "
+        "batch 8: 83% busy)",
         "a smaller input: imgsz=224 has 0.49x the pixels of imgsz=320 (work must shrink 1.65x; compute scales "
         "roughly with pixels: measure it)",
         "fp16 on a GPU: a CPU gains nothing from fp16; on a Jetson or CUDA GPU measure backend=tensorrt half=True",
@@ -110,11 +112,86 @@ def test_memory_budget_below_batch_1() -> None:
 
 def test_a_device_too_slow_for_one_stream() -> None:
     advice = advise([measured(1, 100, 8), measured(2, 180, 11)], Constraints(load=StreamLoad(2, 30)), imgsz=640)
-    assert advice[0] == ("more devices: 6 of these carry 2 x 30 fps (one cannot keep up with a single 30 fps "
-                         "stream at 11.0 img/s, batch 2)")
+    assert advice[0] == ("more devices: 6 of these carry 2 x 30 fps, 3 per stream with its frames dealt round-robin "
+                         "(one cannot keep up with a single 30 fps stream at 11.0 img/s, batch 2)")
     assert advice[1].startswith("a smaller input: imgsz=256 ")
+
+
+def test_more_devices_adds_up_when_a_stream_does_not_divide() -> None:
+    # the issue's case: 15 img/s carries one 10 fps stream, not 1.5; 4 streams need 4 devices, not 3
+    advice = advise([measured(1, 80, 12), measured(2, 130, 15)], Constraints(load=StreamLoad(4, 10)), imgsz=640)
+    assert advice[0] == ("more devices: 4 of these carry 4 x 10 fps, 1 stream each (one keeps up with 1 stream at "
+                         "15.0 img/s, batch 2: 67% busy)")
+
+
+@pytest.mark.parametrize(("streams", "fps", "throughput", "devices"), [
+    (4, 10, 15.0, 4), (5, 10, 25.0, 3), (8, 25, 121.0, 2), (3, 30, 29.0, 6), (1, 25, 10.0, 3), (7, 5, 12.0, 4),
+])
+def test_more_devices_carry_every_stream(streams: int, fps: int, throughput: float, devices: int) -> None:
+    text = advise([measured(1, 100, throughput)], Constraints(load=StreamLoad(streams, fps)))[0]
+    assert text.startswith(f"more devices: {devices} of these carry {streams} x {fps} fps")
+    per_device = int(throughput // fps)
+    if per_device:  # whole streams: the devices hold them all, and none holds more than it keeps up with
+        assert devices * per_device >= streams and (devices - 1) * per_device < streams
+        assert per_device * fps <= throughput
+    else:  # each stream's frames dealt to enough devices to keep up with it
+        assert (devices // streams) * throughput >= fps
 
 
 def test_choose_needs_measurements() -> None:
     with pytest.raises(ValueError, match="at least one"):
         choose([], Constraints())
+
+
+def timed(batch: int, latencies_ms: list[float]) -> BatchMeasurement:
+    """A measured batch from its calls, with its throughput interval (as the sweep makes it)."""
+    from visionbatch.infer.sweep import summarize
+
+    return summarize(batch, latencies_ms)
+
+
+def test_overlapping_intervals_count_as_equal_and_the_smaller_wins() -> None:
+    # batch 8 looks 20% faster than batch 4 on its means, but three noisy calls each leave both intervals wide
+    noisy = [timed(4, [40.0, 60.0, 50.0]), timed(8, [60.0, 90.0, 50.0])]
+    assert noisy[1].throughput_per_s > 1.2 * noisy[0].throughput_per_s
+    assert choose(noisy, Constraints()).batch_size == 4
+    # the same means, timed exactly: 8 is measurably faster, and wins
+    steady = [timed(4, [50.0] * 3), timed(8, [200 / 3] * 3)]
+    assert choose(steady, Constraints()).batch_size == 8
+    assert choose(steady, Constraints()).reason == "batch 8: 120.0 img/s [95% 120.0-120.0], worst frame latency 66.7 ms"
+
+
+ISSUE_LOAD = Constraints(latency_ms=1000, load=StreamLoad(2, 5))
+
+
+def test_the_issue_case_is_refused_once_queueing_is_simulated() -> None:
+    """2 x 5 fps within 1000 ms: batch 4 at 94% utilisation passed the old rule (fill wait 300 + p99 604
+    = 904 ms) and misses the budget for 18% of frames once queueing is simulated."""
+    service = {1: [120.0] * 4, 2: [235.0] * 4, 4: [300.0, 300.0, 300.0, 604.0]}
+    sweep = [timed(b, times) for b, times in service.items()]
+    assert choose(sweep, ISSUE_LOAD).batch_size == 4  # without the service times: the old rule
+    choice = choose(sweep, ISSUE_LOAD, service_ms=service)
+    assert choice.batch_size is None and choice.simulated is None and choice.candidates == ()
+    verdict = choice.verdicts[2]
+    assert verdict.queue_delay_ms == 300.0 and verdict.worst_latency_ms == 1581.179
+    assert verdict.violations == ("simulated p99 1581.2 ms (queue delay 300 ms, 18.2% of frames over) "
+                                  "> 1000 ms budget",)
+    assert choice.verdicts[0].violations[1] == "throughput 8.3 img/s < 10 img/s needed"
+
+
+def test_the_queue_delay_and_batch_with_the_most_headroom() -> None:
+    # batch 8 has the most full-batch throughput (19 img/s) but at 10 img/s it goes out part-full
+    # (4.75 frames a batch within a 1000 ms budget): batch 4, full, carries more (16 against 13.2 img/s)
+    service = {1: [120.0] * 4, 2: [150.0] * 4, 4: [250.0] * 4, 8: [420.0] * 4}
+    choice = choose([timed(b, times) for b, times in service.items()], ISSUE_LOAD, service_ms=service)
+    assert (choice.batch_size, choice.queue_delay_ms) == (4, 300.0)
+    sim = choice.simulated
+    assert (sim.latency_p50_ms, sim.latency_p99_ms, sim.utilisation, sim.mean_batch) == (360.64, 494.342, 0.6253, 4.0)
+    assert [(p.batch_size, p.queue_delay_ms) for p in choice.candidates] == [(4, 300.0), (2, 100.0), (8, 400.0)]
+    assert choice.reason == (
+        "batch 4: 16.0 img/s [95% 16.0-16.0] (1.92x batch 1), queue delay 300 ms: simulated frame latency "
+        "p50 360.6 / p99 494.3 ms with queueing within the 1000 ms budget, keeps up with 2 x 5 fps = 10 img/s "
+        "at 63% utilisation (headroom 37%)")
+    assert choice.verdicts[0].violations == (
+        "simulated p99 39742.9 ms (queue delay 0 ms, 97.9% of frames over) > 1000 ms budget",
+        "throughput 8.3 img/s < 10 img/s needed")

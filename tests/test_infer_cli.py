@@ -122,9 +122,13 @@ def test_cli_run_prints_the_table_and_the_choice(capsys, workdir: Path, tiny_onn
     assert code == 0, err
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("batch  runs"))
-    assert "fill ms" in header and "verdict" in header
+    assert "fill ms" in header and "verdict" in header and "95% img/s" in header and "sim p99 ms" in header
     assert any(line.startswith("chosen: batch ") for line in lines)
-    assert "constraints: latency <= 1000 ms (fill wait + p99), 2 streams x 1 fps = 2 img/s" in out
+    assert "constraints: latency <= 1000 ms (simulated p99 with queueing), 2 streams x 1 fps = 2 img/s" in out
+    assert any(line.startswith("simulated load: batch ") for line in lines)
+    assert any(line.startswith("replayed in real time: batch ") and line.endswith("(within the budget)")
+               for line in lines)
+    assert "timing: runs=3 fixed the calls per batch" in out
     assert "visionbatch infer: [2/2] batch 2:" in err  # progress on stderr
     run = workdir / "runs" / "infer" / "cli"
     assert {p.name for p in run.iterdir()} >= {"plan.json", "sweep.png", "deepstream", "triton", "tensorrt"}
@@ -136,3 +140,7 @@ def test_cli_json(capsys, workdir: Path, tiny_onnx: Path) -> None:
     plan = json.loads(out)
     assert plan["batch_size"] == 2 and plan["measurements"][0]["runs"] == 2
     assert plan["files"]["plan"].endswith("plan.json")
+    # the interval of each throughput, how it was timed; no load: nothing simulated or replayed
+    assert plan["measurements"][0]["throughput_low_per_s"] <= plan["measurements"][0]["throughput_per_s"]
+    assert plan["timing"].startswith("runs=2 fixed the calls per batch")
+    assert (plan["simulated"], plan["queue_delay_ms"], plan["replayed"]) == (None, None, [])

@@ -6,8 +6,10 @@ import configparser
 import dataclasses
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
+import deepstream_keys
 import pytest
 import triton_model_config
 from google.protobuf import text_format
@@ -59,9 +61,10 @@ def test_write_deployment_detect(tmp_path: Path) -> None:
     nvinfer = ini(files["deepstream_nvinfer"])
     prop = nvinfer["property"]
     assert prop["batch-size"] == "8" and prop["network-mode"] == "2"  # fp16
-    assert prop["model-engine-file"] == "yolo11n_b8_fp16.engine" and prop["onnx-file"] == "yolo11n.onnx"
+    assert prop["model-engine-file"] == "yolo11n.onnx_b8_gpu0_fp16.engine" and prop["onnx-file"] == "yolo11n.onnx"
     assert prop["infer-dims"] == "3;640;640" and prop["num-detected-classes"] == "3"
-    assert prop["network-type"] == "0" and prop["maintain-aspect-ratio"] == "1"
+    assert prop["network-type"] == "100" and prop["output-tensor-meta"] == "1" and prop["maintain-aspect-ratio"] == "1"
+    assert files["deepstream_onnx"].read_bytes() == b"onnx bytes"
     assert nvinfer["class-attrs-all"]["nms-iou-threshold"] == "0.7"
     mux = ini(files["deepstream_streammux"])["streammux"]
     assert mux["batch-size"] == "8" and mux["batched-push-timeout"] == "40000" and mux["live-source"] == "1"
@@ -89,8 +92,12 @@ def test_write_deployment_detect(tmp_path: Path) -> None:
 def test_write_deployment_segment_engine(tmp_path: Path) -> None:
     files = write_deployment(SEGMENT, tmp_path, {}, engine_plan=b"PLAN")
     prop = ini(files["deepstream_nvinfer"])["property"]
-    assert prop["network-type"] == "3" and prop["output-instance-mask"] == "1" and prop["network-mode"] == "0"
+    assert prop["network-type"] == "100" and prop["output-tensor-meta"] == "1" and prop["network-mode"] == "0"
     assert prop["batch-size"] == "4"
+    # the measured engine is where nvinfer looks; no ONNX was given, and the config says so
+    assert files["deepstream_engine"].read_bytes() == b"PLAN" and "deepstream_onnx" not in files
+    assert files["deepstream_engine"].name == prop["model-engine-file"] == "yolo11n-seg.onnx_b4_gpu0_fp32.engine"
+    assert "# yolo11n-seg.onnx was not written by this run" in files["deepstream_nvinfer"].read_text()
     assert ini(files["deepstream_streammux"])["streammux"]["live-source"] == "0"
     assert files["deepstream_labels"].read_text().splitlines()[:2] == ["0", "1"]
     config = triton_model_config.parse(files["triton_config"].read_text())
@@ -123,7 +130,7 @@ def test_model_name_must_be_an_identifier() -> None:
 
 def test_trtexec_words_are_shell_quoted() -> None:
     words = shlex.split(trtexec_command(DETECT, "m;touch PWNED;.onnx"))
-    assert words[:3] == ["trtexec", "--onnx=m;touch PWNED;.onnx", "--saveEngine=yolo11n_b8_fp16.engine"]
+    assert words[:3] == ["trtexec", "--onnx=m;touch PWNED;.onnx", "--saveEngine=yolo11n.onnx_b8_gpu0_fp16.engine"]
 
 
 def test_a_file_name_with_a_newline_is_refused_before_writing(tmp_path: Path) -> None:
@@ -160,3 +167,100 @@ def test_external_data_that_would_land_elsewhere_is_refused(tmp_path: Path, loca
         write_deployment(DETECT, tmp_path / "run", {}, onnx_path=tmp_path / "yolo11n.onnx",
                          onnx_external_data=[location])
     assert not (tmp_path / "run").exists()
+
+
+# --- every written config against the real schemas, and paths by nvinfer's rule (issue 13) ---
+
+def _written(tmp_path: Path, spec: DeploymentSpec, **kwargs) -> dict[str, Path]:
+    onnx = tmp_path / "src" / "exported model.onnx"  # any source name: deepstream/ gets the model's safe name
+    onnx.parent.mkdir(parents=True, exist_ok=True)
+    onnx.write_bytes(b"onnx bytes")
+    (onnx.parent / "w.bin").write_bytes(b"w")
+    return write_deployment(spec, tmp_path / "run", {0: "person"}, onnx_path=onnx, onnx_external_data=["w.bin"],
+                            **kwargs)
+
+
+@pytest.mark.parametrize("spec", [
+    DETECT, SEGMENT, dataclasses.replace(DETECT, batch_size=1, load=None, latency_slack_ms=None, instances=2),
+    dataclasses.replace(DETECT, precision="int8", int8_calibration_cache="int8_calibration.cache"),
+])
+@pytest.mark.parametrize("engine", [None, b"PLAN"])
+def test_every_config_parses_with_the_real_schemas(tmp_path: Path, spec: DeploymentSpec, engine) -> None:
+    files = _written(tmp_path, spec, engine_plan=engine)
+    nvinfer = deepstream_keys.parse(files["deepstream_nvinfer"].read_text(), deepstream_keys.nvinfer_table)
+    assert set(nvinfer) == {"property", "class-attrs-all"}
+    assert nvinfer["property"]["batch-size"] == spec.batch_size
+    assert nvinfer["property"]["infer-dims"] == [3, spec.imgsz, spec.imgsz]
+    mux = deepstream_keys.parse(files["deepstream_streammux"].read_text(), deepstream_keys.streammux_table)
+    assert mux["streammux"]["batch-size"] == spec.batch_size
+    assert 0 < mux["streammux"]["batched-push-timeout"] <= deepstream_keys.INT32_MAX
+    config = triton_model_config.parse(files["triton_config"].read_text())
+    assert config.max_batch_size == spec.batch_size and config.instance_group[0].count == spec.instances
+
+
+def test_nvinfer_paths_resolve_from_the_config_folder(tmp_path: Path) -> None:
+    files = _written(tmp_path, DETECT)
+    config = files["deepstream_nvinfer"]
+    paths = deepstream_keys.paths(config, deepstream_keys.nvinfer_table)
+    deepstream = tmp_path / "run" / "deepstream"
+    assert paths == {"onnx-file": deepstream / "yolo11n.onnx", "labelfile-path": deepstream / "labels.txt",
+                     "model-engine-file": deepstream / "yolo11n.onnx_b8_gpu0_fp16.engine"}
+    assert paths["onnx-file"].read_bytes() == b"onnx bytes" and (deepstream / "w.bin").read_bytes() == b"w"
+    assert paths["labelfile-path"] == files["deepstream_labels"]
+    # the engine is not there yet: trtexec.sh or nvinfer's own first build writes it (next test)
+    assert not paths["model-engine-file"].exists()
+    with_engine = _written(tmp_path / "e", DETECT, engine_plan=b"PLAN")
+    engine = deepstream_keys.paths(with_engine["deepstream_nvinfer"], deepstream_keys.nvinfer_table)
+    assert engine["model-engine-file"].read_bytes() == b"PLAN"
+
+
+def test_trtexec_writes_the_engine_where_nvinfer_looks(tmp_path: Path) -> None:
+    files = _written(tmp_path, DETECT)
+    fake = tmp_path / "bin" / "trtexec"  # a stand-in that records where it ran and what it was told
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\npwd > "$RECORD"\nfor word in "$@"; do echo "$word" >> "$RECORD"; done\n')
+    fake.chmod(0o755)
+    record = tmp_path / "record.txt"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "RECORD": str(record)}
+    subprocess.run(["sh", str(files["trtexec"])], cwd=elsewhere, env=env, check=True)
+    cwd, *words = record.read_text().splitlines()
+    flags = dict(word.removeprefix("--").split("=", 1) for word in words if "=" in word)
+    paths = deepstream_keys.paths(files["deepstream_nvinfer"], deepstream_keys.nvinfer_table)
+    assert Path(cwd, flags["onnx"]).resolve() == paths["onnx-file"].resolve()
+    assert Path(cwd, flags["saveEngine"]).resolve() == paths["model-engine-file"].resolve()
+
+
+def test_triton_batches_only_a_batch_above_1_and_takes_1_or_2_instances() -> None:
+    single = triton_model_config.parse(triton_config(dataclasses.replace(DETECT, batch_size=1), "onnxruntime_onnx"))
+    assert single.max_batch_size == 1 and not single.HasField("dynamic_batching")
+    two = triton_model_config.parse(triton_config(dataclasses.replace(DETECT, instances=2), "onnxruntime_onnx"))
+    assert two.HasField("dynamic_batching") and two.instance_group[0].count == 2
+    with pytest.raises(ConfigError, match=r"instances=3 is not a Triton instance count .*: expected 1 or 2"):
+        dataclasses.replace(DETECT, instances=3)
+
+
+def test_the_config_names_the_output_layout_and_no_misfitting_parser(tmp_path: Path) -> None:
+    text = _written(tmp_path, SEGMENT)["deepstream_nvinfer"].read_text()
+    assert ("#   output0 [116, 2100] per image: rows 0-3 box centre x, centre y, width, height in network pixels "
+            "(letterboxed), rows 4-83 the 80 class scores (sigmoid, no objectness), rows 84-115 mask coefficients, "
+            "for 2100 anchors, before NMS") in text
+    assert "#   output1 [32, 80, 80] per image: 32 mask prototypes of 80x80" in text
+    assert "NvDsInferParseYolo expects the layout of DeepStream-Yolo's own exporter (not this ONNX)" in text
+    keys = [line.split("=")[0] for line in text.splitlines() if "=" in line and not line.startswith("#")]
+    assert "parse-bbox-func-name" not in keys and "custom-lib-path" not in keys
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[property]\nbatch-sise=8\n", "batch-sise is not a documented key"),
+    ("[property]\nbatch-size=8 # eight\n", "batch-size=8 # eight: '8 # eight' is not an integer"),
+    ("[property]\nmaintain-aspect-ratio=yes\n", "is not a GKeyFile boolean"),
+    ("[property]\nnetwork-type=4\n", "4 is not one of"),
+    ("batch-size=8\n", "a key before any group"),
+    ("[property]\nbatch-size=8\nbatch-size=4\n", "batch-size given twice"),
+    ("[streammux]\n", r"\[streammux\] is not a Gst-nvinfer group"),
+])
+def test_the_key_tables_catch_mistakes(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        deepstream_keys.parse(text, deepstream_keys.nvinfer_table)

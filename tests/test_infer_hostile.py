@@ -93,13 +93,15 @@ def test_trtexec_script_quotes_the_file_name(capsys, workdir: Path, tmp_path: Pa
     assert not (workdir / "PWNED_trtexec").exists()
     assert done.returncode == 0
     words = (tmp_path / "args").read_text().splitlines()
-    assert words[:2] == ["--onnx=m;touch PWNED_trtexec;.onnx", "--saveEngine=m_touch_PWNED_trtexec__b1_fp32.engine"]
-    # the model name everywhere else is a safe identifier
+    # the configs and the script name the deepstream/ copy by the model's safe identifier
+    assert words[:2] == ["--onnx=m_touch_PWNED_trtexec_.onnx",
+                         "--saveEngine=m_touch_PWNED_trtexec_.onnx_b1_gpu0_fp32.engine"]
     assert (run / "triton" / "m_touch_PWNED_trtexec_" / "1" / "model.onnx").is_file()
+    assert (run / "deepstream" / "m_touch_PWNED_trtexec_.onnx").is_file()
     nvinfer = configparser.ConfigParser()
     nvinfer.read_string((run / "deepstream" / "config_infer_primary.txt").read_text())
-    assert nvinfer["property"]["onnx-file"] == "m;touch PWNED_trtexec;.onnx"
-    assert nvinfer["property"]["model-engine-file"] == "m_touch_PWNED_trtexec__b1_fp32.engine"
+    assert nvinfer["property"]["onnx-file"] == "m_touch_PWNED_trtexec_.onnx"
+    assert nvinfer["property"]["model-engine-file"] == "m_touch_PWNED_trtexec_.onnx_b1_gpu0_fp32.engine"
 
 
 @pytest.mark.parametrize("file_name, hazard, renamed", [

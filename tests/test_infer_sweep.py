@@ -159,3 +159,77 @@ def test_torch_oom_class() -> None:
     import torch
 
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("no room"))
+
+
+class NoisyDevice(FakeDevice):
+    """FakeDevice whose calls take `pattern[i]` times the nominal time, the pattern cycling over
+    every call in order (a shared machine's slow and fast spells, exactly reproducible)."""
+
+    def __init__(self, pattern: tuple[float, ...] = (1.0, 1.3, 0.8, 1.1), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pattern = pattern
+        self.index = 0
+
+    def make_step(self, batch: int):
+        self.batch = batch
+
+        def step() -> None:
+            self.calls.append(batch)
+            factor = self.pattern[self.index % len(self.pattern)]
+            self.index += 1
+            self.now += (self.fixed_ms + self.per_image_ms * batch) * factor / 1000.0
+
+        return step
+
+
+ROUND_ROBIN = dict(warmup_runs=0, min_runs=4, seconds_per_batch=0.0, block_runs=4, block_seconds=0.0)
+
+
+def test_second_pass_interleaves_the_batches_until_every_interval_is_narrow() -> None:
+    device = NoisyDevice()
+    result = run_sweep(device.make_step, (1, 2, 4), SweepPolicy(max_seconds=1e6, **ROUND_ROBIN), Constraints(),
+                       device, clock=device.clock)
+    # first pass: a block of each in turn; then round-robin blocks of 4 calls
+    assert device.calls[:24] == [1] * 4 + [2] * 4 + [4] * 4 + [1] * 4 + [2] * 4 + [4] * 4
+    assert (result.rounds, result.settled) == (32, True)
+    assert [m.runs for m in result.measurements] == [132, 132, 132]
+    assert [len(result.service_ms[b]) for b in (1, 2, 4)] == [132, 132, 132]
+    first = result.measurements[0]
+    assert (first.throughput_per_s, first.throughput_low_per_s, first.throughput_high_per_s) == (63.492, 61.662, 65.434)
+    assert result.timing == ("timed in 32 interleaved rounds after the first pass (11.8 s in all): every 95% "
+                             "interval within 3%; widest interval +-3.0%")
+
+
+def test_second_pass_stops_at_the_time_bound_with_the_intervals_it_has() -> None:
+    device = NoisyDevice()
+    result = run_sweep(device.make_step, (1, 2, 4), SweepPolicy(max_seconds=2.0, **ROUND_ROBIN), Constraints(),
+                       device, clock=device.clock)
+    assert device.now <= 2.0  # no round started that would end past the bound
+    assert not result.settled and result.rounds == 4
+    assert result.timing.endswith("the 2 s time bound (max_seconds=) passed; widest interval +-8.3%: batches "
+                                  "whose intervals overlap count as equal")
+
+
+def test_exact_timings_need_no_second_pass() -> None:
+    device = FakeDevice()
+    result = run_sweep(device.make_step, (1, 2), SweepPolicy(max_seconds=1e6, **ROUND_ROBIN), Constraints(),
+                       device, clock=device.clock)
+    assert result.rounds == 0 and result.settled and len(device.calls) == 8
+
+
+def test_noise_keeps_the_plateau_rule_from_stopping_early() -> None:
+    # the means flatten as in test_sweep_plateau_stops_early_on_fake_clock, but 3 noisy calls a batch leave
+    # each interval wide enough that a larger batch could still win by more than 5%: every size is measured
+    result = sweep(NoisyDevice(pattern=(1.0, 1.2, 0.9)))
+    assert [m.batch_size for m in result.measurements] == [1, 2, 4, 8, 16, 32, 64]
+    assert result.stop_reason == "all 7 batch sizes measured"
+    assert result.timing.startswith("runs=5 fixed the calls per batch: one pass, no interleaved repetition")
+
+
+def test_second_pass_leaves_out_batches_already_over_the_budget() -> None:
+    # batch 4 takes 45 ms at the median (nominal), over a 40 ms budget: only 1 and 2 are timed again
+    device = NoisyDevice()
+    result = run_sweep(device.make_step, (1, 2, 4), SweepPolicy(max_seconds=1e6, **ROUND_ROBIN),
+                       Constraints(latency_ms=40), device, clock=device.clock)
+    assert device.calls[12:20] == [1] * 4 + [2] * 4 and device.calls.count(4) == 4
+    assert [m.runs for m in result.measurements][2] == 4 and result.settled

@@ -7,6 +7,7 @@ import json
 from functools import partial
 from pathlib import Path
 
+import deepstream_keys
 import infer_models
 import pytest
 import triton_model_config
@@ -67,7 +68,13 @@ def test_segmentation_end_to_end(workdir: Path) -> None:
         assert set(m.stages_ms) == {"preprocess", "inference", "postprocess"}
         assert m.detections_per_image is not None
     assert any("weights are untrained" in note for note in plan.notes)
-    assert nvinfer(plan)["network-type"] == "3"
+    assert nvinfer(plan)["network-type"] == "100"  # raw tensors out: no DeepStream parser reads this layout
+    # the config loads by the documented keys, and its paths reach the files this run wrote
+    config_path = Path(plan.files["deepstream_nvinfer"])
+    deepstream_keys.parse(config_path.read_text(), deepstream_keys.nvinfer_table)
+    paths = deepstream_keys.paths(config_path, deepstream_keys.nvinfer_table)
+    assert paths["onnx-file"].read_bytes() == Path(plan.model_file).read_bytes()
+    assert paths["labelfile-path"].read_text().count("\n") == 80
     config = triton_model_config.parse(Path(plan.files["triton_config"]).read_text())
     assert [o.name for o in config.output] == ["output0", "output1"]
 
@@ -104,7 +111,9 @@ def test_on_a_simulated_jetson(workdir: Path, tiny_onnx: Path, tmp_path: Path,
     mux = configparser.ConfigParser()
     mux.read(plan.files["deepstream_streammux"])
     assert mux["streammux"]["batch-size"] == str(plan.batch_size)
-    assert mux["streammux"]["batched-push-timeout"] == str(int(plan.batch_size * 1e6 / 2))
+    # the queue delay the simulation chose under 2 x 1 fps is the push timeout
+    assert plan.simulated is not None and plan.simulated.batch_size == plan.batch_size
+    assert mux["streammux"]["batched-push-timeout"] == str(round(plan.queue_delay_ms * 1000))
 
 
 def test_planning_for_a_jetson_from_this_machine(workdir: Path, tiny_onnx: Path) -> None:

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import SHAPES_YAML
 
 from visionbatch.train.run import SUMMARY_NAME
 
@@ -340,7 +341,9 @@ def infer_runs(shim: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     folder = tmp_path_factory.mktemp("infer-audit")
     bad = start(shim, folder / "bad", ["infer", "yolo11n.yaml", "imgsz=300", "device=cpu"])
     good = start(shim, folder / "good", ["infer", "yolo11n.yaml", "imgsz=64", "batch_sizes=1,2", "runs=3",
-                                         "warmup=1", "seconds=0.01", "device=cpu", "name=audit"])
+                                         "warmup=1", "seconds=0.01", "device=cpu", "name=audit",
+                                         # INT8 quantisation and Ultralytics' validator on each ONNX, offline too
+                                         "precision=fp32,int8", f"data={SHAPES_YAML}", "calib_images=4"])
     try:
         yield bad, good
     finally:
@@ -369,4 +372,5 @@ def test_infer_makes_no_network_attempt(infer_runs: tuple[Run, Run]) -> None:
         assert report["onnxruntime"]  # ONNX Runtime was loaded: the silence below is about it
         assert_offline(run, report, codes)
     assert not (bad.work / "runs").exists()
-    assert (good.work / "runs" / "infer" / "audit" / "plan.json").is_file()
+    plan = json.loads((good.work / "runs" / "infer" / "audit" / "plan.json").read_text())
+    assert [r["precision"] for r in plan["precisions"]["results"]] == ["fp32", "int8"]

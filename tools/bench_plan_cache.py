@@ -8,7 +8,7 @@ included), the batch, whether the plan was reused, and the entry `visionbatch ca
 
 Usage:
     python tools/bench_plan_cache.py [--runs 3] [--data datasets/shapes/data.yaml] [--imgsz 160]
-                                     [--budget 1GiB] [--json FILE]
+                                     [--budget 3GiB] [--json FILE]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--data", default=str(ROOT / "datasets" / "shapes" / "data.yaml"))
     parser.add_argument("--imgsz", type=int, default=160)
-    parser.add_argument("--budget", default="1GiB")
+    parser.add_argument("--budget", default="3GiB")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

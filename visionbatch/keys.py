@@ -147,12 +147,19 @@ KEYS: tuple[Key, ...] = (
     Key("half", "fp16 (CUDA devices only)", ("infer",), check=_switch("half")),
     Key("end_to_end", "time letterbox pre-processing and NMS with the model", ("infer",), check=_switch("end_to_end")),
     Key("warmup", "untimed runs per batch first (default 3)", ("infer",), parameters=(("infer", "warmup_runs"),)),
-    Key("runs", "timed runs per batch (default: at least 10, for seconds=)", ("infer",)),
-    Key("max_seconds", "time bound for the whole sweep (default 90)", ("infer",)),
+    Key("runs", "timed runs per batch, one pass (default: at least 10, for seconds=, then interleaved rounds "
+                "until every throughput's 95% interval is within 3%)", ("infer",)),
+    Key("max_seconds", "time bound for the whole sweep, interleaved rounds included (default 90)", ("infer",)),
     Key("device", "cpu, 0 or cuda:0 (default: the GPU if there is one)", ("infer",)),
     Key("threads", "CPU threads (default: every core)", ("infer",)),
     Key("name", "run folder name under runs/infer/", ("infer",)),
     Key("project", "parent folder of the run folder", ("infer",)),
+    Key("precision", "precisions to set against fp32 at the chosen batch, throughput and mAP each: fp32, fp16 "
+                     "(CUDA only), int8, e.g. precision=fp32,int8 (needs data=); with int8, GPU and Jetson configs "
+                     "build a TensorRT INT8 engine from a calibration cache", ("infer",), convert=as_list),
+    Key("data", "the dataset YAML for precision=: its val split gives the mAP, its train images calibrate INT8",
+        ("infer",)),
+    Key("calib_images", "train images INT8 is calibrated on (default 64)", ("infer",)),
 )
 
 

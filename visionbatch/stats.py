@@ -23,8 +23,9 @@ intervals of equal width, about 0.3% of false calls on one side per look, rather
   lose at most 3% to `b`.
 `SPEED_TOLERANCE` (3%) is the practical margin: speeds closer than that count as the same.
 
-`smallest_near_best` is infer's rule on single timings (a point comparison, no interval); issue
-13 replaces it with the interval rules here.
+`smallest_not_slower` is infer's rule: batches whose intervals overlap count as equal and the
+smaller wins. `smallest_near_best` is the older point comparison (no interval), kept for the
+comparison in fit's tests.
 """
 
 from __future__ import annotations
@@ -274,6 +275,29 @@ def repeat_timings(
             block_s[batch_size] = clock() - began
             samples[batch_size].extend(steps)
             blocks += 1
+
+
+def smallest_not_slower(speeds: Sequence[SpeedEstimate], tolerance: float = SPEED_TOLERANCE) -> SpeedEstimate:
+    """Infer's rule: the smallest batch no other batch is `measurably_faster` than.
+
+    Batches whose intervals overlap (within `tolerance`) count as equally fast, and the smaller
+    one wins: it has less latency and memory for the same work. Noise widens the intervals and
+    so moves the answer down, never up (fit's `smallest_as_fast` goes the other way).
+
+    Examples:
+        >>> tight = [SpeedEstimate(1, 100.0, 98.0, 102.0, 30), SpeedEstimate(4, 140.0, 137.0, 143.0, 30),
+        ...          SpeedEstimate(8, 141.0, 136.0, 146.0, 30)]
+        >>> smallest_not_slower(tight).batch_size  # 8 overlaps 4; both beat 1
+        4
+        >>> wide = [SpeedEstimate(1, 100.0, 70.0, 150.0, 3), tight[1]]
+        >>> smallest_not_slower(wide).batch_size  # 137 / 150 < 1.03: not shown faster
+        1
+    """
+    ordered = sorted(speeds, key=lambda s: s.batch_size)
+    if not ordered:
+        raise ValueError("smallest_not_slower() needs at least one speed")
+    return next(speed for speed in ordered
+                if not any(measurably_faster(other, speed, tolerance) for other in ordered if other is not speed))
 
 
 def smallest_near_best(speeds: Mapping[int, float], tolerance: float = SPEED_TOLERANCE) -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from visionbatch.cli.args import positional
 from visionbatch.console import err, table
-from visionbatch.infer.plan import InferencePlan
+from visionbatch.infer.plan import BatchMeasurement, InferencePlan
 from visionbatch.keys import help_block
 from visionbatch.units import human_bytes
 
@@ -43,8 +44,10 @@ def show(plan: InferencePlan) -> str:
     power = any(m.power_mw is not None for m in plan.measurements)
     verdicts = {v.batch_size: v for v in plan.verdicts}
     first = plan.measurements[0]
-    headers = ["batch", "runs", "p50 ms", "p90 ms", "p99 ms", "ms/img", "img/s", "x b1", "memory"]
+    simulated = any(v.simulated is not None for v in plan.verdicts)
+    headers = ["batch", "runs", "p50 ms", "p90 ms", "p99 ms", "ms/img", "img/s", "95% img/s", "x b1", "memory"]
     headers += ["fill ms"] if load else []
+    headers += ["delay ms", "sim p99 ms", "util"] if simulated else []
     headers += ["power W"] if power else []
     headers += ["verdict"]
     rows = []
@@ -52,9 +55,12 @@ def show(plan: InferencePlan) -> str:
         verdict = verdicts[m.batch_size]
         gain = m.throughput_per_s / first.throughput_per_s if first.batch_size == 1 else None
         row = [m.batch_size, m.runs, *(_ms(v) for v in (m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms)),
-               f"{m.per_image_ms:.2f}", f"{m.throughput_per_s:.1f}", None if gain is None else f"{gain:.2f}x",
-               human_bytes(m.memory_bytes)]
+               f"{m.per_image_ms:.2f}", f"{m.throughput_per_s:.1f}", _interval(m),
+               None if gain is None else f"{gain:.2f}x", human_bytes(m.memory_bytes)]
         row += [_ms(verdict.fill_wait_ms)] if load else []
+        sim = verdict.simulated
+        row += ([_ms(sim.queue_delay_ms), _ms(sim.latency_p99_ms), f"{sim.utilisation:.0%}"] if sim else [None] * 3
+                ) if simulated else []
         row += [None if m.power_mw is None else f"{m.power_mw / 1000:.1f}"] if power else []
         mark = "chosen" if m.batch_size == plan.batch_size else ("ok" if verdict.feasible else
                                                                   verdict.violations[0].split(" ")[0])
@@ -73,17 +79,52 @@ def show(plan: InferencePlan) -> str:
     lines.append("")
     lines.append(f"constraints: {_constraints(plan)}")
     lines.append(f"sweep stopped: {plan.stop_reason}")
+    if plan.timing:
+        lines.append(f"timing: {plan.timing}")
+    if plan.simulated is not None:
+        sim = plan.simulated
+        over = "" if sim.over_budget_share is None else f", {sim.over_budget_share:.1%} of frames over the budget"
+        lines.append(f"simulated load: batch {sim.batch_size}, queue delay {sim.queue_delay_ms:g} ms: frame latency "
+                     f"p50 {sim.latency_p50_ms:.1f} / p99 {sim.latency_p99_ms:.1f} ms, utilisation "
+                     f"{sim.utilisation:.0%}, headroom {sim.headroom:.0%}{over} ({sim.frames} frames)")
+    for replay in plan.replayed:
+        verdict = "within the budget" if replay.met else "over the budget"
+        lines.append(f"replayed in real time: batch {replay.batch_size}, queue delay {replay.queue_delay_ms:g} ms, "
+                     f"{replay.frames} frames: p50 {replay.latency_p50_ms:.1f} / p99 {replay.latency_p99_ms:.1f} ms "
+                     f"({verdict})")
     if plan.batch_size is not None:
         lines.append(f"chosen: {plan.reason}")
     else:
         lines.append(f"nothing feasible: {plan.reason}")
         lines += [f"  what would help: {a}" for a in plan.advice]
+    lines += _precisions(plan)
     lines += [f"note: {n}" for n in plan.notes]
     lines.append(f"run folder: {plan.run_dir}")
     shown = [k for k in ("plan", "plot", "deepstream_nvinfer", "deepstream_streammux", "triton_config", "trtexec")
              if k in plan.files]
     lines += [f"  {k}: {plan.files[k]}" for k in shown]
     return "\n".join(lines)
+
+
+def _precisions(plan: InferencePlan) -> list[str]:
+    """The precision table (`precision=`) and one trade-off line per precision against fp32."""
+    report = plan.precisions
+    if report is None:
+        return []
+    rows = [[r.precision, None if r.img_per_s is None else f"{r.img_per_s:.1f}",
+             None if r.map50_95 is None else f"{r.map50_95:.3f}", None if r.map50 is None else f"{r.map50:.3f}",
+             r.note] for r in report.results]
+    title = (f"precisions at batch {report.batch_size} on {report.device}, mAP on the val split of "
+             f"{report.data}")
+    return ["", table(["precision", "img/s", "mAP50-95", "mAP50", "note"], rows, title=title),
+            *report.tradeoffs, ""]
+
+
+def _interval(m: BatchMeasurement) -> str | None:
+    if m.throughput_low_per_s is None or m.throughput_high_per_s is None:
+        return None
+    high = "inf" if math.isinf(m.throughput_high_per_s) else f"{m.throughput_high_per_s:.1f}"
+    return f"{m.throughput_low_per_s:.1f}-{high}"
 
 
 def _ms(value: float | None) -> str | None:
@@ -94,7 +135,9 @@ def _constraints(plan: InferencePlan) -> str:
     c = plan.constraints
     parts = []
     if c.latency_ms is not None:
-        parts.append(f"latency <= {c.latency_ms:g} ms (fill wait + p99)")
+        how = ("simulated p99 with queueing" if any(v.simulated is not None for v in plan.verdicts)
+               else "fill wait + p99")
+        parts.append(f"latency <= {c.latency_ms:g} ms ({how})")
     if c.load is not None:
         parts.append(f"{c.load.streams} streams x {c.load.fps:g} fps = {c.load.images_per_s:g} img/s")
     if c.memory_budget_bytes is not None:

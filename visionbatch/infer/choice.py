@@ -6,20 +6,45 @@ A batch b is feasible when
     for the others);
   - its throughput keeps up with the load: images/s >= N x F;
   - its memory reading is within the memory budget.
-Among feasible batches the one with the most throughput wins, except that throughputs within
-`tolerance` (3%) of the best count as equal and then the smallest batch wins: timing noise is
-larger than that, and a smaller batch has less latency and memory for the same work.
+Among feasible batches the one with the most throughput wins, except that batches whose 95%
+throughput intervals overlap (within `tolerance`, 3%) count as equally fast and then the smallest
+batch wins (`visionbatch.stats.smallest_not_slower`): a smaller batch has less latency and memory
+for the same work, and noise can only move the answer down.
+
+Under a camera load with the measured call latencies (`service_ms`), the latency test is the
+queueing simulation instead (`visionbatch.infer.queueing`): every batch is simulated with a small
+grid of queue delays, N cameras at F fps with unsynchronised phases and jitter, and a batch is
+feasible when one of its policies (batch, queue delay) keeps the simulated p99 frame latency
+within `latency_ms` at a utilisation below 1. Its policy is the feasible delay with the most
+headroom (1 - utilisation), the lower p99 among near ties. The batch is then chosen by the
+interval rule above applied to what each policy could carry, load / utilisation, with the
+throughput's interval (a batch that runs part-full under the load carries less than its
+full-batch throughput); the rest of the feasible policies are kept, best first, for a replay.
 When nothing is feasible, `advise` says what would be, with numbers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from visionbatch.checks import MIN_IMGSZ
-from visionbatch.infer.plan import BatchMeasurement, BatchVerdict, Choice, Constraints
-from visionbatch.stats import SPEED_TOLERANCE, smallest_near_best
+from visionbatch.infer.plan import (
+    BatchMeasurement,
+    BatchVerdict,
+    Choice,
+    Constraints,
+    StreamLoad,
+)
+from visionbatch.infer.queueing import (
+    JITTER_SHARE,
+    QueueStats,
+    arrivals_s,
+    delay_grid_ms,
+    frames_to_simulate,
+    simulate,
+)
+from visionbatch.stats import SPEED_TOLERANCE, SpeedEstimate, smallest_not_slower
 from visionbatch.units import human_bytes
 
 
@@ -48,17 +73,109 @@ def judge(measurement: BatchMeasurement, constraints: Constraints) -> BatchVerdi
     return BatchVerdict(measurement.batch_size, round(fill, 3), round(worst, 3), not violations, tuple(violations))
 
 
+HEADROOM_TIE = 0.01  # policies of one batch within 1 point of headroom count as equal: the lower p99 wins
+
+
+def judge_queued(measurement: BatchMeasurement, constraints: Constraints, policy: QueueStats) -> BatchVerdict:
+    """Hold one measured batch, batched by `policy` under the load, against the constraints.
+
+    Examples:
+        >>> from visionbatch.infer.plan import StreamLoad
+        >>> m = BatchMeasurement(4, 10, 300.0, 300.0, 604.0, 376.0, 604.0, 94.0, 10.6)
+        >>> sim = QueueStats(4, 300.0, 652.8, 1581.2, 1772.3, 0.9358, 0.182, 4.0, 2000)
+        >>> judge_queued(m, Constraints(latency_ms=1000, load=StreamLoad(2, 5)), sim).violations
+        ('simulated p99 1581.2 ms (queue delay 300 ms, 18.2% of frames over) > 1000 ms budget',)
+    """
+    violations = []
+    budget = constraints.latency_ms
+    if budget is not None and policy.latency_p99_ms > budget:
+        share = f", {policy.over_budget_share:.1%} of frames over" if policy.over_budget_share else ""
+        violations.append(f"simulated p99 {policy.latency_p99_ms:.1f} ms (queue delay {policy.queue_delay_ms:g} ms"
+                          f"{share}) > {budget:g} ms budget")
+    required = constraints.required_per_s
+    if required is not None and measurement.throughput_per_s < required:
+        violations.append(f"throughput {measurement.throughput_per_s:.1f} img/s < {required:g} img/s needed")
+    elif policy.utilisation >= 1.0:
+        violations.append(f"utilisation {policy.utilisation:.0%} at a {policy.queue_delay_ms:g} ms queue delay: "
+                          f"the queue grows")
+    memory = constraints.memory_budget_bytes
+    if memory is not None and measurement.memory_bytes is not None and measurement.memory_bytes > memory:
+        violations.append(f"memory {human_bytes(measurement.memory_bytes)} > {human_bytes(memory)} budget")
+    return BatchVerdict(measurement.batch_size, round(constraints.fill_wait_ms(measurement.batch_size), 3),
+                        policy.latency_p99_ms, not violations, tuple(violations), policy.queue_delay_ms, policy)
+
+
+def simulate_policies(measurement: BatchMeasurement, constraints: Constraints,
+                      service_ms: Mapping[int, Sequence[float]]) -> tuple[QueueStats, ...]:
+    """`measurement`'s batch simulated under the load with each queue delay of `delay_grid_ms`.
+
+    The load's cameras have random (seeded) phases and jitter of `JITTER_SHARE` of a frame
+    period; partial batches cost what the next measured size does.
+    """
+    load = constraints.load
+    if load is None:
+        raise ValueError("simulate_policies() needs a stream load")
+    arrivals = policy_arrivals(measurement.batch_size, constraints)
+    service = {b: times for b, times in service_ms.items() if b <= measurement.batch_size and times}
+    return tuple(simulate(arrivals, service, measurement.batch_size, delay, constraints.latency_ms)
+                 for delay in delay_grid_ms(measurement.batch_size, load.images_per_s))
+
+
+def policy_arrivals(batch_size: int, constraints: Constraints) -> list[float]:
+    """The load's arrivals every policy of `batch_size` is simulated (and replayed) over: random
+    (seeded) camera phases, jitter of `JITTER_SHARE` of a frame period."""
+    load = constraints.load
+    if load is None:
+        raise ValueError("policy_arrivals() needs a stream load")
+    return arrivals_s(load.streams, load.fps, frames_to_simulate(batch_size),
+                      jitter_ms=JITTER_SHARE * 1000.0 / load.fps, random_phases=True)
+
+
+def best_policy(measurement: BatchMeasurement, constraints: Constraints,
+                policies: Sequence[QueueStats]) -> QueueStats:
+    """The feasible policy with the most headroom (the lower p99 among near ties), else the lowest p99."""
+    feasible = [p for p in policies if judge_queued(measurement, constraints, p).feasible]
+    if not feasible:
+        return min(policies, key=lambda p: (p.latency_p99_ms, p.queue_delay_ms))
+    most = max(p.headroom for p in feasible)
+    return min((p for p in feasible if p.headroom >= most - HEADROOM_TIE),
+               key=lambda p: (p.latency_p99_ms, p.queue_delay_ms))
+
+
+def carried(measurement: BatchMeasurement, policy: QueueStats, constraints: Constraints) -> SpeedEstimate:
+    """What `policy` could carry: load / utilisation, with the throughput's relative interval.
+
+    Examples:
+        >>> from visionbatch.infer.plan import StreamLoad
+        >>> m = BatchMeasurement(8, 10, 400.0, 400.0, 400.0, 400.0, 400.0, 50.0, 20.0,
+        ...                      throughput_low_per_s=18.0, throughput_high_per_s=22.0)
+        >>> sim = QueueStats(8, 400.0, 600.0, 800.0, 810.0, 0.8, 0.0, 4.0, 2000)  # part-full batches
+        >>> speed = carried(m, sim, Constraints(load=StreamLoad(2, 5)))
+        >>> speed.img_per_s, round(speed.low_img_per_s, 3), round(speed.high_img_per_s, 3)
+        (12.5, 11.25, 13.75)
+    """
+    if constraints.load is None:
+        raise ValueError("carried() needs a stream load")
+    point = measurement.speed()
+    capacity = constraints.load.images_per_s / max(policy.utilisation, 1e-9)
+    scale = capacity / point.img_per_s
+    return SpeedEstimate(measurement.batch_size, capacity, point.low_img_per_s * scale,
+                         point.high_img_per_s * scale, point.samples)
+
+
 def choose(measurements: Sequence[BatchMeasurement], constraints: Constraints,
            tolerance: float = SPEED_TOLERANCE, imgsz: int | None = None, precision: str = "fp32",
-           device_type: str = "cpu") -> Choice:
+           device_type: str = "cpu", service_ms: Mapping[int, Sequence[float]] | None = None) -> Choice:
     """The batch with the most throughput that meets every constraint.
 
     Args:
         measurements: measured batches (any order).
         constraints: latency budget, memory budget, stream load.
-        tolerance: throughputs within this fraction of the best count as equal; the smallest
-            such batch wins.
+        tolerance: throughputs whose intervals come within this fraction of each other count
+            as equal; the smallest such batch wins.
         imgsz, precision, device_type: what ran, for the advice when nothing is feasible.
+        service_ms: batch size -> measured call latencies in ms: with a stream load, the latency
+            test is the queueing simulation over these, and the queue delay is chosen too.
 
     Examples:
         >>> ms = [BatchMeasurement(b, 10, lat, lat, lat, lat, lat, lat / b, thr)
@@ -71,28 +188,49 @@ def choose(measurements: Sequence[BatchMeasurement], constraints: Constraints,
     if not measurements:
         raise ValueError("choose() needs at least one measured batch")
     ordered = sorted(measurements, key=lambda m: m.batch_size)
-    verdicts = tuple(judge(m, constraints) for m in ordered)
+    queued = constraints.load is not None and bool(service_ms)
+    if queued:
+        verdicts = tuple(judge_queued(m, constraints, best_policy(m, constraints,
+                                                                  simulate_policies(m, constraints, service_ms)))
+                         for m in ordered)
+    else:
+        verdicts = tuple(judge(m, constraints) for m in ordered)
     feasible = [m for m, v in zip(ordered, verdicts) if v.feasible]
     if not feasible:
         reason = _infeasible_reason(ordered, verdicts, constraints)
         advice = advise(ordered, constraints, imgsz=imgsz, precision=precision, device_type=device_type)
         return Choice(None, reason, verdicts, advice)
-    best = max(feasible, key=lambda m: m.throughput_per_s)
-    smallest = smallest_near_best({m.batch_size: m.throughput_per_s for m in feasible}, tolerance)
+    if queued:
+        speeds = {m.batch_size: carried(m, verdicts[ordered.index(m)].simulated, constraints) for m in feasible}
+    else:
+        speeds = {m.batch_size: m.speed() for m in feasible}
+    best = max(feasible, key=lambda m: speeds[m.batch_size].img_per_s)
+    smallest = smallest_not_slower(list(speeds.values()), tolerance).batch_size
     chosen = next(m for m in feasible if m.batch_size == smallest)
     verdict = verdicts[ordered.index(chosen)]
-    return Choice(chosen.batch_size, _reason(chosen, verdict, best, ordered, verdicts, constraints, tolerance), verdicts)
+    reason = _reason(chosen, verdict, best, ordered, verdicts, constraints, tolerance, speeds)
+    if not queued:
+        return Choice(chosen.batch_size, reason, verdicts)
+    others = sorted((v.simulated for v in verdicts if v.feasible and v.batch_size != chosen.batch_size),
+                    key=lambda p: (p.latency_p99_ms, p.batch_size))
+    return Choice(chosen.batch_size, reason, verdicts, queue_delay_ms=verdict.queue_delay_ms,
+                  simulated=verdict.simulated, candidates=(verdict.simulated, *others))
 
 
 def _reason(chosen: BatchMeasurement, verdict: BatchVerdict, best: BatchMeasurement,
             ordered: Sequence[BatchMeasurement], verdicts: Sequence[BatchVerdict], constraints: Constraints,
-            tolerance: float) -> str:
-    parts = [f"batch {chosen.batch_size}: {chosen.throughput_per_s:.1f} img/s"]
+            tolerance: float, speeds: Mapping[int, SpeedEstimate]) -> str:
+    parts = [f"batch {chosen.batch_size}: {chosen.throughput_per_s:.1f} img/s{_interval(chosen)}"]
     first = ordered[0]
     if first.batch_size == 1 and chosen.batch_size != 1 and first.throughput_per_s > 0:
         parts[0] += f" ({chosen.throughput_per_s / first.throughput_per_s:.2f}x batch 1)"
-    latency = f"worst frame latency {verdict.worst_latency_ms:.1f} ms"
-    if verdict.fill_wait_ms:
+    policy = verdict.simulated
+    if policy is not None:
+        latency = (f"queue delay {policy.queue_delay_ms:g} ms: simulated frame latency p50 "
+                   f"{policy.latency_p50_ms:.1f} / p99 {policy.latency_p99_ms:.1f} ms with queueing")
+    else:
+        latency = f"worst frame latency {verdict.worst_latency_ms:.1f} ms"
+    if verdict.fill_wait_ms and policy is None:
         latency += f" (fill wait {verdict.fill_wait_ms:.1f} + p99 {chosen.latency_p99_ms:.1f})"
     if constraints.latency_ms is not None:
         latency += f" within the {constraints.latency_ms:g} ms budget"
@@ -100,17 +238,32 @@ def _reason(chosen: BatchMeasurement, verdict: BatchVerdict, best: BatchMeasurem
     if constraints.load is not None:
         parts.append(f"keeps up with {constraints.load.streams} x {constraints.load.fps:g} fps "
                      f"= {constraints.required_per_s:g} img/s")
+        if policy is not None:
+            parts[-1] += f" at {policy.utilisation:.0%} utilisation (headroom {policy.headroom:.0%})"
     if constraints.memory_budget_bytes is not None and chosen.memory_bytes is not None:
         parts.append(f"memory {human_bytes(chosen.memory_bytes)} of {human_bytes(constraints.memory_budget_bytes)}")
     text = ", ".join(parts)
-    if best.batch_size != chosen.batch_size:
-        text += (f"; batch {best.batch_size} measured {best.throughput_per_s:.1f} img/s, within "
-                 f"{tolerance:.0%}: the smaller batch wins (less latency and memory for the same work)")
+    if best.batch_size != chosen.batch_size and policy is not None:
+        text += (f"; batch {best.batch_size} could carry {speeds[best.batch_size].img_per_s:.1f} img/s under the "
+                 f"load against {speeds[chosen.batch_size].img_per_s:.1f}, not measurably more (the intervals come "
+                 f"within {tolerance:.0%}): the smaller batch wins")
+    elif best.batch_size != chosen.batch_size:
+        text += (f"; batch {best.batch_size} measured {best.throughput_per_s:.1f} img/s{_interval(best)}, not "
+                 f"measurably faster (the intervals come within {tolerance:.0%}): the smaller batch wins "
+                 f"(less latency and memory for the same work)")
     larger = [(m, v) for m, v in zip(ordered, verdicts) if m.batch_size > chosen.batch_size and not v.feasible]
     if larger:
         m, v = larger[0]
         text += f"; batch {m.batch_size} is out: {v.violations[0]}"
     return text
+
+
+def _interval(m: BatchMeasurement) -> str:
+    """' [95% low-high]' when the measurement has an interval, else ''."""
+    if m.throughput_low_per_s is None or m.throughput_high_per_s is None:
+        return ""
+    high = "unbounded" if math.isinf(m.throughput_high_per_s) else f"{m.throughput_high_per_s:.1f}"
+    return f" [95% {m.throughput_low_per_s:.1f}-{high}]"
 
 
 def _infeasible_reason(ordered: Sequence[BatchMeasurement], verdicts: Sequence[BatchVerdict],
@@ -136,7 +289,7 @@ def advise(measurements: Sequence[BatchMeasurement], constraints: Constraints, i
         ...       BatchMeasurement(2, 10, 32.0, 32.0, 32.0, 32.0, 32.0, 16.0, 62.5)]
         >>> from visionbatch.infer.plan import StreamLoad
         >>> advise(ms, Constraints(load=StreamLoad(4, 25)), imgsz=640)[0]
-        'more devices: 2 of these carry 4 x 25 fps (one keeps up with 2 streams at 62.5 img/s, batch 2)'
+        'more devices: 2 of these carry 4 x 25 fps, 2 streams each (one keeps up with 2 streams at 62.5 img/s, batch 2: 80% busy)'
     """
     ordered = sorted(measurements, key=lambda m: m.batch_size)
     advice: list[str] = []
@@ -145,13 +298,7 @@ def advise(measurements: Sequence[BatchMeasurement], constraints: Constraints, i
     # the factor by which the work must get cheaper, from the binding constraint
     factor = 1.0
     if required is not None and fastest.throughput_per_s < required:
-        load = constraints.load
-        devices = math.ceil(required / fastest.throughput_per_s)
-        per_device = math.floor(fastest.throughput_per_s / load.fps)
-        carry = (f"one keeps up with {per_device} stream{'s' * (per_device != 1)}" if per_device
-                 else f"one cannot keep up with a single {load.fps:g} fps stream")
-        advice.append(f"more devices: {devices} of these carry {load.streams} x {load.fps:g} fps "
-                      f"({carry} at {fastest.throughput_per_s:.1f} img/s, batch {fastest.batch_size})")
+        advice.append(_more_devices(constraints.load, fastest))
         factor = max(factor, required / fastest.throughput_per_s)
     if constraints.latency_ms is not None:
         quickest = min(ordered, key=lambda m: m.latency_p99_ms + constraints.fill_wait_ms(m.batch_size))
@@ -188,6 +335,33 @@ def advise(measurements: Sequence[BatchMeasurement], constraints: Constraints, i
             advice.append("fp16 on a GPU: a CPU gains nothing from fp16; on a Jetson or CUDA GPU measure "
                           "backend=tensorrt half=True")
     return tuple(advice)
+
+
+def _more_devices(load: StreamLoad, fastest: BatchMeasurement) -> str:
+    """How many devices like this one carry the load, counted so that the sentence adds up.
+
+    A stream is not split while a device can carry one: each device takes
+    per_device = floor(throughput / fps) whole streams, so ceil(streams / per_device) devices carry
+    them all (a device with k streams is k x fps / throughput busy). A device too slow for one
+    stream gets its frames dealt round-robin with others: ceil(fps / throughput) devices per stream.
+
+    Examples:
+        >>> slow = BatchMeasurement(2, 10, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 15.0)
+        >>> _more_devices(StreamLoad(4, 10), slow)  # the issue's case: 15 img/s carries 1 stream of 10 fps
+        'more devices: 4 of these carry 4 x 10 fps, 1 stream each (one keeps up with 1 stream at 15.0 img/s, batch 2: 67% busy)'
+    """
+    per_device = math.floor(fastest.throughput_per_s / load.fps)
+    measured = f"{fastest.throughput_per_s:.1f} img/s, batch {fastest.batch_size}"
+    if per_device:
+        devices = math.ceil(load.streams / per_device)
+        streams = f"{per_device} stream{'s' * (per_device != 1)}"
+        busy = per_device * load.fps / fastest.throughput_per_s
+        return (f"more devices: {devices} of these carry {load.streams} x {load.fps:g} fps, {streams} each "
+                f"(one keeps up with {streams} at {measured}: {busy:.0%} busy)")
+    per_stream = math.ceil(load.fps / fastest.throughput_per_s)
+    return (f"more devices: {load.streams * per_stream} of these carry {load.streams} x {load.fps:g} fps, "
+            f"{per_stream} per stream with its frames dealt round-robin (one cannot keep up with a single "
+            f"{load.fps:g} fps stream at {measured})")
 
 
 def _meets(m: BatchMeasurement, constraints: Constraints, latency: bool = True, memory: bool = True) -> bool:

@@ -8,10 +8,22 @@ run folder. The numbers, from the chosen batch b and the load of N streams x F f
   batch is not pushed half full by jitter. With b = N that is NVIDIA's advice, 1e6 / fps (DeepStream
   FAQ, "How to set parameters reasonably to improve the efficiency of nvstreammux in live mode").
   Without a load: the latency budget's slack (budget - p99), else 1e6 / 30 for 30 fps cameras.
-- nvinfer `batch-size` = b, `network-mode` 0 (fp32) or 2 (fp16), `model-engine-file` named like
-  the engine trtexec writes (keys as in gstnvinfer_property_parser.h).
+- nvinfer `batch-size` = b, `network-mode` 0 (fp32) or 2 (fp16) (keys as in
+  gstnvinfer_property_parser.h). nvinfer resolves a relative `onnx-file` and `model-engine-file`
+  against the config file's own folder, so `deepstream/` is self-contained: the ONNX is copied
+  there as `<model>.onnx`, and the engine is named as nvinfer names one it builds itself,
+  `<model>.onnx_b<b>_gpu0_<precision>.engine` beside the ONNX. `tensorrt/trtexec.sh` writes that
+  same file, and a TensorRT engine this run measured is placed there too; when none is there,
+  nvinfer builds it on first start and reuses it after.
+- Bounding boxes: Ultralytics' raw `output0` is [4 + classes (+ 32 mask coefficients), anchors]
+  per image, box centres and sizes in network pixels, class scores without objectness, before
+  NMS. No parser shipped with DeepStream reads it, and DeepStream-Yolo's `NvDsInferParseYolo`
+  expects its own exporter's layout, so the config sets `network-type=100` with
+  `output-tensor-meta=1`: nvinfer loads and runs the model and attaches the raw tensors to each
+  frame, and the application decodes them (or the user sets a parser written for this layout).
 - Triton `max_batch_size` = `preferred_batch_size` = b; `max_queue_delay_microseconds` = the fill
-  wait (b - 1) / (N x F), else the budget's slack, else 0 (field names from Triton's
+  wait (b - 1) / (N x F), else the budget's slack, else 0; `dynamic_batching` only when b > 1;
+  `instance_group` count from the spec, 1 by default (field names from Triton's
   model_config.proto: ModelConfig, ModelDynamicBatching, ModelInstanceGroup).
 - TensorRT optimisation profile min 1, opt b, max b at the model's input size, and the trtexec
   command that builds it.
@@ -46,6 +58,11 @@ from visionbatch.text import (
 DEFAULT_CAMERA_FPS = 30
 MAX_INT32 = 2**31 - 1  # nvstreammux's batched-push-timeout is a gint: a longer wait is written as its largest
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}  # nvinfer network-mode
+INT8_CACHE_NAME = "int8_calibration.cache"  # beside the ONNX in deepstream/, where nvinfer and trtexec.sh resolve it
+INT8_CACHE_NOTE = ("the INT8 configs name deepstream/{cache} (nvinfer int8-calib-file, trtexec --calib), which this "
+                   "run did not make: a TensorRT calibration cache needs TensorRT on the target (e.g. Ultralytics' "
+                   "yolo export format=engine int8=True data=... writes one); alternatively build the QDQ model "
+                   "{int8_onnx} with trtexec --int8, which needs no cache")
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
 
 
@@ -59,7 +76,7 @@ class DeploymentSpec:
         task: 'detect' or 'segment'.
         imgsz: square input size in pixels.
         batch_size: the chosen batch.
-        precision: 'fp32' or 'fp16'.
+        precision: 'fp32', 'fp16', or 'int8' (with `int8_calibration_cache`).
         num_classes: classes the head predicts.
         outputs: (name, dtype, per-image dims) of each output, e.g. ('output0', 'float32', (84, 2100)).
         input_name: the image input tensor.
@@ -68,6 +85,15 @@ class DeploymentSpec:
         latency_slack_ms: latency budget minus the chosen batch's p99, if a budget was given.
         gpu: whether the deployment runs on a GPU (Triton's instance kind).
         summary: one line on how the batch was chosen, written at the top of each file.
+        instances: Triton `instance_group` count, 1 or 2. Two instances let one batch's copies
+            overlap another's compute, but each holds its own memory and they share the device;
+            whether that pays is a measurement not made yet, so the default is 1, the
+            configuration the sweep measured.
+        queue_delay_ms: the queue delay the choice simulated under the load (`infer.queueing`);
+            when given it is both nvstreammux's batched-push-timeout and Triton's max queue delay.
+        int8_calibration_cache: for precision 'int8', the TensorRT calibration cache's file name in
+            `deepstream/` (nvinfer's `int8-calib-file`, trtexec's `--calib`); None otherwise. Only
+            TensorRT makes one (visionbatch does not fake it): see `INT8_CACHE_NOTE`.
     """
 
     model_name: str
@@ -83,8 +109,21 @@ class DeploymentSpec:
     latency_slack_ms: float | None = None
     gpu: bool = True
     summary: str = ""
+    instances: int = 1
+    int8_calibration_cache: str | None = None
+    queue_delay_ms: float | None = None
 
     def __post_init__(self) -> None:
+        if self.instances not in (1, 2):
+            raise ConfigError(f"instances={self.instances} is not a Triton instance count visionbatch writes: "
+                              f"expected 1 or 2, e.g. instances=1")
+        if (self.precision == "int8") != (self.int8_calibration_cache is not None):
+            raise ConfigError(f"precision={self.precision} with int8_calibration_cache="
+                              f"{self.int8_calibration_cache}: TensorRT's INT8 build reads its scales from a "
+                              f"calibration cache, so they go together, e.g. precision='int8', "
+                              f"int8_calibration_cache='{INT8_CACHE_NAME}'")
+        if self.int8_calibration_cache is not None:
+            check_file_name(self.int8_calibration_cache)
         if identifier(self.model_name) != self.model_name:
             raise ConfigError(f"model_name={printable(self.model_name)} is not a safe model name (letters, digits, "
                               f"'_', '.', '-'; not starting with '.'): use model_name="
@@ -99,6 +138,8 @@ def push_timeout_us(spec: DeploymentSpec) -> int:
         >>> push_timeout_us(spec)  # 4 frames at 100 frames/s
         40000
     """
+    if spec.queue_delay_ms is not None:  # the simulated policy's wait
+        return min(MAX_INT32, max(0, round(spec.queue_delay_ms * 1000)))
     if spec.load is not None:
         return min(MAX_INT32, math.ceil(1e6 * spec.batch_size / spec.load.images_per_s))
     if spec.latency_slack_ms is not None:
@@ -114,6 +155,8 @@ def queue_delay_us(spec: DeploymentSpec) -> int:
         >>> queue_delay_us(spec)  # 3 more frames at 100 frames/s
         30000
     """
+    if spec.queue_delay_ms is not None:  # the simulated policy's wait
+        return min(MAX_INT32, max(0, round(spec.queue_delay_ms * 1000)))
     if spec.load is not None:
         return round(1e6 * spec.load.fill_wait_ms(spec.batch_size) / 1000)
     if spec.latency_slack_ms is not None:
@@ -121,8 +164,23 @@ def queue_delay_us(spec: DeploymentSpec) -> int:
     return 0
 
 
+def onnx_file_name(spec: DeploymentSpec) -> str:
+    """The ONNX copy in `deepstream/`: the model's safe name, whatever the source file was called."""
+    return f"{spec.model_name}.onnx"
+
+
 def engine_file_name(spec: DeploymentSpec) -> str:
-    return f"{spec.model_name}_b{spec.batch_size}_{spec.precision}.engine"
+    """The engine nvinfer looks for: the name nvinfer gives an engine it builds from `onnx-file`.
+
+    nvinfer serializes a built engine beside the model as `<model file>_b<batch>_gpu<id>_<mode>.engine`
+    (its log: "serialize cuda engine to file: .../yolo11n.onnx_b8_gpu0_fp16.engine"), so trtexec.sh
+    and nvinfer's own build land on the same file, and either one is reused on the next start.
+
+    Examples:
+        >>> engine_file_name(DeploymentSpec("yolo11n", "detect", 640, 8, "fp16", 80, ()))
+        'yolo11n.onnx_b8_gpu0_fp16.engine'
+    """
+    return f"{onnx_file_name(spec)}_b{spec.batch_size}_gpu0_{spec.precision}.engine"
 
 
 def _header(spec: DeploymentSpec, what: str) -> list[str]:
@@ -147,39 +205,76 @@ def check_file_name(name: str) -> str:
     return name
 
 
-def nvinfer_config(spec: DeploymentSpec, onnx_file: str) -> str:
-    """A DeepStream Gst-nvinfer config ([property] and [class-attrs-all])."""
-    segment = spec.task == "segment"
-    check_file_name(onnx_file)
+def output_layout(spec: DeploymentSpec) -> list[str]:
+    """Comment lines that say what each output holds, so a parser or a probe can decode it.
+
+    Examples:
+        >>> spec = DeploymentSpec("m", "detect", 640, 4, "fp16", 80, (("output0", "float32", (84, 8400)),))
+        >>> output_layout(spec)[0]
+        '#   output0 [84, 8400] per image: rows 0-3 box centre x, centre y, width, height in network pixels (letterboxed), rows 4-83 the 80 class scores (sigmoid, no objectness), for 8400 anchors, before NMS'
+    """
+    lines = []
+    for index, (name, _dtype, dims) in enumerate(spec.outputs):
+        shown = f"#   {one_line(printable(name))} [{', '.join(str(d) for d in dims)}] per image"
+        last = 3 + spec.num_classes
+        if index == 0 and len(dims) == 2 and dims[0] in (last + 1, last + 33):  # boxes + scores (+ 32 masks)
+            masks = (f", rows {last + 1}-{dims[0] - 1} mask coefficients"
+                     if spec.task == "segment" and dims[0] > last + 1 else "")
+            lines.append(f"{shown}: rows 0-3 box centre x, centre y, width, height in network pixels (letterboxed), "
+                         f"rows 4-{last} the {spec.num_classes} class scores (sigmoid, no objectness){masks}, "
+                         f"for {dims[1]} anchors, before NMS")
+        elif spec.task == "segment" and len(dims) == 3:
+            lines.append(f"{shown}: {dims[0]} mask prototypes of {dims[1]}x{dims[2]}")
+        else:
+            lines.append(shown)
+    return lines
+
+
+def nvinfer_config(spec: DeploymentSpec, onnx_missing: bool = False) -> str:
+    """A DeepStream Gst-nvinfer config ([property] and [class-attrs-all]) for `deepstream/`.
+
+    It loads as written: the model runs and its raw outputs are attached as tensor metadata
+    (`network-type=100`, `output-tensor-meta=1`), because no parser that ships with DeepStream
+    reads Ultralytics' raw output (see the module docstring).
+    """
     lines = _header(spec, "DeepStream Gst-nvinfer config")
     lines += [
-        "# Ultralytics' raw outputs need a custom bounding-box parser library (e.g. DeepStream-Yolo's",
-        "# nvdsinfer_custom_impl_Yolo); set parse-bbox-func-name and custom-lib-path to yours.",
+        "# Paths are relative to this file's folder, as nvinfer resolves them. model-engine-file is the name",
+        "# nvinfer gives an engine it builds from onnx-file: ../tensorrt/trtexec.sh builds it here, or nvinfer",
+        "# builds it on first start (for this GPU and TensorRT version) and reuses it after.",
+    ]
+    if onnx_missing:
+        lines.append(f"# {onnx_file_name(spec)} was not written by this run: put the model's ONNX export here under "
+                     f"that name")
+    lines += [
+        "# Outputs (Ultralytics' raw head):",
+        *output_layout(spec),
+        "# No bounding-box parser that ships with DeepStream reads this layout, and DeepStream-Yolo's",
+        "# NvDsInferParseYolo expects the layout of DeepStream-Yolo's own exporter (not this ONNX): it would",
+        "# misparse it. So nvinfer runs the model and attaches the raw tensors to each frame",
+        "# (network-type=100, output-tensor-meta=1, NvDsInferTensorMeta); decode them in a pad probe",
+        "# (transpose, score, NMS, undo the letterbox). For boxes in NvDsObjectMeta instead, build a",
+        "# custom parser for this layout and set network-type=0, cluster-mode=2 (NMS), parse-bbox-func-name",
+        "# and custom-lib-path; [class-attrs-all] below holds Ultralytics' predict thresholds for it.",
         "[property]",
         "gpu-id=0",
         "net-scale-factor=0.0039215697906911373",  # 1/255, as Ultralytics' pre-processing
         "model-color-format=0",  # RGB
-        f"onnx-file={onnx_file}",
+        f"onnx-file={onnx_file_name(spec)}",
         f"model-engine-file={engine_file_name(spec)}",
         "labelfile-path=labels.txt",
         f"batch-size={spec.batch_size}",
         f"network-mode={NETWORK_MODE[spec.precision]}",
+        *([f"int8-calib-file={spec.int8_calibration_cache}"] if spec.int8_calibration_cache else []),
         f"num-detected-classes={spec.num_classes}",
         f"infer-dims=3;{spec.imgsz};{spec.imgsz}",
         "interval=0",
         "gie-unique-id=1",
         "process-mode=1",
-        f"network-type={3 if segment else 0}",
-        f"cluster-mode={4 if segment else 2}",
+        "network-type=100",
+        "output-tensor-meta=1",
         "maintain-aspect-ratio=1",  # letterbox, as Ultralytics
         "symmetric-padding=1",
-    ]
-    if segment:
-        lines += ["output-instance-mask=1", "#parse-bbox-instance-mask-func-name=NvDsInferParseYoloSeg"]
-    else:
-        lines += ["#parse-bbox-func-name=NvDsInferParseYolo"]
-    lines += [
-        "#custom-lib-path=nvdsinfer_custom_impl_Yolo/libnvdsinfer_custom_impl_Yolo.so",
         "",
         "[class-attrs-all]",
         "nms-iou-threshold=0.7",  # Ultralytics' predict defaults
@@ -238,15 +333,18 @@ def triton_config(spec: DeploymentSpec, platform: str) -> str:
             f"    dims: [ {', '.join(str(d) for d in dims)} ]",
             "  }" + ("," if index < len(spec.outputs) - 1 else ""),
         ]
+    lines.append("]")
+    if spec.batch_size > 1:  # with max_batch_size 1 there is nothing to batch
+        lines += [
+            "dynamic_batching {",
+            f"  preferred_batch_size: [ {spec.batch_size} ]",
+            f"  max_queue_delay_microseconds: {queue_delay_us(spec)}",
+            "}",
+        ]
     lines += [
-        "]",
-        "dynamic_batching {",
-        f"  preferred_batch_size: [ {spec.batch_size} ]",
-        f"  max_queue_delay_microseconds: {queue_delay_us(spec)}",
-        "}",
         "instance_group [",
         "  {",
-        "    count: 1",
+        f"    count: {spec.instances}",
         f"    kind: {'KIND_GPU' if spec.gpu else 'KIND_CPU'}",
         "  }",
         "]",
@@ -272,7 +370,7 @@ def trtexec_command(spec: DeploymentSpec, onnx_file: str) -> str:
     Examples:
         >>> spec = DeploymentSpec("yolo11n", "detect", 640, 8, "fp16", 80, ())
         >>> print(trtexec_command(spec, "yolo11n.onnx"))
-        trtexec --onnx=yolo11n.onnx --saveEngine=yolo11n_b8_fp16.engine --minShapes=images:1x3x640x640 --optShapes=images:8x3x640x640 --maxShapes=images:8x3x640x640 --fp16
+        trtexec --onnx=yolo11n.onnx --saveEngine=yolo11n.onnx_b8_gpu0_fp16.engine --minShapes=images:1x3x640x640 --optShapes=images:8x3x640x640 --maxShapes=images:8x3x640x640 --fp16
         >>> print(trtexec_command(spec, "m;touch PWNED;.onnx").split(" --saveEngine")[0])
         trtexec '--onnx=m;touch PWNED;.onnx'
     """
@@ -286,6 +384,8 @@ def trtexec_command(spec: DeploymentSpec, onnx_file: str) -> str:
     ]
     if spec.precision == "fp16":
         parts.append("--fp16")
+    if spec.int8_calibration_cache is not None:
+        parts += ["--int8", f"--calib={spec.int8_calibration_cache}"]
     return " ".join(shlex.quote(part) for part in parts)
 
 
@@ -293,23 +393,33 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
                      engine_plan: bytes | None = None, onnx_external_data: Sequence[str] = ()) -> dict[str, Path]:
     """Write every config into `folder`; returns artefact name -> path.
 
-    `onnx_path` is copied into Triton's model repository layout (`triton/<name>/1/model.onnx`),
-    with its external data files (`onnx_external_data`, relative to its folder) beside the copy
-    under the same relative names; `engine_plan` (a bare serialized engine) is written there as
-    `model.plan` instead.
+    `onnx_path` is copied into `deepstream/<name>.onnx`, where the nvinfer config and trtexec.sh
+    name it, and into Triton's model repository layout (`triton/<name>/1/model.onnx`), with its
+    external data files (`onnx_external_data`, relative to its folder) beside each copy under the
+    same relative names. `engine_plan` (a bare serialized engine) is written to Triton as
+    `model.plan` instead, and to `deepstream/` under the engine name nvinfer looks for.
 
     Raises:
         ConfigError: the ONNX file's name cannot be written into a config, or an external data
             file would land outside the copy's folder or on model.onnx itself.
     """
-    onnx_file = check_file_name(onnx_path.name if onnx_path else f"{spec.model_name}.onnx")
-    external = [_external_location(location) for location in onnx_external_data] if engine_plan is None else []
+    if onnx_path is not None:
+        check_file_name(onnx_path.name)
+    onnx_file = onnx_file_name(spec)
+    external = [_external_location(location, onnx_file) for location in onnx_external_data] if onnx_path else []
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
 
     deepstream = folder / "deepstream"
     deepstream.mkdir(exist_ok=True)
-    files["deepstream_nvinfer"] = _write(deepstream / "config_infer_primary.txt", nvinfer_config(spec, onnx_file))
+    if onnx_path is not None:
+        for location in external:  # the data first: a model in place is one that loads
+            atomic_copy(onnx_path.parent / location, deepstream / location)
+        files["deepstream_onnx"] = atomic_copy(onnx_path, deepstream / onnx_file)
+    if engine_plan is not None:
+        files["deepstream_engine"] = atomic_write_bytes(deepstream / engine_file_name(spec), engine_plan)
+    files["deepstream_nvinfer"] = _write(deepstream / "config_infer_primary.txt",
+                                         nvinfer_config(spec, onnx_missing=onnx_path is None))
     files["deepstream_streammux"] = _write(deepstream / "streammux.txt", streammux_config(spec))
     labels = [one_line(names.get(i, str(i))) for i in range(spec.num_classes)]  # one class per line, always
     files["deepstream_labels"] = _write(deepstream / "labels.txt", "\n".join(labels) + "\n")
@@ -322,7 +432,7 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
         atomic_write_bytes(model_dir / "1" / "model.plan", engine_plan)
         files["triton_model"] = model_dir / "1" / "model.plan"
     elif onnx_path is not None:
-        for location in external:  # the data first: a model.onnx in place is one Triton can load
+        for location in external:
             atomic_copy(onnx_path.parent / location, model_dir / "1" / location)
         atomic_copy(onnx_path, model_dir / "1" / "model.onnx")
         files["triton_model"] = model_dir / "1" / "model.onnx"
@@ -330,22 +440,29 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
     tensorrt = folder / "tensorrt"
     tensorrt.mkdir(exist_ok=True)
     files["tensorrt_profile"] = _write(tensorrt / "profile.json", json.dumps(tensorrt_profile(spec), indent=2) + "\n")
-    script = "\n".join(["#!/bin/sh", *(_header(spec, "TensorRT engine for the chosen batch")),
-                        f"# run where {onnx_file} is; the engine is specific to the GPU and TensorRT version",
-                        trtexec_command(spec, onnx_file)]) + "\n"
+    script = "\n".join([
+        "#!/bin/sh", *(_header(spec, "TensorRT engine for the chosen batch")),
+        f"# Builds ../deepstream/{engine_file_name(spec)} from ../deepstream/{onnx_file}: the engine",
+        "# ../deepstream/config_infer_primary.txt names (model-engine-file). An engine is specific to the GPU and",
+        "# TensorRT version: run this on the device that runs it. For Triton's TensorRT backend, copy the engine",
+        f"# to ../triton/{spec.model_name}/1/model.plan and set platform: \"tensorrt_plan\" in its config.pbtxt.",
+        "set -e",
+        'cd "$(dirname "$0")/../deepstream"',
+        trtexec_command(spec, onnx_file)]) + "\n"
     files["trtexec"] = _write(tensorrt / "trtexec.sh", script)
     (tensorrt / "trtexec.sh").chmod(0o755)
     return files
 
 
-def _external_location(location: str) -> str:
+def _external_location(location: str, onnx_file: str) -> str:
     """An external data location, refused unless it is a relative path that stays in its folder."""
     parts = re.split(r"[\\/]", location)
     if (not location or PurePosixPath(location).is_absolute() or PureWindowsPath(location).is_absolute()
             or PureWindowsPath(location).drive or ".." in parts
-            or PurePosixPath(location) == PurePosixPath("model.onnx")):
+            or PurePosixPath(location) in {PurePosixPath("model.onnx"), PurePosixPath(onnx_file)}):
         raise ConfigError(f"external data file '{printable(location)}' cannot be copied beside Triton's "
-                          f"model.onnx: it must be a relative path inside the model's folder, not model.onnx")
+                          f"model.onnx and deepstream/{onnx_file}: it must be a relative path inside the model's "
+                          f"folder, not model.onnx or {onnx_file}")
     return location
 
 

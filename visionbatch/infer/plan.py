@@ -11,7 +11,10 @@ from typing import Any
 
 from visionbatch.devices.catalog import JetsonModule, Target
 from visionbatch.devices.jetson import JetsonInfo
+from visionbatch.infer.precision import PrecisionReport
+from visionbatch.infer.queueing import QueueStats
 from visionbatch.results import to_jsonable
+from visionbatch.stats import SpeedEstimate
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,6 +90,9 @@ class BatchMeasurement:
         stages_ms: end to end only: mean milliseconds per call of 'preprocess', 'inference' and
             'postprocess'.
         detections_per_image: end to end only: mean detections kept by NMS per image.
+        throughput_low_per_s, throughput_high_per_s: the 95% interval of `throughput_per_s`
+            (`visionbatch.stats.estimate_speed` over the timed calls; None when not known, high
+            None in JSON when unbounded).
     """
 
     batch_size: int
@@ -103,6 +109,19 @@ class BatchMeasurement:
     power_mw: float | None = None
     stages_ms: dict[str, float] = dataclasses.field(default_factory=dict)
     detections_per_image: float | None = None
+    throughput_low_per_s: float | None = None
+    throughput_high_per_s: float | None = None
+
+    def speed(self) -> SpeedEstimate:
+        """The throughput with its interval, for `visionbatch.stats`' rules (a point when none is known).
+
+        Examples:
+            >>> BatchMeasurement(4, 10, 30.0, 35.0, 40.0, 31.0, 41.0, 7.75, 129.0).speed().low_img_per_s
+            129.0
+        """
+        low = self.throughput_per_s if self.throughput_low_per_s is None else self.throughput_low_per_s
+        high = self.throughput_per_s if self.throughput_high_per_s is None else self.throughput_high_per_s
+        return SpeedEstimate(self.batch_size, self.throughput_per_s, low, high, self.runs)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,9 +131,13 @@ class BatchVerdict:
     Attributes:
         batch_size: the batch judged.
         fill_wait_ms: time for the batch to fill at the stream load (0 without a load).
-        worst_latency_ms: fill wait + p99 batch latency: what the latency budget is held against.
+        worst_latency_ms: what the latency budget is held against: the simulated p99 frame
+            latency under the load (queueing included) when `simulated` is set, else fill wait +
+            p99 batch latency.
         feasible: True when every constraint holds.
         violations: one short line per broken constraint.
+        queue_delay_ms: the queue delay of the best policy simulated for this batch (None without a load).
+        simulated: that policy under the load (`visionbatch.infer.queueing`), None without a load.
     """
 
     batch_size: int
@@ -122,16 +145,54 @@ class BatchVerdict:
     worst_latency_ms: float
     feasible: bool
     violations: tuple[str, ...] = ()
+    queue_delay_ms: float | None = None
+    simulated: QueueStats | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """One policy replayed.
+
+    Attributes:
+        batch_size: the policy's largest batch.
+        queue_delay_ms: its queue delay.
+        frames: frames replayed.
+        batches: batches run.
+        latency_p50_ms: median frame latency, arrival to its batch's end.
+        latency_p99_ms: 99th percentile.
+        latency_max_ms: the slowest frame.
+        over_budget_share: share of frames later than the budget (None without one).
+        met: whether the p99 is within the budget (True without one).
+        wall_s: seconds the replay took, the queue's drain included.
+    """
+
+    batch_size: int
+    queue_delay_ms: float
+    frames: int
+    batches: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    over_budget_share: float | None
+    met: bool
+    wall_s: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Choice:
-    """The chosen batch (None when nothing is feasible), why, and what would help otherwise."""
+    """The chosen batch (None when nothing is feasible), why, and what would help otherwise.
+
+    Under a load, `queue_delay_ms` and `simulated` are the chosen policy's, and `candidates` holds
+    every policy that met the constraints in simulation, best first (what a replay tries in turn).
+    """
 
     batch_size: int | None
     reason: str
     verdicts: tuple[BatchVerdict, ...]
     advice: tuple[str, ...] = ()
+    queue_delay_ms: float | None = None
+    simulated: QueueStats | None = None
+    candidates: tuple[QueueStats, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -165,6 +226,15 @@ class InferencePlan:
         versions: package versions.
         wall_s: seconds for the whole call, export included.
         notes: things the user should know.
+        precisions: fp32 / fp16 / INT8 throughput and mAP at the chosen batch (`precision=`), else None.
+        timing: how the throughputs were timed: interleaved rounds, seconds, and whether the
+            intervals narrowed or the time bound stopped them.
+        queue_delay_ms: the chosen policy's queue delay under a load (Triton's
+            max_queue_delay_microseconds, nvstreammux's batched-push-timeout); None without a load.
+        simulated: the chosen policy simulated under the load: frame latency p50/p99 with
+            queueing, utilisation, headroom (`visionbatch.infer.queueing`).
+        replayed: the policies replayed against the runner in real time, in order; the last
+            is the chosen one when it met the budget (`visionbatch.infer.replay`).
     """
 
     model: str
@@ -193,6 +263,11 @@ class InferencePlan:
     versions: dict[str, str]
     wall_s: float
     notes: tuple[str, ...] = ()
+    precisions: PrecisionReport | None = None
+    timing: str = ""
+    queue_delay_ms: float | None = None
+    simulated: QueueStats | None = None
+    replayed: tuple[ReplayResult, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from visionbatch.infer.plan import InferencePlan
 from visionbatch.plotting import new_figure, save_figure
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 def plot_sweep(plan: InferencePlan, path: Path) -> Path:
     """Write the sweep plot as PNG and return its path."""
+    return save_figure(sweep_figure(plan), path)
+
+
+def sweep_figure(plan: InferencePlan) -> Figure:
+    """The sweep as a matplotlib Figure; both axes reach every line drawn on them (the load, the budget)."""
     fig, ax = new_figure(7.5, 5.0)
     sizes = [m.batch_size for m in plan.measurements]
     throughput = [m.throughput_per_s for m in plan.measurements]
@@ -22,20 +31,22 @@ def plot_sweep(plan: InferencePlan, path: Path) -> Path:
     ax.set_xticklabels([str(s) for s in sizes])
     ax.set_xlabel("batch size")
     ax.set_ylabel("throughput (img/s)", color="C0")
-    ax.set_ylim(bottom=0)
+    # the axis reaches the load line even when the load exceeds every measured throughput
+    ax.set_ylim(0, _top([*throughput, constraints.required_per_s]))
     if constraints.required_per_s is not None:
         ax.axhline(constraints.required_per_s, color="C2", linestyle=":",
                    label=f"load {constraints.required_per_s:g} img/s")
 
     lat = ax.twinx()
     lat.plot(sizes, p99, marker="s", color="C1", label="p99 batch latency (ms)")
+    worst = [v.worst_latency_ms for v in plan.verdicts] if constraints.load is not None else []
     if constraints.load is not None:
-        worst = [v.worst_latency_ms for v in plan.verdicts]
         lat.plot(sizes, worst, marker="s", color="C1", linestyle="--", label="fill wait + p99 (ms)")
     if constraints.latency_ms is not None:
         lat.axhline(constraints.latency_ms, color="C3", linestyle=":", label=f"budget {constraints.latency_ms:g} ms")
     lat.set_ylabel("latency (ms)", color="C1")
-    lat.set_ylim(bottom=0)
+    # more headroom than the throughput axis, so a budget and a load that top their axes do not overlap
+    lat.set_ylim(0, _top([*p99, *worst, constraints.latency_ms], headroom=0.25))
 
     if plan.batch_size is not None:
         ax.axvline(plan.batch_size, color="0.5", alpha=0.5, linewidth=6, label=f"chosen: batch {plan.batch_size}")
@@ -45,4 +56,15 @@ def plot_sweep(plan: InferencePlan, path: Path) -> Path:
     extra = ", end to end" if plan.end_to_end else ""
     ax.set_title(f"{Path(plan.model).name} {plan.imgsz}px, {plan.backend} {plan.precision} on "
                  f"{plan.device_name or plan.device}{extra}", fontsize=9)
-    return save_figure(fig, path)
+    return fig
+
+
+def _top(values: list[float | None], headroom: float = 0.08) -> float:
+    """The top of an axis from 0: `headroom` above the largest value, 1 when there is none.
+
+    Examples:
+        >>> _top([40.0, None, 250.0])
+        270.0
+    """
+    largest = max((v for v in values if v is not None), default=0.0)
+    return largest * (1 + headroom) if largest > 0 else 1.0

@@ -1,5 +1,15 @@
 """The batch sweep: which sizes, how each is timed, and when to stop early.
 
+Two passes. The first goes up the batch sizes one after another (warm-up, one block of timed
+calls, the memory and power reading) until a stop rule fires: latency, memory, a plateau of
+throughput shown beyond the noise, or the time bound. The second times the batches the first
+kept (but those whose median is already over the latency budget) again, in round-robin blocks,
+so a slow spell of a shared machine hits every batch alike, until each throughput's 95% interval
+(`visionbatch.stats.estimate_speed`) is within `interval_width` of its value or the time bound
+(`max_seconds`) passes. Every timed call of both
+passes counts; the intervals go into the plan and the choice compares them. `runs=` fixes the
+calls per batch instead: one pass, no repetition.
+
 `run_sweep` is the only part that touches a clock; it takes the clock, the step and the probe as
 arguments so tests drive it with a fake device. Everything else here is pure.
 """
@@ -15,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from visionbatch.infer.plan import BatchMeasurement, Constraints
+from visionbatch.stats import SPEED_TOLERANCE, estimate_speed
 from visionbatch.units import human_bytes
 
 DEFAULT_MAX_BATCH = 64
@@ -44,8 +55,14 @@ class SweepPolicy:
         min_runs: fewest timed calls per batch.
         max_runs: most timed calls per batch.
         max_seconds: time bound for the whole sweep: a batch predicted to end past it is skipped.
-        plateau_gain: a batch gaining less than this over the best before it has plateaued.
+        plateau_gain: a batch shown (by the intervals) to gain less than this over the best
+            before it has plateaued.
         plateau_patience: stop after this many plateaued batches in a row.
+        interval_width: the second pass stops once every throughput's 95% interval reaches at
+            most this share of its value on either side.
+        block_runs: fewest timed calls in a block of the second pass. With `runs` given there is
+            no second pass: the count is fixed.
+        block_seconds: a block of the second pass lasts at least this long.
     """
 
     warmup_runs: int = 3
@@ -56,19 +73,25 @@ class SweepPolicy:
     max_seconds: float = 90.0
     plateau_gain: float = 0.05
     plateau_patience: int = 2
+    interval_width: float = SPEED_TOLERANCE
+    block_runs: int = 3
+    block_seconds: float = 0.25
 
 
 def summarize(batch_size: int, latencies_ms: Sequence[float], memory_bytes: int | None = None,
               memory_source: str = "", power_mw: float | None = None,
               stages_ms: Sequence[dict[str, float]] = (), detections: Sequence[float] = ()) -> BatchMeasurement:
-    """Percentiles, per-image latency and throughput from the timed calls of one batch.
+    """Percentiles, per-image latency, throughput and its 95% interval from the timed calls of one batch.
 
     Examples:
         >>> m = summarize(4, [10.0, 10.0, 10.0, 30.0])
         >>> m.latency_p50_ms, m.latency_mean_ms, m.per_image_ms, m.throughput_per_s
         (10.0, 15.0, 3.75, 266.667)
+        >>> m.throughput_low_per_s, m.throughput_high_per_s  # mean 15 +- 3.182 x 10 / 2 = 15.9 ms
+        (129.408, inf)
     """
     values = np.asarray(latencies_ms, dtype=float)
+    speed = estimate_speed(batch_size, [ms / 1000.0 for ms in latencies_ms])
     mean = float(values.mean())
     p50, p90, p99 = (float(np.percentile(values, q)) for q in (50, 90, 99))
     stage_means = {}
@@ -89,6 +112,8 @@ def summarize(batch_size: int, latencies_ms: Sequence[float], memory_bytes: int 
         power_mw=None if power_mw is None else round(power_mw, 1),
         stages_ms=stage_means,
         detections_per_image=round(float(np.mean(detections)), 3) if len(detections) else None,
+        throughput_low_per_s=round(speed.low_img_per_s, 3),
+        throughput_high_per_s=round(speed.high_img_per_s, 3),
     )
 
 
@@ -99,10 +124,13 @@ def stop_reason(measured: Sequence[BatchMeasurement], next_batch: int, constrain
     Stops when the last batch's median latency (plus fill wait) is over the latency budget (a
     larger batch only takes longer), when `next_batch` would wait longer than the budget just to
     fill, when memory projected linearly from the last two batches passes `memory_limit_bytes`,
-    when throughput has plateaued, or when `next_batch` would end past the time bound.
+    when throughput has plateaued, or when `next_batch` would end past the time bound. A batch has
+    plateaued only when even the top of its interval gains less than `plateau_gain` over the
+    bottom of the best interval before it: a batch that could still win by more than the noise
+    never stops the sweep.
 
     Examples:
-        >>> m = [summarize(b, [t]) for b, t in [(1, 10.0), (2, 19.0), (4, 38.0), (8, 75.0)]]
+        >>> m = [summarize(b, [t] * 3) for b, t in [(1, 10.0), (2, 19.0), (4, 38.0), (8, 75.0)]]
         >>> stop_reason(m[:2], 4, Constraints(), SweepPolicy()) is None
         True
         >>> stop_reason(m, 16, Constraints(), SweepPolicy())
@@ -128,8 +156,8 @@ def stop_reason(measured: Sequence[BatchMeasurement], next_batch: int, constrain
     if len(measured) > patience:
         flat = []
         for index in range(len(measured) - patience, len(measured)):
-            before = max(m.throughput_per_s for m in measured[:index])
-            flat.append(measured[index].throughput_per_s < before * (1 + policy.plateau_gain))
+            before = max((m.speed() for m in measured[:index]), key=lambda speed: speed.img_per_s)
+            flat.append(measured[index].speed().high_img_per_s < before.low_img_per_s * (1 + policy.plateau_gain))
         if all(flat):
             sizes = [str(m.batch_size) for m in measured[-patience:]]
             return (f"throughput plateaued: batches {' and '.join(sizes)} gained less than "
@@ -172,11 +200,45 @@ class Probe(Protocol):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SweepResult:
+    """What the sweep measured.
+
+    Attributes:
+        measurements: one per batch kept, smallest first, over the calls of both passes.
+        stop_reason: why the first pass stopped where it did.
+        service_ms: batch size -> every timed call's latency in ms (the queueing simulation draws from these).
+        rounds: round-robin rounds of the second pass.
+        settled: True when the intervals narrowed to `interval_width`; False when the time bound
+            (or `max_runs`) stopped the second pass first.
+        timing: the second pass in one line, for the plan.
+    """
+
     measurements: tuple[BatchMeasurement, ...]
     stop_reason: str
+    service_ms: dict[int, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    rounds: int = 0
+    settled: bool = True
+    timing: str = ""
 
 
 Step = Callable[[], Any]  # runs one batch; may return {'stages_ms': {...}, 'detections': n}
+
+
+@dataclasses.dataclass(slots=True)
+class _Timed:
+    """The calls of one batch so far, both passes (mutable while the sweep runs)."""
+
+    batch_size: int
+    step: Step
+    latencies_ms: list[float]
+    stages: list[dict[str, float]]
+    detections: list[float]
+    memory_bytes: int | None = None
+    power_mw: float | None = None
+    block_s: float = 0.0  # how long its last block took
+
+    def summary(self, memory_source: str) -> BatchMeasurement:
+        return summarize(self.batch_size, self.latencies_ms, self.memory_bytes, memory_source, self.power_mw,
+                         self.stages, self.detections)
 
 
 def run_sweep(make_step: Callable[[int], Step], batch_sizes: Sequence[int], policy: SweepPolicy,
@@ -184,14 +246,14 @@ def run_sweep(make_step: Callable[[int], Step], batch_sizes: Sequence[int], poli
               is_out_of_memory: Callable[[BaseException], bool] = lambda exc: False,
               clock: Callable[[], float] = time.perf_counter,
               progress: Callable[[str], None] | None = None) -> SweepResult:
-    """Measure each batch size in turn until done or a stop rule fires.
+    """Measure each batch size in turn until done or a stop rule fires, then time them again, interleaved.
 
     Args:
         make_step: batch size -> a callable that runs one batch (its input prepared once).
         batch_sizes: ascending sizes to try.
         policy: warm-up, timing and stop settings.
         constraints: used by the early-stop rules.
-        probe: memory/power reader around the timed calls.
+        probe: memory/power reader around the first pass's timed calls.
         memory_limit_bytes: stop before a batch projected past this.
         is_out_of_memory: says whether an exception is the device running out of memory; such a
             batch ends the sweep (the last size that worked is kept), anything else propagates.
@@ -199,8 +261,10 @@ def run_sweep(make_step: Callable[[int], Step], batch_sizes: Sequence[int], poli
         progress: receives one line per batch measured.
 
     Returns:
-        The measurements and why the sweep stopped.
+        The measurements (with their throughput intervals), why the first pass stopped, every
+        call's latency, and how the second pass ended.
     """
+    timed: list[_Timed] = []
     measured: list[BatchMeasurement] = []
     started = clock()
     reason = f"all {len(batch_sizes)} batch sizes measured"
@@ -211,7 +275,7 @@ def run_sweep(make_step: Callable[[int], Step], batch_sizes: Sequence[int], poli
                 reason = why
                 break
         try:
-            measurement = _measure(make_step, batch_size, policy, probe, clock)
+            first = _first_block(make_step, batch_size, policy, probe, clock)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -220,42 +284,111 @@ def run_sweep(make_step: Callable[[int], Step], batch_sizes: Sequence[int], poli
                 progress(f"batch {batch_size}: out of memory; keeping batches up to "
                          f"{measured[-1].batch_size if measured else 'none'}")
             break
-        measured.append(measurement)
+        timed.append(first)
+        measured.append(first.summary(probe.memory_source))
         if progress:
-            progress(_progress_line(measurement, index, len(batch_sizes)))
-    return SweepResult(tuple(measured), reason)
+            progress(_progress_line(measured[-1], index, len(batch_sizes)))
+    rounds, settled, timing = _interleave(_contenders(timed, constraints, probe.memory_source), policy, clock,
+                                          started)
+    if rounds and progress:
+        progress(timing)
+    return SweepResult(
+        measurements=tuple(t.summary(probe.memory_source) for t in timed), stop_reason=reason,
+        service_ms={t.batch_size: tuple(t.latencies_ms) for t in timed}, rounds=rounds, settled=settled,
+        timing=timing)
 
 
-def _measure(make_step: Callable[[int], Step], batch_size: int, policy: SweepPolicy, probe: Probe,
-             clock: Callable[[], float]) -> BatchMeasurement:
-    step = make_step(batch_size)
+def _contenders(timed: Sequence[_Timed], constraints: Constraints, memory_source: str) -> list[_Timed]:
+    """The batches the second pass times: all but those whose median plus fill wait is already
+    over the latency budget (no timing can bring them back)."""
+    budget = constraints.latency_ms
+    if budget is None:
+        return list(timed)
+    return [t for t in timed
+            if t.summary(memory_source).latency_p50_ms + constraints.fill_wait_ms(t.batch_size) <= budget]
+
+
+def _interleave(timed: Sequence[_Timed], policy: SweepPolicy, clock: Callable[[], float],
+                started: float) -> tuple[int, bool, str]:
+    """Time the batches again in round-robin blocks until every interval is narrow or the time bound.
+
+    A round starts only when, its blocks lasting as long as each batch's last one, it would end
+    within `max_seconds` of the sweep's start. Returns (rounds, settled, one line on how it ended).
+    """
+    def widths() -> list[float]:
+        return [estimate_speed(t.batch_size, [ms / 1000.0 for ms in t.latencies_ms]).relative_half_width
+                for t in timed]
+
+    rounds = 0
+    if not timed:
+        return 0, True, ""
+    if policy.runs is not None:  # a fixed count asked for: one pass, the intervals as they fell
+        widest = max(widths())
+        shown = "unbounded" if math.isinf(widest) else f"+-{widest:.1%}"
+        return 0, widest <= policy.interval_width, (f"runs={policy.runs} fixed the calls per batch: one pass, no "
+                                                    f"interleaved repetition; widest interval {shown}")
+    while True:
+        widest = max(widths())
+        if widest <= policy.interval_width:
+            settled, why = True, f"every 95% interval within {policy.interval_width:.0%}"
+            break
+        if all(len(t.latencies_ms) >= policy.max_runs for t in timed):
+            settled, why = False, f"max_runs={policy.max_runs} reached"
+            break
+        if clock() - started + sum(t.block_s for t in timed) > policy.max_seconds:  # a round as long as the last
+            settled, why = False, f"the {policy.max_seconds:g} s time bound (max_seconds=) passed"
+            break
+        for entry in timed:
+            if len(entry.latencies_ms) < policy.max_runs:
+                _block(entry, policy, clock, policy.block_runs, policy.block_seconds)
+        rounds += 1
+    widest = max(widths())
+    shown = "unbounded" if math.isinf(widest) else f"+-{widest:.1%}"
+    if not rounds:
+        return 0, settled, f"one block per batch: {why}"
+    text = (f"timed in {rounds} interleaved round{'s' * (rounds != 1)} after the first pass "
+            f"({clock() - started:.1f} s in all): {why}; widest interval {shown}")
+    if not settled:
+        text += ": batches whose intervals overlap count as equal"
+    return rounds, settled, text
+
+
+def _first_block(make_step: Callable[[int], Step], batch_size: int, policy: SweepPolicy, probe: Probe,
+                 clock: Callable[[], float]) -> _Timed:
+    """Warm-up, then the first pass's block inside the probe's window."""
+    entry = _Timed(batch_size, make_step(batch_size), [], [], [])
     for _ in range(policy.warmup_runs):
-        step()
-    latencies: list[float] = []
-    stages: list[dict[str, float]] = []
-    detections: list[float] = []
+        entry.step()
     probe.start()
     try:
-        begin = clock()
-        while True:
-            t0 = clock()
-            out = step()
-            t1 = clock()
-            latencies.append((t1 - t0) * 1000.0)
-            if isinstance(out, dict):
-                if "stages_ms" in out:
-                    stages.append(out["stages_ms"])
-                if "detections" in out:
-                    detections.append(out["detections"])
-            if policy.runs is not None:
-                if len(latencies) >= policy.runs:
-                    break
-            elif len(latencies) >= policy.max_runs or (
-                    len(latencies) >= policy.min_runs and t1 - begin >= policy.seconds_per_batch):
-                break
+        if policy.runs is not None:
+            _block(entry, policy, clock, policy.runs, 0.0)
+        else:
+            _block(entry, policy, clock, policy.min_runs, policy.seconds_per_batch)
     finally:
-        memory, power = probe.stop()
-    return summarize(batch_size, latencies, memory, probe.memory_source, power, stages, detections)
+        entry.memory_bytes, entry.power_mw = probe.stop()
+    return entry
+
+
+def _block(entry: _Timed, policy: SweepPolicy, clock: Callable[[], float], min_calls: int,
+           min_seconds: float) -> None:
+    """Time calls of one batch until `min_calls` and `min_seconds` (or `max_runs` in all)."""
+    begin = clock()
+    calls = 0
+    while True:
+        t0 = clock()
+        out = entry.step()
+        t1 = clock()
+        entry.latencies_ms.append((t1 - t0) * 1000.0)
+        calls += 1
+        if isinstance(out, dict):
+            if "stages_ms" in out:
+                entry.stages.append(out["stages_ms"])
+            if "detections" in out:
+                entry.detections.append(out["detections"])
+        if len(entry.latencies_ms) >= policy.max_runs or (calls >= min_calls and t1 - begin >= min_seconds):
+            break
+    entry.block_s = clock() - begin
 
 
 def _progress_line(m: BatchMeasurement, index: int, total: int) -> str:

@@ -39,10 +39,18 @@ from visionbatch.infer.options import InferenceOptions, check_options
 from visionbatch.infer.pipeline import EndToEnd, model_step
 from visionbatch.infer.plan import (
     BatchMeasurement,
+    Choice,
     Constraints,
     InferencePlan,
+    ReplayResult,
     StreamLoad,
 )
+from visionbatch.infer.precision import (
+    check_request,
+    compare_precisions,
+    int8_file_name,
+)
+from visionbatch.infer.replay import verify_choice
 from visionbatch.infer.runners import OnnxRuntimeRunner, TensorRTRunner, TorchRunner
 from visionbatch.infer.sweep import SweepResult, run_sweep
 from visionbatch.keys import refuse_removed_keywords
@@ -67,7 +75,8 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
                    half: bool = False, end_to_end: bool = False, warmup_runs: int = 3, runs: int | None = None,
                    seconds_per_batch: float = 1.0, max_seconds: float = 90.0, device: str | int | None = None,
                    threads: int | None = None, target: str | None = None, name: str | None = None,
-                   project: str | None = None, trust_checkpoint: bool = False,
+                   project: str | None = None, trust_checkpoint: bool = False, precision: Any = None,
+                   data: str | None = None, calib_images: int | None = None,
                    progress: Callable[[str], None] | None = None, **removed: Any) -> InferencePlan:
     """Find the inference batch with the most throughput under latency, memory and stream-load limits.
 
@@ -88,9 +97,11 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         half: fp16 (CUDA only).
         end_to_end: time letterbox pre-processing and NMS with the model.
         warmup_runs: untimed calls per batch first.
-        runs: timed calls per batch (default: at least 10 and at least `seconds_per_batch`).
+        runs: timed calls per batch, in one pass (default: at least 10 and at least
+            `seconds_per_batch`, then interleaved rounds of every batch until each throughput's
+            95% interval is within 3%, or `max_seconds`).
         seconds_per_batch: time each batch at least this long.
-        max_seconds: time bound for the sweep.
+        max_seconds: time bound for the sweep, its interleaved rounds included.
         device: 'cpu', 0 or 'cuda:0' (default: the GPU if there is one).
         threads: CPU threads (default: every core).
         target: a device from the catalog to plan for ('orin-nano-8gb', 'rtx3060', '6GiB', ...):
@@ -99,6 +110,11 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         name, project: the run folder (runs/infer/<name>).
         trust_checkpoint: load a .pt with Ultralytics' unrestricted loader, which can run code stored in
             the file (only for files you trust); default: the safe loader.
+        precision: precisions to set against fp32 at the chosen batch, e.g. 'fp32,int8' or
+            ['fp32', 'fp16', 'int8']: throughput and mAP of each (`infer.precision`); needs
+            backend=onnxruntime and `data`. fp16 is measured on CUDA only.
+        data: the data.yaml whose val split gives the mAP and whose train images calibrate INT8.
+        calib_images: train images INT8 is calibrated on (default 64).
         progress: receives a line per step of a long sweep.
         **removed: keywords that unifying the keys replaced (`memory_budget_bytes=`): a
             ConfigError names the new one.
@@ -122,6 +138,7 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         streams=streams, fps=fps, half=half, end_to_end=end_to_end, warmup_runs=warmup_runs, runs=runs,
         seconds_per_batch=seconds_per_batch, max_seconds=max_seconds, device=device, threads=threads,
         target=target, name=name, project=project, trust_checkpoint=trust_checkpoint)
+    precision_request = check_request(precision, data, calib_images, opts.backend)
     say = progress or (lambda line: None)
     notes: list[str] = []
     ready = _ready_model(opts)  # a bad .onnx/.engine or a pose model is refused before anything is written
@@ -134,8 +151,7 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         raise
     run_dir = run_folder()
     measurements = run.result.measurements
-    choice = choose(measurements, run.constraints, imgsz=run.imgsz, precision=run.precision,
-                    device_type=run.device_type)
+    choice = run.choice
     notes += _measurement_notes(opts, run.jetson, run.device_name, measurements)
     chosen = next((m for m in measurements if m.batch_size == choice.batch_size), None)
     first = measurements[0]
@@ -143,7 +159,8 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
                if chosen is not None and first.batch_size == 1 and first.throughput_per_s else None)
     files = {"plan": str(run_dir / "plan.json"), "plot": str(run_dir / "sweep.png")}
     if chosen is not None:
-        files.update(_write_configs(opts, run, chosen, choice.reason, run_dir, notes))
+        files.update(_write_configs(opts, run, chosen, choice.reason, run_dir, notes, choice.queue_delay_ms,
+                                    int8=precision_request is not None and "int8" in precision_request.precisions))
     else:
         notes.append("no deployment configs written: no batch met the constraints")
     plan = InferencePlan(
@@ -153,8 +170,15 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         measurements=measurements, verdicts=choice.verdicts, stop_reason=run.result.stop_reason,
         batch_size=choice.batch_size, reason=choice.reason, advice=choice.advice, speedup_vs_batch1=speedup,
         jetson=run.jetson, target=opts.target, files=files, run_dir=str(run_dir), versions=_versions(),
-        wall_s=0.0, notes=tuple(notes),
+        wall_s=0.0, notes=tuple(notes), timing=run.result.timing, queue_delay_ms=choice.queue_delay_ms,
+        simulated=choice.simulated, replayed=run.replays,
     )
+    if precision_request is not None:
+        report = compare_precisions(run.info.path, precision_request, run_dir, imgsz=run.imgsz,
+                                    batch_size=choice.batch_size or first.batch_size, device=opts.device,
+                                    threads=run.threads, task=run.info.task,
+                                    seconds=opts.policy.seconds_per_batch, progress=say)
+        plan = dataclasses.replace(plan, precisions=report)
     from visionbatch.infer.plot import plot_sweep
 
     plot_sweep(plan, run_dir / "sweep.png")
@@ -203,6 +227,8 @@ class _Run:
     num_classes: int
     constraints: Constraints
     result: SweepResult
+    choice: Choice | None = None  # made while the runner is open, for the replay
+    replays: tuple[ReplayResult, ...] = ()
 
 
 def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folder: Callable[[], Path],
@@ -236,6 +262,12 @@ def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folde
                                memory_limit_bytes=_memory_limit(opts, jetson, constraints),
                                is_out_of_memory=is_oom, progress=say)
             device_name = _device_name(opts.device, jetson)
+            device_type = "cuda" if opts.device.startswith("cuda") or jetson else "cpu"
+            choice, replays = None, ()
+            if result.measurements:
+                choice = choose(result.measurements, constraints, imgsz=imgsz, precision=runner.precision,
+                                device_type=device_type, service_ms=result.service_ms)
+                choice, replays = verify_choice(choice, result.measurements, constraints, make_step, progress=say)
         finally:
             getattr(probe, "close", lambda: None)()
             runner.close()
@@ -244,16 +276,16 @@ def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folde
                          f"use a smaller imgsz or another device")
     return _Run(
         info=info, imgsz=imgsz, jetson=jetson, device_name=device_name,
-        device_type="cuda" if opts.device.startswith("cuda") or jetson else "cpu",
-        provider=runner.provider, precision=runner.precision,
+        device_type=device_type, provider=runner.provider, precision=runner.precision,
         input_name=getattr(runner, "input_name", info.input_name),
         input_dtype="float16" if getattr(runner, "input_dtype", np.float32) == np.float16 else "float32",
         threads=threads, outputs=tuple(outputs), num_classes=num_classes, constraints=constraints, result=result,
+        choice=choice, replays=replays,
     )
 
 
 def _write_configs(opts: InferenceOptions, run: _Run, chosen: BatchMeasurement, reason: str, run_dir: Path,
-                   notes: list[str]) -> dict[str, str]:
+                   notes: list[str], queue_delay_ms: float | None = None, int8: bool = False) -> dict[str, str]:
     constraints = run.constraints
     slack = (None if constraints.latency_ms is None else
              constraints.latency_ms - constraints.fill_wait_ms(chosen.batch_size) - chosen.latency_p99_ms)
@@ -262,13 +294,18 @@ def _write_configs(opts: InferenceOptions, run: _Run, chosen: BatchMeasurement, 
         precision="fp16" if run.precision.startswith("fp16") else "fp32", num_classes=run.num_classes,
         outputs=tuple((name, str(array.dtype), tuple(array.shape[1:])) for name, array in run.outputs),
         input_name=run.input_name, input_dtype=run.input_dtype, load=constraints.load, latency_slack_ms=slack,
-        gpu=run.device_type == "cuda" or opts.target is not None, summary=reason,
+        gpu=run.device_type == "cuda" or opts.target is not None, summary=reason, queue_delay_ms=queue_delay_ms,
     )
+    if int8 and spec.gpu:  # precision= asked for INT8: the GPU configs build it, from TensorRT's calibration cache
+        spec = dataclasses.replace(spec, precision="int8", int8_calibration_cache=deploy.INT8_CACHE_NAME)
+        notes.append(deploy.INT8_CACHE_NOTE.format(cache=deploy.INT8_CACHE_NAME,
+                                                   int8_onnx=int8_file_name(run.info.path)))
     info = run.info
     onnx_path = info.path if info.path.suffix == ".onnx" else _sibling_onnx(info.path)
     if onnx_path is None:
         notes.append(f"the configs name {spec.model_name}.onnx, which this run did not export: make it with "
-                     f"visionbatch infer {opts.model} backend=onnxruntime (the ONNX lands in the run folder)")
+                     f"visionbatch infer {opts.model} backend=onnxruntime (the ONNX lands in the run folder) "
+                     f"and put it in deepstream/ under that name")
     plan_bytes = engine_bytes(info.path) if opts.backend == "tensorrt" else None
     external = info.external_data if onnx_path == info.path else ()
     written = deploy.write_deployment(spec, run_dir, info.names, onnx_path=onnx_path, engine_plan=plan_bytes,
