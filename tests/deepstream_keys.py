@@ -8,7 +8,9 @@ hold only keys NVIDIA documents, with their value types:
   Supported Keys" tables of the DeepStream plugin guide, whose names are the macros of
   gstnvinfer_property_parser.h (deprecated keys such as is-classifier and uff-input-dims left out).
 - nvstreammux: the [streammux] group of the deepstream-app configuration guide ("Streammux Group"),
-  the same names as the Gst-nvstreammux element properties.
+  the same names as the Gst-nvstreammux element properties; checked against the fields of
+  deepstream-app's `NvDsStreammuxConfig` / `GstDsNvStreammuxConfig` (DeepStream 7.1 and 8.0 SDK API
+  reference: pipeline_width/height are `width`/`height`, no_pipeline_eos is `drop-pipeline-eos`).
 
 `parse` refuses what GKeyFile or nvinfer would refuse or silently misread: a line that is not a
 group, a key or a comment; a key outside its table; a value of the wrong type (GKeyFile integers and

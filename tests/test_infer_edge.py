@@ -253,9 +253,15 @@ def test_rss_probe_sees_an_allocation() -> None:
     from visionbatch.devices.memory import current_rss_bytes
 
     probe = probes.RssProbe()
-    probe.start()
-    before = current_rss_bytes()  # the window's start (the peak before it may have been freed since)
-    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
-    after, power = probe.stop()
-    del block
-    assert after - before >= 60 * 2**20 and power is None
+    seen = []
+    for _ in range(3):  # on a shared machine other pages of this process can leave RSS in the same window
+        probe.start()
+        before = current_rss_bytes()  # the window's start (the peak before it may have been freed since)
+        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+        after, power = probe.stop()
+        del block
+        seen.append(after - before)
+        assert power is None
+        if seen[-1] >= 60 * 2**20:
+            break
+    assert seen[-1] >= 60 * 2**20, f"RSS growth seen in each window: {seen}"
