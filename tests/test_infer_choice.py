@@ -195,3 +195,22 @@ def test_the_queue_delay_and_batch_with_the_most_headroom() -> None:
     assert choice.verdicts[0].violations == (
         "simulated p99 39742.9 ms (queue delay 0 ms, 97.9% of frames over) > 1000 ms budget",
         "throughput 8.3 img/s < 10 img/s needed")
+
+
+def test_a_light_load_takes_the_lowest_latency_not_the_most_capacity() -> None:
+    from visionbatch.infer.choice import choose
+    from visionbatch.infer.plan import BatchMeasurement, Constraints, StreamLoad
+
+    # 2 x 5 fps = 10 img/s against ~90-100 img/s: every batch is ~10% busy. Batch 4 carries the most,
+    # but waits for 4 frames; batch 1 serves each frame as it comes.
+    rows = [(1, 11.0, 90.0), (2, 21.0, 95.0), (4, 40.0, 100.0)]
+    ms = [BatchMeasurement(b, 50, lat, lat, lat, lat, lat, lat / b, thr, throughput_low_per_s=thr * 0.99,
+                           throughput_high_per_s=thr * 1.01) for b, lat, thr in rows]
+    service = {b: [lat] * 50 for b, lat, _ in rows}
+    choice = choose(ms, Constraints(latency_ms=400, load=StreamLoad(2, 5)), service_ms=service)
+    assert choice.batch_size == 1 and choice.queue_delay_ms == 0
+    # its own 11 ms, or 22 ms when the other camera's frame arrived just before (random phases, jitter)
+    assert choice.simulated.latency_p50_ms == 11.0 and choice.simulated.latency_p99_ms <= 22.0
+    # a heavier load (4 x 10 = 40 img/s: 40-45% busy) still goes for capacity
+    heavy = choose(ms, Constraints(latency_ms=400, load=StreamLoad(4, 10)), service_ms=service)
+    assert heavy.batch_size == 4

@@ -248,6 +248,8 @@ def test_nvml_probe_through_a_fake_driver(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_rss_probe_sees_an_allocation() -> None:
+    import mmap
+
     import numpy as np
 
     from visionbatch.devices.memory import current_rss_bytes
@@ -257,9 +259,11 @@ def test_rss_probe_sees_an_allocation() -> None:
     for _ in range(3):  # on a shared machine other pages of this process can leave RSS in the same window
         probe.start()
         before = current_rss_bytes()  # the window's start (the peak before it may have been freed since)
-        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+        # 64 MiB of fresh pages, touched: a private mapping, since malloc may hand back resident heap pages
+        block = mmap.mmap(-1, 64 * 2**20)
+        np.frombuffer(block, dtype=np.uint8)[:] = 1
         after, power = probe.stop()
-        del block
+        block.close()
         seen.append(after - before)
         assert power is None
         if seen[-1] >= 60 * 2**20:

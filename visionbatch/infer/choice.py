@@ -73,6 +73,8 @@ def judge(measurement: BatchMeasurement, constraints: Constraints) -> BatchVerdi
     return BatchVerdict(measurement.batch_size, round(fill, 3), round(worst, 3), not violations, tuple(violations))
 
 
+P99_TIE = 0.10  # simulated p99s within 10% of the lowest count as equal under a light load: the smallest batch wins
+COMFORTABLE_UTILISATION = 0.25  # at most a quarter busy: a light load, where the lowest latency wins over capacity
 HEADROOM_TIE = 0.01  # policies of one batch within 1 point of headroom count as equal: the lower p99 wins
 
 
@@ -131,12 +133,34 @@ def policy_arrivals(batch_size: int, constraints: Constraints) -> list[float]:
                       jitter_ms=JITTER_SHARE * 1000.0 / load.fps, random_phases=True)
 
 
+def comfortable(measurement: BatchMeasurement, policy: QueueStats) -> bool:
+    """Whether `policy` keeps the device at most `COMFORTABLE_UTILISATION` busy even at the low end
+    of the throughput's interval: then more capacity buys nothing but latency.
+
+    Examples:
+        >>> m = BatchMeasurement(4, 10, 40.0, 40.0, 40.0, 40.0, 40.0, 10.0, 100.0,
+        ...                      throughput_low_per_s=90.0, throughput_high_per_s=110.0)
+        >>> comfortable(m, QueueStats(4, 0.0, 50.0, 60.0, 70.0, 0.225, 0.0, 4.0, 2000))  # 0.225 x 100/90 = 0.25
+        True
+        >>> comfortable(m, QueueStats(4, 0.0, 50.0, 60.0, 70.0, 0.23, 0.0, 4.0, 2000))
+        False
+    """
+    speed = measurement.speed()
+    slow = speed.img_per_s / speed.low_img_per_s if speed.low_img_per_s > 0 else math.inf
+    return policy.utilisation * slow <= COMFORTABLE_UTILISATION + 1e-9
+
+
 def best_policy(measurement: BatchMeasurement, constraints: Constraints,
                 policies: Sequence[QueueStats]) -> QueueStats:
-    """The feasible policy with the most headroom (the lower p99 among near ties), else the lowest p99."""
+    """The feasible policy with the lowest p99 among those that leave the device comfortably idle
+    (`comfortable`: a quarter busy at most); else the one with the most headroom (the lower p99 among near ties); else,
+    when none is feasible, the lowest p99."""
     feasible = [p for p in policies if judge_queued(measurement, constraints, p).feasible]
     if not feasible:
         return min(policies, key=lambda p: (p.latency_p99_ms, p.queue_delay_ms))
+    idle = [p for p in feasible if comfortable(measurement, p)]
+    if idle:
+        return min(idle, key=lambda p: (p.latency_p99_ms, p.queue_delay_ms))
     most = max(p.headroom for p in feasible)
     return min((p for p in feasible if p.headroom >= most - HEADROOM_TIE),
                key=lambda p: (p.latency_p99_ms, p.queue_delay_ms))
@@ -206,9 +230,17 @@ def choose(measurements: Sequence[BatchMeasurement], constraints: Constraints,
         speeds = {m.batch_size: m.speed() for m in feasible}
     best = max(feasible, key=lambda m: speeds[m.batch_size].img_per_s)
     smallest = smallest_not_slower(list(speeds.values()), tolerance).batch_size
+    idle = [m for m in feasible if queued and comfortable(m, verdicts[ordered.index(m)].simulated)]
+    if idle:  # a light load: capacity beyond 4x the load buys only latency, so the lowest p99 wins, and
+        # among p99s within P99_TIE of it (simulation noise) the smallest batch
+        p99 = {m.batch_size: verdicts[ordered.index(m)].simulated.latency_p99_ms for m in idle}
+        smallest = min(b for b, value in p99.items() if value <= min(p99.values()) * (1 + P99_TIE))
     chosen = next(m for m in feasible if m.batch_size == smallest)
     verdict = verdicts[ordered.index(chosen)]
     reason = _reason(chosen, verdict, best, ordered, verdicts, constraints, tolerance, speeds)
+    if idle and chosen.batch_size != best.batch_size:
+        reason += (f"; a light load (batch {chosen.batch_size} is at most {COMFORTABLE_UTILISATION:.0%} busy even at "
+                   f"the low end of its interval): the lowest simulated p99 wins over capacity")
     if not queued:
         return Choice(chosen.batch_size, reason, verdicts)
     others = sorted((v.simulated for v in verdicts if v.feasible and v.batch_size != chosen.batch_size),

@@ -61,8 +61,8 @@ NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}  # nvinfer network-mode
 INT8_CACHE_NAME = "int8_calibration.cache"  # beside the ONNX in deepstream/, where nvinfer and trtexec.sh resolve it
 INT8_CACHE_NOTE = ("the INT8 configs name deepstream/{cache} (nvinfer int8-calib-file, trtexec --calib), which this "
                    "run did not make: a TensorRT calibration cache needs TensorRT on the target (e.g. Ultralytics' "
-                   "yolo export format=engine int8=True data=... writes one); alternatively build the QDQ model "
-                   "{int8_onnx} with trtexec --int8, which needs no cache")
+                   "yolo export format=engine int8=True data=... writes one); {int8_onnx} is for ONNX Runtime "
+                   "on a CPU (unsigned activations), not a model TensorRT builds")
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
 
 
@@ -445,9 +445,14 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
         f"# Builds ../deepstream/{engine_file_name(spec)} from ../deepstream/{onnx_file}: the engine",
         "# ../deepstream/config_infer_primary.txt names (model-engine-file). An engine is specific to the GPU and",
         "# TensorRT version: run this on the device that runs it. For Triton's TensorRT backend, copy the engine",
-        f"# to ../triton/{spec.model_name}/1/model.plan and set platform: \"tensorrt_plan\" in its config.pbtxt.",
+        f"# to ../triton/{spec.model_name}/1/model.plan, and in its config.pbtxt set platform: \"tensorrt_plan\"",
+        "# and default_model_filename: \"model.plan\".",
         "set -e",
         'cd "$(dirname "$0")/../deepstream"',
+        *([f'[ -f {shlex.quote(spec.int8_calibration_cache)} ] || {{ echo "trtexec.sh: '
+           f'deepstream/{spec.int8_calibration_cache} is missing: without it trtexec --int8 calibrates on random '
+           f'data; make it with TensorRT on this device first" >&2; exit 2; }}']
+          if spec.int8_calibration_cache else []),
         trtexec_command(spec, onnx_file)]) + "\n"
     files["trtexec"] = _write(tensorrt / "trtexec.sh", script)
     (tensorrt / "trtexec.sh").chmod(0o755)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,13 +41,17 @@ def sweep_figure(plan: InferencePlan) -> Figure:
     lat = ax.twinx()
     lat.plot(sizes, p99, marker="s", color="C1", label="p99 batch latency (ms)")
     worst = [v.worst_latency_ms for v in plan.verdicts] if constraints.load is not None else []
+    simulated = any(v.simulated is not None for v in plan.verdicts)
     if constraints.load is not None:
-        lat.plot(sizes, worst, marker="s", color="C1", linestyle="--", label="fill wait + p99 (ms)")
+        lat.plot(sizes, worst, marker="s", color="C1", linestyle="--",
+                 label="frame p99 with queueing, simulated (ms)" if simulated else "fill wait + p99 (ms)")
     if constraints.latency_ms is not None:
         lat.axhline(constraints.latency_ms, color="C3", linestyle=":", label=f"budget {constraints.latency_ms:g} ms")
     lat.set_ylabel("latency (ms)", color="C1")
-    # more headroom than the throughput axis, so a budget and a load that top their axes do not overlap
-    lat.set_ylim(0, _top([*p99, *worst, constraints.latency_ms], headroom=0.25))
+    # more headroom than the throughput axis, so a budget and a load that top their axes do not overlap; an
+    # overloaded batch's queue (seconds, growing without bound) runs off the top rather than flattening the rest
+    cap = 3 * max([*p99, constraints.latency_ms or 0.0]) if simulated else math.inf
+    lat.set_ylim(0, _top([*p99, *(w for w in worst if w <= cap), constraints.latency_ms], headroom=0.25))
 
     if plan.batch_size is not None:
         ax.axvline(plan.batch_size, color="0.5", alpha=0.5, linewidth=6, label=f"chosen: batch {plan.batch_size}")

@@ -275,16 +275,24 @@ def quantize_int8(onnx_path: Path, out_path: Path, images: Sequence[str], imgsz:
     quiet = logging.root.manager.disable
     try:
         written = scratch / out_path.name
+        copy = scratch / "source.onnx"  # the quantiser writes <stem>-inferred.onnx beside its input: here, not
+        onnx.save(source, str(copy))  # beside the user's model
         # the quantiser logs a warning per Conv bias it finds after a shape op, and a pre-processing hint,
         # on the root logger: the result is the same, so they are held back for the call
         logging.disable(logging.WARNING)
-        quantize_static(str(onnx_path), str(written), reader, quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        nodes_to_exclude=head_decoding_nodes(source))
+        try:
+            # unsigned activations, signed weights (U8S8): ONNX Runtime's fast path on x86 CPUs; signed symmetric
+            # activations (S8S8, what TensorRT needs) ran 3x slower than fp32 here (BENCHMARKS.md, issue 13),
+            # so this file is for ONNX Runtime on a CPU, not for trtexec
+            quantize_static(str(copy), str(written), reader, quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            nodes_to_exclude=head_decoding_nodes(source))
+        except ValueError as exc:
+            if reader.count == 0:  # ONNX Runtime's "No data is collected."
+                raise ConfigError(f"calibration: none of the {len(images)} train images could be read: check "
+                                  f"the dataset's images") from None
+            raise RuntimeError(f"INT8 quantisation failed: {exc}") from exc
         logging.disable(quiet)
-        if reader.count == 0:
-            raise ConfigError(f"calibration: none of the {len(images)} train images could be read: check the "
-                              f"dataset's images")
         quantized = onnx.load(str(written))
         del quantized.metadata_props[:]
         quantized.metadata_props.extend(source.metadata_props)
