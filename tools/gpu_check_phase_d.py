@@ -26,7 +26,6 @@ import contextlib
 import gc
 import json
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +35,6 @@ from gpu_check_devices import NullRunner, SimulatedDevice, simulated_step
 
 CAP_SHARE = 0.6  # the share of the batch's own memory (above the fixed part) that fits under the cap
 SIMULATED_BUDGET = "4GiB"  # --simulate: the CPU budget the plan cache's key names
-_SIZE_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 
 
 def cap_bytes(fixed_bytes: int, peak_bytes: int, share: float = CAP_SHARE) -> int:
@@ -64,19 +62,6 @@ def torch_size(value: int) -> str:
     return f"{value / (1 << 30):.2f} GiB"
 
 
-def allowed_bytes(message: str) -> int | None:
-    """The per-process cap a torch out-of-memory message names ('3.00 GiB allowed;'), or None.
-
-    Examples:
-        >>> allowed_bytes("this process has 3.50 GiB memory in use. 3.00 GiB allowed; Of the allocated") == 3 << 30
-        True
-        >>> allowed_bytes("CUDA out of memory. Tried to allocate 2.00 MiB.") is None
-        True
-    """
-    match = re.search(r"([0-9]+(?:\.[0-9]+)?) (bytes|KiB|MiB|GiB|TiB) allowed;", message)
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)]) if match else None
-
-
 def torch_oom_message(tried: int, total: int, free: int, in_use: int, allocated: int, reserved: int,
                       allowed: int | None) -> str:
     """torch 2.x's CUDA out-of-memory message (c10/cuda/CUDACachingAllocator.cpp) with these figures.
@@ -84,7 +69,8 @@ def torch_oom_message(tried: int, total: int, free: int, in_use: int, allocated:
     Examples:
         >>> from visionbatch.devices.oom import read_oom
         >>> text = torch_oom_message(2 << 20, 8 << 30, 4 << 30, 3 << 30, 2 << 30, 2 << 30, 2 << 30)
-        >>> read_oom(RuntimeError(text)).needed_bytes() == (3 << 30) + (2 << 20), allowed_bytes(text) == 2 << 30
+        >>> reading = read_oom(RuntimeError(text))
+        >>> reading.needed_bytes() == (3 << 30) + (2 << 20), reading.allowed_bytes == 2 << 30
         (True, True)
     """
     return (f"CUDA out of memory. Tried to allocate {torch_size(tried)}. GPU 0 has a total capacity of "
@@ -319,7 +305,7 @@ def unit_oom(req: dict, ctx: Any) -> dict:
         reading = read_oom(RuntimeError(text))
         readings.append({"tried_bytes": reading.tried_bytes, "total_bytes": reading.total_bytes,
                          "free_bytes": reading.free_bytes, "in_use_bytes": reading.in_use_bytes,
-                         "reserved_bytes": reading.reserved_bytes, "allowed_bytes": allowed_bytes(text)})
+                         "reserved_bytes": reading.reserved_bytes, "allowed_bytes": reading.allowed_bytes})
     return {"simulated": device.simulated, "model": case["model"], "imgsz": case["imgsz"],
             "trained_imgsz": ctx.imgsz(case), "batch": batch, "epochs_asked": int(req["epochs"]),
             "close_mosaic": int(req["close_mosaic"]), "status": summary.get("status"),

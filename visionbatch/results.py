@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 
+def utc_timestamp() -> str:
+    """Now, in UTC, to the second (ISO 8601): when a record was made, e.g. '2026-11-30T10:02:41+00:00'."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, paths, tuples and NumPy scalars as plain JSON types; NaN and inf as None."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

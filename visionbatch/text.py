@@ -45,6 +45,21 @@ def printable(text: object, limit: int = 300) -> str:
     return escaped if len(escaped) <= limit else f"{escaped[:limit]}...({len(raw)} characters)"
 
 
+def error_line(exc: BaseException, limit: int | None = 240) -> str:
+    """The first line of an error's message (at most `limit` characters), or its type's name when it has none.
+
+    Examples:
+        >>> error_line(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB.\\nsee docs"))
+        'CUDA out of memory. Tried to allocate 2.00 GiB.'
+        >>> error_line(MemoryError()), error_line(ValueError("x" * 9), limit=5)
+        ('MemoryError', 'xx...')
+    """
+    line = (str(exc).strip().splitlines() or [""])[0]
+    if not line:
+        return type(exc).__name__
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
+
+
 def one_line(text: object) -> str:
     """`text` with every control character replaced by a space: one line of a labels file or a comment.
 

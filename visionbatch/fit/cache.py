@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import fcntl
 import hashlib
 import json
@@ -46,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from visionbatch.errors import ConfigError, VisionbatchError
 from visionbatch.files import atomic_write_text, config_dir
 from visionbatch.fit.plan import BatchCheck, BatchPlan, PlanReuse
-from visionbatch.results import to_jsonable
+from visionbatch.results import to_jsonable, utc_timestamp
 from visionbatch.units import human_bytes
 
 if TYPE_CHECKING:
@@ -322,7 +321,7 @@ def store_plan(digest: str, key: Mapping[str, Any], plan: BatchPlan, fitted_at: 
         StorageError: the disk failed while the entry was written (`files.atomic_path`).
         OSError: the folder cannot be made or locked.
     """
-    fitted_at = fitted_at or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    fitted_at = fitted_at or utc_timestamp()
     stored = dataclasses.replace(plan, save_dir=None, reused=None)
     text = json.dumps({"format": FORMAT, "key_hash": digest, "fitted_at": fitted_at, "key": to_jsonable(key),
                        "plan": plan_to_dict(stored)}, indent=1, allow_nan=False) + "\n"

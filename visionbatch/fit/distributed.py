@@ -30,6 +30,7 @@ from visionbatch.devices.memory import Capacity
 from visionbatch.errors import ConfigError, ProbeError, VisionbatchError
 from visionbatch.fit.plan import BatchPlan
 from visionbatch.results import to_jsonable
+from visionbatch.text import error_line
 from visionbatch.units import human_bytes
 
 AGREEMENT_TIMEOUT = datetime.timedelta(minutes=30)  # other nodes wait this long for the slowest node's fit
@@ -437,7 +438,7 @@ def agree_across_nodes(fit_node: Callable[[], DistributedPlan], env: TorchrunEnv
 
 def _failure_message(failure: BaseException, env: TorchrunEnv) -> tuple[str, str]:
     """What the other ranks raise when this node's fit failed: the same kind of error for a user's problem."""
-    text = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+    text = error_line(failure, limit=None)
     if isinstance(failure, VisionbatchError):
         return type(failure).__name__, f"node {env.node} (rank {env.rank}) could not fit its batch: {text}"
     return "ProbeError", (f"node {env.node} (rank {env.rank}) failed while fitting its batch "

@@ -109,14 +109,3 @@ def keep_effective(effective_batch: int, most_images: int) -> tuple[int, int]:
     if 2 * divisor >= most_images:
         return divisor, effective_batch // divisor
     return most_images, max(round(effective_batch / most_images), 1)
-
-
-def first_line(message: str, limit: int = 240) -> str:
-    """The first line of an error message, at most `limit` characters.
-
-    Examples:
-        >>> first_line("CUDA out of memory. Tried to allocate 2.00 GiB.\\nsee docs")
-        'CUDA out of memory. Tried to allocate 2.00 GiB.'
-    """
-    line = (message.strip().splitlines() or [""])[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."

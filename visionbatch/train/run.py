@@ -36,13 +36,13 @@ from visionbatch.errors import (
 from visionbatch.files import atomic_write_text, is_disk_error, storage_error
 from visionbatch.fit.distributed import DistributedPlan
 from visionbatch.fit.plan import BatchPlan
-from visionbatch.results import write_json
+from visionbatch.results import utc_timestamp, write_json
 from visionbatch.staging import staged_dataset
+from visionbatch.text import error_line
 from visionbatch.train.recovery import (
     DEFAULT_OOM_RETRIES,
     Recovery,
     batch_after_oom,
-    first_line,
     keep_effective,
 )
 from visionbatch.train.result import (
@@ -320,10 +320,9 @@ def run(job: TrainingJob, started: float | None = None) -> TrainResult:
                 recoveries.append(recovery)
                 LOGGER.warning(recovery_line(recovery))
                 _forget_plan(job)
-                trainer, yolo = getattr(yolo, "trainer", None), None
-                _release(trainer, probe.device)  # the failed attempt's loaders, then its model, optimizer and EMA
-                del trainer
-                _release(None, probe.device)
+                _close_loaders(getattr(yolo, "trainer", None))
+                yolo = None  # the failed attempt's model, optimizer and EMA go before the next attempt
+                _free_device_memory(probe.device)
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -374,7 +373,7 @@ def _recover(job: TrainingJob, probe: EpochTelemetry, trainer: Any, exc: BaseExc
     retries = int(job.options.get("oom_retries", DEFAULT_OOM_RETRIES))
     old_batch = int(getattr(trainer, "batch_size", None) or first["batch"])
     where = f"epoch {max(probe.epoch, 1)}" + (f", step {probe.iteration + 1}" if probe.iteration is not None else "")
-    message = first_line(str(exc)) or type(exc).__name__
+    message = error_line(exc)
     if getattr(trainer, "validating", False):  # the trainer retried down to batch 1 and re-raised
         raise TrainingOutOfMemoryError(f"out of memory validating at batch 1 ({where}): {message}; nothing smaller "
                                        f"is left to try: use a smaller imgsz or model, or a device with more memory")
@@ -405,7 +404,7 @@ def _recover(job: TrainingJob, probe: EpochTelemetry, trainer: Any, exc: BaseExc
         raise TrainingOutOfMemoryError(f"out of memory training at batch {old_batch} ({where}), and {last} is not "
                                        f"there to resume from (save=False?): train with save=True to recover")
     dataset = getattr(getattr(trainer, "train_loader", None), "dataset", None)
-    recovery = Recovery(at=_now(), phase="train", epoch=max(probe.epoch, 1), iteration=probe.iteration,
+    recovery = Recovery(at=utc_timestamp(), phase="train", epoch=max(probe.epoch, 1), iteration=probe.iteration,
                         mosaic=mosaic_on(dataset) if dataset is not None else None, old_batch=old_batch,
                         new_batch=new_batch, old_accumulate=probe.accumulate, new_accumulate=accumulate,
                         effective_batch=new_batch * accumulate, peak_bytes=needed, resumed_from=resumed,
@@ -464,24 +463,22 @@ def recovery_line(recovery: Recovery) -> str:
             f"{recovery.new_accumulate} (effective batch {recovery.effective_batch}, was {was})")
 
 
-def _release(trainer: Any, device: Any) -> None:
-    """Free what a finished or failed attempt held: its loaders' workers, its tensors, the CUDA cache."""
-    import gc
-
+def _close_loaders(trainer: Any) -> None:
+    """Stop a finished or failed attempt's loaders: their workers and prefetched batches."""
     for loader in (getattr(trainer, "train_loader", None), getattr(trainer, "test_loader", None)):
         if hasattr(loader, "close"):
             loader.close()
+
+
+def _free_device_memory(device: Any) -> None:
+    """Collect what nothing holds any more, and give the CUDA cache back."""
+    import gc
+
     gc.collect()
     if getattr(device, "type", None) == "cuda":
         import torch
 
         torch.cuda.empty_cache()
-
-
-def _now() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _result(job: TrainingJob, probe: EpochTelemetry, yolo: Any, status: str, error: str | None, started: float,

@@ -22,7 +22,6 @@ classes live at module level so Ultralytics' DDP launcher can import them in its
 
 from __future__ import annotations
 
-import datetime
 import functools
 import math
 import os
@@ -37,6 +36,8 @@ from ultralytics.models.yolo.segment import SegmentationTrainer
 from visionbatch.devices.oom import is_oom, read_oom
 from visionbatch.errors import ConfigError
 from visionbatch.files import atomic_copy
+from visionbatch.results import utc_timestamp
+from visionbatch.text import error_line
 from visionbatch.ultralytics.offline import offline, offline_active
 
 ULTRALYTICS_OOM_RETRIES = 3  # BaseTrainer._do_train halves the batch while its _oom_retries is below this
@@ -183,9 +184,8 @@ class AtomicCheckpoints:
         peak = read_oom(exc).needed_bytes()
         if peak is None and self.device.type == "cuda":
             peak = torch.cuda.max_memory_reserved(self.device)
-        record = {"at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "phase": phase,
-                  "epoch": self.epoch + 1, "old_batch": old_batch, "new_batch": old_batch // 2, "peak_bytes": peak,
-                  "error": str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__}
+        record = {"at": utc_timestamp(), "phase": phase, "epoch": self.epoch + 1, "old_batch": old_batch,
+                  "new_batch": old_batch // 2, "peak_bytes": peak, "error": error_line(exc)}
         self.val_recoveries = (*self.val_recoveries, record)
         LOGGER.warning(f"visionbatch: out of memory in {'validation' if phase == 'val' else 'the final validation'} "
                        f"at batch {old_batch} (epoch {self.epoch + 1}): validating again at batch {old_batch // 2}; "
