@@ -177,6 +177,8 @@ def test_the_issue_case_is_refused_once_queueing_is_simulated() -> None:
     assert verdict.violations == ("simulated p99 1581.2 ms (queue delay 300 ms, 18.2% of frames over) "
                                   "> 1000 ms budget",)
     assert choice.verdicts[0].violations[1] == "throughput 8.3 img/s < 10 img/s needed"
+    # the advice reads the simulated p99 too: fill wait + p99 (904 ms) would say the budget is already enough
+    assert "a larger latency budget: latency_ms=1582 admits batch 4" in choice.advice
 
 
 def test_the_queue_delay_and_batch_with_the_most_headroom() -> None:
@@ -191,13 +193,14 @@ def test_the_queue_delay_and_batch_with_the_most_headroom() -> None:
     assert choice.reason == (
         "batch 4: 16.0 img/s [95% 16.0-16.0] (1.92x batch 1), queue delay 300 ms: simulated frame latency "
         "p50 360.6 / p99 494.3 ms with queueing within the 1000 ms budget, keeps up with 2 x 5 fps = 10 img/s "
-        "at 63% utilisation (headroom 37%)")
+        "at 63% utilisation (headroom 37%); batch 4 is at most 70% busy even at the low end of its interval, "
+        "so the lowest simulated p99 wins over capacity")
     assert choice.verdicts[0].violations == (
         "simulated p99 39742.9 ms (queue delay 0 ms, 97.9% of frames over) > 1000 ms budget",
         "throughput 8.3 img/s < 10 img/s needed")
 
 
-def test_a_light_load_takes_the_lowest_latency_not_the_most_capacity() -> None:
+def test_headroom_enough_takes_the_lowest_latency_a_heavy_load_the_most_capacity() -> None:
     from visionbatch.infer.choice import choose
     from visionbatch.infer.plan import BatchMeasurement, Constraints, StreamLoad
 
@@ -211,6 +214,31 @@ def test_a_light_load_takes_the_lowest_latency_not_the_most_capacity() -> None:
     assert choice.batch_size == 1 and choice.queue_delay_ms == 0
     # its own 11 ms, or 22 ms when the other camera's frame arrived just before (random phases, jitter)
     assert choice.simulated.latency_p50_ms == 11.0 and choice.simulated.latency_p99_ms <= 22.0
-    # a heavier load (4 x 10 = 40 img/s: 40-45% busy) still goes for capacity
-    heavy = choose(ms, Constraints(latency_ms=400, load=StreamLoad(4, 10)), service_ms=service)
-    assert heavy.batch_size == 4
+    # 4 x 10 = 40 img/s: batch 1 is 44% busy (45% at the low end of its interval), still comfortable
+    moderate = choose(ms, Constraints(latency_ms=400, load=StreamLoad(4, 10)), service_ms=service)
+    assert moderate.batch_size == 1 and moderate.simulated.utilisation < 0.7
+    assert "at most 70% busy" in moderate.reason and "the lowest simulated p99 wins" in moderate.reason
+    # 7 x 10 = 70 img/s: batch 1 is 78% busy, nothing is at most 70%: capacity decides, and batch 4's
+    # interval clears batch 2's by more than 3%
+    heavy = choose(ms, Constraints(latency_ms=400, load=StreamLoad(7, 10)), service_ms=service)
+    assert all(v.simulated.utilisation > 0.7 for v in heavy.verdicts)
+    assert heavy.batch_size == 4 and "at most 70% busy" not in heavy.reason
+
+
+def test_comfort_is_judged_on_the_sizes_a_policy_runs_at() -> None:
+    # a slow spell (a run of BENCHMARKS' 5): batch 1 at 60.2 img/s, its interval down to 56.2. Batch 4 with
+    # no queue delay sends single frames under 4 x 10 fps, exactly as batch 1 does (66% busy): judged on
+    # batch 4's narrower interval it looked comfortable and won; on batch 1's it is not (0.66 x 60.2/56.2).
+    from visionbatch.infer.choice import choose, comfortable, simulate_policies
+    from visionbatch.infer.plan import BatchMeasurement, Constraints, StreamLoad
+
+    rows = [(1, 60.2, 56.2, 64.7), (2, 71.7, 67.9, 76.1), (4, 75.0, 71.3, 79.0)]
+    ms = [BatchMeasurement(b, 50, 1000 * b / t, 1000 * b / t, 1000 * b / t, 1000 * b / t, 1000 * b / t, 1000 / t, t,
+                           throughput_low_per_s=low, throughput_high_per_s=high) for b, t, low, high in rows]
+    service = {m.batch_size: [m.latency_mean_ms] * 50 for m in ms}
+    load = Constraints(latency_ms=500, load=StreamLoad(4, 10))
+    choice = choose(ms, load, service_ms=service)
+    assert all(not (v.batch_size == 4 and v.queue_delay_ms == 0) for v in choice.verdicts)
+    single = next(p for p in simulate_policies(ms[2], load, service) if p.queue_delay_ms == 0)
+    assert single.mean_batch == 1.0 and comfortable(ms[2], single) and not comfortable(ms[2], single, ms)
+    assert (choice.batch_size, choice.queue_delay_ms) == (2, 25.0) and choice.simulated.utilisation < 0.6

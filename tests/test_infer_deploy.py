@@ -182,6 +182,7 @@ def _written(tmp_path: Path, spec: DeploymentSpec, **kwargs) -> dict[str, Path]:
 
 @pytest.mark.parametrize("spec", [
     DETECT, SEGMENT, dataclasses.replace(DETECT, batch_size=1, load=None, latency_slack_ms=None, instances=2),
+    dataclasses.replace(SEGMENT, instances=2, instance_threads=3, instances_note="measured: 2 x 3 threads"),
     dataclasses.replace(DETECT, precision="int8", int8_calibration_cache="int8_calibration.cache"),
 ])
 @pytest.mark.parametrize("engine", [None, b"PLAN"])
@@ -239,6 +240,23 @@ def test_triton_batches_only_a_batch_above_1_and_takes_1_or_2_instances() -> Non
     assert two.HasField("dynamic_batching") and two.instance_group[0].count == 2
     with pytest.raises(ConfigError, match=r"instances=3 is not a Triton instance count .*: expected 1 or 2"):
         dataclasses.replace(DETECT, instances=3)
+
+
+def test_a_cpu_config_gives_each_instance_the_threads_it_was_measured_with() -> None:
+    note = "2 instances, measurably faster than 1: ...; measured with onnxruntime (CPUExecutionProvider) on cpu"
+    spec = dataclasses.replace(SEGMENT, instances=2, instance_threads=1, instances_note=note + "\nnot a key: 1")
+    text = triton_config(spec, "onnxruntime_onnx")
+    config = triton_model_config.parse(text)
+    assert config.instance_group[0].count == 2 and config.instance_group[0].kind == 2  # KIND_CPU
+    assert dict(config.parameters) == {"intra_op_thread_count": config.parameters["intra_op_thread_count"]}
+    assert config.parameters["intra_op_thread_count"].string_value == "1"
+    assert f"# instance_group: {note} not a key: 1\ninstance_group [" in text  # a note is one comment line
+    # ONNX Runtime's thread count is for ONNX Runtime on a CPU: not a GPU's instances, not a TensorRT plan
+    for other, platform in ((dataclasses.replace(spec, gpu=True), "onnxruntime_onnx"), (spec, "tensorrt_plan"),
+                            (dataclasses.replace(spec, instance_threads=None), "onnxruntime_onnx")):
+        assert len(triton_model_config.parse(triton_config(other, platform)).parameters) == 0
+    with pytest.raises(ConfigError, match="instance_threads=0: an instance needs at least one thread"):
+        dataclasses.replace(spec, instance_threads=0)
 
 
 def test_the_config_names_the_output_layout_and_no_misfitting_parser(tmp_path: Path) -> None:

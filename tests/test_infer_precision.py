@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -27,8 +28,11 @@ from visionbatch.infer.precision import (
     compare_precisions,
     head_decoding_nodes,
     pick_images,
+    settled_against,
+    time_precisions,
     tradeoff_lines,
 )
+from visionbatch.stats import SpeedEstimate
 
 SHAPES_YAML = str(SHAPES / "data.yaml")
 
@@ -73,7 +77,12 @@ def test_fp32_and_int8_get_a_finite_map_and_fp16_is_not_measured_on_a_cpu(report
     fp16 = made.results[1]
     assert (fp16.file, fp16.img_per_s, fp16.map50_95) == (None, None, None) and "CUDA" in fp16.note
     assert made.tradeoffs[0].startswith("fp16: not measured (fp16 runs on a CUDA device only")
-    assert made.tradeoffs[1].startswith("int8: ") and "x the throughput, mAP50-95 " in made.tradeoffs[1]
+    assert made.tradeoffs[1].startswith("int8: ") and ("at 95%" in made.tradeoffs[1] or "(95% " in made.tradeoffs[1])
+    assert made.tradeoffs[1].endswith(f"mAP50-95 {made.results[0].map50_95:.3f} -> {made.results[2].map50_95:.3f}")
+    for result in (made.results[0], made.results[2]):  # a throughput with its interval, from interleaved blocks
+        assert 0 < result.low_img_per_s <= result.img_per_s <= (result.high_img_per_s or math.inf)
+        assert result.calls >= 3  # every precision gets a block of 3 calls at least, whatever the bound
+    assert made.timing.startswith("fp32, int8 at batch 2 in ") and " interleaved blocks (" in made.timing
 
 
 def test_report_json_round_trip(report) -> None:
@@ -94,10 +103,97 @@ def test_head_decoding_stays_fp32(onnx_model: Path) -> None:
     assert {"Sigmoid", "Concat"} <= {kinds[name] for name in kept}  # class scores and the joined output
 
 
-def test_tradeoff_line_compares_with_fp32() -> None:
-    base = PrecisionResult("fp32", "m.onnx", 100.0, 0.41, 0.6)
-    assert tradeoff_lines([base, PrecisionResult("int8", "q.onnx", 160.0, 0.39, 0.58)]) == (
-        "int8: 1.60x the throughput, mAP50-95 0.410 -> 0.390",)
+def test_tradeoff_line_compares_with_fp32_as_far_as_the_intervals_show() -> None:
+    base = PrecisionResult("fp32", "m.onnx", 100.0, 0.41, 0.6, low_img_per_s=98.0, high_img_per_s=102.0, calls=30)
+
+    def int8(img_per_s: float, low: float, high: float | None) -> PrecisionResult:
+        return PrecisionResult("int8", "q.onnx", img_per_s, 0.39, 0.58, low_img_per_s=low, high_img_per_s=high,
+                               calls=30)
+
+    assert tradeoff_lines([base, int8(160.0, 155.0, 165.0)]) == (
+        "int8: 1.60x the throughput (95% 1.52-1.68x), mAP50-95 0.410 -> 0.390",)
+    # 1.05x on the point, but 101/102 < 1.03: not claimed
+    assert tradeoff_lines([base, int8(105.0, 101.0, 109.0)]) == (
+        "int8: not measurably faster (throughput 0.99-1.11x at 95%), mAP50-95 0.410 -> 0.390",)
+    assert tradeoff_lines([base, int8(70.0, 60.0, None)]) == (
+        "int8: not measurably faster (throughput 0.59-unbounded at 95%), mAP50-95 0.410 -> 0.390",)
+    assert tradeoff_lines([base, int8(50.0, 48.0, 52.0)]) == (
+        "int8: measurably slower: 0.50x the throughput (95% 0.47-0.53x), mAP50-95 0.410 -> 0.390",)
+    # a result without an interval (an older report) is no evidence either way
+    assert tradeoff_lines([base, PrecisionResult("int8", "q.onnx", 160.0, 0.39, 0.58)])[0].startswith(
+        "int8: not measurably faster (throughput 0.00-unbounded at 95%)")
+
+
+class FakeDevice:
+    """Runners on a fake clock: a call of precision p takes `ms[p]` (or the next of `scatter[p]`, when given)."""
+
+    def __init__(self, ms: dict[str, float], scatter: dict[str, list[float]] | None = None) -> None:
+        self.now, self.ms, self.scatter = 0.0, ms, {k: list(v) for k, v in (scatter or {}).items()}
+        self.calls: list[str] = []
+        self.closed: list[str] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def open(self, path: Path):
+        device, precision = self, path.stem
+
+        class Runner:
+            def prepare(self, array):
+                return array
+
+            def infer(self, inputs):
+                device.calls.append(precision)
+                queue = device.scatter.get(precision)
+                device.now += (queue.pop(0) if queue else device.ms[precision]) / 1000.0
+                return [inputs]
+
+            def synchronize(self):
+                pass
+
+            def close(self):
+                device.closed.append(precision)
+
+        return Runner()
+
+
+def test_precisions_are_timed_in_interleaved_blocks_until_settled() -> None:
+    device = FakeDevice({"fp32": 10.0, "int8": 5.0})
+    speeds, timing = time_precisions({"fp32": Path("fp32.onnx"), "int8": Path("int8.onnx")}, 2, 8, seconds=1.0,
+                                     open_runner=device.open, warmup_runs=1, clock=device.clock)
+    assert speeds["fp32"].img_per_s == pytest.approx(200.0) and speeds["int8"].img_per_s == pytest.approx(400.0)
+    assert speeds["int8"].low_img_per_s == pytest.approx(400.0)  # exact timings: a point
+    # a warm-up call each, then blocks of 0.25 s (a quarter of `seconds`) in turn: exact timings settle it
+    # as soon as each precision has stats.MIN_BLOCKS (3) blocks
+    blocks = [(name, len(list(calls))) for name, calls in itertools.groupby(device.calls[2:])]
+    assert device.calls[:2] == ["fp32", "int8"] and [name for name, _ in blocks] == ["fp32", "int8"] * 3
+    assert all(count == 25 for name, count in blocks if name == "fp32")  # 10 ms calls for 0.25 s
+    assert all(count in (50, 51) for name, count in blocks if name == "int8")  # 5 ms calls (float sums)
+    assert sorted(device.closed) == ["fp32", "int8"]
+    assert timing == "fp32, int8 at batch 2 in 6 interleaved blocks (1.5 s): every comparison with fp32 settled"
+
+
+def test_precisions_whose_intervals_overlap_stop_at_the_bound_and_are_not_called_faster() -> None:
+    device = FakeDevice({"fp32": 10.0, "int8": 9.0}, scatter={"int8": [6.0, 12.0, 9.0] * 400})
+    speeds, timing = time_precisions({"fp32": Path("fp32.onnx"), "int8": Path("int8.onnx")}, 2, 8, seconds=0.5,
+                                     open_runner=device.open, warmup_runs=0, clock=device.clock)
+    assert timing.endswith("the 1 s bound passed: overlapping intervals count as equal")
+    assert device.now <= 1.0 + 0.15  # no block starts that would end past the bound
+    line = tradeoff_lines([PrecisionResult("fp32", "a", speeds["fp32"].img_per_s, None, None,
+                                           low_img_per_s=speeds["fp32"].low_img_per_s,
+                                           high_img_per_s=speeds["fp32"].high_img_per_s),
+                           PrecisionResult("int8", "b", speeds["int8"].img_per_s, None, None,
+                                           low_img_per_s=speeds["int8"].low_img_per_s,
+                                           high_img_per_s=speeds["int8"].high_img_per_s)])
+    assert line[0].startswith("int8: not measurably faster (throughput ")
+
+
+def test_settled_against_fp32() -> None:
+    base = SpeedEstimate(2, 100.0, 99.0, 101.0, 30)
+    assert settled_against({"fp32": base})
+    assert settled_against({"fp32": base, "int8": SpeedEstimate(2, 100.5, 99.5, 101.5, 30)})  # the same, shown
+    assert settled_against({"fp32": base, "int8": SpeedEstimate(2, 60.0, 58.0, 62.0, 30)})  # slower, shown
+    assert not settled_against({"fp32": base, "int8": SpeedEstimate(2, 103.0, 99.0, 107.0, 30)})
 
 
 def test_pick_images_spreads_over_the_split() -> None:
@@ -142,7 +238,8 @@ def test_cli_shows_the_tradeoff(capsys, workdir: Path, onnx_model: Path) -> None
     out, _ = capsys.readouterr()
     assert code == 0
     assert "precisions at batch 1 on cpu" in out
-    assert "\nint8: " in out and "x the throughput, mAP50-95 " in out
+    assert "\nint8: " in out and (" at 95%)" in out or "(95% " in out)
+    assert "95% img/s" in out and "\ntiming: fp32, int8 at batch 1 in " in out
     plan = json.loads((workdir / "runs" / "infer" / "p" / "plan.json").read_text())
     assert [r["precision"] for r in plan["precisions"]["results"]] == ["fp32", "int8"]
     run_dir = workdir / "runs" / "infer" / "p"

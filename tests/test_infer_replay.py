@@ -70,6 +70,8 @@ def test_a_replay_that_misses_moves_the_choice_to_the_next_candidate() -> None:
     verified, replays = verify_choice(choice, SWEEP, LOAD, runner.make_step, clock=runner.clock, sleep=runner.sleep)
     assert [(r.batch_size, r.queue_delay_ms, r.met) for r in replays] == [(4, 300.0, False), (2, 100.0, True)]
     assert (verified.batch_size, verified.queue_delay_ms) == (2, 100.0)
+    # full batches of 4 ran 4.8x their measured 250 ms; batch 2's replay served as measured
+    assert replays[0].service_ratio > 4.0 and replays[1].service_ratio == 1.0
     assert verified.simulated == choice.candidates[1]
     assert verified.reason.endswith(f"batch 4 (delay 300 ms) missed the budget in the replay "
                                     f"(p99 {replays[0].latency_p99_ms:.1f} ms)")
@@ -80,6 +82,9 @@ def test_no_candidate_met_in_the_replay_means_no_choice() -> None:
     runner = FakeRunner({1: 2000.0, 2: 2000.0, 4: 2000.0, 8: 2000.0})
     verified, replays = verify_choice(choice, SWEEP, LOAD, runner.make_step, clock=runner.clock, sleep=runner.sleep)
     assert len(replays) == 3 and not any(r.met for r in replays)
+    # every call took 2000 ms against 120 to 420 measured: each miss says how much slower it served
+    assert all(r.service_ratio >= 2000 / 420 for r in replays)
+    assert verified.reason.count("x the time the sweep measured") == 3
     assert verified.batch_size is None and verified.reason.startswith(
         "no policy met the 1000 ms budget when replayed in real time (batch 4 (delay 300 ms) p99 ")
     assert verified.advice[0].startswith("a larger latency budget: latency_ms=")

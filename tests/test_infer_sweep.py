@@ -134,7 +134,7 @@ def test_time_bound() -> None:
                                                                    min_runs=1, max_seconds=2.5),
                        Constraints(), device, clock=device.clock)
     assert [m.batch_size for m in result.measurements] == [1, 2]
-    assert result.stop_reason.startswith("time: batch 4 would take about 1 s, past the 2.5 s bound")
+    assert result.stop_reason.startswith("time: batch 4 would take about 1.0 s, past the 2.5 s bound")
     assert result.measurements[0].runs == 67  # ceil(1 s / 15 ms)
 
 
@@ -197,7 +197,7 @@ def test_second_pass_interleaves_the_batches_until_every_interval_is_narrow() ->
     first = result.measurements[0]
     assert (first.throughput_per_s, first.throughput_low_per_s, first.throughput_high_per_s) == (63.492, 61.662, 65.434)
     assert result.timing == ("timed in 32 interleaved rounds after the first pass (11.8 s in all): every 95% "
-                             "interval within 3%; widest interval +-3.0%")
+                             "interval, over at least 3 blocks, within 3%; widest interval +-3.0%")
 
 
 def test_second_pass_stops_at_the_time_bound_with_the_intervals_it_has() -> None:
@@ -210,11 +210,15 @@ def test_second_pass_stops_at_the_time_bound_with_the_intervals_it_has() -> None
                                   "whose intervals overlap count as equal")
 
 
-def test_exact_timings_need_no_second_pass() -> None:
+def test_exact_timings_settle_after_the_fewest_blocks() -> None:
+    # one block cannot show how much the machine moves between blocks: even exact timings get min_blocks
     device = FakeDevice()
     result = run_sweep(device.make_step, (1, 2), SweepPolicy(max_seconds=1e6, **ROUND_ROBIN), Constraints(),
                        device, clock=device.clock)
-    assert result.rounds == 0 and result.settled and len(device.calls) == 8
+    assert result.rounds == 2 and result.settled and len(device.calls) == 24
+    single = run_sweep(device.make_step, (1, 2), SweepPolicy(max_seconds=1e6, min_blocks=1, **ROUND_ROBIN),
+                       Constraints(), device, clock=device.clock)
+    assert single.rounds == 0 and single.settled
 
 
 def test_noise_keeps_the_plateau_rule_from_stopping_early() -> None:
@@ -233,3 +237,76 @@ def test_second_pass_leaves_out_batches_already_over_the_budget() -> None:
                        Constraints(latency_ms=40), device, clock=device.clock)
     assert device.calls[12:20] == [1] * 4 + [2] * 4 and device.calls.count(4) == 4
     assert [m.runs for m in result.measurements][2] == 4 and result.settled
+
+
+def test_intervals_count_blocks_not_calls_when_the_machine_changes_speed_between_blocks() -> None:
+    # every call of a block runs at one speed, and the speed changes from block to block (slow spells of a
+    # shared machine): the calls alone would claim a narrow interval, the blocks do not, so more rounds run
+    from visionbatch.stats import estimate_speed, estimate_speed_blocks
+
+    device = NoisyDevice(pattern=(1.0,) * 4 + (1.3,) * 4)
+    result = run_sweep(device.make_step, (1, 2, 4), SweepPolicy(max_seconds=1e6, **ROUND_ROBIN), Constraints(),
+                       device, clock=device.clock)
+    first = result.measurements[0]
+    calls = [ms / 1000.0 for ms in result.service_ms[1]]
+    blocks = [calls[i:i + 4] for i in range(0, len(calls), 4)]
+    assert all(len(set(block)) == 1 for block in blocks)  # each block exact, the blocks alternate
+    by_blocks, by_calls = estimate_speed_blocks(1, blocks), estimate_speed(1, calls)
+    assert (first.throughput_low_per_s, first.throughput_high_per_s) == (
+        round(by_blocks.low_img_per_s, 3), round(by_blocks.high_img_per_s, 3))
+    assert by_blocks.relative_half_width > 1.5 * by_calls.relative_half_width
+    assert result.settled and by_blocks.relative_half_width <= 0.03
+    assert by_calls.relative_half_width < 0.015  # where the calls alone would have stopped long before
+
+
+class SlowSpellDevice(FakeDevice):
+    """FakeDevice whose first `spell_calls` calls of some batches run `slow[b]` times slower: a busy
+    neighbour during those batches' first-pass blocks, gone by the second pass."""
+
+    def __init__(self, slow: dict[int, float], spell_calls: int = 4, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.slow, self.spell_calls = slow, spell_calls
+
+    def make_step(self, batch: int):
+        self.batch = batch
+
+        def step() -> None:
+            factor = self.slow.get(batch, 1.0) if self.calls.count(batch) < self.spell_calls else 1.0
+            self.calls.append(batch)
+            self.now += (self.fixed_ms + self.per_image_ms * batch) * factor / 1000.0
+
+        return step
+
+
+def test_a_plateau_seen_in_a_slow_spell_is_checked_again_and_the_sweep_goes_on() -> None:
+    # 20 ms + 2 ms an image: throughput grows all the way (45, 83, 143, 222, 308 img/s). A slow spell
+    # during the first blocks of 4 and 8 makes them look flat against batch 2 (71 and 74 img/s), so the
+    # first pass stops; timed again, their intervals reach past the plateau rule, and 16 is measured.
+    device = SlowSpellDevice({4: 2.0, 8: 3.0}, fixed_ms=20.0, per_image_ms=2.0)
+    lines: list[str] = []
+    result = run_sweep(device.make_step, (1, 2, 4, 8, 16), SweepPolicy(max_seconds=1e6, **ROUND_ROBIN),
+                       Constraints(), device, clock=device.clock, progress=lines.append)
+    assert "the plateau did not hold once the batches were timed again: measuring batch 16 too" in lines
+    assert [m.batch_size for m in result.measurements] == [1, 2, 4, 8, 16]
+    assert result.stop_reason == "all 5 batch sizes measured"
+    assert device.calls.index(16) > device.calls.index(8) + 4  # after the second pass's blocks of 8
+
+
+def test_a_plateau_that_holds_when_timed_again_stops_the_sweep() -> None:
+    # 10 ms an image and no fixed cost: 100 img/s at every batch, a real plateau from the start
+    device = NoisyDevice(pattern=(1.0,), fixed_ms=0.0, per_image_ms=10.0)  # 100 img/s at every batch
+    result = run_sweep(device.make_step, (1, 2, 4, 8, 16), SweepPolicy(max_seconds=1e6, **ROUND_ROBIN),
+                       Constraints(), device, clock=device.clock)
+    assert result.stop_reason.startswith("throughput plateaued: batches 2 and 4")
+    assert 8 not in device.calls
+
+
+def test_a_plateau_that_did_not_hold_says_so_when_the_time_bound_ends_the_sweep() -> None:
+    device = SlowSpellDevice({4: 2.0, 8: 3.0}, fixed_ms=20.0, per_image_ms=2.0)
+    result = run_sweep(device.make_step, (1, 2, 4, 8, 16), SweepPolicy(max_seconds=3.0, **ROUND_ROBIN),
+                       Constraints(), device, clock=device.clock)
+    assert 16 not in device.calls and result.rounds == 4
+    assert result.stop_reason == ("time: batch 16 would take about 0.4 s, past the 3 s bound for the sweep "
+                                  "(max_seconds=) (the plateau before it did not hold once the batches were timed "
+                                  "again)")
+    assert result.timing.startswith("timed in 4 interleaved rounds after the first pass")  # kept, not overwritten

@@ -58,6 +58,12 @@ def test_yaml_is_exported_swept_and_deployed(workdir: Path) -> None:
     assert config.max_batch_size == plan.batch_size
     assert [(o.name, list(o.dims)) for o in config.output] == [("output0", [84, 84])]  # 8x8 + 4x4 + 2x2 anchors
     assert Path(plan.files["triton_model"]).stat().st_size == Path(plan.model_file).stat().st_size
+    # Triton's instance count: 1 against 2 instances at the chosen batch, each of the two with half the threads
+    found = plan.instances
+    assert found.measured and found.batch_size == plan.batch_size and found.count in (1, 2)
+    assert found.threads == plan.cpu_threads and found.threads_each == max(1, plan.cpu_threads // 2)
+    assert config.instance_group[0].count == found.count
+    assert saved["instances"]["count"] == found.count and saved["instances"]["one"]["samples"] >= 2
 
 
 @pytest.mark.slow
@@ -134,6 +140,8 @@ def test_pytorch_backend_on_cpu(workdir: Path) -> None:
     assert [m.batch_size for m in plan.measurements] == [1, 2]
     assert any(n.startswith("the configs name yolo11n.onnx, which this run did not export") for n in plan.notes)
     assert "triton_model" not in plan.files and Path(plan.files["triton_config"]).is_file()
+    assert plan.instances.count == 1 and not plan.instances.measured  # torch's threads are one pool per process
+    assert plan.instances.reason.startswith("1 instance, not measured: PyTorch's CPU threads are one pool")
 
 
 def test_a_checkpoint_is_exported_into_the_run_folder_not_beside_it(workdir: Path, tmp_path: Path) -> None:

@@ -80,33 +80,38 @@ def test_each_key_has_one_help_line_in_every_command(capsys) -> None:
 # One valid command-line value for every key a command takes, and the keyword arguments its function gets.
 CALLS = {
     "train": (["batch=auto", "imgsz=64", "memory_budget=1GiB", "trust_checkpoint=True", "augcost=True",
-               "labels_per_image=4", "oom_risk=0.01", "plan_cache=False", "oom_retries=2"],
+               "labels_per_image=4", "oom_risk=0.01", "plan_cache=False", "oom_retries=2", "remap_classes=True"],
               {"batch": "auto", "imgsz": 64, "memory_budget": "1GiB", "trust_checkpoint": True, "augcost": True,
-               "labels_per_image": 4, "oom_risk": 0.01, "plan_cache": False, "oom_retries": 2}),
+               "labels_per_image": 4, "oom_risk": 0.01, "plan_cache": False, "oom_retries": 2, "remap_classes": True}),
     "fit": (["batch=0.85", "imgsz=64", "memory_fraction=0.5", "memory_budget=1GiB", "target=t4",
-             "trust_checkpoint=True", "labels_per_image=4", "max_probes=3", "oom_risk=0.01", "plan_cache=False"],
+             "trust_checkpoint=True", "labels_per_image=4", "max_probes=3", "oom_risk=0.01", "plan_cache=False",
+             "remap_classes=True"],
             {"imgsz": 64, "memory_fraction": 0.5, "memory_budget": "1GiB", "target": "t4", "trust_checkpoint": True,
-             "labels_per_image": 4, "max_probes": 3, "oom_risk": 0.01, "plan_cache": False, "save": True}),
+             "labels_per_image": 4, "max_probes": 3, "oom_risk": 0.01, "plan_cache": False, "save": True,
+             "remap_classes": True}),
     "sweep": (["batch=16", "imgsz=96", "sizes=64,128", "memory_fraction=0.5", "memory_budget=1GiB", "target=t4",
-               "trust_checkpoint=True", "labels_per_image=4", "oom_risk=0.01"],
+               "trust_checkpoint=True", "labels_per_image=4", "oom_risk=0.01", "remap_classes=True"],
               {"batch_size": 16, "imgsz": 96, "sizes": (64, 128), "memory_fraction": 0.5, "memory_budget": "1GiB",
-               "target": "t4", "trust_checkpoint": True, "labels_per_image": 4, "oom_risk": 0.01, "save": True}),
+               "target": "t4", "trust_checkpoint": True, "labels_per_image": 4, "oom_risk": 0.01, "save": True,
+               "remap_classes": True}),
     "augcost": (["batch=8", "imgsz=64", "sizes=64,128", "trust_checkpoint=True", "seconds=0.5", "pipeline=aug.yaml",
                  "images=8", "repeats=1", "loader_workers=0,2", "loader_cache=False,ram", "step_img_per_s=40",
-                 "seed=3"],
+                 "seed=3", "remap_classes=True"],
                 {"batch": 8, "imgsz": 64, "sizes": (64, 128), "trust_checkpoint": True, "seconds": 0.5,
                  "pipeline": "aug.yaml", "images": 8, "repeats": 1, "loader_workers": (0, 2),
-                 "loader_cache": "False,ram", "step_img_per_s": 40, "seed": 3}),
+                 "loader_cache": "False,ram", "step_img_per_s": 40, "seed": 3,
+                 "remap_classes": True}),
     "infer": (["imgsz=64", "memory_fraction=0.5", "memory_budget=1GiB", "target=orin-nano-8gb", "trust_checkpoint=True",
                "seconds=0.5", "backend=onnxruntime", "provider=cpu", "batch_sizes=4", "max_batch=8", "latency_ms=50",
                "streams=2", "fps=25", "half=False", "end_to_end=True", "warmup=0", "runs=5", "max_seconds=9",
                "device=cpu", "threads=1", "name=n", "project=p", "precision=fp32,int8", "data=d.yaml",
-               "calib_images=8"],
+               "calib_images=8", "remap_classes=True"],
               {"imgsz": 64, "memory_fraction": 0.5, "memory_budget": "1GiB", "target": "orin-nano-8gb",
                "trust_checkpoint": True, "seconds_per_batch": 0.5, "backend": "onnxruntime", "provider": "cpu",
                "batch_sizes": [4], "max_batch": 8, "latency_ms": 50, "streams": 2, "fps": 25, "half": False,
                "end_to_end": True, "warmup_runs": 0, "runs": 5, "max_seconds": 9, "device": "cpu", "threads": 1,
-               "name": "n", "project": "p", "precision": ["fp32", "int8"], "data": "d.yaml", "calib_images": 8}),
+               "name": "n", "project": "p", "precision": ["fp32", "int8"], "data": "d.yaml", "calib_images": 8,
+               "remap_classes": True}),
 }
 
 
@@ -131,7 +136,7 @@ def test_every_key_reaches_the_function_as_its_parameter(capsys, stubbed: dict, 
     assert {token.partition("=")[0] for token in argv} == {key.name for key in command_keys(command)}
     code = main([command, POSITIONAL[command], *argv])
     assert capsys.readouterr().err == f"visionbatch {command}: stub reached\n" and code == 2
-    if command == "infer":
+    if command in ("infer", "fit", "sweep"):  # the CLI's progress sink on stderr
         expected = {**expected, "progress": stubbed["progress"]}
     assert stubbed == expected
 
@@ -146,7 +151,7 @@ def test_every_key_reaches_the_function_as_its_parameter(capsys, stubbed: dict, 
 def test_batch_means_the_training_batch(capsys, stubbed: dict, argv: list[str], expected: dict) -> None:
     assert main([argv[0], DATA, *argv[1:]]) == 2
     assert capsys.readouterr().err.endswith(": stub reached\n")
-    assert {k: v for k, v in stubbed.items() if k != "save"} == expected
+    assert {k: v for k, v in stubbed.items() if k not in ("save", "progress")} == expected
 
 
 def _foreign_keys() -> list:
@@ -353,7 +358,7 @@ def test_batch_keeps_its_meaning_from_python_too(workdir: Path, monkeypatch: pyt
     from visionbatch.fit.api import fit_batch
     from visionbatch.fit.sweep import sweep_resolution
 
-    monkeypatch.setattr(api, "fit_job", lambda job, options: options)  # stop at the checked options
+    monkeypatch.setattr(api, "fit_job", lambda job, options, progress=None: options)  # stop at the checked options
     assert fit_batch(DATA, batch=0.5, memory_budget="1GiB").memory_fraction == 0.5
     assert fit_batch(DATA, batch=-1, memory_budget="1GiB").memory_fraction == 0.6  # Ultralytics' AutoBatch aim
     assert fit_batch(DATA, batch=16, memory_budget="1GiB").batch_size == 16  # a size asks whether it fits

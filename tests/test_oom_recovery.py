@@ -178,7 +178,7 @@ def test_a_fitted_run_replans_from_the_reading_and_forgets_its_cached_plan(
     from visionbatch.fit import api, cache
 
     plan = simulated_plan(dataset_images=8)  # a plan that believes more fits than the card below allows
-    monkeypatch.setattr(api, "fit_job", lambda job, options: plan)
+    monkeypatch.setattr(api, "fit_job", lambda job, options, progress=None: plan)
     forgotten: list = []
     monkeypatch.setattr(cache, "discard_plan", lambda job, options, device: forgotten.append(device) or True)
     card = SimulatedCard([("train", 1, 0)])

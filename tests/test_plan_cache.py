@@ -354,7 +354,7 @@ def test_train_says_its_batch_was_reused(job, monkeypatch: pytest.MonkeyPatch) -
     seen: list = []
     reused = dataclasses.replace(simulated_plan(), reused=PlanReuse("3fa2c1d4e5f6" + "0" * 52, "2026-11-30T10:02:41+00:00"))
 
-    def fit(job, options):
+    def fit(job, options, progress=None):
         seen.append(options.plan_cache)
         return reused
 

@@ -16,6 +16,7 @@ from visionbatch.stats import (
     SpeedEstimate,
     as_fast,
     estimate_speed,
+    estimate_speed_blocks,
     measurably_faster,
     repeat_timings,
     smallest_as_fast,
@@ -122,22 +123,37 @@ class TickClock:
 
 
 def test_repeat_timings_interleaves_until_settled() -> None:
-    # batch 8 times 0.1 s a step (80 img/s) with alternating +-20%, batch 32 a steady 0.25 s (128 img/s):
-    # after one block each 8's interval is too wide to rule it out; after two it is not
+    # batch 8 times 0.1 s a step (80 img/s), alternating +-20% within each block; batch 32 a steady
+    # 0.25 s (128 img/s): 8's interval rules it out after two blocks, but no decision is taken before
+    # every batch has MIN_BLOCKS (3) blocks
     clock, calls = TickClock(), []
 
     def block(batch_size: int) -> list[float]:
         calls.append(batch_size)
         clock.now += 1.0
-        if batch_size == 8:
-            return [0.08, 0.12, 0.08] if len(calls) % 4 == 1 else [0.12, 0.08, 0.12]
-        return [0.25, 0.25, 0.25]
+        return [0.08, 0.12, 0.08, 0.12] if batch_size == 8 else [0.25, 0.25, 0.25]
 
     timings = repeat_timings(block, [8, 32], smallest_as_fast_settled, bound_s=100.0, clock=clock)
-    assert calls == [8, 32, 8]
-    assert (timings.blocks, timings.elapsed_s, timings.settled, timings.bound_s) == (3, 3.0, True, 100.0)
-    assert [s.samples for s in timings.speeds] == [6, 3]
+    assert calls == [8, 32, 8, 32, 8, 32]
+    assert (timings.blocks, timings.elapsed_s, timings.settled, timings.bound_s) == (6, 6.0, True, 100.0)
+    assert [s.samples for s in timings.speeds] == [12, 9]
+    assert repeat_timings(block, [8, 32], smallest_as_fast_settled, bound_s=100.0, clock=clock,
+                          min_blocks=2).blocks == 4  # with two blocks each enough: 8, 32, 8, 32
     assert timings.speed(8).img_per_s == pytest.approx(80.0) and timings.speed(64) is None
+
+
+def test_blocks_that_disagree_widen_the_interval_the_steps_alone_would_not() -> None:
+    # each block's steps agree exactly, the blocks do not (a machine that changes speed between blocks):
+    # the steps' interval is a point, the blocks' one is not; steady blocks leave the steps' interval alone
+    drifting = [[0.09] * 5, [0.10] * 5, [0.11] * 5]
+    steps = estimate_speed(10, [step for block in drifting for step in block])
+    blocks = estimate_speed_blocks(10, drifting)
+    assert blocks.img_per_s == pytest.approx(steps.img_per_s) and blocks.samples == steps.samples == 15
+    assert steps.relative_half_width < 0.05 < blocks.relative_half_width
+    assert blocks.low_img_per_s == pytest.approx(10 / (0.1 + 4.303 * 0.01 / 3**0.5))
+    steady = [[0.08, 0.12, 0.08, 0.12], [0.12, 0.08, 0.12, 0.08]]  # equal block means: the steps' interval
+    assert estimate_speed_blocks(8, steady) == estimate_speed(8, [s for block in steady for s in block])
+    assert estimate_speed_blocks(8, [[0.1, 0.2]]) == estimate_speed(8, [0.1, 0.2])
 
 
 def test_repeat_timings_stops_at_the_bound_and_times_every_batch_once() -> None:

@@ -3,7 +3,8 @@
 Triton's own `model_config_pb2` comes with tritonclient (and grpc), which the project does not
 install; so the messages are rebuilt here with protobuf's descriptor API, transcribing field names,
 numbers, types and enum values from triton-inference-server/common, protobuf/model_config.proto
-(ModelConfig, ModelInput, ModelOutput, ModelDynamicBatching, ModelInstanceGroup, DataType). Parsing
+(ModelConfig, ModelInput, ModelOutput, ModelDynamicBatching, ModelInstanceGroup, ModelParameter,
+DataType). Parsing
 with `google.protobuf.text_format` is then as strict as Triton's: an unknown field, a wrong type or
 an unknown enum value fails.
 """
@@ -62,7 +63,15 @@ def _build():
     _field(group, "gpus", 3, F.TYPE_INT32, repeated=True)
     _field(group, "kind", 4, F.TYPE_ENUM, type_name=".inference.ModelInstanceGroup.Kind")
 
+    parameter = file.message_type.add(name="ModelParameter")
+    _field(parameter, "string_value", 1, F.TYPE_STRING)
+
     config = file.message_type.add(name="ModelConfig")
+    # map<string, ModelParameter> parameters = 14: protobuf's map, a repeated nested entry message
+    entry = config.nested_type.add(name="ParametersEntry")
+    entry.options.map_entry = True
+    _field(entry, "key", 1, F.TYPE_STRING)
+    _field(entry, "value", 2, F.TYPE_MESSAGE, type_name=".inference.ModelParameter")
     _field(config, "name", 1, F.TYPE_STRING)
     _field(config, "platform", 2, F.TYPE_STRING)
     _field(config, "max_batch_size", 4, F.TYPE_INT32)
@@ -71,6 +80,7 @@ def _build():
     _field(config, "instance_group", 7, F.TYPE_MESSAGE, repeated=True, type_name=".inference.ModelInstanceGroup")
     _field(config, "default_model_filename", 8, F.TYPE_STRING)
     _field(config, "dynamic_batching", 11, F.TYPE_MESSAGE, type_name=".inference.ModelDynamicBatching")
+    _field(config, "parameters", 14, F.TYPE_MESSAGE, repeated=True, type_name=".inference.ModelConfig.ParametersEntry")
     _field(config, "backend", 17, F.TYPE_STRING)
 
     pool = descriptor_pool.DescriptorPool()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 
@@ -73,3 +74,168 @@ def logs_to(stream: IO[str]) -> Iterator[None]:
 def err(message: str) -> None:
     """A line on stderr."""
     print(message, file=sys.stderr, flush=True)
+
+
+# -- live progress of long commands (fit, sweep, train's batch=auto) --------------------------------
+
+
+class Progress:
+    """A long command's progress on stderr: a line per event and, on a terminal, a bar over the planned steps.
+
+    Call it with a line, like `err`: a library verb takes it as its `progress=` line sink. `plan`,
+    `status`, `advance` and `resize` drive the bar, Ultralytics' tqdm-style `TQDM` (the bar its own
+    training shows, with the time left), which stays under the lines. Off a terminal (a log, a pipe,
+    a captured stream) there is no bar and no carriage return: the lines alone, each flushed.
+
+    Examples:
+        >>> import io
+        >>> stream = io.StringIO()
+        >>> with Progress("visionbatch fit", stream) as progress:
+        ...     progress.plan(2, "probe")
+        ...     progress("probe 1/2: batch 1 fits")
+        >>> print(stream.getvalue(), end="")
+        visionbatch fit: probe 1/2: batch 1 fits
+    """
+
+    def __init__(self, prefix: str = "", stream: IO[str] | None = None) -> None:
+        self.prefix = prefix
+        self.stream = stream if stream is not None else sys.stderr  # looked up now: --json's redirection is in place
+        self.bar: Any = None
+
+    def __call__(self, line: str) -> None:
+        text = f"{self.prefix}: {line}" if self.prefix else line
+        if self.bar is None:
+            print(text, file=self.stream, flush=True)
+            return
+        self.bar.clear()  # the line goes above the bar, which is drawn again under it
+        self.stream.write(text + "\n")
+        self.bar.refresh()
+
+    def interactive(self) -> bool:
+        """Whether the stream is a terminal, where a bar redraws in place."""
+        try:
+            return bool(self.stream.isatty())
+        except (AttributeError, ValueError):  # no isatty, or a closed stream
+            return False
+
+    def plan(self, total: int, unit: str = "step") -> None:
+        """Start a bar over `total` steps (a terminal only), replacing the one before."""
+        self.close()
+        if not self.interactive():
+            return
+        from ultralytics.utils import TQDM
+
+        # mininterval 0: steps are seconds apart, and a redraw after each line must not be skipped
+        self.bar = TQDM(total=max(total, 1), desc=self.prefix, unit=unit, file=self.stream, mininterval=0,
+                        disable=False, leave=False)
+
+    def status(self, text: str) -> None:
+        """What runs now, beside the bar."""
+        if self.bar is not None:
+            self.bar.set_description(f"{self.prefix}: {text}" if self.prefix else text)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def resize(self, total: int) -> None:
+        """A new planned total (the run takes more steps, or ends early)."""
+        if self.bar is not None:
+            self.bar.total = max(total, 1)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Steps:
+    """The planned steps of a long run, counted for its progress lines: 'probe 3/~5' and the time left.
+
+    `total` is the plan; when it is an estimate (`exact=False`, shown as '~5') it grows if the run
+    takes more steps. The time left is the mean finished step times the steps still planned: rough
+    when steps differ in cost, and said as 'about'. A `Progress` sink also gets its bar driven;
+    any other callable gets the lines; None gets nothing.
+
+    Examples:
+        >>> lines, now = [], iter([0.0, 10.0, 30.0])
+        >>> steps = Steps(lines.append, 3, "probe", clock=lambda: next(now))
+        >>> steps.begin("batch 1")
+        >>> steps.end("batch 1 fits")
+        >>> steps.end("batch 2 fits")
+        >>> for line in lines:
+        ...     print(line)
+        probe 1/3: batch 1...
+        probe 1/3: batch 1 fits; about 20 s left
+        probe 2/3: batch 2 fits; about 15 s left
+    """
+
+    def __init__(self, progress: Callable[[str], None] | None, total: int, unit: str = "step", exact: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.say = progress or (lambda line: None)
+        self.bar = progress if isinstance(progress, Progress) else None
+        self.total, self.unit, self.exact, self.clock = max(total, 1), unit, exact, clock
+        self.done = 0
+        self.started = clock()
+        if self.bar is not None:
+            self.bar.plan(self.total, unit)
+
+    def _counter(self) -> str:
+        return f"{self.unit} {self.done + 1}/{'' if self.exact else '~'}{self.total}"
+
+    def begin(self, what: str) -> None:
+        """The next step (or a part of it) starts: a line, and the bar's status."""
+        self.say(f"{self._counter()}: {what}...")
+        if self.bar is not None:
+            self.bar.status(what)
+
+    def note(self, line: str) -> None:
+        """A line that is not a step."""
+        self.say(line)
+
+    def end(self, what: str) -> None:
+        """The step ends: its line, with the time left while more are planned."""
+        if self.done + 1 > self.total:
+            self.expect(self.done + 1)
+        counter = self._counter()
+        self.done += 1
+        left = self.left_s()
+        self.say(f"{counter}: {what}" + (f"; about {duration(left)} left" if left is not None else ""))
+        if self.bar is not None:
+            self.bar.advance()
+
+    def left_s(self) -> float | None:
+        """Seconds the planned steps still need at the mean pace so far (None: no pace yet, or none left)."""
+        elapsed = self.clock() - self.started
+        if not self.done or self.done >= self.total or elapsed <= 0:
+            return None
+        return elapsed / self.done * (self.total - self.done)
+
+    def expect(self, total: int) -> None:
+        """Plan `total` steps in all now (more than planned, or the run ends after the ones done)."""
+        self.total = max(total, self.done, 1)
+        if self.bar is not None:
+            self.bar.resize(self.total)
+
+    def finish(self) -> None:
+        """No more steps: the plan shrinks to the steps done, and a bar shows them complete."""
+        self.expect(self.done)
+
+
+def duration(seconds: float) -> str:
+    """A rough span for a person: whole seconds up to 90 s, then minutes.
+
+    Examples:
+        >>> duration(0.2), duration(42.4), duration(95), duration(3600)
+        ('1 s', '42 s', '2 min', '60 min')
+    """
+    if seconds < 90:
+        return f"{max(round(seconds), 1)} s"
+    return f"{round(seconds / 60)} min"

@@ -11,6 +11,14 @@ Every problem becomes a `DatasetError` naming the file (and line) and the fix. N
 writes to the dataset: Ultralytics rewrites truncated JPEGs in place, so those are refused
 instead.
 
+Two things Ultralytics refuses or hides are handled here. Class ids that do not run 0..N-1 (COCO's own
+ids, 1..90 with gaps, as some exporters write them) are refused with the fix, `remap_classes=True`,
+which renumbers them in the order of `names:` (`DatasetSummary.class_ids`; staging.py writes the
+renumbered labels into its mirror, never beside the user's). And a split reached through a symbolic
+link is resolved, as Ultralytics resolves it, so its labels are read beside the link's target: the
+messages about those labels and images say so (`_link_note`), since the file they name may belong to
+another dataset.
+
 This module needs no Ultralytics import: it runs before the offline set-up, and in tests.
 """
 
@@ -20,11 +28,12 @@ import array
 import math
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from visionbatch.console import err
 from visionbatch.errors import DatasetError
 from visionbatch.safeyaml import load_yaml
 
@@ -42,6 +51,15 @@ MAX_POLYGON_POINTS = 100_000  # vertices in one polygon label
 MAX_CHANNELS = 16  # image channels a YOLO model takes (3 colour, 1 grayscale, a few more for multispectral)
 MAX_SCANNED_ENTRIES = 20_000_000  # files and folders walked under one split: past this it is not a dataset folder
 MAX_LIST_BYTES = 1 << 30  # a .txt image list of ~10 million paths
+REMAP_KEY = "remap_classes"  # the key that trains on renumbered copies of labels whose ids do not run 0..N-1
+# The data.yaml keys Ultralytics 8.4 reads (check_det_dataset, the dataset classes and trainers, and the keys of its
+# shipped cfg/datasets/*.yaml), plus 'validation', which both read as 'val'. Any other key is reported as ignored.
+ULTRALYTICS_DATA_KEYS = frozenset({
+    "path", "train", "val", "validation", "test", "minival", "names", "nc", "download", "yaml_file", "channels",
+    "kpt_shape", "flip_idx", "kpt_names", "kpt_oks_sigmas", "masks_dir", "label_mapping", "bg_class_idx",
+    "depth_scale", "max_depth", "map",
+})
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()  # (data.yaml, its ignored keys) already named in this process
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -111,6 +129,8 @@ class DatasetSummary:
         root_from_yaml: True when a relative `path:` only resolved beside the YAML (see module doc).
         raw: the YAML's own mapping, unchanged.
         test: the test split, checked only when a run validates on it (`split=test`).
+        class_ids: with `remap_classes=True` and ids that do not run 0..N-1, the data.yaml's own id of each
+            class in training-id order (class_ids[0] trains as 0); empty when the labels' ids train as they are.
     """
 
     yaml_path: str
@@ -121,6 +141,21 @@ class DatasetSummary:
     root_from_yaml: bool = False
     raw: dict = field(default_factory=dict, repr=False)
     test: SplitSummary | None = None
+    class_ids: tuple[int, ...] = ()
+
+    @property
+    def remapped(self) -> bool:
+        """The labels' class ids are renumbered for training (`class_ids`)."""
+        return bool(self.class_ids)
+
+    def class_map(self) -> dict[int, int]:
+        """The data.yaml's class id -> the id Ultralytics trains on (the identity when nothing is remapped)."""
+        return _training_ids(self.names, self.class_ids)
+
+    @property
+    def ignored_keys(self) -> tuple[str, ...]:
+        """data.yaml keys that neither Ultralytics nor visionbatch reads (an exporter's `format:`, ...)."""
+        return tuple(str(k) for k in self.raw if k not in ULTRALYTICS_DATA_KEYS)
 
     def splits(self) -> dict[str, SplitSummary]:
         """The checked splits by key: train, val, and test when it was checked."""
@@ -138,6 +173,10 @@ class DatasetSummary:
                          "every split was found on disk")
         if self.root_from_yaml:
             notes.append(f"path: {self.raw.get('path')} resolved beside the YAML ({self.root})")
+        if self.remapped:
+            notes.append(f"{REMAP_KEY}=True: class ids {_id_range(self.class_ids)} train as 0..{self.nc - 1}, in the "
+                         f"order of names (renumbered copies of the labels in visionbatch's cache; your files are "
+                         f"not changed)")
         return tuple(notes)
 
     @property
@@ -158,13 +197,18 @@ class DatasetSummary:
         )
 
 
-def load_dataset(data: str | os.PathLike, check_images: bool = True, split: str = "val") -> DatasetSummary:
+def load_dataset(data: str | os.PathLike, check_images: bool = True, split: str = "val",
+                 remap_classes: bool = False) -> DatasetSummary:
     """Read, resolve and check a data.yaml with its images and labels.
+
+    Keys of the data.yaml that Ultralytics does not read are named once, on stderr, as ignored.
 
     Args:
         data: path to the data.yaml.
         check_images: open every image header (PIL verify); off only where speed matters more.
         split: the split validation runs on (Ultralytics' `split=`): 'val', or 'test' to check `test:` too.
+        remap_classes: accept class ids that do not run 0..N-1 (COCO's 1..90 with gaps) and train them as
+            0..N-1 in the order of `names:` (`DatasetSummary.class_ids`); labels are checked against those ids.
 
     Returns:
         The checked summary.
@@ -179,7 +223,7 @@ def load_dataset(data: str | os.PathLike, check_images: bool = True, split: str 
     """
     yaml_path = Path(data).expanduser()
     raw = _read_yaml(yaml_path)
-    names = _class_names(raw, yaml_path)
+    names, class_ids = _class_names(raw, yaml_path, remap_classes)
     _check_channels(raw, yaml_path)
     root, root_from_yaml = _dataset_root(raw, yaml_path)
     if split not in SPLITS:
@@ -188,12 +232,14 @@ def load_dataset(data: str | os.PathLike, check_images: bool = True, split: str 
     if not raw.get(split):
         raise DatasetError(f"split={split} but {yaml_path} has no '{split}:' key: add '{split}: images/{split}' "
                            f"or validate on split=val")
+    ids = _training_ids(names, class_ids)
     splits = {}
     for key in ("train", "val", *((split,) if split == "test" else ())):
         sources = _split_sources(raw, key, root, yaml_path)
         images = _image_files(sources, key, yaml_path)
-        splits[key] = _scan_split(sources, images, names, key, yaml_path, check_images)
-    return DatasetSummary(
+        note = _link_note(_links_to(raw, key, root, yaml_path))
+        splits[key] = _scan_split(sources, images, ids, key, yaml_path, check_images, note)
+    summary = DatasetSummary(
         yaml_path=str(yaml_path.resolve()),
         root=str(root),
         names=names,
@@ -202,7 +248,21 @@ def load_dataset(data: str | os.PathLike, check_images: bool = True, split: str 
         root_from_yaml=root_from_yaml,
         raw=raw,
         test=splits.get("test"),
+        class_ids=class_ids,
     )
+    _warn_ignored(summary)
+    return summary
+
+
+def _warn_ignored(summary: DatasetSummary) -> None:
+    """Name the data.yaml keys Ultralytics does not read, in one line, once per process (train with augcost=True
+    reads the dataset twice) and on one DDP rank."""
+    seen = (summary.yaml_path, summary.ignored_keys)
+    if not summary.ignored_keys or seen in _WARNED or os.environ.get("RANK", "0") not in {"0", "-1"}:
+        return
+    _WARNED.add(seen)
+    err(f"visionbatch: warning: {summary.yaml_path}: {', '.join(summary.ignored_keys)} ignored (keys Ultralytics "
+        f"does not read)")
 
 
 def _read_yaml(path: Path) -> dict:
@@ -245,7 +305,8 @@ def _check_channels(raw: dict, path: Path) -> None:
                            f"3 for colour images, 1 for grayscale, or remove the key")
 
 
-def _class_names(raw: dict, path: Path) -> dict[int, str]:
+def _class_names(raw: dict, path: Path, remap: bool = False) -> tuple[dict[int, str], tuple[int, ...]]:
+    """(names by training id 0..N-1, the data.yaml's ids in that order when `remap` renumbered them, else ())."""
     names, nc = raw.get("names"), raw.get("nc")
     if names is None:
         if nc is None:
@@ -253,7 +314,7 @@ def _class_names(raw: dict, path: Path) -> dict[int, str]:
         if isinstance(nc, bool) or not isinstance(nc, int) or not 1 <= nc <= MAX_CLASSES:
             raise DatasetError(f"{path}: 'nc: {str(nc)[:40]}' must be a whole number from 1 to {MAX_CLASSES}: "
                                f"set it to the number of classes")
-        return {i: f"class_{i}" for i in range(nc)}
+        return {i: f"class_{i}" for i in range(nc)}, ()
     if isinstance(names, list):
         mapping = dict(enumerate(names))
     elif isinstance(names, dict):
@@ -269,14 +330,8 @@ def _class_names(raw: dict, path: Path) -> dict[int, str]:
                 ) from None
             mapping[index] = value
         ids = sorted(mapping)
-        if ids != list(range(len(ids))):
-            present = set(ids)
-            gaps = [i for i in range(len(ids) + 1) if i not in present][: MAX_LISTED + 1]  # never range(max id)
-            where = f"missing {_short(gaps)}" if ids[0] >= 0 else f"negative id {ids[0]}"
-            raise DatasetError(
-                f"{path}: class ids in names must run 0..{len(ids) - 1} without gaps ({where}): "
-                "renumber the classes (and their labels) so the ids are contiguous"
-            )
+        if ids and ids != list(range(len(ids))) and not remap:
+            raise DatasetError(_gapped_ids_message(path, ids))
     else:
         raise DatasetError(f"{path}: 'names:' must be a list or a mapping of id: name, not {type(names).__name__}")
     if not mapping:
@@ -294,7 +349,29 @@ def _class_names(raw: dict, path: Path) -> dict[int, str]:
                                f"which breaks plots and label files: use a plain name")
     if nc is not None and nc != len(mapping):
         raise DatasetError(f"{path}: 'nc: {nc}' but names lists {len(mapping)} classes: remove nc or make them agree")
-    return {i: str(mapping[i]) for i in sorted(mapping)}
+    ids = sorted(mapping)
+    if ids == list(range(len(ids))):
+        return {i: str(mapping[i]) for i in ids}, ()
+    return {new: str(mapping[old]) for new, old in enumerate(ids)}, tuple(ids)
+
+
+def _training_ids(names: Mapping[int, str], class_ids: Sequence[int]) -> dict[int, int]:
+    """Each class id the labels may hold -> the id it trains as (the identity when `class_ids` is empty)."""
+    return {old: new for new, old in enumerate(class_ids)} if class_ids else {i: i for i in names}
+
+
+def _gapped_ids_message(path: Path, ids: Sequence[int]) -> str:
+    """Class ids that do not run 0..N-1 (COCO's 1..90 with gaps): the refusal, naming the key that fixes it."""
+    count, low, high = len(ids), ids[0], ids[-1]
+    span = f"{low}..{high}" + (" with gaps" if high - low + 1 != count else "")
+    if low < 0:
+        where = f"negative id {low}"
+    else:
+        present = set(ids)
+        missing = [i for i in range(count + 1) if i not in present][: MAX_LISTED + 1]  # never range(max id)
+        where = f"missing {_short(missing)}"
+    return (f"{path}: names: class ids {span} ({count} classes, {where}); Ultralytics needs 0..{count - 1} without "
+            f"gaps: add {REMAP_KEY}=True to train on remapped copies (your files are not changed)")
 
 
 def _dataset_root(raw: dict, path: Path) -> tuple[Path, bool]:
@@ -421,8 +498,18 @@ class _LabelStats:
     boxes: array.array = field(default_factory=lambda: array.array("f"))  # x1 y1 x2 y2 per object
 
 
-def _parse_label_file(file: str, nc: int) -> _LabelStats:
-    """Check one label file the way Ultralytics' verify_image_label does, with line numbers."""
+def _parse_label_file(file: str, ids: Mapping[int, int], note: str = "") -> _LabelStats:
+    """Check one label file the way Ultralytics' verify_image_label does, with line numbers.
+
+    `ids` maps each class id the labels may hold to its training id; `note` ends every problem (`_link_note`).
+    """
+    stats = _parse_labels(file, ids)
+    if stats.problem:
+        stats.problem += note
+    return stats
+
+
+def _parse_labels(file: str, ids: Mapping[int, int]) -> _LabelStats:
     stats = _LabelStats()
     try:
         text = Path(file).read_text(encoding="utf-8-sig")
@@ -460,9 +547,9 @@ def _parse_label_file(file: str, nc: int) -> _LabelStats:
             )
             return stats
         cls = values[0]
-        if cls != int(cls) or not 0 <= cls < nc:
+        if cls != int(cls) or int(cls) not in ids:
             stats.problem = (
-                f"{where}: class {fields[0]} is outside names (ids 0-{nc - 1}): "
+                f"{where}: class {fields[0]} is outside names (ids {_id_range(sorted(ids))}): "
                 f"fix the label or add the class to names in data.yaml"
             )
             return stats
@@ -537,36 +624,37 @@ def _check_image(file: str) -> tuple[str, int, int]:
     return "", width, height
 
 
-def _scan_split(
-    sources: Sequence[Path], images: list[str], names: dict[int, str], key: str, path: Path, check_images: bool
-) -> SplitSummary:
+def _scan_split(sources: Sequence[Path], images: list[str], ids: Mapping[int, int], key: str, path: Path,
+                check_images: bool, note: str = "") -> SplitSummary:
+    """Check a split's labels against `ids` (class id -> training id) and its image headers; `note` ends the
+    messages (`_link_note`: the split was reached through a link)."""
     unique = list(dict.fromkeys(images))  # a list file may repeat images (oversampling): check each once
     labels = [label_path(f) for f in unique]
     odd = [f for f in labels if os.path.lexists(f) and not os.path.isfile(f)]
     if odd:
         raise DatasetError(f"{odd[0]}: not a regular file (a FIFO, device, folder or dangling link): make it a .txt "
-                           f"label file or remove it")
+                           f"label file or remove it{note}")
     present = [f for f in labels if os.path.isfile(f)]
     if not present:
         expected = Path(labels[0]).parent
         raise DatasetError(
             f"{path}: no label files for '{key}:' (expected YOLO .txt labels in {expected}, "
-            f"paired with {Path(images[0]).parent} by name): add the labels"
+            f"paired with {Path(images[0]).parent} by name): add the labels{note}"
         )
     workers = min(16, (os.cpu_count() or 1) * 4)
     pool = ThreadPoolExecutor(workers)
     try:
-        parsed = dict(zip(present, pool.map(lambda f: _parse_label_file(f, len(names)), present, chunksize=64)))
+        parsed = dict(zip(present, pool.map(lambda f: _parse_label_file(f, ids, note), present, chunksize=64)))
         checks = list(pool.map(_check_image, unique, chunksize=64)) if check_images else []
     finally:  # Ctrl-C or SIGTERM: drop the queued checks instead of finishing them first
         pool.shutdown(wait=False, cancel_futures=True)
     _raise_first((s.problem for s in parsed.values()), "label files")
-    _raise_first((c[0] for c in checks), "images")
+    _raise_first((c[0] + note if c[0] else "" for c in checks), "images")
     stats = [parsed[f] for f in (label_path(image) for image in images) if f in parsed]  # repeats count again
     if not any(s.instances for s in stats):
         raise DatasetError(
             f"{path}: the {len(present)} label files for '{key}:' hold no objects: "
-            f"label the images (one 'class x y w h' row per object)"
+            f"label the images (one 'class x y w h' row per object){note}"
         )
     densest = max(parsed, key=lambda f: parsed[f].instances)
     sizes = {image: (c[1], c[2]) for image, c in zip(unique, checks)}
@@ -590,11 +678,76 @@ def _scan_split(
     )
 
 
+def _links_to(raw: dict, key: str, root: Path, yaml_path: Path) -> list[tuple[Path, Path, bool]]:
+    """The symbolic links met on the way to split `key`'s images: (link as reached, resolved target, is a folder).
+
+    The way runs through the data.yaml (a linked YAML resolves its paths from the target's folder), the
+    `path:` root as written, and each entry of the split from the resolved root, as `_split_sources` goes.
+    """
+    ways = [yaml_path.absolute()]
+    if raw.get("path"):
+        declared = Path(str(raw["path"])).expanduser()
+        ways.append(declared if declared.is_absolute() else Path.cwd() / declared)
+    entries = raw[key] if isinstance(raw[key], list) else [raw[key]]
+    ways += [root / str(entry) for entry in entries]
+    found: dict[Path, tuple[Path, Path, bool]] = {}
+    for way in ways:
+        step = Path(way.anchor)
+        for part in way.parts[1:]:
+            step = step / part
+            if part not in {".", ".."} and step not in found and step.is_symlink():
+                found[step] = (step, step.resolve(), step.is_dir())
+    return list(found.values())
+
+
+def _link_note(links: Sequence[tuple[Path, Path, bool]]) -> str:
+    """What ends a message about a split reached through links: each link and where it leads.
+
+    Ultralytics resolves a split's path, so the labels it reads sit beside the link's target (`label_path` of
+    the resolved image): a message naming them may name another dataset's files, and this says why.
+
+    Examples:
+        >>> _link_note([(Path("/d/images"), Path("/x/coco128-seg/images"), True)])
+        " (images/ is a link to /x/coco128-seg/images; labels are read beside the link's target, as Ultralytics does)"
+        >>> _link_note([])
+        ''
+    """
+    said = [f"{link.name}/ is a link to {target}" if folder else
+            f"{link.name} is a link to {target}; its paths resolve from {target.parent}"
+            for link, target, folder in links[:MAX_LISTED]]
+    if any(folder for _, _, folder in links):
+        said.append("labels are read beside the link's target, as Ultralytics does")
+    return f" ({'; '.join(said)})" if said else ""
+
+
+def remap_label_text(text: str, ids: Mapping[int, int]) -> str:
+    r"""A checked label file's text with each row's class id replaced by `ids[id]`; the rest of each row kept.
+
+    Examples:
+        >>> remap_label_text("7 0.5 0.5 0.2 0.2\n\n1 0.1 0.1 0.3 0.3\n", {1: 0, 3: 1, 7: 2})
+        '2 0.5 0.5 0.2 0.2\n\n0 0.1 0.1 0.3 0.3\n'
+    """
+    rows = []
+    for line in text.splitlines(keepends=True):
+        fields = line.split(maxsplit=1)
+        if fields:
+            line = f"{ids[int(float(fields[0]))]} {fields[1] if len(fields) > 1 else ''}"
+        rows.append(line)
+    return "".join(rows)
+
+
 def _raise_first(problems: Iterable[str], what: str) -> None:
     found = [p for p in problems if p]
     if found:
         more = f" (and {len(found) - 1} more {what} with problems)" if len(found) > 1 else ""
         raise DatasetError(found[0] + more)
+
+
+def _id_range(ids: Sequence[int]) -> str:
+    """Sorted class ids in a few characters: '0-4', '1, 3, 7' or '1..90 with gaps'."""
+    if list(ids) == list(range(len(ids))):
+        return f"0-{len(ids) - 1}"
+    return _short(ids) if len(ids) <= MAX_LISTED else f"{ids[0]}..{ids[-1]} with gaps"
 
 
 def _short(values: Sequence[int]) -> str:

@@ -105,6 +105,10 @@ KEYS: tuple[Key, ...] = (
     Key("trust_checkpoint", "True loads *.pt files with Ultralytics' unrestricted loader, which can run code stored "
                             "in the file: only for files you trust (default: the safe loader)",
         COMMANDS, check=_switch("trust_checkpoint")),
+    Key("remap_classes", "True trains on copies of the labels with class ids renumbered 0..N-1 in the order of "
+                         "names (for ids Ultralytics refuses, e.g. COCO's 1..90 with gaps); the copies go in "
+                         "visionbatch's cache, your files are not changed (default False; infer: with data=)",
+        COMMANDS, check=_switch("remap_classes")),
     Key("seconds", "time each setting at least this long: a batch size in infer (default 1), a loader setting in "
                    "augcost (default 2)", ("augcost", "infer"), parameters=(("infer", "seconds_per_batch"),)),
     # -- training
@@ -230,7 +234,7 @@ def command_keys(command: str) -> tuple[Key, ...]:
 
     Examples:
         >>> [key.name for key in command_keys("train")]
-        ['batch', 'imgsz', 'memory_budget', 'trust_checkpoint', 'oom_retries', 'augcost', 'labels_per_image', 'oom_risk', 'plan_cache']
+        ['batch', 'imgsz', 'memory_budget', 'trust_checkpoint', 'remap_classes', 'oom_retries', 'augcost', 'labels_per_image', 'oom_risk', 'plan_cache']
     """
     if command not in COMMANDS:
         raise ValueError(f"no command {command!r}: one of {', '.join(COMMANDS)}")
@@ -242,7 +246,7 @@ def visionbatch_keys(command: str) -> dict[str, str]:
 
     Examples:
         >>> list(visionbatch_keys("train"))  # batch and imgsz are Ultralytics' keys: they go to Ultralytics
-        ['memory_budget', 'trust_checkpoint', 'oom_retries', 'augcost', 'labels_per_image', 'oom_risk', 'plan_cache']
+        ['memory_budget', 'trust_checkpoint', 'remap_classes', 'oom_retries', 'augcost', 'labels_per_image', 'oom_risk', 'plan_cache']
     """
     return {key.name: key.help for key in command_keys(command) if not key.ultralytics}
 

@@ -1,4 +1,4 @@
-"""Output folders under ./runs, named like Ultralytics' (fit, fit-2, fit-3, ...): never overwritten."""
+"""Output folders under ./runs, named as Ultralytics names its own (fit, fit-2, fit-3, ...): never overwritten."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ from visionbatch.errors import ConfigError
 def new_run_dir(kind: str, name: str | None = None, project: str | os.PathLike | None = None) -> Path:
     """Create and return a fresh folder `runs/<kind>/<name>` (or `<project>/<name>`).
 
-    An existing folder is never reused: the name gets -2, -3, ... as Ultralytics' run folders do.
+    An existing folder is never reused: the name gets -2, -3, ... as Ultralytics' `increment_path` names
+    the run folders of `yolo train` and `visionbatch train` (train, train-2; dashed since Ultralytics
+    8.4.39, which visionbatch requires; `exp2` is YOLOv5's and older Ultralytics' naming).
 
     Examples:
-        >>> new_run_dir("fit").relative_to(Path.cwd()).as_posix()  # doctest: +SKIP
-        'runs/fit/fit'
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as project:
+        ...     [new_run_dir("fit", project=project).name for _ in range(3)]
+        ['fit', 'fit-2', 'fit-3']
     """
     base = Path(project).expanduser() if project else Path.cwd() / "runs" / kind
     if not base.is_absolute():
@@ -28,7 +32,7 @@ def new_run_dir(kind: str, name: str | None = None, project: str | os.PathLike |
         raise ConfigError(f"project={project}: {base} is (or is under) a file, not a folder: pass a folder for the "
                           f"runs") from None
     for index in range(1, 10_000):
-        folder = base / (stem if index == 1 else f"{stem}-{index}")
+        folder = base / (stem if index == 1 else f"{stem}-{index}")  # Ultralytics' increment_path, sep="-"
         try:
             folder.mkdir()
         except FileExistsError:

@@ -17,6 +17,10 @@ split. So Ultralytics, which sorts the list, meets the images in the order it wo
 originals (`fraction=` picks the same ones), a `.txt` list keeps its repeats (oversampling), and
 `label_path()` of each link finds the link of its label.
 
+With `remap_classes=True` (`DatasetSummary.class_ids`), each label is not linked but written,
+renumbered 0..N-1 (`dataset.remap_label_text`), atomically into the mirror, and the mirror's stamp
+covers each label's size and modification time, so an edited label is renumbered again.
+
 A mirror is keyed by the data.yaml's absolute path and a stamp of the file lists and the YAML's
 content, and reused while they are unchanged. It is built in a temporary folder and renamed into
 place, and removed by renaming it away first, so a mirror under its real name is always whole.
@@ -41,9 +45,9 @@ from typing import Any
 
 import yaml
 
-from visionbatch.dataset import DatasetSummary, label_path
-from visionbatch.errors import StorageError
-from visionbatch.files import config_dir
+from visionbatch.dataset import DatasetSummary, label_path, remap_label_text
+from visionbatch.errors import DatasetError, StorageError
+from visionbatch.files import atomic_write_text, config_dir
 
 MIRROR_VERSION = 2  # bump when the layout changes: old mirrors are then rebuilt
 YAML_NAME = "data.yaml"
@@ -74,11 +78,13 @@ class StagedDataset:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """What a mirror holds: links (relative link path -> target) and each split's list (relative links)."""
+    """What a mirror holds: links (relative link path -> target), each split's list (relative links), and the
+    links that are labels (written renumbered instead of linked when the summary remaps class ids)."""
 
     links: dict[str, str]
     lists: dict[str, list[str]]
     images: int
+    labels: frozenset[str] = frozenset()
 
 
 def mirrors_dir() -> Path:
@@ -106,6 +112,7 @@ def ultralytics_yaml(summary: DatasetSummary, root: Path, splits: Mapping[str, s
 def _plan(summary: DatasetSummary) -> _Plan:
     links: dict[str, str] = {}
     lists: dict[str, list[str]] = {}
+    labels: set[str] = set()
     for key, split in summary.splits().items():
         entries = [os.path.abspath(f) for f in split.files]
         base = os.path.commonpath([os.path.dirname(f) for f in entries])
@@ -117,16 +124,48 @@ def _plan(summary: DatasetSummary) -> _Plan:
                 label = label_path(image)
                 if os.path.isfile(label):
                     links.setdefault(label_path(link), label)  # x.jpg and x.png share x.txt: one link
+                    labels.add(label_path(link))
             listed.append(link)
         lists[key] = listed
-    return _Plan(links, lists, sum(1 for link in links if "/images/" in link and not link.endswith(".txt")))
+    images = sum(1 for link in links if link not in labels)
+    return _Plan(links, lists, images, frozenset(labels))
 
 
 def _stamp(summary: DatasetSummary, plan: _Plan) -> str:
     described = {str(k): v for k, v in summary.raw.items() if k not in REPLACED_KEYS}
+    written = [_file_stamp(plan.links[label]) for label in sorted(plan.labels)] if summary.remapped else []
     payload = json.dumps([MIRROR_VERSION, summary.yaml_path, summary.names, plan.lists, plan.links,
-                          yaml.safe_dump(described, sort_keys=False)], sort_keys=True, default=str)
+                          yaml.safe_dump(described, sort_keys=False), summary.class_ids, written],
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _file_stamp(path: str) -> tuple[int, int]:
+    """(size, mtime in ns) of a label the mirror holds a renumbered copy of: a change rebuilds the mirror."""
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
+
+
+def write_remapped_label(summary: DatasetSummary, label: str | os.PathLike, path: str | os.PathLike) -> None:
+    r"""Write `label` (a checked label file of `summary`) to `path` with its class ids renumbered, atomically.
+
+    Examples:
+        >>> import tempfile
+        >>> from visionbatch.dataset import load_dataset
+        >>> summary = load_dataset("datasets/shapes/data.yaml", check_images=False)
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "a.txt").write_text("4 0.5 0.5 0.2 0.2\n")
+        >>> write_remapped_label(summary, folder / "a.txt", folder / "b.txt")  # nothing remapped: the same ids
+        >>> (folder / "b.txt").read_text()
+        '4 0.5 0.5 0.2 0.2\n'
+    """
+    text = Path(label).read_text(encoding="utf-8-sig")
+    try:
+        renumbered = remap_label_text(text, summary.class_map())
+    except (KeyError, ValueError) as exc:  # the file changed since the check read it
+        raise DatasetError(f"{label}: a class id that is not in names ({exc}) appeared after the dataset was "
+                           f"checked: fix the label and run again") from None
+    atomic_write_text(path, renumbered)
 
 
 def _key(summary: DatasetSummary) -> str:
@@ -209,7 +248,10 @@ def _build(summary: DatasetSummary, plan: _Plan, home: Path, final: Path) -> Any
             if parent not in made:
                 os.makedirs(building / parent, exist_ok=True)
                 made.add(parent)
-            _link(target, building / link)
+            if summary.remapped and link in plan.labels:
+                write_remapped_label(summary, target, building / link)  # a renumbered copy, never the original
+            else:
+                _link(target, building / link)
         splits = {}
         for key, listed in plan.lists.items():
             (building / f"{key}.txt").write_text("".join(f"{final / link}\n" for link in listed))

@@ -1,18 +1,21 @@
 """Timing decisions: repeated step timings, their confidence intervals, and when two speeds differ.
 
 One module for every choice that rests on a measured speed (fit's "throughput saturates", and
-infer's choice once issue 13 moves it here).
+infer's choice, its instance count and its precision comparison).
 
-**The estimate.** A batch is timed in blocks of steps; every step's seconds is one sample. The
-speed is `batch_size / mean(step seconds)` (images over time, not a mean of per-step speeds). Its
-interval is the Student t interval of the mean step time, at `CONFIDENCE` (95%, two-sided),
-turned into images per second: `batch_size / (mean ± t * sd / sqrt(n))`. Turning the interval
-over is exact (speed falls as time grows), so it keeps its coverage; it is not symmetric. With
-one sample there is no interval (0 to unbounded); when the time interval reaches 0 the speed has
-no upper bound (`inf`, written as null in JSON). Steps of one block can be correlated (a busy
-moment slows all of them); timing the candidates in interleaved blocks (`repeat_timings`) spreads
-such moments over every candidate, and a large outlier widens its own interval by more than it
-moves the mean (t > 1), so it makes a decision harder to reach rather than a different one.
+**The estimate.** A batch is timed in blocks of steps. The speed is `batch_size / mean(step
+seconds)` over every step (images over time, not a mean of per-step speeds). Its interval is the
+Student t interval at `CONFIDENCE` (95%, two-sided) of the mean step time, turned into images per
+second: `batch_size / (mean +- t * sd / sqrt(n))`. Turning the interval over is exact (speed falls
+as time grows), so it keeps its coverage; it is not symmetric. Steps of one block are correlated
+(a busy moment slows all of them), so once there are two blocks or more the samples are the
+blocks' mean step times, not the steps (`estimate_speed_blocks`): on a shared machine the speed
+moves far more between blocks than within one, and an interval over the steps claimed a
+precision the next run did not repeat. Timing the candidates in interleaved blocks
+(`repeat_timings`) spreads slow spells over every candidate. With one sample there is no interval
+(0 to unbounded); when the time interval reaches 0 the speed has no upper bound (`inf`, written
+as null in JSON). A large outlier widens its own interval by more than it moves the mean (t > 1),
+so it makes a decision harder to reach rather than a different one.
 
 **The comparisons.** Two speeds differ only when their intervals do: the bounds of the ratio of
 speeds `a / b` are taken from the intervals' ends (`a.low / b.high` to `a.high / b.low`). That
@@ -34,7 +37,8 @@ import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TypeVar
 
 SPEED_TOLERANCE = 0.03  # speeds within 3% of each other count as the same
 CONFIDENCE = 0.95  # two-sided level of every interval here (the t table below is for it)
@@ -44,6 +48,9 @@ _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
           2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
           2.045, 2.042)
 _Z_975 = 1.959964
+
+MIN_BLOCKS = 3  # blocks per candidate before a decision: one block's steps share one moment of the machine
+Label = TypeVar("Label", bound=Hashable)  # what a timed candidate is called: a batch size, a precision, a count
 
 
 def t_quantile(degrees_of_freedom: int) -> float:
@@ -124,6 +131,39 @@ def estimate_speed(batch_size: int, step_s: Sequence[float]) -> SpeedEstimate:
     half_s = t_quantile(len(step_s) - 1) * statistics.stdev(step_s) / math.sqrt(len(step_s))
     high = batch_size / (mean_s - half_s) if mean_s > half_s else math.inf
     return SpeedEstimate(batch_size, speed, batch_size / (mean_s + half_s), high, len(step_s))
+
+
+def estimate_speed_blocks(batch_size: int, blocks: Sequence[Sequence[float]]) -> SpeedEstimate:
+    """The speed of `batch_size` from steps timed in blocks, with an interval over the blocks.
+
+    Steps of one block share the machine's state of that moment (a busy neighbour, a clock
+    change), so they are not independent samples, and an interval over them is too narrow: on a
+    shared 2-core machine, one block's steps gave +-1% while the same batch moved 20% between
+    blocks. The point is every step's mean, as in `estimate_speed`; the interval is the t interval
+    over the blocks' mean step times, its relative width carried over to the point, or the steps'
+    own interval where that is wider (two or three blocks can agree by chance, and the decisions
+    look again after every block). With one block there is nothing between blocks to go on, and
+    the steps' interval stands. `samples` counts steps either way.
+
+    Examples:
+        >>> steady = estimate_speed_blocks(10, [[0.125, 0.125], [0.125, 0.125], [0.125, 0.125]])
+        >>> steady.img_per_s, steady.low_img_per_s, steady.high_img_per_s, steady.samples
+        (80.0, 80.0, 80.0, 6)
+        >>> drift = estimate_speed_blocks(10, [[0.09, 0.09], [0.10, 0.10], [0.11, 0.11]])  # each block exact
+        >>> round(drift.low_img_per_s, 1), round(drift.high_img_per_s, 1)  # as wide as 3 single samples
+        (80.1, 133.1)
+        >>> estimate_speed_blocks(10, [[0.09, 0.10, 0.11]]) == estimate_speed(10, [0.09, 0.10, 0.11])
+        True
+    """
+    blocks = [list(block) for block in blocks if len(block)]
+    steps = [step for block in blocks for step in block]
+    point = estimate_speed(batch_size, steps)
+    if len(blocks) < 2:
+        return point
+    spread = estimate_speed(batch_size, [statistics.fmean(block) for block in blocks])
+    low = min(point.low_img_per_s, point.img_per_s * spread.low_img_per_s / spread.img_per_s)
+    high = max(point.high_img_per_s, point.img_per_s * spread.high_img_per_s / spread.img_per_s)
+    return SpeedEstimate(batch_size, point.img_per_s, low, high, point.samples)
 
 
 def speed_ratio_bounds(a: SpeedEstimate, b: SpeedEstimate) -> tuple[float, float]:
@@ -209,8 +249,9 @@ class Timings:
     """Speeds from interleaved repeated timing, and why the repetition stopped.
 
     Attributes:
-        speeds: one estimate per batch, smallest batch first.
-        blocks: blocks of steps timed, all batches together.
+        speeds: one estimate per candidate: by batch, smallest first (`repeat_timings`), or in the
+            order of the labels (`repeat_alike`, where candidates may share a batch size).
+        blocks: blocks of steps timed, all candidates together.
         elapsed_s: seconds the repetition took (by the clock it was given).
         bound_s: the time bound it ran under.
         settled: True when it stopped because the decision was settled; False when the bound stopped it.
@@ -223,6 +264,7 @@ class Timings:
     settled: bool
 
     def speed(self, batch_size: int) -> SpeedEstimate | None:
+        """The estimate at `batch_size` (`repeat_timings`' candidates; the first one when several share it)."""
         return next((s for s in self.speeds if s.batch_size == batch_size), None)
 
 
@@ -232,48 +274,87 @@ def repeat_timings(
     settled: Callable[[Sequence[SpeedEstimate]], bool],
     bound_s: float,
     clock: Callable[[], float] = time.perf_counter,
+    min_blocks: int = MIN_BLOCKS,
 ) -> Timings | None:
     """Time `batch_sizes` in round-robin blocks until `settled(speeds)` or the time bound.
 
-    Each call `time_block(b)` times one block at batch b and returns its steps' seconds (None when
-    nothing can be timed: then None is returned). Every batch gets one block, whatever the bound;
-    after that, before each block the speeds are checked with `settled`, and a block starts only
-    when the batch's previous block, run again, would end within `bound_s` of the start. Blocks
-    go round the batches in order, so a slow spell of the machine hits every batch alike.
+    `repeat_alike` with each batch size its own label and images a step; the speeds come back
+    smallest batch first.
 
     Examples:
         >>> calls = []
         >>> def block(b):
         ...     calls.append(b)
-        ...     return [b / 100.0] * 3  # exact timings: the first round settles it
+        ...     return [b / 100.0] * 3  # exact timings: settled once each batch has MIN_BLOCKS blocks
         >>> timings = repeat_timings(block, [8, 32], smallest_as_fast_settled, bound_s=10.0)
         >>> calls, timings.settled, [s.img_per_s for s in timings.speeds]
-        ([8, 32], True, [100.0, 100.0])
+        ([8, 32, 8, 32, 8, 32], True, [100.0, 100.0])
     """
-    samples: dict[int, list[float]] = {b: [] for b in batch_sizes}
-    block_s: dict[int, float] = {}
-    start = clock()
-
-    def finish(done: bool) -> Timings:
-        speeds = tuple(estimate_speed(b, samples[b]) for b in sorted(samples))
-        return Timings(speeds, blocks, clock() - start, bound_s, done)
-
     if not batch_sizes:
         raise ValueError("repeat_timings() needs at least one batch size")
+    timed = repeat_alike(time_block, batch_sizes, lambda b: b,
+                         lambda speeds: settled([speeds[b] for b in sorted(speeds)]), bound_s, clock, min_blocks)
+    if timed is None:
+        return None
+    speeds, timings = timed
+    return dataclasses.replace(timings, speeds=tuple(speeds[b] for b in sorted(speeds)))
+
+
+def repeat_alike(
+    time_block: Callable[[Label], Sequence[float] | None],
+    labels: Sequence[Label],
+    images: Callable[[Label], int],
+    settled: Callable[[Mapping[Label, SpeedEstimate]], bool],
+    bound_s: float,
+    clock: Callable[[], float] = time.perf_counter,
+    min_blocks: int = MIN_BLOCKS,
+) -> tuple[dict[Label, SpeedEstimate], Timings] | None:
+    """Time candidates (batch sizes, precisions, instance counts) in round-robin blocks until
+    `settled(speeds)` or the time bound.
+
+    Each call `time_block(label)` times one block of that candidate and returns its steps' seconds
+    (None when nothing can be timed: then None is returned); a step carries `images(label)` images.
+    Every candidate gets one block, whatever the bound; once each has `min_blocks` (the speed
+    between blocks is what one block cannot show), before each block the speeds are checked with
+    `settled`; and after the first round a block starts only when the candidate's previous block,
+    run again, would end within `bound_s` of the start. Blocks go round the candidates in order, so a
+    slow spell of the machine hits every one alike. Returns the speeds by label (intervals over the
+    blocks, `estimate_speed_blocks`) and the `Timings` (speeds in the order of `labels`).
+
+    Examples:
+        >>> def block(label):
+        ...     return {"fp32": [0.5, 0.5], "int8": [0.25, 0.25]}[label]  # seconds a step of 4 images
+        >>> speeds, timings = repeat_alike(block, ["fp32", "int8"], lambda label: 4, lambda s: True, bound_s=1.0)
+        >>> {k: (v.batch_size, v.img_per_s) for k, v in speeds.items()}, timings.blocks
+        ({'fp32': (4, 8.0), 'int8': (4, 16.0)}, 6)
+    """
+    if not labels:
+        raise ValueError("repeat_alike() needs at least one candidate")
+    samples: dict[Label, list[list[float]]] = {label: [] for label in labels}
+    block_s: dict[Label, float] = {}
+    start = clock()
+
+    def speeds() -> dict[Label, SpeedEstimate]:
+        return {label: estimate_speed_blocks(images(label), samples[label]) for label in labels}
+
+    def finish(done: bool) -> tuple[dict[Label, SpeedEstimate], Timings]:
+        now = speeds()
+        return now, Timings(tuple(now[label] for label in labels), blocks, clock() - start, bound_s, done)
+
     blocks = 0
     while True:
-        for batch_size in batch_sizes:
-            if len(block_s) == len(samples):  # every batch has a block: decide whether to go on
-                if settled([estimate_speed(b, samples[b]) for b in sorted(samples)]):
+        for label in labels:
+            if len(block_s) == len(samples):  # every candidate has a block: decide whether to go on
+                if min(map(len, samples.values())) >= min_blocks and settled(speeds()):
                     return finish(True)
-                if clock() - start + block_s[batch_size] > bound_s:
+                if clock() - start + block_s[label] > bound_s:
                     return finish(False)
             began = clock()
-            steps = time_block(batch_size)
+            steps = time_block(label)
             if steps is None:
                 return None
-            block_s[batch_size] = clock() - began
-            samples[batch_size].extend(steps)
+            block_s[label] = clock() - began
+            samples[label].append(list(steps))
             blocks += 1
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from visionbatch.augment.report import AugmentationReport
-from visionbatch.plotting import new_figure, save_figure
+from visionbatch.plotting import new_figure, plain_log_axis, save_figure
 from visionbatch.results import write_json
 
 JSON_NAME = "augcost.json"
@@ -33,14 +34,22 @@ def save_report(report: AugmentationReport, folder: str | Path | None = None, *,
 
 
 def plot_report(report: AugmentationReport, path: str | Path) -> Path:
-    """Three panels: cost per transform (by phase), loader images/s against workers, cost against imgsz."""
-    fig, (bars, loader, sizes) = new_figure(16.0, 5.0, rows=1, cols=3)
+    """Write the report's PNG and return its path."""
+    return save_figure(report_figure(report), path)
+
+
+def report_figure(report: AugmentationReport) -> Any:
+    """Three panels: cost per transform (by phase), loader images/s against workers, cost against imgsz.
+
+    Each legend sits below its panel, where it hides no bar or line.
+    """
+    fig, (bars, loader, sizes) = new_figure(16.0, 5.5, rows=1, cols=3)
     _bars(bars, report)
     _loader(loader, report)
     _sizes(sizes, report)
     fig.suptitle(f"visionbatch augcost: {report.task} {Path(report.data).parent.name}, imgsz {report.imgsz}, "
                  f"batch {report.batch_size}")
-    return save_figure(fig, path)
+    return fig
 
 
 def _bars(ax, report: AugmentationReport) -> None:
@@ -59,7 +68,7 @@ def _bars(ax, report: AugmentationReport) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("ms per image (mean)")
     ax.set_title(f"cost per transform at imgsz {report.imgsz}")
-    ax.legend(fontsize=8)
+    _legend_below(ax)
 
 
 def _loader(ax, report: AugmentationReport) -> None:
@@ -73,9 +82,11 @@ def _loader(ax, report: AugmentationReport) -> None:
                    label=f"training step ({report.step.source}): {report.step.images_per_s:.0f} img/s")
     ax.set_xticks(sorted({s.workers_used for s in report.loader if s.images_per_s}) or [0])
     ax.set_xlabel("DataLoader workers")
+    ax.set_ylim(bottom=0)  # from zero, so two speeds compare by height
     ax.set_ylabel("images / s")
-    ax.set_title("loader throughput")
-    ax.legend(fontsize=8)
+    ax.set_title(f"loader throughput (batch {report.batch_size})")
+    if ax.get_legend_handles_labels()[0]:
+        _legend_below(ax)
 
 
 def _sizes(ax, report: AugmentationReport) -> None:
@@ -85,8 +96,13 @@ def _sizes(ax, report: AugmentationReport) -> None:
     ax.set_ylabel("ms per image (mean)")
     ax.set_title("cost against resolution")
     if report.resolution:
+        # log-log: a cost growing as pixels^k is a straight line; plain numbers on both axes, not "10^1"
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
         ax.set_xticks(list(report.sizes), [str(s) for s in report.sizes])
         ax.minorticks_off()
-        ax.legend(fontsize=8)
+        plain_log_axis(ax, "y", [ms for fit in report.resolution for ms in fit.total_ms])
+        _legend_below(ax)
+
+
+def _legend_below(ax) -> None:
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13))

@@ -51,6 +51,7 @@ from visionbatch.process_state import kept_process_state
 from visionbatch.ultralytics.offline import (
     cpu_count,
     offline,
+    quiet_internal_dataset,
     quiet_ultralytics,
     trusted_checkpoints,
     versions,
@@ -214,11 +215,12 @@ class _Run:
         from ultralytics.data.build import build_yolo_dataset
 
         cfg = self.hyp(imgsz, chain, cache)
-        if mode == "val":  # the trainer's val loader: rect batches at twice the batch
-            return build_yolo_dataset(cfg, self.data["val"], self.batch_size * 2, self.data, mode="val",
-                                      rect=True, stride=32, fraction=1.0)
-        return build_yolo_dataset(cfg, self.data["train"], self.batch_size, self.data, mode="train",
-                                  stride=32, fraction=count or self.sample.profile_images)
+        with quiet_internal_dataset():  # timed, never trained on: no advice for a training run
+            if mode == "val":  # the trainer's val loader: rect batches at twice the batch
+                return build_yolo_dataset(cfg, self.data["val"], self.batch_size * 2, self.data, mode="val",
+                                          rect=True, stride=32, fraction=1.0)
+            return build_yolo_dataset(cfg, self.data["train"], self.batch_size, self.data, mode="train",
+                                      stride=32, fraction=count or self.sample.profile_images)
 
     def hyp(self, imgsz: int, chain: str, cache: str | None = None) -> Any:
         """The trainer's arguments for a dataset (also what `close_mosaic` rebuilds the chain from)."""

@@ -22,7 +22,7 @@ import yaml
 
 from visionbatch.augment.analysis import spread
 from visionbatch.dataset import DatasetSummary, label_path, split_images, train_count
-from visionbatch.staging import ultralytics_yaml
+from visionbatch.staging import ultralytics_yaml, write_remapped_label
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,9 @@ def link_sample(summary: DatasetSummary, folder: Path, profile_images: int, load
             stem = f"{number:06d}"
             _link(Path(image), folder / "images" / split / f"{stem}{Path(image).suffix}")
             label = Path(label_path(image))
-            if label.is_file():
+            if label.is_file() and summary.remapped:  # remap_classes=True: a renumbered copy, as in the mirror
+                write_remapped_label(summary, label, folder / "labels" / split / f"{stem}.txt")
+            elif label.is_file():
                 _link(label, folder / "labels" / split / f"{stem}.txt")
     described = ultralytics_yaml(summary, folder, {"train": "images/train", "val": "images/val"})
     yaml_path = folder / "data.yaml"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visionbatch.cli.args import positional, read_batch
-from visionbatch.console import table
+from visionbatch.console import Progress, table
 from visionbatch.devices.catalog import TARGETS
 from visionbatch.fit.distributed import DistributedPlan
 from visionbatch.fit.plan import BatchCheck, BatchPlan
@@ -51,7 +51,8 @@ def run(tokens: Sequence[str]) -> FitRun:
     data, pairs = positional(tokens, "fit", "DATA", "data", "visionbatch fit path/to/data.yaml [key=value ...]")
     pairs = read_keys("fit", pairs, ultralytics_defaults())
     pairs = read_batch(pairs)
-    plan = fit_batch(data, save=True, **pairs)  # the library makes the run folder, as for every command
+    with Progress("visionbatch fit") as progress:  # each probe on stderr as it runs; a bar on a terminal
+        plan = fit_batch(data, save=True, progress=progress, **pairs)  # the library makes the run folder
     folder = Path(plan.save_dir)
     files = (PLAN_JSON, *curve_names(plan))
     return FitRun(plan, str(folder), tuple(str(folder / f) for f in files))

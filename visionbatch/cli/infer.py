@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from visionbatch.cli.args import positional
 from visionbatch.console import err, table
 from visionbatch.infer.plan import BatchMeasurement, InferencePlan
+from visionbatch.infer.precision import PrecisionResult
 from visionbatch.keys import help_block
 from visionbatch.units import human_bytes
 
@@ -94,6 +95,9 @@ def show(plan: InferencePlan) -> str:
                      f"({verdict})")
     if plan.batch_size is not None:
         lines.append(f"chosen: {plan.reason}")
+        if plan.instances is not None:
+            lines.append(f"triton instances: {plan.instances.reason}"
+                         + (f" [{plan.instances.timing}]" if plan.instances.timing else ""))
     else:
         lines.append(f"nothing feasible: {plan.reason}")
         lines += [f"  what would help: {a}" for a in plan.advice]
@@ -111,13 +115,20 @@ def _precisions(plan: InferencePlan) -> list[str]:
     report = plan.precisions
     if report is None:
         return []
-    rows = [[r.precision, None if r.img_per_s is None else f"{r.img_per_s:.1f}",
+    rows = [[r.precision, None if r.img_per_s is None else f"{r.img_per_s:.1f}", _precision_interval(r),
              None if r.map50_95 is None else f"{r.map50_95:.3f}", None if r.map50 is None else f"{r.map50:.3f}",
              r.note] for r in report.results]
     title = (f"precisions at batch {report.batch_size} on {report.device}, mAP on the val split of "
              f"{report.data}")
-    return ["", table(["precision", "img/s", "mAP50-95", "mAP50", "note"], rows, title=title),
-            *report.tradeoffs, ""]
+    return ["", table(["precision", "img/s", "95% img/s", "mAP50-95", "mAP50", "note"], rows, title=title),
+            *report.tradeoffs, *([f"timing: {report.timing}"] if report.timing else []), ""]
+
+
+def _precision_interval(result: PrecisionResult) -> str | None:
+    if result.low_img_per_s is None:
+        return None
+    high = "inf" if result.high_img_per_s is None else f"{result.high_img_per_s:.1f}"
+    return f"{result.low_img_per_s:.1f}-{high}"
 
 
 def _interval(m: BatchMeasurement) -> str | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visionbatch.cli.args import positional, read_batch
-from visionbatch.console import table
+from visionbatch.console import Progress, table
 from visionbatch.fit.sweep import ResolutionSweep
 from visionbatch.keys import help_block, read_keys
 from visionbatch.ultralytics.args import ultralytics_defaults
@@ -40,7 +40,8 @@ def run(tokens: Sequence[str]) -> SweepRun:
     data, pairs = positional(tokens, "sweep", "DATA", "data", "visionbatch sweep path/to/data.yaml sizes=320,640")
     pairs = read_keys("sweep", pairs, ultralytics_defaults())
     pairs = read_batch(pairs)  # the training batch: a size asks for the largest imgsz, a fit request the fraction
-    sweep = sweep_resolution(data, save=True, **pairs)  # the library makes the run folder, as for every command
+    with Progress("visionbatch sweep") as progress:  # each probe on stderr as it runs; a bar on a terminal
+        sweep = sweep_resolution(data, save=True, progress=progress, **pairs)  # the library makes the run folder
     folder = Path(sweep.save_dir)
     return SweepRun(sweep, str(folder), (str(folder / SWEEP_JSON), str(folder / SWEEP_PNG)))
 

@@ -66,4 +66,38 @@ def show(result: TrainResult) -> str:
         lines.append("final: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
     lines.append(f"setup {result.setup_s:.1f} s, total {result.wall_s:.1f} s")
     lines.append(f"run folder: {result.save_dir}  (summary: visionbatch.json, weights: weights/best.pt)")
+    lines.extend(next_steps(result))
     return "\n".join(lines)
+
+
+LOW_MAP = 0.05  # below this mAP50-95 a user deserves a word on why
+
+
+def next_steps(result: TrainResult) -> list[str]:
+    """What the result means when it looks poor, and what to run next on it.
+
+    A model built from a YAML starts from random weights (nothing is downloaded), and its mAP stays
+    near 0 for the first epochs: the warm-up alone is 3 epochs. Saying so keeps a short first run
+    from looking broken.
+    """
+    lines = []
+    metric = result.final_metrics.get("metrics/mAP50-95(M)", result.final_metrics.get("metrics/mAP50-95(B)"))
+    from_scratch = str(result.model).endswith((".yaml", ".yml"))
+    if metric is not None and metric < LOW_MAP and result.status == "completed":
+        epochs = len(result.epochs)
+        why = (f"{result.model} starts from random weights (nothing is downloaded)" if from_scratch
+               else "the model has not learned this data yet")
+        warmup = result.args.get("warmup_epochs", 3)
+        lines.append(f"note: mAP50-95 {metric:.3f} after {epochs} epoch{'s' * (epochs != 1)}: {why}, and the first "
+                     f"{warmup:g} epochs are Ultralytics' warm-up. Train longer (epochs=100), or start from pretrained "
+                     f"weights on disk (model=path/to/yolo11n.pt).")
+    weights = f"{result.save_dir}/weights/best.pt"
+    remap = " remap_classes=True" if result.remapped_classes else ""
+    lines.append("next:")
+    lines.append(f"  visionbatch fit {result.data}{remap}          # the largest batch this device (or target=) holds")
+    lines.append(f"  visionbatch augcost {result.data}{remap}      # is the data pipeline or the model the bottleneck")
+    imgsz = result.args.get("imgsz")
+    size = f" imgsz={imgsz}" if isinstance(imgsz, int) else ""
+    lines.append(f"  visionbatch infer {weights}{size}   # the deployment batch and its latency "
+                 f"(add precision=fp32,int8 data={result.data}{remap} for INT8's speed and mAP)")
+    return lines

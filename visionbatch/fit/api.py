@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionbatch.console import err
 from visionbatch.devices.memory import Capacity
 from visionbatch.errors import ConfigError
 from visionbatch.fit.distributed import (
@@ -129,6 +130,7 @@ def fit_batch(
     batch_size: int | None = None,
     oom_risk: float = DEFAULT_OOM_RISK,
     plan_cache: bool = True,
+    progress: Callable[[str], None] | None = err,
     **train_args: Any,
 ) -> BatchPlan | BatchCheck | DistributedPlan:
     """Fit the training batch to the device by measuring the real training step, or predict it.
@@ -160,6 +162,9 @@ def fit_batch(
         plan_cache: reuse a plan fitted before for the same device, software, model, data and
             arguments (`fit.cache`; `plan.reused` says so), and store a new one; False fits
             without reading or writing the cache.
+        progress: receives a line as each step starts, one per probe (batch, peaks, whether it fits,
+            the time left), the trace's stages and the timing (default: stderr); None for silence.
+            A `console.Progress` also draws a bar over the planned probes on a terminal.
         **train_args: Ultralytics train arguments that shape the step (task, multi_scale, amp,
             optimizer, epochs, mosaic, close_mosaic, mask_ratio, overlap_mask, freeze, ...).
 
@@ -210,7 +215,8 @@ def fit_batch(
 
     with offline():
         job = prepare(data, overrides, visionbatch_keys("fit"), command="fit")  # name=, project= checked here
-        plan = fit_devices(job, options, gpus) if gpus else fit_job(job, options)
+        plan = (fit_devices(job, options, gpus, progress=progress) if gpus else
+                fit_job(job, options, progress=progress))
     return save_plan(plan, train_args.get("name"), train_args.get("project")) if save else plan
 
 
@@ -336,12 +342,14 @@ def check_probe_imgsz(imgsz: Any) -> None:
                           f"imgsz={MIN_PROBE_IMGSZ} or more")
 
 
-def fit_job(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchCheck:
+def fit_job(job: TrainingJob, options: FitOptions,
+            progress: Callable[[str], None] | None = None) -> BatchPlan | BatchCheck:
     """Fit the batch for a prepared training job (`ultralytics.job.prepare`): the dataset is read once.
 
     Args:
         job: the prepared `TrainingJob`; its model, task, dataset and train arguments shape the step.
         options: how to fit (`FitOptions.check`).
+        progress: receives a line per step as it goes (see `fit_batch`); None for silence.
 
     Returns:
         A verified `BatchPlan` (`plan.measured` is False for a target's prediction), or a
@@ -353,24 +361,28 @@ def fit_job(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchCheck:
     check_probe_imgsz(job.args.get("imgsz"))
     with offline(), trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
         if options.plan_cache and options.batch_size is None:  # a search is cached; the one-batch check is not
-            return _cached_search(job, options)
+            plan = _cached_search(job, options, progress)
+            if plan.reused is not None and progress is not None:
+                progress(f"{plan.reused.describe()}: no probes run (plan_cache=False fits again)")
+            return plan
         if options.target is not None:
-            return _predicted_plan(job, options)
-        return _measured_plan(job, options)
+            return _predicted_plan(job, options, progress)
+        return _measured_plan(job, options, progress=progress)
 
 
-def _cached_search(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchCheck:
+def _cached_search(job: TrainingJob, options: FitOptions,
+                   progress: Callable[[str], None] | None = None) -> BatchPlan | BatchCheck:
     """The plan cache's plan for this job and device when one is stored and still fits; else the search, stored."""
     from visionbatch.fit.cache import cached_fit
 
     if options.target is not None:
-        return cached_fit(job, options, "target", lambda: _predicted_plan(job, options))
+        return cached_fit(job, options, "target", lambda: _predicted_plan(job, options, progress))
     device = resolve_device(options.device, options.memory_budget)[0]  # a bad device= is one line before any work
-    return cached_fit(job, options, device, lambda: _measured_plan(job, options))
+    return cached_fit(job, options, device, lambda: _measured_plan(job, options, progress=progress))
 
 
 def fit_devices(job: TrainingJob, options: FitOptions, gpus: Sequence[int], probes: Mapping[int, Probe] | None = None,
-                runner: StepRunner | None = None) -> DistributedPlan:
+                runner: StepRunner | None = None, progress: Callable[[str], None] | None = None) -> DistributedPlan:
     """Fit the per-GPU batch of a DDP run on each of `gpus`: the smallest GPU's batch is every GPU's.
 
     Each GPU is fitted on its own, as `fit_job` fits one, after what a DDP rank holds beside each
@@ -385,6 +397,7 @@ def fit_devices(job: TrainingJob, options: FitOptions, gpus: Sequence[int], prob
         probes: a probe for an index, in place of that GPU's own (a simulated GPU in tests); its
             steps run on the CPU.
         runner: what runs the steps, in place of the job's real step (tests: a runner that does nothing).
+        progress: receives a line per step as it goes, GPU after GPU (see `fit_batch`); None for silence.
 
     Returns:
         The `DistributedPlan`: the per-GPU batch, the total for Ultralytics, each GPU's plan.
@@ -399,8 +412,12 @@ def fit_devices(job: TrainingJob, options: FitOptions, gpus: Sequence[int], prob
     check_probe_imgsz(job.args.get("imgsz"))
     with offline(), trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
         overhead = DdpOverhead(_trainable_bytes(job, options), nccl_buffer_bytes(), default_context_bytes())
-        plans = [_measured_plan(job, replace(options, device=f"cuda:{index}"), given=(probes or {}).get(index),
-                                runner=runner, set_aside=overhead.set_aside) for index in gpus]
+        plans = []
+        for number, index in enumerate(gpus, 1):
+            if progress is not None:
+                progress(f"GPU {number} of {len(gpus)}: fitting cuda:{index}")
+            plans.append(_measured_plan(job, replace(options, device=f"cuda:{index}"), given=(probes or {}).get(index),
+                                        runner=runner, set_aside=overhead.set_aside, progress=progress))
     return combine_plans(plans, overhead)
 
 
@@ -417,7 +434,8 @@ def _trainable_bytes(job: TrainingJob, options: FitOptions) -> int:
 
 
 def _measured_plan(job: TrainingJob, options: FitOptions, given: Probe | None = None, runner: StepRunner | None = None,
-                   set_aside: Callable[[Capacity], tuple[int, str]] | None = None) -> BatchPlan | BatchCheck:
+                   set_aside: Callable[[Capacity], tuple[int, str]] | None = None,
+                   progress: Callable[[str], None] | None = None) -> BatchPlan | BatchCheck:
     """Measure the plan on the device. `given` replaces the device's probe (a simulated GPU: the steps run on the
     CPU), and with it `runner` the real step (none is built); `set_aside` takes what the run holds beside every
     step (DDP's) off the usable memory first."""
@@ -432,6 +450,8 @@ def _measured_plan(job: TrainingJob, options: FitOptions, given: Probe | None = 
     device_type = device_name.split(":")[0]
     spec = job_spec(job, device_type, gpu, options.labels_per_image, oom_risk=options.oom_risk)
     with trainer_globals(bool(job.args.get("deterministic", True)), device_type):
+        if (runner is None or given is None) and progress is not None:
+            progress(f"building the training step on {device_name}: {spec.model}, its loss, optimizer and EMA")
         workload = Workload(spec, device_name) if runner is None or given is None else None
         steps = workload or runner
         try:
@@ -446,11 +466,11 @@ def _measured_plan(job: TrainingJob, options: FitOptions, given: Probe | None = 
                                           data=job.dataset.yaml_path, device=given.device if given else device_name)
             if options.batch_size is not None:
                 plan = check_batch(probe, steps, options.batch_size, options.memory_fraction, description,
-                                   capacity=capacity, images=_images(job, spec))
+                                   capacity=capacity, images=_images(job, spec), progress=progress)
             else:
                 plan = plan_batch(probe, steps, options.memory_fraction, spec.dataset_images, description,
                                   nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)),
-                                  max_probes=options.max_probes, capacity=capacity)
+                                  max_probes=options.max_probes, capacity=capacity, progress=progress)
             plan = _counted(plan, spec)
             return replace(plan, warnings=plan.warnings + notes) if notes else plan
         finally:
@@ -493,7 +513,8 @@ def target_capacity(gpu: Target, memory_budget_bytes: int | None = None) -> tupl
     return gpu.capacity(memory_budget_bytes, context_bytes=device_model.context_bytes), device_model
 
 
-def _predicted_plan(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchCheck:
+def _predicted_plan(job: TrainingJob, options: FitOptions,
+                    progress: Callable[[str], None] | None = None) -> BatchPlan | BatchCheck:
     from visionbatch.fit.probes.trace import TraceEstimator, TraceProbe, TraceRunner
     from visionbatch.ultralytics.spec import job_spec, trainer_amp
 
@@ -502,17 +523,17 @@ def _predicted_plan(job: TrainingJob, options: FitOptions) -> BatchPlan | BatchC
     spec = job_spec(job, "cuda", gpu.name, options.labels_per_image, amp=trainer_amp(job.args, gpu.amp),
                     oom_risk=options.oom_risk)
     with trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
-        estimator = TraceEstimator(spec, device_model)
+        estimator = TraceEstimator(spec, device_model, progress=progress)
         probe = TraceProbe(estimator, capacity)
         description = WorkloadSummary(**spec.describe(), max_imgsz=estimator.train_imgsz, device=capacity.device,
                                       data=job.dataset.yaml_path, target=gpu.key)
         if options.batch_size is not None:
             plan = check_batch(probe, TraceRunner(), options.batch_size, options.memory_fraction, description,
-                               capacity=capacity, measured=False, images=_images(job, spec))
+                               capacity=capacity, measured=False, images=_images(job, spec), progress=progress)
         else:
             plan = plan_batch(probe, TraceRunner(), options.memory_fraction, spec.dataset_images, description,
                               nominal_batch=int(job.args.get("nbs", NOMINAL_BATCH)), max_probes=options.max_probes,
-                              capacity=capacity, measured=False)
+                              capacity=capacity, measured=False, progress=progress)
     calibration = "calibrated" if device_model.calibrated else "uncalibrated defaults (see calibration.json)"
     notes = [f"predicted for {gpu.name} from a CPU trace of the step, not measured on it; CUDA overheads: "
              f"{calibration}"]

@@ -23,15 +23,20 @@ shown, by the lower end of its 95% interval against the upper end of every other
 to lose at most 3% (`SPEED_TOLERANCE`) to each; then the smallest such batch ("throughput
 saturates").** Noise widens the intervals, and wider intervals can only keep the largest batch:
 a difference smaller than the noise never moves the choice.
+
+Both verbs say what they do as they go to a `progress` line sink (`console.Steps`): each step as it
+starts, each probe's peaks and whether it fits, the time left over the probes planned, and each
+timed block.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from visionbatch.console import Steps
 from visionbatch.devices.memory import Capacity
 from visionbatch.errors import BudgetError
 from visionbatch.fit.curve import (
@@ -64,6 +69,7 @@ from visionbatch.units import human_bytes
 
 GROWTH_LIMIT = 16  # never extrapolate more than 16x past the largest batch that fitted
 MAX_PROBES = 8
+TYPICAL_PROBES = 5  # the probes a search usually takes (4 to 6): the progress estimate's plan
 TIMED_STEPS = 3  # timed steps per block, after one warm-up step
 TIMING_BOUND_S = 20.0  # timing repeats at most this long (every candidate gets one block regardless)
 
@@ -94,8 +100,11 @@ class _Probing:
     misses: int = 0  # failed probes in a row
     total_bytes: int | None = None  # the card's size, for Ultralytics' cache rule (plan.after_validation_bytes)
     context_bytes: int = 0  # in every CUDA peak, counted once when training and validation are held together
+    steps: Steps = field(default_factory=lambda: Steps(None, 1))  # the progress lines
+    measured: bool = True  # False: the readings are traced estimates
 
     def run(self, batch_size: int) -> bool:
+        self.steps.begin(f"batch {batch_size}: training step")
         train = self.probe.measure(lambda: self.runner.train_step(batch_size, self.probe.pass_boundary),
                                    batch_size, "train", self.runner.persistent())
         # the measured step ran under a tracker: speeds come from untracked, interleaved steps at the end
@@ -103,10 +112,12 @@ class _Probing:
         self.samples.append(train)
         val = None
         if train.ok:  # validation runs between epochs, at twice the batch, with the training state alive
+            self.steps.begin(f"batch {batch_size}: validation step at batch {2 * batch_size}")
             val = replace(self.probe.measure(lambda: self.runner.val_step(2 * batch_size), 2 * batch_size, "val",
                                              self.runner.persistent()), step_s=None)
             self.samples.append(val)
         fits = batch_fits(train, val, self.budget_bytes, self.total_bytes)
+        self.steps.end(probe_line(train, val, fits, self.budget_bytes, self.measured))
         if fits:
             self.best = max(self.best, batch_size)
             self.misses = 0
@@ -194,6 +205,7 @@ def plan_batch(
     measured: bool = True,
     timing_bound_s: float = TIMING_BOUND_S,
     clock: Callable[[], float] = time.perf_counter,
+    progress: Callable[[str], None] | None = None,
 ) -> BatchPlan:
     """Find the largest batch that fits `memory_fraction` of the device, by measuring it.
 
@@ -209,7 +221,9 @@ def plan_batch(
         capacity: the device's memory, if already read (else the probe reads it).
         measured: False when the probe estimates instead of measuring (a trace for a target).
         timing_bound_s: seconds the speed timings may repeat for.
-        clock: seconds now, for the timing bound and `planning_s` (tests pass a simulated clock).
+        clock: seconds now, for the timing bound, `planning_s` and the time left (tests pass a simulated clock).
+        progress: receives a line as each step starts, one per probe (its peaks, whether it fits, the
+            time left) and one per timed block (`console.Progress` also draws a bar); None for silence.
 
     Returns:
         The verified `BatchPlan`.
@@ -220,12 +234,15 @@ def plan_batch(
     started = clock()
     capacity = capacity or probe.capacity()
     budget = int(memory_fraction * capacity.usable_bytes)
-    state = _Probing(probe, runner, budget, [], total_bytes=capacity.total_bytes,
-                     context_bytes=capacity.context_bytes)
     limit = max(1, dataset_images)
+    steps = Steps(progress, min(TYPICAL_PROBES, max_probes) if limit >= 2 else 1, "probe", exact=limit < 2,
+                  clock=clock)
+    state = _Probing(probe, runner, budget, [], total_bytes=capacity.total_bytes,
+                     context_bytes=capacity.context_bytes, steps=steps, measured=measured)
     warnings: list[str] = []
 
     if not state.run(1):
+        steps.finish()
         raise BudgetError(_too_small(state, capacity, memory_fraction, workload))
     probes = 1
     if limit >= 2:
@@ -245,30 +262,63 @@ def plan_batch(
         if state.upper is None and state.best <= 2 and answer // 4 > 4:
             target = answer // 4  # an intermediate reading before the long extrapolation
         target = min(target, state.best * GROWTH_LIMIT)
+        if probes >= steps.total:  # more than the typical search: plan for the most it may take
+            steps.expect(max_probes)
         state.run(target)
         probes += 1
+    steps.finish()
     if probes >= max_probes and state.upper != state.best + 1:
         warnings.append(f"stopped after {max_probes} probes: a batch between {state.best} and "
                         f"{state.upper or 'the curve answer'} might fit too")
-    timings = _time_candidates(state, timing_bound_s, clock)
+    timings = _time_candidates(state, timing_bound_s, clock, measured)
     return _plan(state, capacity, memory_fraction, limit, workload, nominal_batch, sigmas, warnings, timings,
                  clock() - started, measured)
 
 
-def _time_candidates(state: _Probing, bound_s: float, clock: Callable[[], float]) -> Timings | None:
+def _time_candidates(state: _Probing, bound_s: float, clock: Callable[[], float],
+                     measured: bool = True) -> Timings | None:
     """Time the batches the speed choice is between, interleaved; each one's step_s becomes its mean step."""
     val_at = {s.batch_size: s for s in state.readings("val")}
     fitted = {s.batch_size for s in state.readings("train")
               if s.batch_size <= state.best and batch_fits(s, val_at.get(2 * s.batch_size), state.budget_bytes,
                                                                 state.total_bytes)}
     candidates = sorted({b for b in fitted if b > 2} | {state.best})  # batches 1 and 2 only start the curve
-    timings = repeat_timings(lambda b: state.runner.time_steps(b, TIMED_STEPS), candidates,
-                             smallest_as_fast_settled, bound_s, clock)
+    if measured:  # a trace has nothing to time
+        state.steps.note(f"timing batch {', '.join(map(str, candidates))} for the speed choice: interleaved "
+                         f"blocks of a warm-up and {TIMED_STEPS} timed steps, up to {bound_s:g} s")
+
+    def block(batch_size: int) -> Sequence[float] | None:
+        seconds = state.runner.time_steps(batch_size, TIMED_STEPS)
+        if seconds:
+            state.steps.note(f"timed batch {batch_size}: {len(seconds) * batch_size / sum(seconds):.1f} img/s "
+                             f"over {len(seconds)} steps")
+        return seconds
+
+    timings = repeat_timings(block, candidates, smallest_as_fast_settled, bound_s, clock)
     for i, s in enumerate(state.samples):
         speed = timings.speed(s.batch_size) if timings and s.phase == "train" and s.ok else None
         if speed is not None:
             state.samples[i] = replace(s, step_s=s.batch_size / speed.img_per_s)
     return timings
+
+
+def probe_line(train: ProbeSample, val: ProbeSample | None, fits: bool, budget_bytes: int,
+               measured: bool = True) -> str:
+    """One probe in a progress line: its batch, each phase's peak (or out of memory), and whether it fits.
+
+    Examples:
+        >>> probe_line(ProbeSample(8, "train", True, 3 << 30), ProbeSample(16, "val", True, 2 << 30), True, 4 << 30)
+        'batch 8: training peak 3.00 GiB, validation at 16 2.00 GiB: fits the 4.00 GiB budget'
+        >>> probe_line(ProbeSample(64, "train", False, None), None, False, 4 << 30)
+        'batch 64: training ran out of memory: does not fit the 4.00 GiB budget'
+    """
+    peak = "peak" if measured else "traced peak"
+    parts = [f"training {peak} {human_bytes(train.peak_bytes)}" if train.ok else "training ran out of memory"]
+    if val is not None:
+        parts.append(f"validation at {val.batch_size} {human_bytes(val.peak_bytes)}" if val.ok
+                     else f"validation at {val.batch_size} ran out of memory")
+    verdict = "fits" if fits else "does not fit"
+    return f"batch {train.batch_size}: {', '.join(parts)}: {verdict} the {human_bytes(budget_bytes)} budget"
 
 
 def _too_small(state: _Probing, capacity: Capacity, fraction: float, workload: WorkloadSummary | None) -> str:
@@ -392,29 +442,40 @@ def check_batch(
     capacity: Capacity | None = None,
     measured: bool = True,
     images: tuple[int, int] | None = None,
+    progress: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> BatchCheck:
     """Answer "will `batch_size` fit?" with one training step at it and validation at twice it.
 
     No search and no curve: the two steps Ultralytics will run, measured (or traced for a target),
     against `memory_fraction` of the usable memory. Validation is skipped when training already
     ran out of memory. With `images` (training and validation images), a batch larger than a split
-    is measured at the split's size: no batch of the run holds more.
+    is measured at the split's size: no batch of the run holds more. `progress` receives a line as
+    each of the two steps starts and ends, the last with the answer; `clock` times it (tests pass
+    a simulated one).
 
     Returns:
         The `BatchCheck`: the peaks, the margin and the yes or no.
     """
-    started = time.perf_counter()
+    started = clock()
     capacity = capacity or probe.capacity()
     budget = int(memory_fraction * capacity.usable_bytes)
     train_b, val_b = (min(batch_size, images[0]), min(2 * batch_size, images[1])) if images else \
         (batch_size, 2 * batch_size)
+    steps = Steps(progress, 2, "step", clock=clock)
+    steps.begin(f"batch {train_b}: training step")
     train = probe.measure(lambda: runner.train_step(train_b, probe.pass_boundary), train_b, "train",
                           runner.persistent())
     train = replace(train, step_s=None)  # one step under a tracker is no timing
     val = None
     if train.ok:  # validation runs between epochs, at twice the batch, with the training state alive
+        steps.end(f"batch {train_b}: training {'peak' if measured else 'traced peak'} {human_bytes(train.peak_bytes)}")
+        steps.begin(f"batch {train_b}: validation step at batch {val_b}")
         val = replace(probe.measure(lambda: runner.val_step(val_b), val_b, "val", runner.persistent()), step_s=None)
+    else:
+        steps.expect(1)  # out of memory: there is no validation step
     fits = batch_fits(train, val, budget, capacity.total_bytes)
+    steps.end(probe_line(train, val, fits, budget, measured))
     after = after_validation_bytes(train, val, capacity.total_bytes)
     peaks = [s.peak_bytes for s in (train, val) if s is not None and s.ok] + ([after] if after else [])
     margin = budget - max(peaks) if len(peaks) >= 2 else None
@@ -424,7 +485,7 @@ def check_batch(
         device_name=capacity.name, total_bytes=capacity.total_bytes, usable_bytes=capacity.usable_bytes,
         context_bytes=capacity.context_bytes, workload=workload,
         reason=_check_reason(batch_size, train, val, budget, memory_fraction, capacity, measured, after),
-        warnings=(), measured=measured, planning_s=round(time.perf_counter() - started, 3),
+        warnings=(), measured=measured, planning_s=round(clock() - started, 3),
         after_validation_bytes=after,
     )
 

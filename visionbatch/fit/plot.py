@@ -4,10 +4,10 @@ memory per image against image size."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from visionbatch.fit.plan import BatchPlan
-from visionbatch.plotting import new_figure, save_figure
+from visionbatch.fit.plan import BatchPlan, MemorySurface
+from visionbatch.plotting import legend_below, new_figure, save_figure
 from visionbatch.units import MIB
 
 if TYPE_CHECKING:  # the sweep writes its own plot: a type only, no import of the sweep
@@ -18,7 +18,13 @@ GIB = float(1 << 30)
 
 def plot_batch_plan(plan: BatchPlan, path: str | Path) -> Path:
     """Write a PNG: peak memory against training batch (validation at 2x plotted at its training batch)."""
-    fig, ax = new_figure(8.0, 5.0)
+    return save_figure(batch_plan_figure(plan), path)
+
+
+def batch_plan_figure(plan: BatchPlan) -> Any:
+    """The memory curve as a matplotlib Figure, its legend below the axes so it never hides a reading."""
+    fig, ax = new_figure(8.0, 5.5)
+    read = "measured" if plan.measured else "traced"
     train = [s for s in plan.samples if s.phase == "train"]
     val = [s for s in plan.samples if s.phase == "val" and s.ok]
     failed = [s for s in train if not s.ok]
@@ -32,66 +38,113 @@ def plot_batch_plan(plan: BatchPlan, path: str | Path) -> Path:
     ax.plot(xs, mean, color="tab:blue", linewidth=1.5, label=f"training fit ({curve.kind})")
     ok = [s for s in train if s.ok]
     ax.scatter([s.batch_size for s in ok], [s.peak_bytes / GIB for s in ok], color="tab:blue", zorder=3,
-               label="training step (measured)")
+               label=f"training step ({read})")
     if plan.val_curve is not None:
         ax.plot(xs, [plan.val_curve.predict(2 * x) / GIB for x in xs], color="tab:orange", linestyle="--",
                 linewidth=1.2, label="validation at 2x batch (fit)")
     if val:
         ax.scatter([s.batch_size / 2 for s in val], [s.peak_bytes / GIB for s in val], marker="s", color="tab:orange",
-                   zorder=3, label="validation at 2x batch (measured)")
+                   zorder=3, label=f"validation at 2x batch ({read})")
     if failed:
         ax.scatter([s.batch_size for s in failed], [plan.budget_bytes / GIB] * len(failed), marker="x", s=60,
                    color="tab:red", zorder=4, label="out of memory")
     ax.axhline(plan.budget_bytes / GIB, color="tab:red", linewidth=1,
                label=f"budget {plan.memory_fraction:g} x usable ({plan.budget_bytes / GIB:.2f} GiB)")
     if plan.total_bytes:
-        ax.axhline(plan.total_bytes / GIB, color="grey", linewidth=0.8, linestyle=":", label="device total")
+        ax.axhline(plan.total_bytes / GIB, color="grey", linewidth=0.8, linestyle=":",
+                   label=f"device total ({plan.total_bytes / GIB:.2f} GiB)")
     ax.axvline(plan.batch_size, color="tab:green", linewidth=1.2, label=f"chosen batch {plan.batch_size}")
     if plan.max_batch_size != plan.batch_size:
         ax.axvline(plan.max_batch_size, color="tab:green", linewidth=1, linestyle="--",
                    label=f"largest that fits {plan.max_batch_size}")
     ax.set_xlim(0, top)
-    ax.set_ylim(0, max(plan.budget_bytes, max(s.peak_bytes for s in ok)) / GIB * 1.15)
+    # the axis reaches every horizontal line drawn: the budget, the device total and each reading
+    ax.set_ylim(0, max(plan.budget_bytes, plan.total_bytes or 0, *(s.peak_bytes for s in ok)) / GIB * 1.08)
     ax.set_xlabel("training batch size (images)")
     ax.set_ylabel("peak memory (GiB)")
     work = plan.workload
     title = f"{work.model} {work.task} imgsz={work.max_imgsz or work.imgsz}" if work else "simulated step"
-    ax.set_title(f"{title}"
-                 f" on {plan.device_name} ({plan.device})", fontsize=10)
+    ax.set_title(f"{title} on {plan.device_name} ({plan.device})", fontsize=10)
+    axes = [ax]
     timed = [s for s in ok if s.step_s]
     if timed:
         right = ax.twinx()
         right.plot([s.batch_size for s in timed], [s.img_per_s for s in timed], color="tab:purple", marker="^",
-                   linestyle=":", label="throughput (img/s)")
+                   linestyle=":", label="training throughput (img/s, right axis)")
         right.set_ylabel("training throughput (img/s)", color="tab:purple")
         right.set_ylim(0, max(s.img_per_s for s in timed) * 1.3)
-        right.legend(loc="lower right", fontsize=8)
-    ax.legend(loc="upper left", fontsize=8)
-    return save_figure(fig, path)
+        axes.append(right)
+    legend_below(fig, axes)
+    return fig
 
 
 def plot_sweep(sweep: ResolutionSweep, path: str | Path) -> Path:
     """Two panels: the largest batch at each size; memory per image (fit and probes) at each size."""
-    fig, (left, right) = new_figure(10.0, 4.2, 1, 2)
+    return save_figure(sweep_figure(sweep), path)
+
+
+def sweep_figure(sweep: ResolutionSweep) -> Any:
+    """The sweep as a matplotlib Figure: no curve below zero memory, the probed range shaded."""
+    fig, (left, right) = new_figure(10.0, 4.8, 1, 2)
     sizes = [row.imgsz for row in sweep.rows]
     left.bar([str(s) for s in sizes], [row.max_batch_size for row in sweep.rows], color="tab:blue")
     for i, row in enumerate(sweep.rows):
         left.annotate(f"{row.max_batch_size}" + (" (val)" if row.limited_by == "val" else ""), (i, row.max_batch_size),
                       ha="center", va="bottom", fontsize=9)
+    left.set_ylim(0, max([row.max_batch_size for row in sweep.rows] + [1]) * 1.12)  # room for the labels
     left.set_xlabel("imgsz (pixels)")
-    left.set_ylabel("largest batch that fits")
-    left.set_title(f"{sweep.memory_fraction:g} x {sweep.usable_bytes / 2**30:.2f} GiB on {sweep.device_name}",
-                   fontsize=9)
+    left.set_ylabel("largest batch that fits (images)")
+    traced = "" if sweep.measured else ", traced"
+    left.set_title(f"budget {sweep.memory_fraction:g} x {sweep.usable_bytes / 2**30:.2f} GiB on "
+                   f"{sweep.device_name}{traced}", fontsize=9)
     top = max(sizes) * 1.1
-    xs = [top * i / 100 for i in range(1, 101)]
-    right.plot(xs, [sweep.surface.per_image(x) / MIB for x in xs], color="tab:blue", label="per training image (fit)")
-    right.plot(xs, [2 * sweep.val_surface.per_image(x) / MIB for x in xs], color="tab:orange", linestyle="--",
+    xs = [top * i / 100 for i in range(101)]
+    surface, val_surface = sweep.surface, sweep.val_surface
+    right.axvspan(surface.imgsz_min, surface.imgsz_max, color="0.92", zorder=0,
+                  label=f"fitted range ({surface.imgsz_min}-{surface.imgsz_max} px); outside it, extrapolated")
+    right.plot(xs, memory_per_image_mib(surface, xs), color="tab:blue", label="per training image (fit)")
+    right.plot(xs, memory_per_image_mib(val_surface, xs, images=2), color="tab:orange", linestyle="--",
                label="per training image, validation at 2x (fit)")
-    probed = sorted({s for s, sample in sweep.samples})
-    right.scatter(probed, [sweep.surface.per_image(s) / MIB for s in probed], color="tab:blue", zorder=3,
-                  label="probed sizes")
+    probed = _probed_per_image(sweep)
+    read = "measured" if sweep.measured else "traced"
+    right.scatter(list(probed), [v / MIB for v in probed.values()], color="tab:blue", zorder=3,
+                  label=f"per training image ({read})")
     right.set_xlabel("imgsz (pixels)")
     right.set_ylabel("memory per image (MiB)")
     right.set_xlim(0, top)
-    right.legend(fontsize=8)
-    return save_figure(fig, path)
+    right.set_ylim(bottom=0)
+    right.set_title("what each image in the batch adds", fontsize=9)
+    right.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def memory_per_image_mib(surface: MemorySurface, sizes: list[float], images: int = 1) -> list[float]:
+    """MiB that `images` images add at each size, never below zero.
+
+    The surface's `per_image_bytes + per_image_per_pixel_bytes * s^2` can have a negative intercept
+    (fitted between the probed sizes); below them it would draw negative memory, which no image takes.
+
+    Examples:
+        >>> from visionbatch.fit.curve import fit_memory_surface
+        >>> law = lambda b, s: 600 * MIB + b * (400 * s * s - 4 * MIB)
+        >>> surface = fit_memory_surface([(b, s, law(b, s)) for b in (1, 2) for s in (320, 1280)])
+        >>> [round(v, 1) for v in memory_per_image_mib(surface, [0, 64, 320])]
+        [0.0, 0.0, 35.1]
+    """
+    return [max(0.0, images * surface.per_image(s) / MIB) for s in sizes]
+
+
+def _probed_per_image(sweep: ResolutionSweep) -> dict[int, float]:
+    """imgsz -> bytes per training image as read: batch 2 less batch 1 where both ran, else a check at batch 2
+    less the surface's fixed part."""
+    peaks: dict[int, dict[int, int]] = {}
+    for imgsz, sample in sweep.samples:
+        if sample.phase == "train" and sample.ok:
+            peaks.setdefault(imgsz, {})[sample.batch_size] = sample.peak_bytes
+    out = {}
+    for imgsz, by_batch in sorted(peaks.items()):
+        if 1 in by_batch and 2 in by_batch:
+            out[imgsz] = float(by_batch[2] - by_batch[1])
+        elif 2 in by_batch:
+            out[imgsz] = (by_batch[2] - sweep.surface.fixed(imgsz)) / 2
+    return {imgsz: max(0.0, value) for imgsz, value in out.items()}

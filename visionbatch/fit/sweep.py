@@ -8,18 +8,20 @@ validation at 2x the batch, then, with no further probing:
 Sizes in between are held out of the fit and probed once each, as a check of the surface.
 
 Probes, as for `fit`: a CPU trace for a `target` GPU, real CUDA steps on a GPU, real CPU steps
-against a CPU `memory_budget`.
+against a CPU `memory_budget`. Each probe is said as it starts and ends, with the time left over
+the probes planned (their number is known from the sizes), to a `progress` line sink.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from visionbatch.console import Steps, err
 from visionbatch.devices.memory import Capacity
 from visionbatch.errors import BudgetError, ConfigError
 from visionbatch.fit.curve import (
@@ -30,6 +32,7 @@ from visionbatch.fit.curve import (
 from visionbatch.fit.plan import MemorySurface, ProbeSample, WorkloadSummary
 from visionbatch.results import to_jsonable
 from visionbatch.ultralytics.density import DEFAULT_OOM_RISK
+from visionbatch.units import human_bytes
 from visionbatch.values import DEFAULT_MEMORY_FRACTION
 
 DEFAULT_SIZES = (320, 640, 1024, 1280)
@@ -145,6 +148,7 @@ def sweep_resolution(
     labels_per_image: int | None = None,
     save: bool = False,
     oom_risk: float = DEFAULT_OOM_RISK,
+    progress: Callable[[str], None] | None = err,
     **train_args: Any,
 ) -> ResolutionSweep:
     """Largest batch at each image size, and the largest size at a batch, from one fitted surface.
@@ -165,6 +169,9 @@ def sweep_resolution(
         save: write `sweep.json` and `sweep.png` into a new run folder, `runs/sweep/<name>/`
             (`name=` and `project=` as in Ultralytics); `sweep.save_dir` says where.
         oom_risk: the chance, at most, that a batch of the run carries more labels than measured.
+        progress: receives a line as each probe starts and ends (size, batch, phase, peak, the time
+            left) and the trace's stages (default: stderr); None for silence. A `console.Progress`
+            also draws a bar over the planned probes on a terminal.
         **train_args: Ultralytics train arguments that shape the step.
 
     Returns:
@@ -208,6 +215,7 @@ def sweep_resolution(
     overrides["imgsz"] = sizes[0]
     if model is not None:
         overrides["model"] = model
+    say = progress or (lambda line: None)
     with offline():
         job = prepare(data, overrides, visionbatch_keys("sweep"), command="sweep")  # name=, project= checked here
         with trusted_checkpoints(bool(job.options.get("trust_checkpoint"))):  # the probes load the model
@@ -218,9 +226,10 @@ def sweep_resolution(
                 spec = job_spec(job, "cuda", gpu.name, labels_per_image, amp=trainer_amp(job.args, gpu.amp),
                                 oom_risk=options.oom_risk)
                 with trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
-                    base = TraceEstimator(spec, device_model)
+                    base = TraceEstimator(spec, device_model, progress=progress)
                     probe = _TracePoints(base)
-                    result = _sweep(probe, capacity, sizes, fraction, batch_size, spec, measured=False)
+                    result = _sweep(probe, capacity, sizes, fraction, batch_size, spec, measured=False,
+                                    progress=progress)
             else:
                 device_name, cpu_budget = resolve_device(device, memory_budget)
                 device_type = device_name.split(":")[0]
@@ -228,8 +237,10 @@ def sweep_resolution(
                 with trainer_globals(bool(job.args.get("deterministic", True)), device_type):
                     try:
                         spec = job_spec(job, device_type, probe.gpu_name, labels_per_image, oom_risk=options.oom_risk)
+                        say(f"building the training step on {device_name}: {spec.model}, its loss, optimizer and EMA")
                         probe.start(spec)
-                        result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True)
+                        result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True,
+                                        progress=progress)
                     finally:
                         probe.close()
     result = _finish(result, job, time.perf_counter() - started)
@@ -321,14 +332,20 @@ class _MeasuredPoints:
 
 
 def _sweep(points: Any, capacity: Capacity, sizes: list[int], fraction: float, batch_size: int | None, spec: Any,
-           measured: bool) -> ResolutionSweep:
+           measured: bool, progress: Callable[[str], None] | None = None) -> ResolutionSweep:
     budget = int(fraction * capacity.usable_bytes)
     fitted = [sizes[0], sizes[-1]]
     samples: list[tuple[int, ProbeSample]] = []
+    # batch 1 and 2, training and validation, at the two fitted sizes; one check at each size between
+    steps = Steps(progress, 8 + len(sizes) - len(fitted), "probe")
 
     def read(b: int, s: int, phase: str) -> ProbeSample:
+        step = f"imgsz {s}: {'training' if phase == 'train' else 'validation'} at batch {b}"
+        steps.begin(step)
         sample = points.read(b, s, phase)
         samples.append((s, sample))
+        peak = "peak" if measured else "traced peak"
+        steps.end(f"{step}: {peak} {human_bytes(sample.peak_bytes)}" if sample.ok else f"{step}: ran out of memory")
         if not sample.ok:
             raise BudgetError(f"batch {b} at imgsz={s} ran out of memory on {capacity.device} while sweeping: "
                               f"sweep smaller sizes, e.g. imgsz={','.join(str(x) for x in sizes[:-1])}")

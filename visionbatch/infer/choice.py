@@ -15,11 +15,17 @@ Under a camera load with the measured call latencies (`service_ms`), the latency
 queueing simulation instead (`visionbatch.infer.queueing`): every batch is simulated with a small
 grid of queue delays, N cameras at F fps with unsynchronised phases and jitter, and a batch is
 feasible when one of its policies (batch, queue delay) keeps the simulated p99 frame latency
-within `latency_ms` at a utilisation below 1. Its policy is the feasible delay with the most
-headroom (1 - utilisation), the lower p99 among near ties. The batch is then chosen by the
-interval rule above applied to what each policy could carry, load / utilisation, with the
-throughput's interval (a batch that runs part-full under the load carries less than its
-full-batch throughput); the rest of the feasible policies are kept, best first, for a replay.
+within `latency_ms` at a utilisation below 1. Then two regimes:
+  - **headroom enough**: policies at most `COMFORTABLE_UTILISATION` (70%) busy, even at the low
+    end of the throughput's interval, leave room for a slow spell or a burst; among them the
+    lowest simulated p99 wins (p99s within `P99_TIE`, 10%, count as equal and the smallest batch
+    wins), since more capacity would buy nothing but latency;
+  - **a heavy load** (no policy that comfortable): per batch the delay with the most headroom
+    (1 - utilisation) wins, the lower p99 among near ties, and across batches the interval rule
+    above applies to what each policy could carry, load / utilisation, with the throughput's
+    interval (a batch that runs part-full under the load carries less than its full-batch
+    throughput).
+The rest of the feasible policies are kept, best first, for a replay.
 When nothing is feasible, `advise` says what would be, with numbers.
 """
 
@@ -73,8 +79,13 @@ def judge(measurement: BatchMeasurement, constraints: Constraints) -> BatchVerdi
     return BatchVerdict(measurement.batch_size, round(fill, 3), round(worst, 3), not violations, tuple(violations))
 
 
-P99_TIE = 0.10  # simulated p99s within 10% of the lowest count as equal under a light load: the smallest batch wins
-COMFORTABLE_UTILISATION = 0.25  # at most a quarter busy: a light load, where the lowest latency wins over capacity
+P99_TIE = 0.10  # simulated p99s within 10% of the lowest count as equal among comfortable policies: the smallest wins
+# At most 70% busy, even at the low end of the throughput's interval, a policy has 30% headroom: room for a
+# slower spell of the device, jitter and a burst of frames, where the queue of an M/D/1-like batcher is still
+# short (its mean wait is u / (2 (1 - u)) service times: 1.2 at 70%, 4.5 at 90%, and steeper still when the
+# service is 10% slower than measured: 1.7 from 70%, 50 from 90%). Past that, capacity is what a deployment
+# needs; below it, more capacity buys nothing and a larger batch costs latency.
+COMFORTABLE_UTILISATION = 0.70
 HEADROOM_TIE = 0.01  # policies of one batch within 1 point of headroom count as equal: the lower p99 wins
 
 
@@ -133,32 +144,47 @@ def policy_arrivals(batch_size: int, constraints: Constraints) -> list[float]:
                       jitter_ms=JITTER_SHARE * 1000.0 / load.fps, random_phases=True)
 
 
-def comfortable(measurement: BatchMeasurement, policy: QueueStats) -> bool:
-    """Whether `policy` keeps the device at most `COMFORTABLE_UTILISATION` busy even at the low end
-    of the throughput's interval: then more capacity buys nothing but latency.
+def comfortable(measurement: BatchMeasurement, policy: QueueStats,
+                measurements: Sequence[BatchMeasurement] = ()) -> bool:
+    """Whether `policy` keeps the device at most `COMFORTABLE_UTILISATION` (70%) busy even at the low
+    end of the throughput's interval: then more capacity buys nothing but latency.
+
+    The interval is that of the sizes the policy's batches run at: with `measurements` given, every
+    measured size up to its mean batch rounded up, the slowest low end among them (a max batch of 4
+    with no queue delay under a light load sends single frames, as batch 1 does, and is as uncertain
+    as batch 1's timing); else `measurement`'s own.
 
     Examples:
         >>> m = BatchMeasurement(4, 10, 40.0, 40.0, 40.0, 40.0, 40.0, 10.0, 100.0,
         ...                      throughput_low_per_s=90.0, throughput_high_per_s=110.0)
-        >>> comfortable(m, QueueStats(4, 0.0, 50.0, 60.0, 70.0, 0.225, 0.0, 4.0, 2000))  # 0.225 x 100/90 = 0.25
+        >>> comfortable(m, QueueStats(4, 0.0, 50.0, 60.0, 70.0, 0.63, 0.0, 4.0, 2000))  # 0.63 x 100/90 = 0.70
         True
-        >>> comfortable(m, QueueStats(4, 0.0, 50.0, 60.0, 70.0, 0.23, 0.0, 4.0, 2000))
+        >>> comfortable(m, QueueStats(4, 0.0, 50.0, 60.0, 70.0, 0.64, 0.0, 4.0, 2000))
         False
+        >>> one = BatchMeasurement(1, 10, 20.0, 20.0, 20.0, 20.0, 20.0, 20.0, 50.0,
+        ...                        throughput_low_per_s=40.0, throughput_high_per_s=60.0)
+        >>> single_frames = QueueStats(4, 0.0, 20.0, 30.0, 40.0, 0.6, 0.0, 1.0, 2000)  # batches of 1
+        >>> comfortable(m, single_frames), comfortable(m, single_frames, [one, m])  # 0.6 x 50/40 = 0.75
+        (True, False)
     """
-    speed = measurement.speed()
-    slow = speed.img_per_s / speed.low_img_per_s if speed.low_img_per_s > 0 else math.inf
+    served = [x for x in measurements if x.batch_size <= max(1, math.ceil(policy.mean_batch - 1e-9))
+              and x.batch_size <= measurement.batch_size] or [measurement]
+    slow = 1.0
+    for size in served:
+        speed = size.speed()
+        slow = max(slow, speed.img_per_s / speed.low_img_per_s if speed.low_img_per_s > 0 else math.inf)
     return policy.utilisation * slow <= COMFORTABLE_UTILISATION + 1e-9
 
 
 def best_policy(measurement: BatchMeasurement, constraints: Constraints,
-                policies: Sequence[QueueStats]) -> QueueStats:
+                policies: Sequence[QueueStats], measurements: Sequence[BatchMeasurement] = ()) -> QueueStats:
     """The feasible policy with the lowest p99 among those that leave the device comfortably idle
-    (`comfortable`: a quarter busy at most); else the one with the most headroom (the lower p99 among near ties); else,
+    (`comfortable`: 70% busy at most); else the one with the most headroom (the lower p99 among near ties); else,
     when none is feasible, the lowest p99."""
     feasible = [p for p in policies if judge_queued(measurement, constraints, p).feasible]
     if not feasible:
         return min(policies, key=lambda p: (p.latency_p99_ms, p.queue_delay_ms))
-    idle = [p for p in feasible if comfortable(measurement, p)]
+    idle = [p for p in feasible if comfortable(measurement, p, measurements)]
     if idle:
         return min(idle, key=lambda p: (p.latency_p99_ms, p.queue_delay_ms))
     most = max(p.headroom for p in feasible)
@@ -190,7 +216,9 @@ def carried(measurement: BatchMeasurement, policy: QueueStats, constraints: Cons
 def choose(measurements: Sequence[BatchMeasurement], constraints: Constraints,
            tolerance: float = SPEED_TOLERANCE, imgsz: int | None = None, precision: str = "fp32",
            device_type: str = "cpu", service_ms: Mapping[int, Sequence[float]] | None = None) -> Choice:
-    """The batch with the most throughput that meets every constraint.
+    """The batch that meets every constraint: under a load, the lowest simulated p99 among policies at
+    most `COMFORTABLE_UTILISATION` busy, else the most it can carry; without one, the most throughput
+    (the smallest batch among those whose intervals overlap, in both throughput rules).
 
     Args:
         measurements: measured batches (any order).
@@ -215,14 +243,16 @@ def choose(measurements: Sequence[BatchMeasurement], constraints: Constraints,
     queued = constraints.load is not None and bool(service_ms)
     if queued:
         verdicts = tuple(judge_queued(m, constraints, best_policy(m, constraints,
-                                                                  simulate_policies(m, constraints, service_ms)))
+                                                                  simulate_policies(m, constraints, service_ms),
+                                                                  ordered))
                          for m in ordered)
     else:
         verdicts = tuple(judge(m, constraints) for m in ordered)
     feasible = [m for m, v in zip(ordered, verdicts) if v.feasible]
     if not feasible:
         reason = _infeasible_reason(ordered, verdicts, constraints)
-        advice = advise(ordered, constraints, imgsz=imgsz, precision=precision, device_type=device_type)
+        advice = advise(ordered, constraints, imgsz=imgsz, precision=precision, device_type=device_type,
+                        verdicts=verdicts)
         return Choice(None, reason, verdicts, advice)
     if queued:
         speeds = {m.batch_size: carried(m, verdicts[ordered.index(m)].simulated, constraints) for m in feasible}
@@ -230,17 +260,20 @@ def choose(measurements: Sequence[BatchMeasurement], constraints: Constraints,
         speeds = {m.batch_size: m.speed() for m in feasible}
     best = max(feasible, key=lambda m: speeds[m.batch_size].img_per_s)
     smallest = smallest_not_slower(list(speeds.values()), tolerance).batch_size
-    idle = [m for m in feasible if queued and comfortable(m, verdicts[ordered.index(m)].simulated)]
-    if idle:  # a light load: capacity beyond 4x the load buys only latency, so the lowest p99 wins, and
-        # among p99s within P99_TIE of it (simulation noise) the smallest batch
+    idle = [m for m in feasible if queued and comfortable(m, verdicts[ordered.index(m)].simulated, ordered)]
+    if idle:  # headroom enough: more capacity buys only latency, so the lowest p99 wins, and among p99s
+        # within P99_TIE of it (simulation noise) the smallest batch
         p99 = {m.batch_size: verdicts[ordered.index(m)].simulated.latency_p99_ms for m in idle}
         smallest = min(b for b, value in p99.items() if value <= min(p99.values()) * (1 + P99_TIE))
     chosen = next(m for m in feasible if m.batch_size == smallest)
     verdict = verdicts[ordered.index(chosen)]
-    reason = _reason(chosen, verdict, best, ordered, verdicts, constraints, tolerance, speeds)
-    if idle and chosen.batch_size != best.batch_size:
-        reason += (f"; a light load (batch {chosen.batch_size} is at most {COMFORTABLE_UTILISATION:.0%} busy even at "
-                   f"the low end of its interval): the lowest simulated p99 wins over capacity")
+    reason = _reason(chosen, verdict, best, ordered, verdicts, constraints, tolerance, speeds, by_latency=bool(idle))
+    if idle:
+        reason += (f"; batch {chosen.batch_size} is at most {COMFORTABLE_UTILISATION:.0%} busy even at the low end "
+                   f"of its interval, so the lowest simulated p99 wins over capacity")
+        if chosen.batch_size != best.batch_size:
+            reason += (f" (batch {best.batch_size} could carry "
+                       f"{speeds[best.batch_size].img_per_s / constraints.required_per_s:.1f}x the load)")
     if not queued:
         return Choice(chosen.batch_size, reason, verdicts)
     others = sorted((v.simulated for v in verdicts if v.feasible and v.batch_size != chosen.batch_size),
@@ -251,7 +284,7 @@ def choose(measurements: Sequence[BatchMeasurement], constraints: Constraints,
 
 def _reason(chosen: BatchMeasurement, verdict: BatchVerdict, best: BatchMeasurement,
             ordered: Sequence[BatchMeasurement], verdicts: Sequence[BatchVerdict], constraints: Constraints,
-            tolerance: float, speeds: Mapping[int, SpeedEstimate]) -> str:
+            tolerance: float, speeds: Mapping[int, SpeedEstimate], by_latency: bool = False) -> str:
     parts = [f"batch {chosen.batch_size}: {chosen.throughput_per_s:.1f} img/s{_interval(chosen)}"]
     first = ordered[0]
     if first.batch_size == 1 and chosen.batch_size != 1 and first.throughput_per_s > 0:
@@ -275,11 +308,13 @@ def _reason(chosen: BatchMeasurement, verdict: BatchVerdict, best: BatchMeasurem
     if constraints.memory_budget_bytes is not None and chosen.memory_bytes is not None:
         parts.append(f"memory {human_bytes(chosen.memory_bytes)} of {human_bytes(constraints.memory_budget_bytes)}")
     text = ", ".join(parts)
-    if best.batch_size != chosen.batch_size and policy is not None:
+    if best.batch_size == chosen.batch_size or by_latency:
+        pass  # the capacity rule did not pass over a faster batch (under by_latency, choose() says why)
+    elif policy is not None:
         text += (f"; batch {best.batch_size} could carry {speeds[best.batch_size].img_per_s:.1f} img/s under the "
                  f"load against {speeds[chosen.batch_size].img_per_s:.1f}, not measurably more (the intervals come "
                  f"within {tolerance:.0%}): the smaller batch wins")
-    elif best.batch_size != chosen.batch_size:
+    else:
         text += (f"; batch {best.batch_size} measured {best.throughput_per_s:.1f} img/s{_interval(best)}, not "
                  f"measurably faster (the intervals come within {tolerance:.0%}): the smaller batch wins "
                  f"(less latency and memory for the same work)")
@@ -311,10 +346,14 @@ def _infeasible_reason(ordered: Sequence[BatchMeasurement], verdicts: Sequence[B
 
 
 def advise(measurements: Sequence[BatchMeasurement], constraints: Constraints, imgsz: int | None = None,
-           precision: str = "fp32", device_type: str = "cpu") -> tuple[str, ...]:
+           precision: str = "fp32", device_type: str = "cpu",
+           verdicts: Sequence[BatchVerdict] = ()) -> tuple[str, ...]:
     """What would make the constraints feasible, with numbers from the measurements.
 
     Compute is taken to scale with pixels (imgsz squared): a first guess to measure, not a promise.
+    `verdicts` (one per measurement, as `choose` makes them): where they carry a queueing
+    simulation, a frame's latency is its simulated p99 with queueing, not fill wait + p99, and a
+    batch whose queue grows (utilisation 1 or more) is no candidate for a larger budget.
 
     Examples:
         >>> ms = [BatchMeasurement(1, 10, 20.0, 20.0, 20.0, 20.0, 20.0, 20.0, 50.0),
@@ -333,15 +372,23 @@ def advise(measurements: Sequence[BatchMeasurement], constraints: Constraints, i
         advice.append(_more_devices(constraints.load, fastest))
         factor = max(factor, required / fastest.throughput_per_s)
     if constraints.latency_ms is not None:
-        quickest = min(ordered, key=lambda m: m.latency_p99_ms + constraints.fill_wait_ms(m.batch_size))
-        worst = quickest.latency_p99_ms + constraints.fill_wait_ms(quickest.batch_size)
-        if worst > constraints.latency_ms:
-            factor = max(factor, quickest.latency_p99_ms / max(constraints.latency_ms
-                                                               - constraints.fill_wait_ms(quickest.batch_size), 1e-9))
-        relaxed = [m for m in ordered if _meets(m, constraints, latency=False)]
+        simulated = {v.batch_size: v.simulated for v in verdicts if v.simulated is not None}
+
+        def frame_ms(m: BatchMeasurement) -> float:
+            policy = simulated.get(m.batch_size)
+            if policy is not None:
+                return policy.latency_p99_ms
+            return m.latency_p99_ms + constraints.fill_wait_ms(m.batch_size)
+
+        quickest = min(ordered, key=frame_ms)
+        if frame_ms(quickest) > constraints.latency_ms:
+            wait = frame_ms(quickest) - quickest.latency_p99_ms  # fill wait, or queueing and batching
+            factor = max(factor, quickest.latency_p99_ms / max(constraints.latency_ms - wait, 1e-9))
+        relaxed = [m for m in ordered if _meets(m, constraints, latency=False)
+                   and (m.batch_size not in simulated or simulated[m.batch_size].utilisation < 1.0)]
         if relaxed:
-            smallest = min(relaxed, key=lambda m: m.latency_p99_ms + constraints.fill_wait_ms(m.batch_size))
-            needed = smallest.latency_p99_ms + constraints.fill_wait_ms(smallest.batch_size)
+            smallest = min(relaxed, key=frame_ms)
+            needed = frame_ms(smallest)
             if needed > constraints.latency_ms:
                 advice.append(f"a larger latency budget: latency_ms={math.ceil(needed)} admits batch "
                               f"{smallest.batch_size}")

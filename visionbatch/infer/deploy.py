@@ -23,8 +23,11 @@ run folder. The numbers, from the chosen batch b and the load of N streams x F f
   frame, and the application decodes them (or the user sets a parser written for this layout).
 - Triton `max_batch_size` = `preferred_batch_size` = b; `max_queue_delay_microseconds` = the fill
   wait (b - 1) / (N x F), else the budget's slack, else 0; `dynamic_batching` only when b > 1;
-  `instance_group` count from the spec, 1 by default (field names from Triton's
-  model_config.proto: ModelConfig, ModelDynamicBatching, ModelInstanceGroup).
+  `instance_group` count from the spec: 1, or 2 where `infer.instances` measured two faster, with
+  a comment saying what was measured; on a CPU, ONNX Runtime's `intra_op_thread_count` parameter
+  per instance, the threads it was measured with (field names from Triton's model_config.proto:
+  ModelConfig, ModelDynamicBatching, ModelInstanceGroup, ModelParameter; the parameter from
+  Triton's onnxruntime_backend).
 - TensorRT optimisation profile min 1, opt b, max b at the model's input size, and the trtexec
   command that builds it.
 
@@ -87,8 +90,11 @@ class DeploymentSpec:
         summary: one line on how the batch was chosen, written at the top of each file.
         instances: Triton `instance_group` count, 1 or 2. Two instances let one batch's copies
             overlap another's compute, but each holds its own memory and they share the device;
-            whether that pays is a measurement not made yet, so the default is 1, the
-            configuration the sweep measured.
+            `infer.instances` measures whether that pays (1, the configuration the sweep
+            measured, otherwise).
+        instances_note: one line on how the count was found, written above `instance_group`.
+        instance_threads: ONNX Runtime intra-op threads per instance on a CPU (Triton's
+            `intra_op_thread_count`), the count the instances were measured with; None: not written.
         queue_delay_ms: the queue delay the choice simulated under the load (`infer.queueing`);
             when given it is both nvstreammux's batched-push-timeout and Triton's max queue delay.
         int8_calibration_cache: for precision 'int8', the TensorRT calibration cache's file name in
@@ -112,8 +118,13 @@ class DeploymentSpec:
     instances: int = 1
     int8_calibration_cache: str | None = None
     queue_delay_ms: float | None = None
+    instances_note: str = ""
+    instance_threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.instance_threads is not None and self.instance_threads < 1:
+            raise ConfigError(f"instance_threads={self.instance_threads}: an instance needs at least one thread, "
+                              f"e.g. instance_threads=1")
         if self.instances not in (1, 2):
             raise ConfigError(f"instances={self.instances} is not a Triton instance count visionbatch writes: "
                               f"expected 1 or 2, e.g. instances=1")
@@ -341,6 +352,8 @@ def triton_config(spec: DeploymentSpec, platform: str) -> str:
             f"  max_queue_delay_microseconds: {queue_delay_us(spec)}",
             "}",
         ]
+    if spec.instances_note:
+        lines.append(f"# instance_group: {one_line(spec.instances_note)}")
     lines += [
         "instance_group [",
         "  {",
@@ -349,6 +362,13 @@ def triton_config(spec: DeploymentSpec, platform: str) -> str:
         "  }",
         "]",
     ]
+    if spec.instance_threads is not None and not spec.gpu and platform == "onnxruntime_onnx":
+        lines += [  # each instance's ONNX Runtime session gets the threads it was measured with
+            "parameters {",
+            '  key: "intra_op_thread_count"',
+            f'  value: {{ string_value: "{spec.instance_threads}" }}',
+            "}",
+        ]
     return "\n".join(lines) + "\n"
 
 

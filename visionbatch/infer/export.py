@@ -34,7 +34,7 @@ from visionbatch.errors import ConfigError
 from visionbatch.files import is_disk_error, storage_error
 from visionbatch.text import config_hazard, identifier, is_control, printable
 from visionbatch.ultralytics.models import check_model
-from visionbatch.ultralytics.offline import offline
+from visionbatch.ultralytics.offline import offline, quiet_ultralytics
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -137,7 +137,9 @@ def export(model: str, fmt: str, out_dir: Path, imgsz: int, half: bool = False, 
     # never leaves a partial .onnx under the real name
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        with offline():
+        # the exporter's info lines (banner, summary, scratch paths, a Netron link) report visionbatch's own step,
+        # which says one line of its own; its warnings and errors still show
+        with offline(), quiet_ultralytics():
             from ultralytics import YOLO
 
             yolo = YOLO(model)

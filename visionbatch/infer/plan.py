@@ -11,6 +11,7 @@ from typing import Any
 
 from visionbatch.devices.catalog import JetsonModule, Target
 from visionbatch.devices.jetson import JetsonInfo
+from visionbatch.infer.instances import InstanceSearch
 from visionbatch.infer.precision import PrecisionReport
 from visionbatch.infer.queueing import QueueStats
 from visionbatch.results import to_jsonable
@@ -164,6 +165,10 @@ class ReplayResult:
         over_budget_share: share of frames later than the budget (None without one).
         met: whether the p99 is within the budget (True without one).
         wall_s: seconds the replay took, the queue's drain included.
+        service_ratio: the replay's batch calls, in all, against what the sweep's mean latency at the
+            same sizes predicts (1.1: 10% slower in real-time serving); None when unknown. Near
+            saturation a few percent decide whether the queue drains, so a replay that misses
+            says how much slower the runner served than it was measured.
     """
 
     batch_size: int
@@ -176,6 +181,7 @@ class ReplayResult:
     over_budget_share: float | None
     met: bool
     wall_s: float
+    service_ratio: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -235,6 +241,9 @@ class InferencePlan:
             queueing, utilisation, headroom (`visionbatch.infer.queueing`).
         replayed: the policies replayed against the runner in real time, in order; the last
             is the chosen one when it met the budget (`visionbatch.infer.replay`).
+        instances: Triton's instance count: the chosen batch on one instance against two at
+            once, both throughputs with their intervals, and the count written
+            (`visionbatch.infer.instances`), or 1 with the reason nothing was measured.
     """
 
     model: str
@@ -268,6 +277,7 @@ class InferencePlan:
     queue_delay_ms: float | None = None
     simulated: QueueStats | None = None
     replayed: tuple[ReplayResult, ...] = ()
+    instances: InstanceSearch | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

@@ -9,8 +9,12 @@ inputs and outputs, measured only on a CUDA device (a CPU runs fp16 no faster th
 
 Accuracy is Ultralytics' own validator run on each ONNX file (`YOLO(onnx).val`) under `offline()`
 against the staged mirror of `data=` (Ultralytics' label caches land there, never beside the
-user's labels). Throughput is ONNX Runtime through the inference runner at one batch size, a short
-timed run. Every file written goes into the run folder.
+user's labels). Throughput is ONNX Runtime through the inference runner at one batch size, every
+precision's session open at once and timed in interleaved round-robin blocks (`time_precisions`,
+through `visionbatch.stats`), so a slow spell of the machine hits every precision alike; each
+throughput carries its 95% interval, and a precision is called faster or slower than fp32 only
+when the intervals show it beyond `stats.SPEED_TOLERANCE` ("not measurably faster" otherwise).
+Every file written goes into the run folder.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +34,23 @@ import numpy as np
 from visionbatch.checks import whole_number
 from visionbatch.errors import ConfigError
 from visionbatch.results import to_jsonable
+from visionbatch.stats import (
+    SPEED_TOLERANCE,
+    SpeedEstimate,
+    as_fast,
+    measurably_faster,
+    repeat_alike,
+    speed_ratio_bounds,
+)
 from visionbatch.text import printable, shown, suggest
+from visionbatch.values import check_switch
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_CALIBRATION_IMAGES = 64
 MAX_CALIBRATION_IMAGES = 10_000
 PAD_VALUE = 114  # Ultralytics' LetterBox fill
+BLOCK_CALLS = 3  # a timing block makes at least this many calls...
+BLOCK_SECONDS = 0.25  # ...and lasts at least this long (or a quarter of `seconds`, when that is shorter)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,6 +64,9 @@ class PrecisionResult:
         map50_95: box mAP50-95 on the validation split (None: not measured).
         map50: box mAP50 on the validation split (None: not measured).
         note: why something is missing, or how the file was made.
+        low_img_per_s, high_img_per_s: the 95% interval of `img_per_s` (`visionbatch.stats`; None
+            when not measured, and high None when unbounded).
+        calls: timed calls the throughput rests on (None: not measured).
     """
 
     precision: str
@@ -57,6 +75,22 @@ class PrecisionResult:
     map50_95: float | None
     map50: float | None
     note: str = ""
+    low_img_per_s: float | None = None
+    high_img_per_s: float | None = None
+    calls: int | None = None
+
+    def speed(self, batch_size: int = 1) -> SpeedEstimate | None:
+        """The throughput with its interval (0 to unbounded when none is known), None when not measured.
+
+        Examples:
+            >>> PrecisionResult("int8", "q.onnx", 160.0, None, None, low_img_per_s=150.0, calls=30).speed()
+            SpeedEstimate(batch_size=1, img_per_s=160.0, low_img_per_s=150.0, high_img_per_s=inf, samples=30)
+        """
+        if self.img_per_s is None:
+            return None
+        low = 0.0 if self.low_img_per_s is None else self.low_img_per_s
+        high = math.inf if self.high_img_per_s is None else self.high_img_per_s
+        return SpeedEstimate(batch_size, self.img_per_s, low, high, self.calls or 1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,7 +106,9 @@ class PrecisionReport:
         calibration_images: train images INT8 was calibrated on (0 when INT8 was not asked for).
         results: one per precision asked for, in the order asked.
         tradeoffs: one line per precision against fp32, e.g.
-            'int8: 1.60x the throughput, mAP50-95 0.410 -> 0.390'.
+            'int8: 1.60x the throughput (95% 1.48-1.73x), mAP50-95 0.410 -> 0.390'.
+        timing: how the throughputs were timed: interleaved blocks, seconds, and whether every
+            comparison with fp32 settled or the time bound stopped it.
     """
 
     model_file: str
@@ -83,6 +119,7 @@ class PrecisionReport:
     calibration_images: int
     results: tuple[PrecisionResult, ...]
     tradeoffs: tuple[str, ...] = ()
+    timing: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -90,11 +127,12 @@ class PrecisionReport:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PrecisionRequest:
-    """`precision=`, `data=` and `calib_images=`, checked before anything runs."""
+    """`precision=`, `data=`, `calib_images=` and `remap_classes=`, checked before anything runs."""
 
     precisions: tuple[str, ...]
     data: str
     calibration_images: int
+    remap_classes: bool = False
 
 
 def check_precisions(value: Any) -> tuple[str, ...]:
@@ -122,17 +160,18 @@ def check_precisions(value: Any) -> tuple[str, ...]:
     return tuple(found)
 
 
-def check_request(precision: Any, data: Any, calib_images: Any, backend: str = "onnxruntime"
-                  ) -> PrecisionRequest | None:
+def check_request(precision: Any, data: Any, calib_images: Any, backend: str = "onnxruntime",
+                  remap_classes: Any = False) -> PrecisionRequest | None:
     """Check `precision=` with its partners; None when no precision comparison was asked for.
 
     Raises:
         ConfigError: a bad precision, `data=` missing, given alone or no file, a bad calib_images,
             a backend other than ONNX Runtime (the precisions are made from the ONNX).
     """
+    remap = check_switch(remap_classes, key="remap_classes")
     if precision is None:
-        if data is not None or calib_images is not None:
-            given = "data" if data is not None else "calib_images"
+        if data is not None or calib_images is not None or remap:
+            given = "data" if data is not None else "calib_images" if calib_images is not None else "remap_classes"
             raise ConfigError(f"{given}= is used by precision= only: add precision=fp32,int8 to compare "
                               f"precisions on the dataset, or leave {given}= out")
         return None
@@ -148,7 +187,7 @@ def check_request(precision: Any, data: Any, calib_images: Any, backend: str = "
                           f"use backend=onnxruntime")
     count = DEFAULT_CALIBRATION_IMAGES if calib_images is None else whole_number(
         calib_images, "calib_images", example="calib_images=64", maximum=MAX_CALIBRATION_IMAGES)
-    return PrecisionRequest(precisions, str(Path(str(data)).expanduser()), count)
+    return PrecisionRequest(precisions, str(Path(str(data)).expanduser()), count, remap)
 
 
 def pick_images(files: Sequence[str], count: int) -> list[str]:
@@ -343,37 +382,115 @@ def validate(onnx_path: Path, data_yaml: Path, imgsz: int, device: str, task: st
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def throughput(onnx_path: Path, batch_size: int, imgsz: int, device: str, threads: int | None = None,
-               seconds: float = 1.0, clock: Callable[[], float] = time.perf_counter) -> float:
-    """Images per second of ONNX Runtime on `onnx_path` at `batch_size`: warm-up, then >= 5 calls and `seconds`."""
-    from visionbatch.infer.export import onnx_info
-    from visionbatch.infer.pipeline import model_step
-    from visionbatch.infer.runners import OnnxRuntimeRunner
+def time_precisions(files: Mapping[str, Path], batch_size: int, imgsz: int, device: str = "cpu",
+                    threads: int | None = None, seconds: float = 1.0, *,
+                    open_runner: Callable[[Path], Any] | None = None, warmup_runs: int = 2,
+                    clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, SpeedEstimate], str]:
+    """Throughput of each precision's ONNX at `batch_size`, timed in interleaved blocks, with 95% intervals.
 
-    runner = OnnxRuntimeRunner(onnx_info(onnx_path), device, threads=threads, imgsz=imgsz)
+    Every runner is opened (`open_runner(path)`, default an ONNX Runtime session with `threads`) and
+    warmed first; then one block of each precision in turn (at least `BLOCK_CALLS` calls and
+    `BLOCK_SECONDS`, or seconds / 4 when shorter), round after round (`stats.repeat_alike`), until
+    every precision's comparison with fp32 is settled (`settled_against`) or `seconds` per precision
+    have passed. Returns the speeds by precision and one line on how the timing ended.
+    """
+    if open_runner is None:
+        from visionbatch.infer.export import onnx_info
+        from visionbatch.infer.runners import OnnxRuntimeRunner
+
+        def open_runner(path: Path) -> Any:
+            return OnnxRuntimeRunner(onnx_info(path), device, threads=threads, imgsz=imgsz)
+
+    from visionbatch.infer.pipeline import model_step
+
+    runners: dict[str, Any] = {}
     try:
-        step = model_step(runner, batch_size, imgsz)
-        for _ in range(2):
-            step()
-        calls, started = 0, clock()
-        while True:
-            step()
-            calls += 1
-            elapsed = clock() - started
-            if calls >= 5 and elapsed >= seconds:
-                break
-        return calls * batch_size / elapsed if elapsed > 0 else math.inf
+        for precision, path in files.items():
+            runners[precision] = open_runner(path)
+        steps = {precision: model_step(runner, batch_size, imgsz) for precision, runner in runners.items()}
+        for step in steps.values():
+            for _ in range(warmup_runs):
+                step()
+        block_seconds = min(BLOCK_SECONDS, seconds / 4)
+
+        def time_block(precision: str) -> list[float]:
+            step, calls, began = steps[precision], [], clock()
+            while True:
+                t0 = clock()
+                step()
+                t1 = clock()
+                calls.append(t1 - t0)
+                if len(calls) >= BLOCK_CALLS and t1 - began >= block_seconds:
+                    return calls
+
+        bound_s = seconds * len(files)
+        timed = repeat_alike(time_block, list(files), lambda precision: batch_size, settled_against, bound_s, clock)
+        assert timed is not None  # time_block always returns calls
+        speeds, timings = timed
     finally:
-        runner.close()
+        for runner in runners.values():
+            runner.close()
+    stopped = ("every comparison with fp32 settled" if timings.settled
+               else f"the {bound_s:g} s bound passed: overlapping intervals count as equal")
+    return speeds, (f"{', '.join(files)} at batch {batch_size} in {timings.blocks} interleaved blocks "
+                    f"({timings.elapsed_s:.1f} s): {stopped}")
+
+
+def settled_against(speeds: Mapping[str, SpeedEstimate], tolerance: float = SPEED_TOLERANCE) -> bool:
+    """Whether every precision's comparison with fp32 is decided: faster, slower, or within `tolerance`.
+
+    Examples:
+        >>> base = SpeedEstimate(2, 100.0, 99.0, 101.0, 30)
+        >>> settled_against({"fp32": base, "int8": SpeedEstimate(2, 150.0, 145.0, 155.0, 30)})
+        True
+        >>> settled_against({"fp32": base, "int8": SpeedEstimate(2, 104.0, 90.0, 120.0, 6)})  # 0.89-1.21x
+        False
+    """
+    base = speeds.get("fp32")
+    if base is None or len(speeds) == 1:
+        return True  # nothing to compare with
+    for precision, speed in speeds.items():
+        if precision == "fp32":
+            continue
+        within = as_fast(speed, base, tolerance) and as_fast(base, speed, tolerance)
+        if not (within or measurably_faster(speed, base, tolerance) or measurably_faster(base, speed, tolerance)):
+            return False
+    return True
+
+
+def speed_against(speed: SpeedEstimate, base: SpeedEstimate, tolerance: float = SPEED_TOLERANCE) -> str:
+    """One precision's throughput against fp32's, as far as the intervals show it.
+
+    Examples:
+        >>> base = SpeedEstimate(2, 100.0, 98.0, 102.0, 30)
+        >>> speed_against(SpeedEstimate(2, 160.0, 155.0, 165.0, 30), base)
+        '1.60x the throughput (95% 1.52-1.68x)'
+        >>> speed_against(SpeedEstimate(2, 105.0, 97.0, 114.0, 30), base)
+        'not measurably faster (throughput 0.95-1.16x at 95%)'
+        >>> speed_against(SpeedEstimate(2, 50.0, 48.0, 52.0, 30), base)
+        'measurably slower: 0.50x the throughput (95% 0.47-0.53x)'
+    """
+    low, high = speed_ratio_bounds(speed, base)
+    shown_high = "unbounded" if math.isinf(high) else f"{high:.2f}x"
+    ratio = speed.img_per_s / base.img_per_s
+    if measurably_faster(speed, base, tolerance):
+        return f"{ratio:.2f}x the throughput (95% {low:.2f}-{shown_high})"
+    if measurably_faster(base, speed, tolerance):
+        return f"measurably slower: {ratio:.2f}x the throughput (95% {low:.2f}-{shown_high})"
+    return f"not measurably faster (throughput {low:.2f}-{shown_high} at 95%)"
 
 
 def tradeoff_lines(results: Sequence[PrecisionResult]) -> tuple[str, ...]:
-    """Each precision against fp32, in one line.
+    """Each precision against fp32, in one line: throughput as far as the intervals show it, and mAP.
 
     Examples:
-        >>> base = PrecisionResult("fp32", "m.onnx", 100.0, 0.41, 0.6)
-        >>> tradeoff_lines([base, PrecisionResult("int8", "m_int8.onnx", 160.0, 0.39, 0.58)])
-        ('int8: 1.60x the throughput, mAP50-95 0.410 -> 0.390',)
+        >>> base = PrecisionResult("fp32", "m.onnx", 100.0, 0.41, 0.6, low_img_per_s=98.0, high_img_per_s=102.0)
+        >>> tradeoff_lines([base, PrecisionResult("int8", "q.onnx", 160.0, 0.39, 0.58, low_img_per_s=155.0,
+        ...                                       high_img_per_s=165.0)])
+        ('int8: 1.60x the throughput (95% 1.52-1.68x), mAP50-95 0.410 -> 0.390',)
+        >>> tradeoff_lines([base, PrecisionResult("int8", "q.onnx", 105.0, 0.39, 0.58, low_img_per_s=97.0,
+        ...                                       high_img_per_s=114.0)])
+        ('int8: not measurably faster (throughput 0.95-1.16x at 95%), mAP50-95 0.410 -> 0.390',)
         >>> tradeoff_lines([base, PrecisionResult("fp16", None, None, None, None, "needs CUDA")])
         ('fp16: not measured (needs CUDA)',)
     """
@@ -386,8 +503,9 @@ def tradeoff_lines(results: Sequence[PrecisionResult]) -> tuple[str, ...]:
             lines.append(f"{result.precision}: not measured ({result.note})")
             continue
         parts = []
-        if result.img_per_s is not None and base.img_per_s:
-            parts.append(f"{result.img_per_s / base.img_per_s:.2f}x the throughput")
+        speed, base_speed = result.speed(), base.speed()
+        if speed is not None and base_speed is not None and base_speed.img_per_s:
+            parts.append(speed_against(speed, base_speed))
         if result.map50_95 is not None and base.map50_95 is not None:
             parts.append(f"mAP50-95 {base.map50_95:.3f} -> {result.map50_95:.3f}")
         lines.append(f"{result.precision}: {', '.join(parts) or 'not comparable'}")
@@ -409,7 +527,8 @@ def compare_precisions(onnx_path: str | Path, request: PrecisionRequest, run_dir
         threads: CPU threads for ONNX Runtime (None: its default).
         task: 'detect' or 'segment' (Ultralytics' validator for it; box mAP is reported); default:
             what the ONNX says.
-        seconds: time each precision at least this long.
+        seconds: each precision's share of the timing's bound: the interleaved blocks stop when
+            every comparison with fp32 is settled, or after `seconds` x the precisions timed.
         progress: receives a line per step.
 
     Returns:
@@ -423,7 +542,7 @@ def compare_precisions(onnx_path: str | Path, request: PrecisionRequest, run_dir
         >>> request = check_request("fp32,int8", "datasets/shapes/data.yaml", 16)
         >>> report = compare_precisions("yolo11n.onnx", request, Path("runs/infer/p"), imgsz=64)  # doctest: +SKIP
         >>> report.tradeoffs  # doctest: +SKIP
-        ('int8: 1.62x the throughput, mAP50-95 0.412 -> 0.398',)
+        ('int8: 1.62x the throughput (95% 1.50-1.75x), mAP50-95 0.412 -> 0.398',)
     """
     from visionbatch.dataset import load_dataset
     from visionbatch.infer.export import onnx_info
@@ -435,7 +554,7 @@ def compare_precisions(onnx_path: str | Path, request: PrecisionRequest, run_dir
     if info.half:
         raise ConfigError(f"model={printable(onnx_path)} is an fp16 ONNX: precision= compares from the fp32 "
                           f"model: export it without half=True")
-    summary = load_dataset(request.data)
+    summary = load_dataset(request.data, remap_classes=request.remap_classes)
     cuda = device.startswith("cuda")
     files: dict[str, Path | None] = {"fp32": onnx_path}
     notes: dict[str, str] = {"fp32": "the exported model"}
@@ -454,6 +573,9 @@ def compare_precisions(onnx_path: str | Path, request: PrecisionRequest, run_dir
         else:
             files["fp16"] = None
             notes["fp16"] = "fp16 runs on a CUDA device only (a CPU runs it no faster than fp32)"
+    made = {precision: path for precision, path in files.items() if path is not None}
+    say(f"timing {', '.join(made)} at batch {batch_size} in interleaved blocks")
+    speeds, timing = time_precisions(made, batch_size, imgsz, device, threads, seconds)
     results = []
     with staged_dataset(summary) as staged:
         for precision in request.precisions:
@@ -461,11 +583,16 @@ def compare_precisions(onnx_path: str | Path, request: PrecisionRequest, run_dir
             if path is None:
                 results.append(PrecisionResult(precision, None, None, None, None, notes[precision]))
                 continue
-            say(f"{precision}: timing batch {batch_size}, validating on {summary.val.images} val images")
-            speed = throughput(path, batch_size, imgsz, device, threads, seconds)
+            say(f"{precision}: validating on {summary.val.images} val images")
             map50_95, map50 = validate(path, staged.yaml_path, imgsz, device, task or info.task)
-            results.append(PrecisionResult(precision, str(path), round(speed, 2), round(map50_95, 4),
-                                           round(map50, 4), notes[precision]))
+            results.append(_result(precision, path, speeds[precision], map50_95, map50, notes[precision]))
     return PrecisionReport(
         model_file=str(onnx_path), data=summary.yaml_path, imgsz=imgsz, batch_size=batch_size, device=device,
-        calibration_images=calibrated, results=tuple(results), tradeoffs=tradeoff_lines(results))
+        calibration_images=calibrated, results=tuple(results), tradeoffs=tradeoff_lines(results), timing=timing)
+
+
+def _result(precision: str, path: Path, speed: SpeedEstimate, map50_95: float, map50: float,
+            note: str) -> PrecisionResult:
+    high = None if math.isinf(speed.high_img_per_s) else round(speed.high_img_per_s, 2)
+    return PrecisionResult(precision, str(path), round(speed.img_per_s, 2), round(map50_95, 4), round(map50, 4),
+                           note, round(speed.low_img_per_s, 2), high, speed.samples)

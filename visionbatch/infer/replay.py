@@ -28,7 +28,8 @@ MAX_REPLAYS = 3  # candidates replayed at most before the choice gives up
 
 def replay(run_batch: Callable[[int], object], arrivals: Sequence[float], max_batch: int, queue_delay_ms: float,
            latency_budget_ms: float | None = None, clock: Callable[[], float] = time.perf_counter,
-           sleep: Callable[[float], None] = time.sleep) -> ReplayResult:
+           sleep: Callable[[float], None] = time.sleep,
+           expected_ms: Callable[[int], float] | None = None) -> ReplayResult:
     """Replay `arrivals` (seconds from the start, ascending) through the batcher on `run_batch`.
 
     Args:
@@ -39,6 +40,7 @@ def replay(run_batch: Callable[[int], object], arrivals: Sequence[float], max_ba
         latency_budget_ms: the budget the p99 is held against.
         clock: seconds, monotonic.
         sleep: waits the given seconds.
+        expected_ms: a batch of k frames -> its measured mean call time, for `service_ratio`.
 
     Examples:
         >>> now = [0.0]
@@ -55,6 +57,7 @@ def replay(run_batch: Callable[[int], object], arrivals: Sequence[float], max_ba
     delay_s = queue_delay_ms / 1000.0
     count = len(arrivals)
     latencies: list[float] = []
+    served_s = expected_s = 0.0
     batches = 0
     head = 0
     start = clock()
@@ -67,8 +70,13 @@ def replay(run_batch: Callable[[int], object], arrivals: Sequence[float], max_ba
             now = _wait_until(min(oldest + delay_s, full_at), start, clock, sleep)
             waiting = bisect.bisect_right(arrivals, now, lo=head) - head
         taken = min(waiting, max_batch)
+        began = clock()
         run_batch(taken)
-        end = clock() - start
+        finished = clock()
+        end = finished - start
+        served_s += finished - began
+        if expected_ms is not None:
+            expected_s += expected_ms(taken) / 1000.0
         latencies.extend(end - arrivals[i] for i in range(head, head + taken))
         head += taken
         batches += 1
@@ -79,7 +87,8 @@ def replay(run_batch: Callable[[int], object], arrivals: Sequence[float], max_ba
         batch_size=max_batch, queue_delay_ms=round(queue_delay_ms, 3), frames=count, batches=batches,
         latency_p50_ms=round(percentile(ordered, 50) * 1000.0, 3), latency_p99_ms=round(p99_ms, 3),
         latency_max_ms=round(ordered[-1] * 1000.0, 3), over_budget_share=None if over is None else round(over, 4),
-        met=latency_budget_ms is None or p99_ms <= latency_budget_ms, wall_s=round(clock() - start, 3))
+        met=latency_budget_ms is None or p99_ms <= latency_budget_ms, wall_s=round(clock() - start, 3),
+        service_ratio=round(served_s / expected_s, 3) if expected_s > 0 else None)
 
 
 def _wait_until(due_s: float, start: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> float:
@@ -123,6 +132,7 @@ def verify_choice(choice: Choice, measurements: Sequence[BatchMeasurement], cons
     if constraints.load is None or not choice.candidates:
         return choice, ()
     measured = sorted(m.batch_size for m in measurements)
+    mean_ms = {m.batch_size: m.latency_mean_ms for m in measurements}
     replays: list[ReplayResult] = []
     for policy in choice.candidates[:MAX_REPLAYS]:
         # the inputs of the sizes this policy can call, made (and run once) before the clock starts
@@ -131,27 +141,44 @@ def verify_choice(choice: Choice, measurements: Sequence[BatchMeasurement], cons
         for step in steps.values():
             step()
 
+        def size_for(frames: int) -> int:
+            return sizes[min(bisect.bisect_left(sizes, frames), len(sizes) - 1)]
+
         def run_batch(frames: int) -> None:
-            steps[sizes[min(bisect.bisect_left(sizes, frames), len(sizes) - 1)]]()
+            steps[size_for(frames)]()
 
         arrivals = replay_arrivals(policy_arrivals(policy.batch_size, constraints), seconds)
         result = replay(run_batch, arrivals, policy.batch_size, policy.queue_delay_ms, constraints.latency_ms,
-                        clock=clock, sleep=sleep)
+                        clock=clock, sleep=sleep, expected_ms=lambda frames: mean_ms[size_for(frames)])
         replays.append(result)
         if progress:
             progress(f"replayed batch {result.batch_size}, queue delay {result.queue_delay_ms:g} ms, "
                      f"{result.frames} frames: p50 {result.latency_p50_ms:.1f} / p99 {result.latency_p99_ms:.1f} ms"
-                     f"{'' if result.met else ', over the budget'}")
+                     f"{'' if result.met else ', over the budget'}{_slower(result)}")
         if result.met:
             return _replayed(choice, policy, result, replays), tuple(replays)
     missed = "; ".join(f"batch {r.batch_size} (delay {r.queue_delay_ms:g} ms) p99 {r.latency_p99_ms:.1f} ms"
-                       for r in replays)
+                       f"{_slower(r)}" for r in replays)
     lowest = min(r.latency_p99_ms for r in replays)
     return dataclasses.replace(
         choice, batch_size=None, queue_delay_ms=None, simulated=None,
         reason=f"no policy met the {constraints.latency_ms:g} ms budget when replayed in real time ({missed})",
         advice=(f"a larger latency budget: latency_ms={math.ceil(lowest)} covers the best replayed p99",
                 *choice.advice)), tuple(replays)
+
+
+def _slower(result: ReplayResult) -> str:
+    """', its batches ran 1.12x the time the sweep measured' when real-time serving was measurably slower (5%+)
+    than the sweep measured: near saturation that alone can tip the queue over.
+
+    Examples:
+        >>> r = ReplayResult(4, 100.0, 120, 30, 60.0, 900.0, 950.0, 0.2, False, 3.4, service_ratio=1.124)
+        >>> _slower(r), _slower(dataclasses.replace(r, service_ratio=1.01))
+        (', its batches ran 1.12x the time the sweep measured', '')
+    """
+    if result.service_ratio is None or result.service_ratio < 1.05:
+        return ""
+    return f", its batches ran {result.service_ratio:.2f}x the time the sweep measured"
 
 
 def _replayed(choice: Choice, policy: QueueStats, result: ReplayResult, replays: Sequence[ReplayResult]) -> Choice:

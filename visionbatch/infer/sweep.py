@@ -4,9 +4,9 @@ Two passes. The first goes up the batch sizes one after another (warm-up, one bl
 calls, the memory and power reading) until a stop rule fires: latency, memory, a plateau of
 throughput shown beyond the noise, or the time bound. The second times the batches the first
 kept (but those whose median is already over the latency budget) again, in round-robin blocks,
-so a slow spell of a shared machine hits every batch alike, until each throughput's 95% interval
-(`visionbatch.stats.estimate_speed`) is within `interval_width` of its value or the time bound
-(`max_seconds`) passes. Every timed call of both
+so a slow spell of a shared machine hits every batch alike, until each batch has `min_blocks`
+blocks and its throughput's 95% interval over the blocks (`visionbatch.stats.estimate_speed_blocks`)
+is within `interval_width` of its value, or the time bound (`max_seconds`) passes. Every timed call of both
 passes counts; the intervals go into the plan and the choice compares them. `runs=` fixes the
 calls per batch instead: one pass, no repetition.
 
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from visionbatch.infer.plan import BatchMeasurement, Constraints
-from visionbatch.stats import SPEED_TOLERANCE, estimate_speed
+from visionbatch.stats import SPEED_TOLERANCE, estimate_speed_blocks
 from visionbatch.units import human_bytes
 
 DEFAULT_MAX_BATCH = 64
@@ -63,6 +63,9 @@ class SweepPolicy:
         block_runs: fewest timed calls in a block of the second pass. With `runs` given there is
             no second pass: the count is fixed.
         block_seconds: a block of the second pass lasts at least this long.
+        min_blocks: fewest blocks per batch (the first pass's included) before its interval may
+            count as narrow: the calls of one block share one moment of the machine, and only
+            blocks apart show how much it moves.
     """
 
     warmup_runs: int = 3
@@ -76,12 +79,17 @@ class SweepPolicy:
     interval_width: float = SPEED_TOLERANCE
     block_runs: int = 3
     block_seconds: float = 0.25
+    min_blocks: int = 3
 
 
 def summarize(batch_size: int, latencies_ms: Sequence[float], memory_bytes: int | None = None,
               memory_source: str = "", power_mw: float | None = None,
-              stages_ms: Sequence[dict[str, float]] = (), detections: Sequence[float] = ()) -> BatchMeasurement:
+              stages_ms: Sequence[dict[str, float]] = (), detections: Sequence[float] = (),
+              block_sizes: Sequence[int] = ()) -> BatchMeasurement:
     """Percentiles, per-image latency, throughput and its 95% interval from the timed calls of one batch.
+
+    `block_sizes` splits the calls, in order, into the blocks they were timed in: with two blocks
+    or more the interval is over the blocks (`visionbatch.stats.estimate_speed_blocks`).
 
     Examples:
         >>> m = summarize(4, [10.0, 10.0, 10.0, 30.0])
@@ -91,7 +99,7 @@ def summarize(batch_size: int, latencies_ms: Sequence[float], memory_bytes: int 
         (129.408, inf)
     """
     values = np.asarray(latencies_ms, dtype=float)
-    speed = estimate_speed(batch_size, [ms / 1000.0 for ms in latencies_ms])
+    speed = estimate_speed_blocks(batch_size, _split([ms / 1000.0 for ms in latencies_ms], block_sizes))
     mean = float(values.mean())
     p50, p90, p99 = (float(np.percentile(values, q)) for q in (50, 90, 99))
     stage_means = {}
@@ -115,6 +123,21 @@ def summarize(batch_size: int, latencies_ms: Sequence[float], memory_bytes: int 
         throughput_low_per_s=round(speed.low_img_per_s, 3),
         throughput_high_per_s=round(speed.high_img_per_s, 3),
     )
+
+
+def _split(values: Sequence[float], sizes: Sequence[int]) -> list[list[float]]:
+    """`values` cut into consecutive blocks of `sizes` (one block when no sizes are given).
+
+    Examples:
+        >>> _split([1.0, 2.0, 3.0], [2, 1]), _split([1.0, 2.0], [])
+        ([[1.0, 2.0], [3.0]], [[1.0, 2.0]])
+    """
+    if not sizes:
+        return [list(values)]
+    if sum(sizes) != len(values):
+        raise ValueError(f"block sizes {list(sizes)} do not add up to {len(values)} values")
+    ends = np.cumsum(sizes)
+    return [list(values[end - size:end]) for size, end in zip(sizes, ends)]
 
 
 def stop_reason(measured: Sequence[BatchMeasurement], next_batch: int, constraints: Constraints,
@@ -152,21 +175,32 @@ def stop_reason(measured: Sequence[BatchMeasurement], next_batch: int, constrain
         if projected is not None and projected > memory_limit_bytes:
             return (f"memory: batch {next_batch} is projected at {human_bytes(projected)}, over the "
                     f"{human_bytes(memory_limit_bytes)} limit")
-    patience = policy.plateau_patience
-    if len(measured) > patience:
-        flat = []
-        for index in range(len(measured) - patience, len(measured)):
-            before = max((m.speed() for m in measured[:index]), key=lambda speed: speed.img_per_s)
-            flat.append(measured[index].speed().high_img_per_s < before.low_img_per_s * (1 + policy.plateau_gain))
-        if all(flat):
-            sizes = [str(m.batch_size) for m in measured[-patience:]]
-            return (f"throughput plateaued: batches {' and '.join(sizes)} gained less than "
-                    f"{policy.plateau_gain:.0%} over the best before them")
+    plateau = _plateau(measured, policy)
+    if plateau is not None:
+        return plateau
     predicted_s = predicted_batch_seconds(last, next_batch, policy)
     if elapsed_s + predicted_s > policy.max_seconds:
-        return (f"time: batch {next_batch} would take about {predicted_s:.0f} s, past the "
+        return (f"time: batch {next_batch} would take about {predicted_s:.1f} s, past the "
                 f"{policy.max_seconds:g} s bound for the sweep (max_seconds=)")
     return None
+
+
+PLATEAU = "throughput plateaued"
+
+
+def _plateau(measured: Sequence[BatchMeasurement], policy: SweepPolicy) -> str | None:
+    """Why throughput has plateaued (the last `plateau_patience` batches, by their intervals, gained
+    less than `plateau_gain` over the best before each), or None."""
+    patience = policy.plateau_patience
+    if len(measured) <= patience:
+        return None
+    for index in range(len(measured) - patience, len(measured)):
+        before = max((m.speed() for m in measured[:index]), key=lambda speed: speed.img_per_s)
+        if measured[index].speed().high_img_per_s >= before.low_img_per_s * (1 + policy.plateau_gain):
+            return None
+    sizes = [str(m.batch_size) for m in measured[-patience:]]
+    return (f"{PLATEAU}: batches {' and '.join(sizes)} gained less than {policy.plateau_gain:.0%} over the best "
+            f"before them")
 
 
 def predicted_batch_seconds(last: BatchMeasurement, next_batch: int, policy: SweepPolicy) -> float:
@@ -235,10 +269,16 @@ class _Timed:
     memory_bytes: int | None = None
     power_mw: float | None = None
     block_s: float = 0.0  # how long its last block took
+    block_sizes: list[int] = dataclasses.field(default_factory=list)  # calls in each block, in order
 
     def summary(self, memory_source: str) -> BatchMeasurement:
         return summarize(self.batch_size, self.latencies_ms, self.memory_bytes, memory_source, self.power_mw,
-                         self.stages, self.detections)
+                         self.stages, self.detections, self.block_sizes)
+
+    def speed_width(self) -> float:
+        """The throughput interval's half width over its value, blocks counted (inf when unbounded)."""
+        return estimate_speed_blocks(self.batch_size, _split([ms / 1000.0 for ms in self.latencies_ms],
+                                                             self.block_sizes)).relative_half_width
 
 
 def run_sweep(make_step: Callable[[int], Step], batch_sizes: Sequence[int], policy: SweepPolicy,
@@ -265,37 +305,68 @@ def run_sweep(make_step: Callable[[int], Step], batch_sizes: Sequence[int], poli
         call's latency, and how the second pass ended.
     """
     timed: list[_Timed] = []
-    measured: list[BatchMeasurement] = []
     started = clock()
     reason = f"all {len(batch_sizes)} batch sizes measured"
-    for index, batch_size in enumerate(batch_sizes):
-        if measured:
+    index, rounds, settled, timing = 0, 0, True, ""
+    while True:
+        index, reason = _first_pass(make_step, batch_sizes, index, timed, policy, constraints, probe,
+                                    memory_limit_bytes, is_out_of_memory, clock, started, progress, reason)
+        more, now_settled, now_timing = _interleave(_contenders(timed, constraints, probe.memory_source), policy,
+                                                    clock, started)
+        if more or not rounds:  # a pass that timed nothing more keeps what the one before found
+            settled, timing = now_settled, now_timing
+        rounds += more
+        if more and progress:
+            progress(timing)
+        # the first pass judged the plateau on one block per batch; the blocks since may show a larger
+        # batch could still win by more than the noise: then the sweep goes on up the sizes, if it may
+        measured = [t.summary(probe.memory_source) for t in timed]
+        if (not reason.startswith(PLATEAU) or index >= len(batch_sizes)
+                or _plateau(measured, policy) is not None):
+            break
+        why = stop_reason(measured, batch_sizes[index], constraints, policy, memory_limit_bytes, clock() - started)
+        if why:
+            reason = f"{why} (the plateau before it did not hold once the batches were timed again)"
+            break
+        if progress:
+            progress(f"the plateau did not hold once the batches were timed again: measuring batch "
+                     f"{batch_sizes[index]} too")
+        reason = f"all {len(batch_sizes)} batch sizes measured"
+    return SweepResult(
+        measurements=tuple(t.summary(probe.memory_source) for t in timed), stop_reason=reason,
+        service_ms={t.batch_size: tuple(t.latencies_ms) for t in timed}, rounds=rounds, settled=settled,
+        timing=timing)
+
+
+def _first_pass(make_step: Callable[[int], Step], batch_sizes: Sequence[int], index: int, timed: list[_Timed],
+                policy: SweepPolicy, constraints: Constraints, probe: Probe, memory_limit_bytes: int | None,
+                is_out_of_memory: Callable[[BaseException], bool], clock: Callable[[], float], started: float,
+                progress: Callable[[str], None] | None, reason: str) -> tuple[int, str]:
+    """Measure `batch_sizes[index:]` one after another into `timed` until a stop rule fires.
+
+    Returns the index of the first size not measured and why the pass stopped (`reason` when every
+    size was measured)."""
+    while index < len(batch_sizes):
+        batch_size = batch_sizes[index]
+        if timed:
+            measured = [t.summary(probe.memory_source) for t in timed]
             why = stop_reason(measured, batch_size, constraints, policy, memory_limit_bytes, clock() - started)
             if why:
-                reason = why
-                break
+                return index, why
         try:
             first = _first_block(make_step, batch_size, policy, probe, clock)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            reason = f"memory: batch {batch_size} ran out of memory ({type(exc).__name__})"
             if progress:
                 progress(f"batch {batch_size}: out of memory; keeping batches up to "
-                         f"{measured[-1].batch_size if measured else 'none'}")
-            break
+                         f"{timed[-1].batch_size if timed else 'none'}")
+            return len(batch_sizes), f"memory: batch {batch_size} ran out of memory ({type(exc).__name__})"
         timed.append(first)
-        measured.append(first.summary(probe.memory_source))
         if progress:
-            progress(_progress_line(measured[-1], index, len(batch_sizes)))
-    rounds, settled, timing = _interleave(_contenders(timed, constraints, probe.memory_source), policy, clock,
-                                          started)
-    if rounds and progress:
-        progress(timing)
-    return SweepResult(
-        measurements=tuple(t.summary(probe.memory_source) for t in timed), stop_reason=reason,
-        service_ms={t.batch_size: tuple(t.latencies_ms) for t in timed}, rounds=rounds, settled=settled,
-        timing=timing)
+            progress(_progress_line(first.summary(probe.memory_source), index, len(batch_sizes)))
+        index += 1
+    return index, reason
 
 
 def _contenders(timed: Sequence[_Timed], constraints: Constraints, memory_source: str) -> list[_Timed]:
@@ -316,8 +387,7 @@ def _interleave(timed: Sequence[_Timed], policy: SweepPolicy, clock: Callable[[]
     within `max_seconds` of the sweep's start. Returns (rounds, settled, one line on how it ended).
     """
     def widths() -> list[float]:
-        return [estimate_speed(t.batch_size, [ms / 1000.0 for ms in t.latencies_ms]).relative_half_width
-                for t in timed]
+        return [t.speed_width() for t in timed]
 
     rounds = 0
     if not timed:
@@ -329,8 +399,9 @@ def _interleave(timed: Sequence[_Timed], policy: SweepPolicy, clock: Callable[[]
                                                     f"interleaved repetition; widest interval {shown}")
     while True:
         widest = max(widths())
-        if widest <= policy.interval_width:
-            settled, why = True, f"every 95% interval within {policy.interval_width:.0%}"
+        if widest <= policy.interval_width and all(len(t.block_sizes) >= policy.min_blocks for t in timed):
+            settled, why = True, (f"every 95% interval, over at least {policy.min_blocks} blocks, within "
+                                  f"{policy.interval_width:.0%}")
             break
         if all(len(t.latencies_ms) >= policy.max_runs for t in timed):
             settled, why = False, f"max_runs={policy.max_runs} reached"
@@ -389,6 +460,7 @@ def _block(entry: _Timed, policy: SweepPolicy, clock: Callable[[], float], min_c
         if len(entry.latencies_ms) >= policy.max_runs or (calls >= min_calls and t1 - begin >= min_seconds):
             break
     entry.block_s = clock() - begin
+    entry.block_sizes.append(calls)
 
 
 def _progress_line(m: BatchMeasurement, index: int, total: int) -> str:

@@ -2,7 +2,8 @@
 
 The flow: check the arguments (nothing is written before they pass), resolve the model to a file
 the backend loads (exporting .pt/.yaml offline), open the runner and the memory/power probe for
-the device, sweep, choose under the constraints, then write plan.json, sweep.png and the
+the device, sweep, choose under the constraints, replay the choice, time one against two instances
+at the chosen batch (Triton's instance count, `infer.instances`), then write plan.json, sweep.png and the
 DeepStream / Triton / TensorRT settings next to each other. The run folder is made when the first
 file goes in (an export, ONNX Runtime's TensorRT cache, else the results), so a model refused while
 loading leaves none; a failed run that left its folder empty removes it.
@@ -34,6 +35,12 @@ from visionbatch.infer.export import (
     export,
     onnx_info,
     source_task,
+)
+from visionbatch.infer.instances import (
+    INSTANCE_SECONDS,
+    InstanceSearch,
+    not_measured,
+    search_instances,
 )
 from visionbatch.infer.options import InferenceOptions, check_options
 from visionbatch.infer.pipeline import EndToEnd, model_step
@@ -76,7 +83,7 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
                    seconds_per_batch: float = 1.0, max_seconds: float = 90.0, device: str | int | None = None,
                    threads: int | None = None, target: str | None = None, name: str | None = None,
                    project: str | None = None, trust_checkpoint: bool = False, precision: Any = None,
-                   data: str | None = None, calib_images: int | None = None,
+                   data: str | None = None, calib_images: int | None = None, remap_classes: bool = False,
                    progress: Callable[[str], None] | None = None, **removed: Any) -> InferencePlan:
     """Find the inference batch with the most throughput under latency, memory and stream-load limits.
 
@@ -115,6 +122,8 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
             backend=onnxruntime and `data`. fp16 is measured on CUDA only.
         data: the data.yaml whose val split gives the mAP and whose train images calibrate INT8.
         calib_images: train images INT8 is calibrated on (default 64).
+        remap_classes: `data`'s class ids do not run 0..N-1 (COCO's 1..90 with gaps): validate on labels
+            renumbered 0..N-1 in the order of names, as a model trained with remap_classes=True predicts them.
         progress: receives a line per step of a long sweep.
         **removed: keywords that unifying the keys replaced (`memory_budget_bytes=`): a
             ConfigError names the new one.
@@ -138,7 +147,7 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         streams=streams, fps=fps, half=half, end_to_end=end_to_end, warmup_runs=warmup_runs, runs=runs,
         seconds_per_batch=seconds_per_batch, max_seconds=max_seconds, device=device, threads=threads,
         target=target, name=name, project=project, trust_checkpoint=trust_checkpoint)
-    precision_request = check_request(precision, data, calib_images, opts.backend)
+    precision_request = check_request(precision, data, calib_images, opts.backend, remap_classes)
     say = progress or (lambda line: None)
     notes: list[str] = []
     ready = _ready_model(opts)  # a bad .onnx/.engine or a pose model is refused before anything is written
@@ -171,7 +180,7 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         batch_size=choice.batch_size, reason=choice.reason, advice=choice.advice, speedup_vs_batch1=speedup,
         jetson=run.jetson, target=opts.target, files=files, run_dir=str(run_dir), versions=_versions(),
         wall_s=0.0, notes=tuple(notes), timing=run.result.timing, queue_delay_ms=choice.queue_delay_ms,
-        simulated=choice.simulated, replayed=run.replays,
+        simulated=choice.simulated, replayed=run.replays, instances=run.instances,
     )
     if precision_request is not None:
         report = compare_precisions(run.info.path, precision_request, run_dir, imgsz=run.imgsz,
@@ -229,6 +238,7 @@ class _Run:
     result: SweepResult
     choice: Choice | None = None  # made while the runner is open, for the replay
     replays: tuple[ReplayResult, ...] = ()
+    instances: InstanceSearch | None = None  # measured while the runner is open, for Triton's instance_group
 
 
 def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folder: Callable[[], Path],
@@ -268,6 +278,8 @@ def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folde
                 choice = choose(result.measurements, constraints, imgsz=imgsz, precision=runner.precision,
                                 device_type=device_type, service_ms=result.service_ms)
                 choice, replays = verify_choice(choice, result.measurements, constraints, make_step, progress=say)
+            instances = _instances(opts, info, imgsz, runner, choice, device_type, device_name, threads,
+                                   run_folder, say)
         finally:
             getattr(probe, "close", lambda: None)()
             runner.close()
@@ -280,8 +292,34 @@ def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folde
         input_name=getattr(runner, "input_name", info.input_name),
         input_dtype="float16" if getattr(runner, "input_dtype", np.float32) == np.float16 else "float32",
         threads=threads, outputs=tuple(outputs), num_classes=num_classes, constraints=constraints, result=result,
-        choice=choice, replays=replays,
+        choice=choice, replays=replays, instances=instances,
     )
+
+
+def _instances(opts: InferenceOptions, info: ModelInfo, imgsz: int, runner: Any, choice: Choice | None,
+               device_type: str, device_name: str, threads: int | None, run_folder: Callable[[], Path],
+               say: Callable[[str], None]) -> InstanceSearch:
+    """Triton's instance count for the chosen batch: 1 against 2 instances, timed here (`infer.instances`)."""
+    if choice is None or choice.batch_size is None:
+        return not_measured("no batch was chosen")
+    if info.fixed_batch == 1:
+        return not_measured(f"{info.path.name} has a fixed batch of 1")
+    if opts.target is not None and device_type == "cpu":
+        return not_measured(f"the configs are for {opts.target.name} (KIND_GPU), and two instances on this "
+                            f"machine's CPU say nothing about two there")
+    if opts.backend == "pytorch" and device_type == "cpu":
+        return not_measured("PyTorch's CPU threads are one pool for the whole process, so two instances here "
+                            "cannot each get a share of the threads as two Triton instances do")
+    bound_s = min(INSTANCE_SECONDS, opts.policy.max_seconds)
+    threads_each = None if threads is None else max(1, threads // 2)
+    say(f"timing 1 against 2 instances at batch {choice.batch_size}"
+        + (f" ({threads} threads against 2 x {threads_each})" if threads else "") + f", up to {bound_s:g} s")
+    found = search_instances(
+        lambda share: _open_runner(opts, info, imgsz, run_folder, threads=share), runner, choice.batch_size,
+        imgsz, threads=threads, bound_s=bound_s, warmup_runs=opts.policy.warmup_runs,
+        fixed_calls=opts.policy.runs, measured_on=f"{opts.backend} ({runner.provider}) on {device_name}")
+    say(found.reason)
+    return found
 
 
 def _write_configs(opts: InferenceOptions, run: _Run, chosen: BatchMeasurement, reason: str, run_dir: Path,
@@ -289,12 +327,13 @@ def _write_configs(opts: InferenceOptions, run: _Run, chosen: BatchMeasurement, 
     constraints = run.constraints
     slack = (None if constraints.latency_ms is None else
              constraints.latency_ms - constraints.fill_wait_ms(chosen.batch_size) - chosen.latency_p99_ms)
+    gpu = run.device_type == "cuda" or opts.target is not None
     spec = deploy.DeploymentSpec(
         model_name=identifier(run.info.path.stem), task=run.info.task, imgsz=run.imgsz, batch_size=chosen.batch_size,
         precision="fp16" if run.precision.startswith("fp16") else "fp32", num_classes=run.num_classes,
         outputs=tuple((name, str(array.dtype), tuple(array.shape[1:])) for name, array in run.outputs),
         input_name=run.input_name, input_dtype=run.input_dtype, load=constraints.load, latency_slack_ms=slack,
-        gpu=run.device_type == "cuda" or opts.target is not None, summary=reason, queue_delay_ms=queue_delay_ms,
+        gpu=gpu, summary=reason, queue_delay_ms=queue_delay_ms, **_instance_settings(run, gpu),
     )
     if int8 and spec.gpu:  # precision= asked for INT8: the GPU configs build it, from TensorRT's calibration cache
         spec = dataclasses.replace(spec, precision="int8", int8_calibration_cache=deploy.INT8_CACHE_NAME)
@@ -311,6 +350,15 @@ def _write_configs(opts: InferenceOptions, run: _Run, chosen: BatchMeasurement, 
     written = deploy.write_deployment(spec, run_dir, info.names, onnx_path=onnx_path, engine_plan=plan_bytes,
                                       onnx_external_data=external)
     return {key: str(path) for key, path in written.items()}
+
+
+def _instance_settings(run: _Run, gpu: bool) -> dict[str, Any]:
+    """Triton's instance count, the note above it, and each instance's CPU threads, from the instance search."""
+    found = run.instances or not_measured("no instance search ran")
+    note = found.reason + (f"; measured with {found.measured_on}" if found.measured_on else "")
+    share = found.threads_each if found.count == 2 else found.threads
+    threads = None if gpu else (share or run.threads)
+    return {"instances": found.count, "instances_note": note, "instance_threads": threads}
 
 
 def _ready_model(opts: InferenceOptions) -> tuple[ModelInfo, int] | str:
@@ -356,14 +404,16 @@ def _check_size(opts: InferenceOptions, info: ModelInfo) -> int:
     return imgsz
 
 
-def _open_runner(opts: InferenceOptions, info: ModelInfo, imgsz: int, run_folder: Callable[[], Path]) -> Any:
+def _open_runner(opts: InferenceOptions, info: ModelInfo, imgsz: int, run_folder: Callable[[], Path],
+                 threads: int | None = None) -> Any:
+    """The backend's runner; `threads` (a CPU instance's share) in place of the run's own count."""
     if opts.backend == "pytorch":
         return TorchRunner(opts.model, opts.device, half=opts.half)
     if opts.backend == "tensorrt":
         return TensorRTRunner(info.path, opts.device)
     # only ONNX Runtime's TensorRT provider keeps files (its engine cache) in the run folder
     cache_dir = run_folder() / "ort_trt_cache" if opts.provider == "tensorrt" else None
-    return OnnxRuntimeRunner(info, opts.device, threads=opts.threads or cpu_count(), provider=opts.provider,
+    return OnnxRuntimeRunner(info, opts.device, threads=threads or opts.threads or cpu_count(), provider=opts.provider,
                              imgsz=imgsz, max_batch=max(opts.batch_sizes), cache_dir=cache_dir, half=opts.half)
 
 

@@ -75,6 +75,7 @@ class TrainResult:
         recoveries: every out-of-memory error the run survived, in order (`train/recovery.py`).
         distributed_plan: a DDP run's fitted batch (several GPUs, or torchrun's ranks): the per-GPU
             batch, the total, each GPU's batch (ddp_plan.json has every GPU's plan).
+        remapped_classes: whether the run trained on labels renumbered 0..N-1 (`remap_classes=True`).
     """
 
     status: str
@@ -102,6 +103,7 @@ class TrainResult:
     effective_batch: int | None = None
     recoveries: tuple[Recovery, ...] = ()
     distributed_plan: DistributedSummary | None = None
+    remapped_classes: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

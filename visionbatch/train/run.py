@@ -90,7 +90,10 @@ def choose_batch(job: TrainingJob) -> TrainingJob:
     resolve_device(options.device, memory_budget)  # refuse before any work
     LOGGER.info(f"visionbatch: {job.batch.source}: fitting the batch to {job.batch.memory_fraction:g} of the "
                 f"device's memory by measuring the training step...")
-    plan = fit_job(job, options)  # the job as prepared: the dataset is not read again
+    from visionbatch.console import Progress
+
+    with Progress("visionbatch train: batch=auto") as progress:  # each probe on stderr as it runs
+        plan = fit_job(job, options, progress=progress)  # the job as prepared: the dataset is not read again
     note = (f"batch {plan.batch_size} from the fit ({plan.reason}); predicted peak "
             f"{human_bytes(plan.predicted_bytes)} of a {human_bytes(plan.budget_bytes)} budget")
     if plan.reused is not None:
@@ -305,7 +308,8 @@ def run(job: TrainingJob, started: float | None = None) -> TrainResult:
                 if job.options.get("augcost") and arguments is first:  # after the telemetry, which records save_dir
                     from visionbatch.augment import training_callback
 
-                    yolo.add_callback("on_pretrain_routine_start", training_callback(job.dataset.yaml_path, job.args))
+                    yolo.add_callback("on_pretrain_routine_start", training_callback(
+                        job.dataset.yaml_path, job.args, remap_classes=job.dataset.remapped))
                 try:
                     yolo.train(trainer=TRAINERS[job.task], **arguments)
                     break
@@ -518,6 +522,7 @@ def _result(job: TrainingJob, probe: EpochTelemetry, yolo: Any, status: str, err
         memory_vs_plan=_memory_vs_plan(job.plan, probe.records),
         effective_batch=probe.effective_batch,
         recoveries=recoveries,
+        remapped_classes=job.dataset.remapped,
     )
 
 

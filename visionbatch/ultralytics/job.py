@@ -36,7 +36,7 @@ TRAIN_KEYS: dict[str, str] = visionbatch_keys("train")
 
 
 
-SWITCHES = ("augcost", "trust_checkpoint", "plan_cache")
+SWITCHES = ("augcost", "trust_checkpoint", "plan_cache", "remap_classes")
 
 
 
@@ -94,7 +94,8 @@ def prepare(data: str | os.PathLike, overrides: Mapping[str, Any], extra_keys: M
     trust = bool(options.get("trust_checkpoint", False))
     _check_file_keys(args, trust)
     batch = parse_batch(args["batch"]) if "batch" in args else BatchRequest(DEFAULT_BATCH, None, "default")
-    dataset = load_dataset(data, split=str(args.get("split") or "val"))
+    dataset = load_dataset(data, split=str(args.get("split") or "val"),
+                           remap_classes=bool(options.get("remap_classes", False)))
     task, model = _task_and_model(args.get("task"), args.get("model"), dataset, trust)
     _check_run_folder(args, dataset, task)
     notes = cfg_notes + list(dataset.notes)

@@ -148,23 +148,46 @@ def offline_active() -> bool:
     return _depth > 0
 
 
-@contextlib.contextmanager
-def _first_import_quiet() -> Iterator[None]:
+# Ultralytics' advice to someone training, which a dataset visionbatch builds only to time never needs
+_TRAINING_ADVICE = ("cache='ram' may produce non-deterministic training results",)
+
+
+def _first_import_quiet() -> contextlib.AbstractContextManager[None]:
     """Drop the "Creating new Ultralytics Settings" lines Ultralytics' import logs to stdout the first time.
 
     They would land in the middle of `--json` output, which starts on stdout before logs are redirected.
     """
-    import logging
+    return ultralytics_lines_dropped("Ultralytics Settings")
 
-    def drop(record: logging.LogRecord) -> bool:
-        return "Ultralytics Settings" not in str(record.msg)
+
+@contextlib.contextmanager
+def ultralytics_lines_dropped(*fragments: str) -> Iterator[None]:
+    """Drop Ultralytics' log lines that contain any of `fragments` for the block, at every level; others pass.
+
+    Examples:
+        >>> with ultralytics_lines_dropped("netron"):
+        ...     logging.getLogger("ultralytics").filter(logging.makeLogRecord({"msg": "see https://netron.app"}))
+        False
+    """
+
+    def keep(record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not any(fragment in text for fragment in fragments)
 
     logger = logging.getLogger("ultralytics")
-    logger.addFilter(drop)
+    logger.addFilter(keep)
     try:
         yield
     finally:
-        logger.removeFilter(drop)
+        logger.removeFilter(keep)
+
+
+def quiet_internal_dataset() -> contextlib.AbstractContextManager[None]:
+    """For a dataset visionbatch builds to measure, not to train on: drop Ultralytics' advice for a training run.
+
+    Its other warnings (a corrupt image, a cache it refuses for space) still show.
+    """
+    return ultralytics_lines_dropped(*_TRAINING_ADVICE)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
@@ -175,9 +176,13 @@ class TraceEstimate:
 
 
 class TraceEstimator:
-    """Estimates of the workload's training and validation steps at any batch, on the CPU."""
+    """Estimates of the workload's training and validation steps at any batch, on the CPU.
 
-    def __init__(self, spec: Any, device: DeviceModel) -> None:
+    `progress` receives a line as each stage of the trace starts (the model and its optimizer
+    state; each traced step; each loss run for real), or None for silence.
+    """
+
+    def __init__(self, spec: Any, device: DeviceModel, progress: Callable[[str], None] | None = None) -> None:
         import torch
         from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -187,6 +192,8 @@ class TraceEstimator:
             training_cfg,
         )
 
+        self.say = progress or (lambda line: None)
+        self.say(f"trace: building {spec.model} on the CPU and its optimizer state (one real optimizer step)")
         self.spec, self.device = spec, device
         self.cfg = training_cfg(spec)
         self.model = build_model(spec, self.cfg, "cpu").train()
@@ -261,6 +268,8 @@ class TraceEstimator:
     def _real_extra(self, phase: str, counts: tuple[int, ...]) -> int:
         key = (phase, counts)
         if key not in self._extras:
+            self.say(f"trace: {'training' if phase == 'train' else 'validation'} loss at batch {len(counts)} "
+                     f"({sum(counts)} labels), run for real on the CPU")
             self._extras[key] = self._measure_loss(phase, counts)
         return self._extras[key]
 
@@ -331,6 +340,8 @@ class TraceEstimator:
         import torch
         from torch.utils._pytree import tree_leaves
 
+        self.say(f"trace: training step at batch {batch_size}, imgsz {self.train_imgsz}: forward and backward "
+                 f"under fake tensors")
         self.model.train()
         tracker = _trace_tracker()
         tracker.track_external(self.model)
@@ -362,6 +373,8 @@ class TraceEstimator:
         """Validation of `batch_size` images between epochs, with the training state alive."""
         import torch
 
+        self.say(f"trace: validation at batch {batch_size}, imgsz {self.val_imgsz}: forward under fake tensors, "
+                 f"loss and NMS")
         self.model.eval()
         tracker = _trace_tracker()
         tracker.track_external(self.model)
