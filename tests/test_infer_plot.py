@@ -44,7 +44,7 @@ def test_the_load_and_the_budget_stay_on_their_axes(streams: int, fps: float, bu
     load = lines(throughput_axis)[f"load {streams * fps:g} img/s"]
     assert load == streams * fps and throughput_axis.get_ylim()[0] == 0 < load < throughput_axis.get_ylim()[1]
     assert max(m.throughput_per_s for m in SWEEP) < throughput_axis.get_ylim()[1]
-    budget = lines(latency_axis)[f"budget {budget_ms:g} ms"]
+    budget = lines(latency_axis)[f"latency budget {budget_ms:g} ms (right axis)"]
     assert latency_axis.get_ylim()[0] == 0 < budget < latency_axis.get_ylim()[1]
     assert max(v.worst_latency_ms for v in plan.verdicts) < latency_axis.get_ylim()[1]
 
@@ -58,7 +58,7 @@ def test_a_load_above_every_throughput_is_drawn(tmp_path: Path) -> None:
     # both lines top their axes; the latency axis has more headroom, so they are not drawn on top of each other
     assert latency_axis.get_ylim() == (0.0, pytest.approx(500.0))
     load_height = lines(throughput_axis)["load 200 img/s"] / throughput_axis.get_ylim()[1]
-    budget_height = lines(latency_axis)["budget 400 ms"] / latency_axis.get_ylim()[1]
+    budget_height = lines(latency_axis)["latency budget 400 ms (right axis)"] / latency_axis.get_ylim()[1]
     assert load_height - budget_height > 0.1
     path = plot_sweep(plan, tmp_path / "sweep.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -310,3 +310,14 @@ def test_a_plateau_that_did_not_hold_says_so_when_the_time_bound_ends_the_sweep(
                                   "(max_seconds=) (the plateau before it did not hold once the batches were timed "
                                   "again)")
     assert result.timing.startswith("timed in 4 interleaved rounds after the first pass")  # kept, not overwritten
+
+
+def test_a_full_batch_over_the_budget_is_named_as_full() -> None:
+    # 2 x 5 fps = 10 img/s, 300 ms budget: a full batch 4 waits 300 ms to fill and takes 45 ms, over it; the
+    # batch itself is still a candidate (part-full after a shorter delay), so the line says "a full batch"
+    result = sweep(FakeDevice(), Constraints(latency_ms=300, load=StreamLoad(2, 5)))
+    assert [m.batch_size for m in result.measurements] == [1, 2, 4]
+    assert result.stop_reason == (
+        "latency: a full batch 4 waits 300.0 ms to fill at 10 img/s and takes 45.0 ms at the median, over the "
+        "300 ms budget; larger batches only wait longer (batches sent part-full after a shorter queue delay are "
+        "simulated with the rest)")

@@ -75,9 +75,9 @@ def test_steps_count_the_plan_and_say_the_time_left_by_the_mean_step() -> None:
     steps.end("batch 3 fits")
     steps.finish()
     assert lines == ["probe 1/~4: batch 1...",
-                     "probe 1/~4: batch 1 fits; about 18 s left",  # 6 s a step, 3 to go
-                     "probe 2/~4: batch 2 fits; about 20 s left",  # 10 s a step, 2 to go
-                     "probe 3/~6: batch 3 fits; about 30 s left"]  # 10 s a step, 3 to go
+                     "probe 1/~4: batch 1 fits; about 18 s left for the probes",  # 6 s a step, 3 to go
+                     "probe 2/~4: batch 2 fits; about 20 s left for the probes",  # 10 s a step, 2 to go
+                     "probe 3/~6: batch 3 fits; about 30 s left for the probes"]  # 10 s a step, 3 to go
     assert steps.total == 3  # finished after 3: the plan shrinks to what ran
 
 
@@ -134,19 +134,19 @@ def test_each_probe_is_said_as_it_starts_and_ends_with_its_peaks_and_the_time_le
         "probe 1/~5: batch 1: training step...",
         "probe 1/~5: batch 1: validation step at batch 2...",
         "probe 1/~5: batch 1: training peak 1.10 GiB, validation at 2 1.04 GiB: fits the 14.4 GiB budget; "
-        "about 40 s left",
+        "about 40 s left for the probes",
         "probe 2/~5: batch 2: training step...",
         "probe 2/~5: batch 2: validation step at batch 4...",
         "probe 2/~5: batch 2: training peak 1.20 GiB, validation at 4 1.08 GiB: fits the 14.4 GiB budget; "
-        "about 30 s left",
+        "about 30 s left for the probes",
         "probe 3/~5: batch 32: training step...",
         "probe 3/~5: batch 32: validation step at batch 64...",
         "probe 3/~5: batch 32: training peak 4.12 GiB, validation at 64 2.25 GiB: fits the 14.4 GiB budget; "
-        "about 20 s left",
+        "about 20 s left for the probes",
         "probe 4/~5: batch 137: training step...",
         "probe 4/~5: batch 137: validation step at batch 274...",
         "probe 4/~5: batch 137: training peak 14.4 GiB, validation at 274 6.35 GiB: fits the 14.4 GiB budget; "
-        "about 10 s left",
+        "about 10 s left for the probes",
         "timing batch 32, 137 for the speed choice: interleaved blocks of a warm-up and 3 timed steps, up to 20 s",
     ]
 
@@ -162,7 +162,7 @@ def test_a_probe_that_runs_out_of_memory_is_said_not_to_fit() -> None:
     clock = Clock()
     check_batch(probe, TenSecondRunner(clock), 16, 0.9, None, progress=lines.append, clock=clock)
     assert lines == ["step 1/2: batch 16: training step...",
-                     "step 1/2: batch 16: training peak 2.56 GiB; about 10 s left",
+                     "step 1/2: batch 16: training peak 2.56 GiB; about 10 s left for the steps",
                      "step 2/2: batch 16: validation step at batch 32...",
                      "step 2/2: batch 16: training peak 2.56 GiB, validation at 32 1.62 GiB: fits the 14.4 GiB budget"]
 
@@ -216,7 +216,7 @@ def test_fit_cli_says_each_probe_on_stderr_and_keeps_json_clean(capsys, monkeypa
         assert re.search(rf"batch {batch}: training traced peak [\d.]+ MiB, validation at {2 * batch} [\d.]+ MiB: "
                          rf"fits the [\d.]+ GiB budget", err), err
     assert "visionbatch fit: probe 1/~5: batch 1: training traced peak 604 MiB, validation at 2 607 MiB: fits" in err
-    assert re.search(r"visionbatch fit: probe 2/~5: .*; about \d+ (s|min) left\n", err), err
+    assert re.search(r"visionbatch fit: probe 2/~5: .*; about \d+ (s|min) left for the probes\n", err), err
     assert "\r" not in err  # a captured stream is not a terminal: lines, no bar
 
 
@@ -234,11 +234,11 @@ def test_sweep_says_each_planned_probe_on_stderr(capsys, monkeypatch: pytest.Mon
     # batch 1 and 2 (validation at 2 and 4) at 64 and 128, then the check at 96: nine probes, known ahead
     assert said[0] == "visionbatch sweep: probe 1/9: imgsz 64: training at batch 1..."
     assert re.fullmatch(r"visionbatch sweep: probe 1/9: imgsz 64: training at batch 1: traced peak 604 MiB; "
-                        r"about \d+ (s|min) left", said[1]), said[1]
+                        r"about \d+ (s|min) left for the probes", said[1]), said[1]
     assert said[2] == "visionbatch sweep: probe 2/9: imgsz 64: validation at batch 2..."
     assert said[-2:] == ["visionbatch sweep: probe 9/9: imgsz 96: training at batch 2...",
                          "visionbatch sweep: probe 9/9: imgsz 96: training at batch 2: traced peak 611 MiB"]
-    assert len(said) == 18 and all(re.search(r"; about \d+ (s|min) left$", line) for line in said[1:-1:2])
+    assert len(said) == 18 and all(re.search(r"; about \d+ (s|min) left for the probes$", line) for line in said[1:-1:2])
 
 
 def test_the_library_says_its_progress_on_stderr_by_default(capsys, monkeypatch: pytest.MonkeyPatch,
@@ -270,3 +270,17 @@ def test_trace_says_its_stages(small_shapes: Path) -> None:
         "trace: training step at batch 2, imgsz 64: forward and backward under fake tensors",
         "trace: training loss at batch 2 (6 labels), run for real on the CPU",
     ]
+
+
+def test_fit_says_the_train_command_with_the_size_and_model_it_fitted(capsys, monkeypatch: pytest.MonkeyPatch,
+                                                                      make_shapes, workdir: Path) -> None:
+    # "train with it: ... batch=4 ..." pasted as it was trained at the default imgsz=640, where batch 4 was never
+    # fitted: the line carries the model and the size
+    from visionbatch.cli import main
+    from visionbatch.fit.probes import trace
+
+    monkeypatch.setattr(trace, "TraceEstimator", FakeEstimator)
+    data = make_shapes(4, 2)
+    assert main(["fit", str(data), "imgsz=64", "target=gtx1050"]) == 0
+    out = capsys.readouterr().out
+    assert f"train with it: visionbatch train {data} model=yolo11n.yaml imgsz=64 batch=4   (on the " in out

@@ -98,8 +98,9 @@ def test_remap_renumbers_in_the_order_of_names(gapped: Path) -> None:
     summary = load_dataset(gapped, remap_classes=True)
     assert summary.names == {0: "a", 1: "b", 2: "c"}
     assert summary.class_ids == (1, 3, 7) and summary.class_map() == {1: 0, 3: 1, 7: 2}
-    assert summary.notes == ("remap_classes=True: class ids 1, 3, 7 train as 0..2, in the order of names (renumbered "
-                             "copies of the labels in visionbatch's cache; your files are not changed)",)
+    assert summary.notes == ("remap_classes=True: class ids 1, 3, 7 train as 0..2, in the order of names (1->0 a, "
+                             "3->1 b, 7->2 c): renumbered copies of the labels in visionbatch's cache; your files are "
+                             "not changed",)
 
 
 def test_remap_checks_labels_against_the_yaml_ids(gapped: Path) -> None:

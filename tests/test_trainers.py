@@ -74,3 +74,30 @@ def test_save_model_renames_and_copies_the_epoch_checkpoint(trainers, tmp_path: 
     assert trainer.save_model() is True
     assert sorted(p.name for p in trainer.wdir.iterdir()) == ["best.pt", "epoch4.pt", "last.pt"]
     assert (trainer.last, trainer.save_period) == (trainer.wdir / "last.pt", 2)
+
+
+def test_the_stripped_checkpoint_is_named_as_itself_not_its_temporary_file(tmp_path: Path) -> None:
+    # Ultralytics logs "Optimizer stripped from last.pt, saved as <s>,": <s> is visionbatch's temporary name
+    import io
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    from visionbatch.ultralytics.trainers import atomic_strip_optimizer
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger("ultralytics").addHandler(handler)
+    last = tmp_path / "last.pt"
+    last.write_bytes(b"x")
+
+    def strip(f, s="", updates=None):
+        LOGGER.info(f"Optimizer stripped from {f},{f' saved as {s},' if s else ''} 5.4MB")
+        Path(s).write_bytes(b"stripped")
+
+    try:
+        atomic_strip_optimizer(strip, last)
+    finally:
+        logging.getLogger("ultralytics").removeHandler(handler)
+    assert stream.getvalue() == f"Optimizer stripped from {last}, 5.4MB\n"
+    assert last.read_bytes() == b"stripped" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -173,8 +173,8 @@ class Steps:
         >>> for line in lines:
         ...     print(line)
         probe 1/3: batch 1...
-        probe 1/3: batch 1 fits; about 20 s left
-        probe 2/3: batch 2 fits; about 15 s left
+        probe 1/3: batch 1 fits; about 20 s left for the probes
+        probe 2/3: batch 2 fits; about 15 s left for the probes
     """
 
     def __init__(self, progress: Callable[[str], None] | None, total: int, unit: str = "step", exact: bool = True,
@@ -207,7 +207,8 @@ class Steps:
         counter = self._counter()
         self.done += 1
         left = self.left_s()
-        self.say(f"{counter}: {what}" + (f"; about {duration(left)} left" if left is not None else ""))
+        self.say(f"{counter}: {what}" + (f"; about {duration(left)} left for the {self.unit}s" if left is not None
+                                          else ""))
         if self.bar is not None:
             self.bar.advance()
 

@@ -174,9 +174,12 @@ class DatasetSummary:
         if self.root_from_yaml:
             notes.append(f"path: {self.raw.get('path')} resolved beside the YAML ({self.root})")
         if self.remapped:
+            pairs = [f"{old}->{new} {self.names[new]}" for old, new in self.class_map().items()]
+            mapping = (f" ({', '.join(pairs)})" if len(pairs) <= MAX_REMAP_LISTED else
+                       f" (the first: {', '.join(pairs[:MAX_REMAP_LISTED])}, ...)")
             notes.append(f"{REMAP_KEY}=True: class ids {_id_range(self.class_ids)} train as 0..{self.nc - 1}, in the "
-                         f"order of names (renumbered copies of the labels in visionbatch's cache; your files are "
-                         f"not changed)")
+                         f"order of names{mapping}: renumbered copies of the labels in visionbatch's cache; your files "
+                         f"are not changed")
         return tuple(notes)
 
     @property
@@ -360,6 +363,9 @@ def _training_ids(names: Mapping[int, str], class_ids: Sequence[int]) -> dict[in
     return {old: new for new, old in enumerate(class_ids)} if class_ids else {i: i for i in names}
 
 
+MAX_REMAP_LISTED = 12  # ids a remap note spells out one by one (COCO's 80 get the first dozen)
+
+
 def _gapped_ids_message(path: Path, ids: Sequence[int]) -> str:
     """Class ids that do not run 0..N-1 (COCO's 1..90 with gaps): the refusal, naming the key that fixes it."""
     count, low, high = len(ids), ids[0], ids[-1]
@@ -368,7 +374,7 @@ def _gapped_ids_message(path: Path, ids: Sequence[int]) -> str:
         where = f"negative id {low}"
     else:
         present = set(ids)
-        missing = [i for i in range(count + 1) if i not in present][: MAX_LISTED + 1]  # never range(max id)
+        missing = [i for i in range(count) if i not in present][: MAX_LISTED + 1]  # never range(max id)
         where = f"missing {_short(missing)}"
     return (f"{path}: names: class ids {span} ({count} classes, {where}); Ultralytics needs 0..{count - 1} without "
             f"gaps: add {REMAP_KEY}=True to train on remapped copies (your files are not changed)")

@@ -10,7 +10,7 @@ from visionbatch.cli.args import positional, read_batch
 from visionbatch.console import Progress, table
 from visionbatch.devices.catalog import TARGETS
 from visionbatch.fit.distributed import DistributedPlan
-from visionbatch.fit.plan import BatchCheck, BatchPlan
+from visionbatch.fit.plan import BatchCheck, BatchPlan, WorkloadSummary
 from visionbatch.keys import help_block, read_keys
 from visionbatch.ultralytics.args import ultralytics_defaults
 from visionbatch.units import human_bytes
@@ -139,8 +139,7 @@ def _show_distributed(result: FitRun) -> str:
     planning_s = sum(plan.planning_s for plan in ddp.per_device)
     lines.append(f"planned in {planning_s:.1f} s; wrote {', '.join(result.files)}")
     devices = ",".join(device.split(":")[-1] for device in ddp.devices)
-    lines.append(f"train with it: visionbatch train {work.data or 'DATA.yaml'} device={devices} "
-                 f"batch={ddp.total_batch} ...")
+    lines.append(f"train with it: {train_command(work, f'device={devices} batch={ddp.total_batch}')}")
     return "\n".join(lines)
 
 
@@ -181,5 +180,15 @@ def show(result: FitRun) -> str:
     if plan.reused is not None:
         lines.append(f"plan: {plan.reused.describe()}; plan_cache=False fits again")
     lines.append(f"planned in {plan.planning_s:.1f} s; wrote {', '.join(result.files)}")
-    lines.append(f"train with it: visionbatch train {work.data or 'DATA.yaml'} batch={plan.batch_size} ...")
+    lines.append(f"train with it: {train_command(work, f'batch={plan.batch_size}')}"
+                 + (f"   (on the {work.target})" if work.target else ""))
     return "\n".join(lines)
+
+
+def train_command(work: WorkloadSummary, batch: str) -> str:
+    """The `visionbatch train` line that trains what was fitted: the same data, model and size.
+
+    The rest of the step (labels, optimizer, AMP) follows from these and Ultralytics' defaults;
+    arguments that change it (multi_scale=, optimizer=) are the user's to carry over, as they gave them.
+    """
+    return f"visionbatch train {work.data or 'DATA.yaml'} model={work.model} imgsz={work.imgsz} {batch}"

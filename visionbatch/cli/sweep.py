@@ -19,7 +19,7 @@ USAGE = """visionbatch sweep DATA.yaml sizes=320,640,1024,1280 [key=value ...]
 Probes batch 1 and 2 at the smallest and largest size (training, and validation at 2x), fits
 peak = F + G*s^2 + b*(A + B*s^2), and answers for every size without more probing; sizes in
 between are probed once each as a check of the fit. Writes runs/sweep/<name>/sweep.json and
-sweep.png. imgsz=640 (the training size) is always among the sizes swept. batch=16 (the training
+sweep.png. imgsz= (the training size), when given, is always among the sizes swept. batch=16 (the training
 batch) answers the inverse: the largest imgsz at batch 16; batch=auto, a fraction (0.85) or -1
 set memory_fraction, as in fit.
 

@@ -279,7 +279,7 @@ def choose(measurements: Sequence[BatchMeasurement], constraints: Constraints,
     others = sorted((v.simulated for v in verdicts if v.feasible and v.batch_size != chosen.batch_size),
                     key=lambda p: (p.latency_p99_ms, p.batch_size))
     return Choice(chosen.batch_size, reason, verdicts, queue_delay_ms=verdict.queue_delay_ms,
-                  simulated=verdict.simulated, candidates=(verdict.simulated, *others))
+                  simulated=verdict.simulated, candidates=(verdict.simulated, *others), by_latency=bool(idle))
 
 
 def _reason(chosen: BatchMeasurement, verdict: BatchVerdict, best: BatchMeasurement,

@@ -90,6 +90,33 @@ def not_measured(why: str) -> InstanceSearch:
     return InstanceSearch(1, f"1 instance, not measured: {why}")
 
 
+def for_latency(found: InstanceSearch, choice: Any) -> InstanceSearch:
+    """One instance when the batch was chosen for latency (`Choice.by_latency`) and two would split the threads.
+
+    Two CPU instances carry more together, but each runs its frames on half the threads, so a
+    frame takes longer: under a load that leaves the device comfortably idle, the latency the
+    choice went for (and the replay measured, on one instance) is what counts.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> two = InstanceSearch(2, "2 instances, measurably faster than 1: figures", True, 1, threads=2,
+        ...                      threads_each=1)
+        >>> for_latency(two, SimpleNamespace(by_latency=True)).reason
+        '1 instance: the load leaves the device comfortably idle and the batch was chosen for the lowest latency; 2 instances would carry more but run each frame on 1 of the 2 threads (figures)'
+        >>> for_latency(two, SimpleNamespace(by_latency=False)).count
+        2
+    """
+    split = found.threads_each is not None and found.threads is not None and found.threads_each < found.threads
+    if found.count != 2 or not split or not getattr(choice, "by_latency", False):
+        return found
+    figures = found.reason.split(": ", 1)[-1]
+    return dataclasses.replace(
+        found, count=1,
+        reason=(f"1 instance: the load leaves the device comfortably idle and the batch was chosen for the lowest "
+                f"latency; 2 instances would carry more but run each frame on {found.threads_each} of the "
+                f"{found.threads} threads ({figures})"))
+
+
 def concurrent_block(steps: Sequence[Step], min_calls: int, min_seconds: float,
                      clock: Callable[[], float] = time.perf_counter) -> tuple[int, float]:
     """Call each step from a thread of its own, all starting together: (calls completed in all, wall seconds).

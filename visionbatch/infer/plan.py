@@ -190,6 +190,8 @@ class Choice:
 
     Under a load, `queue_delay_ms` and `simulated` are the chosen policy's, and `candidates` holds
     every policy that met the constraints in simulation, best first (what a replay tries in turn).
+    `by_latency` is True when the load left headroom enough that the lowest latency, not the most
+    capacity, chose (`choice.COMFORTABLE_UTILISATION`).
     """
 
     batch_size: int | None
@@ -199,6 +201,7 @@ class Choice:
     queue_delay_ms: float | None = None
     simulated: QueueStats | None = None
     candidates: tuple[QueueStats, ...] = ()
+    by_latency: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ def sweep_figure(plan: InferencePlan) -> Figure:
         lat.plot(sizes, worst, marker="s", color="C1", linestyle="--",
                  label="frame p99 with queueing, simulated (ms)" if simulated else "fill wait + p99 (ms)")
     if constraints.latency_ms is not None:
-        lat.axhline(constraints.latency_ms, color="C3", linestyle=":", label=f"budget {constraints.latency_ms:g} ms")
+        lat.axhline(constraints.latency_ms, color="C3", linestyle=":", label=f"latency budget {constraints.latency_ms:g} ms (right axis)")
     lat.set_ylabel("latency (ms)", color="C1")
     # more headroom than the throughput axis, so a budget and a load that top their axes do not overlap; an
     # overloaded batch's queue (seconds, growing without bound) runs off the top rather than flattening the rest

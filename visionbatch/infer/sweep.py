@@ -164,9 +164,13 @@ def stop_reason(measured: Sequence[BatchMeasurement], next_batch: int, constrain
     if budget is not None:
         fill = constraints.fill_wait_ms(last.batch_size)
         if last.latency_p50_ms + fill > budget:
-            waits = f" after a {fill:.1f} ms fill wait" if fill else ""
-            return (f"latency: batch {last.batch_size} takes {last.latency_p50_ms:.1f} ms at the median{waits}, "
-                    f"over the {budget:g} ms budget; larger batches only take longer")
+            if not fill:
+                return (f"latency: batch {last.batch_size} takes {last.latency_p50_ms:.1f} ms at the median, "
+                        f"over the {budget:g} ms budget; larger batches only take longer")
+            return (f"latency: a full batch {last.batch_size} waits {fill:.1f} ms to fill at "
+                    f"{constraints.required_per_s:g} img/s and takes {last.latency_p50_ms:.1f} ms at the median, "
+                    f"over the {budget:g} ms budget; larger batches only wait longer (batches sent part-full "
+                    f"after a shorter queue delay are simulated with the rest)")
         if constraints.fill_wait_ms(next_batch) > budget:
             return (f"latency: batch {next_batch} would wait {constraints.fill_wait_ms(next_batch):.1f} ms to fill "
                     f"at {constraints.required_per_s:g} img/s, over the {budget:g} ms budget")

@@ -39,6 +39,7 @@ from visionbatch.infer.export import (
 from visionbatch.infer.instances import (
     INSTANCE_SECONDS,
     InstanceSearch,
+    for_latency,
     not_measured,
     search_instances,
 )
@@ -318,6 +319,7 @@ def _instances(opts: InferenceOptions, info: ModelInfo, imgsz: int, runner: Any,
         lambda share: _open_runner(opts, info, imgsz, run_folder, threads=share), runner, choice.batch_size,
         imgsz, threads=threads, bound_s=bound_s, warmup_runs=opts.policy.warmup_runs,
         fixed_calls=opts.policy.runs, measured_on=f"{opts.backend} ({runner.provider}) on {device_name}")
+    found = for_latency(found, choice)
     say(found.reason)
     return found
 

@@ -23,6 +23,7 @@ classes live at module level so Ultralytics' DDP launcher can import them in its
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -214,12 +215,23 @@ def atomic_strip_optimizer(strip: Any, f: str | Path = "best.pt", s: str = "", u
     """Ultralytics' strip_optimizer(f, s, updates), written to a temporary name and renamed to `s or f`."""
     target = Path(s or f)
     partial = _partial_name(target)
+
+    def as_ultralytics_says_it(record: logging.LogRecord) -> bool:
+        # its line names the temporary file ("... saved as .last.pt.123.partial"): say it as for the file itself
+        if isinstance(record.msg, str) and str(partial) in record.msg:
+            saved = f" saved as {target}," if s and Path(s) != Path(f) else ""
+            record.msg = record.msg.replace(f" saved as {partial},", saved).replace(str(partial), str(target))
+        return True
+
+    logger = logging.getLogger("ultralytics")
+    logger.addFilter(as_ultralytics_says_it)
     try:
         result = strip(f, s=str(partial), updates=updates)
         if partial.exists():  # strip_optimizer writes nothing for a checkpoint without a model
             os.replace(partial, target)
         return result
     finally:
+        logger.removeFilter(as_ultralytics_says_it)
         partial.unlink(missing_ok=True)
 
 
