@@ -106,9 +106,17 @@ class SpeedEstimate:
         """
         if self.samples < 2:
             return f"{self.img_per_s:.1f} img/s ({self.samples} step: no interval)"
+        return f"{self.img_per_s:.1f} img/s ({CONFIDENCE:.0%} interval {self.span()}, {self.samples} steps)"
+
+    def span(self) -> str:
+        """The interval as every line and table prints it: 'low-high', 'unbounded' for an infinite top.
+
+        Examples:
+            >>> SpeedEstimate(32, 250.0, 248.04, 251.96, 12).span(), SpeedEstimate(4, 9.0, 1.25, math.inf, 2).span()
+            ('248.0-252.0', '1.2-unbounded')
+        """
         high = "unbounded" if math.isinf(self.high_img_per_s) else f"{self.high_img_per_s:.1f}"
-        return (f"{self.img_per_s:.1f} img/s ({CONFIDENCE:.0%} interval {self.low_img_per_s:.1f}-{high}, "
-                f"{self.samples} steps)")
+        return f"{self.low_img_per_s:.1f}-{high}"
 
 
 def estimate_speed(batch_size: int, step_s: Sequence[float]) -> SpeedEstimate:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from visionbatch.cli.args import positional
@@ -125,17 +124,14 @@ def _precisions(plan: InferencePlan) -> list[str]:
 
 
 def _precision_interval(result: PrecisionResult) -> str | None:
-    if result.low_img_per_s is None:
-        return None
-    high = "inf" if result.high_img_per_s is None else f"{result.high_img_per_s:.1f}"
-    return f"{result.low_img_per_s:.1f}-{high}"
+    speed = result.speed()
+    return None if speed is None or result.low_img_per_s is None else speed.span()
 
 
 def _interval(m: BatchMeasurement) -> str | None:
     if m.throughput_low_per_s is None or m.throughput_high_per_s is None:
         return None
-    high = "inf" if math.isinf(m.throughput_high_per_s) else f"{m.throughput_high_per_s:.1f}"
-    return f"{m.throughput_low_per_s:.1f}-{high}"
+    return m.speed().span()
 
 
 def _ms(value: float | None) -> str | None:

@@ -329,8 +329,7 @@ def _interval(m: BatchMeasurement) -> str:
     """' [95% low-high]' when the measurement has an interval, else ''."""
     if m.throughput_low_per_s is None or m.throughput_high_per_s is None:
         return ""
-    high = "unbounded" if math.isinf(m.throughput_high_per_s) else f"{m.throughput_high_per_s:.1f}"
-    return f" [95% {m.throughput_low_per_s:.1f}-{high}]"
+    return f" [95% {m.speed().span()}]"
 
 
 def _infeasible_reason(ordered: Sequence[BatchMeasurement], verdicts: Sequence[BatchVerdict],

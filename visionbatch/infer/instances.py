@@ -281,5 +281,4 @@ def search_instances(open_runner: Callable[[int | None], Any], runner: Any, batc
 
 
 def _speed(speed: SpeedEstimate) -> str:
-    high = "unbounded" if speed.high_img_per_s == float("inf") else f"{speed.high_img_per_s:.1f}"
-    return f"{speed.img_per_s:.1f} img/s (95% {speed.low_img_per_s:.1f}-{high})"
+    return f"{speed.img_per_s:.1f} img/s (95% {speed.span()})"
