@@ -146,8 +146,10 @@ def _file_stamp(path: str) -> tuple[int, int]:
     return info.st_size, info.st_mtime_ns
 
 
-def write_remapped_label(summary: DatasetSummary, label: str | os.PathLike, path: str | os.PathLike) -> None:
-    r"""Write `label` (a checked label file of `summary`) to `path` with its class ids renumbered, atomically.
+def write_remapped_label(ids: Mapping[int, int], label: str | os.PathLike, path: str | os.PathLike) -> None:
+    r"""Write `label` (a checked label file) to `path` with its class ids renumbered by `ids`, atomically.
+
+    `ids` is `DatasetSummary.class_map()`, made once by the caller for all of a dataset's labels.
 
     Examples:
         >>> import tempfile
@@ -155,13 +157,13 @@ def write_remapped_label(summary: DatasetSummary, label: str | os.PathLike, path
         >>> summary = load_dataset("datasets/shapes/data.yaml", check_images=False)
         >>> folder = Path(tempfile.mkdtemp())
         >>> _ = (folder / "a.txt").write_text("4 0.5 0.5 0.2 0.2\n")
-        >>> write_remapped_label(summary, folder / "a.txt", folder / "b.txt")  # nothing remapped: the same ids
+        >>> write_remapped_label(summary.class_map(), folder / "a.txt", folder / "b.txt")  # nothing remapped
         >>> (folder / "b.txt").read_text()
         '4 0.5 0.5 0.2 0.2\n'
     """
     text = Path(label).read_text(encoding="utf-8-sig")
     try:
-        renumbered = remap_label_text(text, summary.class_map())
+        renumbered = remap_label_text(text, ids)
     except (KeyError, ValueError) as exc:  # the file changed since the check read it
         raise DatasetError(f"{label}: a class id that is not in names ({exc}) appeared after the dataset was "
                            f"checked: fix the label and run again") from None
@@ -243,13 +245,14 @@ def _build(summary: DatasetSummary, plan: _Plan, home: Path, final: Path) -> Any
     lock = _lock(building, shared=True)
     try:
         made: set[str] = set()
+        ids = summary.class_map()
         for link, target in plan.links.items():
             parent = os.path.dirname(link)
             if parent not in made:
                 os.makedirs(building / parent, exist_ok=True)
                 made.add(parent)
             if summary.remapped and link in plan.labels:
-                write_remapped_label(summary, target, building / link)  # a renumbered copy, never the original
+                write_remapped_label(ids, target, building / link)  # a renumbered copy, never the original
             else:
                 _link(target, building / link)
         splits = {}

@@ -57,13 +57,14 @@ def link_sample(summary: DatasetSummary, folder: Path, profile_images: int, load
     val = split_images(summary, "val")
     val_chosen = [val[i] for i in spread(len(val), profile_images)]
     npy = any(Path(f).with_suffix(".npy").exists() for f in chosen)
+    ids = summary.class_map()
     for split, files in (("train", chosen), ("val", val_chosen)):
         for number, image in enumerate(files):
             stem = f"{number:06d}"
             _link(Path(image), folder / "images" / split / f"{stem}{Path(image).suffix}")
             label = Path(label_path(image))
             if label.is_file() and summary.remapped:  # remap_classes=True: a renumbered copy, as in the mirror
-                write_remapped_label(summary, label, folder / "labels" / split / f"{stem}.txt")
+                write_remapped_label(ids, label, folder / "labels" / split / f"{stem}.txt")
             elif label.is_file():
                 _link(label, folder / "labels" / split / f"{stem}.txt")
     described = ultralytics_yaml(summary, folder, {"train": "images/train", "val": "images/val"})

@@ -310,7 +310,7 @@ def run_sweep(make_step: Callable[[int], Step], batch_sizes: Sequence[int], poli
     """
     timed: list[_Timed] = []
     started = clock()
-    reason = f"all {len(batch_sizes)} batch sizes measured"
+    reason = every = f"all {len(batch_sizes)} batch sizes measured"
     index, rounds, settled, timing = 0, 0, True, ""
     while True:
         index, reason = _first_pass(make_step, batch_sizes, index, timed, policy, constraints, probe,
@@ -335,9 +335,9 @@ def run_sweep(make_step: Callable[[int], Step], batch_sizes: Sequence[int], poli
         if progress:
             progress(f"the plateau did not hold once the batches were timed again: measuring batch "
                      f"{batch_sizes[index]} too")
-        reason = f"all {len(batch_sizes)} batch sizes measured"
+        reason = every
     return SweepResult(
-        measurements=tuple(t.summary(probe.memory_source) for t in timed), stop_reason=reason,
+        measurements=tuple(measured), stop_reason=reason,
         service_ms={t.batch_size: tuple(t.latencies_ms) for t in timed}, rounds=rounds, settled=settled,
         timing=timing)
 
