@@ -122,9 +122,11 @@ def _plan_cache_per_test(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     """Each test starts with an empty plan cache (`fit.cache`): a plan another test fitted (on a patched probe,
     say) is never reused, and a test that fits twice sees the second fit come from the cache only if it asks."""
     from visionbatch.fit import cache
+    from visionbatch.infer import kept
 
     folder = tmp_path_factory.getbasetemp() / "plan-caches" / f"{next(_PLAN_CACHES)}"
     monkeypatch.setattr(cache, "plans_dir", lambda: folder)  # made by the first entry a test writes
+    monkeypatch.setattr(kept, "choices_dir", lambda: folder / "choices")  # infer's kept choices, likewise
 
 
 _PLAN_CACHES = itertools.count()

@@ -281,15 +281,20 @@ def test_a_gpu_target_planned_on_a_cpu_is_not_measured(workdir: Path, tiny_onnx:
     assert config.instance_group[0].count == 1 and "intra_op_thread_count" not in config.parameters
 
 
-def test_a_model_with_a_fixed_batch_of_1_is_not_measured(workdir: Path) -> None:
+def test_a_model_with_a_fixed_batch_of_1_is_measured_too(workdir: Path) -> None:
+    # batch 1 is where a second instance helps most: one call leaves a 2-core CPU part idle
     model = fixed_batch_onnx(workdir / "fixed.onnx")
     plan = tune_inference(str(model), batch_sizes=[1], runs=2, warmup_runs=0, threads=2)
-    assert plan.instances == InstanceSearch(1, "1 instance, not measured: fixed.onnx has a fixed batch of 1")
+    found = plan.instances
+    assert found.measured and found.batch_size == 1 and (found.threads, found.threads_each) == (2, 1)
+    assert found.one.samples == found.two.samples == FIXED_BLOCKS
+    assert found.count == (2 if measurably_faster(found.two, found.one) else 1)
     text = Path(plan.files["triton_config"]).read_text()
-    assert "# instance_group: 1 instance, not measured: fixed.onnx has a fixed batch of 1\n" in text
+    assert f"# instance_group: {found.reason}; measured with {found.measured_on}" in text
     config = triton_model_config.parse(text)
-    assert config.instance_group[0].count == 1
-    assert config.parameters["intra_op_thread_count"].string_value == "2"  # what the sweep ran with
+    assert config.instance_group[0].count == found.count
+    threads = found.threads_each if found.count == 2 else found.threads
+    assert config.parameters["intra_op_thread_count"].string_value == str(threads)
 
 
 def test_the_cli_shows_the_instance_count_and_why(capsys, workdir: Path, tiny_onnx: Path) -> None:

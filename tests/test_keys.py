@@ -105,13 +105,13 @@ CALLS = {
                "seconds=0.5", "backend=onnxruntime", "provider=cpu", "batch_sizes=4", "max_batch=8", "latency_ms=50",
                "streams=2", "fps=25", "half=False", "end_to_end=True", "warmup=0", "runs=5", "max_seconds=9",
                "device=cpu", "threads=1", "name=n", "project=p", "precision=fp32,int8", "data=d.yaml",
-               "calib_images=8", "remap_classes=True"],
+               "calib_images=8", "remap_classes=True", "keep_choice=False"],
               {"imgsz": 64, "memory_fraction": 0.5, "memory_budget": "1GiB", "target": "orin-nano-8gb",
                "trust_checkpoint": True, "seconds_per_batch": 0.5, "backend": "onnxruntime", "provider": "cpu",
                "batch_sizes": [4], "max_batch": 8, "latency_ms": 50, "streams": 2, "fps": 25, "half": False,
                "end_to_end": True, "warmup_runs": 0, "runs": 5, "max_seconds": 9, "device": "cpu", "threads": 1,
                "name": "n", "project": "p", "precision": ["fp32", "int8"], "data": "d.yaml", "calib_images": 8,
-               "remap_classes": True}),
+               "remap_classes": True, "keep_choice": False}),
 }
 
 

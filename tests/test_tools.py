@@ -81,7 +81,7 @@ def test_published_logs_rows_are_complete_and_consistent() -> None:
         card_bytes = row["gpu"]["memory_mib"] * 2**20  # reserved memory cannot exceed the card
         assert row["gpu_mem"] and all(0 < tool.printed_bytes(v, row["unit"]) < card_bytes for v in row["gpu_mem"])
         args = row["train_args"]
-        assert row["mosaic_in_epoch_1"] == (args["mosaic"] > 0 and args["epochs"] > args["close_mosaic"]), row["id"]
+        assert row["mosaic_in_epoch_1"] == (tool.mosaic_epochs(row["version"], args) > 0), row["id"]
         assert 0 <= data["train_backgrounds"] < data["train_images"] and data["classes"] >= 1
         assert data["val_instances"] >= data["val_images"] - data["val_backgrounds"] > 0
         assert labels["mean_per_labelled_image"] >= 1 and len(labels["method"]) > 40
@@ -112,10 +112,42 @@ def test_bench_published_pure_parts() -> None:
     assert summary["older"] == tool.Summary(1, 0.5, -0.5, "e")
     later = tool.summarize(results, later=True)  # the largest epoch (1200) against max(train, val)
     assert later["detect"] == tool.Summary(3, round(1 - 1040 / 1200, 6), round(1010 / 1200 - 1, 6), "c")
+    # close_mosaic as the log's version ran it: `==` up to 8.3 (epochs < close_mosaic never closes), `>=` in 8.4.190
+    short, long = {"epochs": 3, "close_mosaic": 10, "mosaic": 1.0}, {"epochs": 20, "close_mosaic": 10, "mosaic": 1.0}
+    assert [tool.mosaic_epochs(v, a) for v in ("8.3.149", "8.4.190") for a in (short, long)] == [3, 10, 0, 10]
+    assert tool.mosaic_epochs("8.3.57", {"epochs": 10, "close_mosaic": 10}) == 0
+    assert tool.mosaic_epochs("8.3.57", short | {"mosaic": 0.0}) == 0
+    assert tool.standin_train_args({"version": "8.3.149", "train_args": short}) == short | {"close_mosaic": 0}
+    wheels = {(8, 3, 0): Path("a.whl"), (8, 3, 57): Path("b.whl"), (8, 4, 1): Path("c.whl")}
+    assert [tool.assigner_wheel(v, wheels) for v in ("8.3.3", "8.3.149", "8.4.37", "8.2.3")] == \
+        [Path("a.whl"), Path("b.whl"), None, None]
     rows = [{"id": "x"}, {"id": "y"}]
     assert tool.select_rows(rows, ["2", "x"]) == [{"id": "y"}, {"id": "x"}] and tool.select_rows(rows, None) == rows
     with pytest.raises(SystemExit, match="no such row"):
         tool.select_rows(rows, ["z"])
+
+
+def test_bench_published_runs_the_log_versions_assigner(tmp_path: Path) -> None:
+    """--wheels: inside the context the detection loss builds the wheel's TaskAlignedAssigner; after it, the installed one."""
+    import zipfile
+
+    import ultralytics.utils.loss as loss_module
+
+    tool = _bench_published()
+    wheel = tmp_path / "ultralytics-8.3.57-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:  # a stand-in for the old wheel: only its tal.py is read
+        archive.writestr("ultralytics/utils/tal.py", "import torch.nn as nn\nfrom .checks import check_version\n"
+                         "class TaskAlignedAssigner(nn.Module):\n"
+                         "    def __init__(self, topk=13, num_classes=80, alpha=1.0, beta=6.0, eps=1e-9):\n"
+                         "        super().__init__()\n        self.generation = ('8.3', topk, num_classes)\n")
+    installed = loss_module.TaskAlignedAssigner
+    assert tool.wheel_versions(tmp_path) == {(8, 3, 57): wheel}
+    with tool.log_version_assigner(tool.assigner_wheel("8.3.149", tool.wheel_versions(tmp_path))) as used:
+        assigner = loss_module.TaskAlignedAssigner(topk=10, num_classes=2, alpha=0.5, beta=6.0, stride=[8.0], topk2=10)
+        assert used == wheel and assigner.generation == ("8.3", 10, 2)
+    assert loss_module.TaskAlignedAssigner is installed
+    with tool.log_version_assigner(None) as used:
+        assert used is None and loss_module.TaskAlignedAssigner is installed
 
 
 def test_bench_published_standin_follows_the_estimate(tmp_path: Path) -> None:
@@ -131,6 +163,64 @@ def test_bench_published_standin_follows_the_estimate(tmp_path: Path) -> None:
     assert all(len(obj) == 17 and int(obj[0]) < 3 for image in lines for obj in image)  # class + 8 (x, y) points
     assert len(list((tmp_path / "images" / "val").glob("*.png"))) == 4
     assert "  2: class2" in data_yaml.read_text()
+    # the density model's objects for the estimate are what the dataset reader takes from these files
+    from visionbatch.dataset import load_dataset
+
+    read = load_dataset(data_yaml).train.objects
+    made = tool.standin_objects(2.5, 9, 2)
+    assert [(o.width, o.height, o.count) for o in read] == [(o.width, o.height, o.count) for o in made]
+    assert max(abs(a - b) for o, m in zip(read, made) for a, b in zip(o.boxes, m.boxes)) < 1e-5  # 5 decimals written
+
+
+def _published_row(**changes):
+    row = {"id": "r", "version": "8.3.149", "task": "detect", "imgsz": 640, "batch": 16,
+           "train_args": {"epochs": 3, "close_mosaic": 10, "mosaic": 1.0},
+           "dataset": {"train_images": 878, "train_backgrounds": 15},
+           "instances_last_batch": [20, 28, 20], "labels": {"mean_per_labelled_image": 1.081, "shape": "poisson"}}
+    return row | changes
+
+
+def test_bench_published_label_estimate_pure_parts() -> None:
+    """The last-batch rule: images in the last batch, the observed mean per mosaic image, the solved mean."""
+    tool = _bench_published()
+    assert [tool.last_batch_images(n, b) for n, b in ((878, 16), (92, 16), (64, 16), (4, 16), (12861, 20))] == \
+        [14, 12, 16, 4, 1]
+    row = _published_row()
+    assert tool.mosaic_last_batches(row) == [20, 28, 20]
+    # 8.3.58, epochs 15, close_mosaic 10: mosaic in epochs 1-5 only; epochs = close_mosaic: never
+    assert tool.mosaic_last_batches(row | {"version": "8.3.58", "train_args": {"epochs": 15, "close_mosaic": 10},
+                                           "instances_last_batch": [9, 8, 7, 6, 5, 4, 3]}) == [9, 8, 7, 6, 5]
+    assert tool.mosaic_last_batches(row | {"train_args": {"epochs": 10, "close_mosaic": 10}}) == []
+    assert tool.observed_per_image([20, 28, 20], 14) == 68 / 42
+    assert tool.observed_per_image([428, 342, 360], 12) == 1130 / 36
+    assert tool.solve_mean(lambda m: 2 * m, 3.0, 1.0) == 1.5  # one proportional step lands on it
+    assert abs(tool.solve_mean(lambda m: 1.5 * m + 0.25, 7.0, 9.0) - 4.5) <= 0.005 * 4.5  # from above, bisection
+    assert tool.solve_mean(lambda m: 4 * m, 2.0, 1.5) == 1.0  # floor: a labelled image carries at least one
+
+    # a model giving 2 labels per mosaic image per labelled image's label: 878 mod 8 = 6 images, 60 / 12 = 5 -> 2.5
+    estimate = tool.estimate_labels(row | {"batch": 8, "instances_last_batch": [30, 30]}, modelled=lambda m: 2 * m)
+    assert (estimate.mean, estimate.rule) == (2.5, "last batches")
+    assert "60 instances in 2 mosaic epochs x 6 images = 5.000 per mosaic image" in estimate.how
+    estimate = tool.estimate_labels(row | {"instances_last_batch": [21, 21, 21]}, modelled=lambda m: 2 * m)
+    assert estimate.mean == 1.0  # 63 / 42 = 1.5 per image would need 0.75: a labelled image carries at least one
+    for kept in (row | {"train_args": {"epochs": 10, "close_mosaic": 10}},  # mosaic off in every listed epoch
+                 row | {"labels": {"mean_per_labelled_image": 3.25, "shape": "coco128"}},  # real labels
+                 row | {"instances_last_batch": []}):
+        estimate = tool.estimate_labels(kept, modelled=lambda m: 1 / 0)
+        assert estimate.rule == "validation line" and estimate.mean == kept["labels"]["mean_per_labelled_image"]
+
+
+def test_bench_published_label_estimate_through_the_density_model() -> None:
+    """A tiny stand-in (8 images, 1 background) through visionbatch's own density model: the solved mean makes the
+    modelled labels per mosaic image meet the observed 27 / (3 x 2) = 4.5 (the model's steps on 7 labelled images
+    leave it at 4.469)."""
+    tool = _bench_published()
+    assert [round(tool.modelled_mosaic_mean(m, 8, 1, 640, False), 4) for m in (1.0, 2.0)] == [2.0422, 3.2285]
+    row = _published_row(batch=3, dataset={"train_images": 8, "train_backgrounds": 1}, instances_last_batch=[9, 8, 10],
+                         labels={"mean_per_labelled_image": 1.5, "shape": "poisson"})
+    estimate = tool.estimate_labels(row)
+    assert (estimate.mean, estimate.rule) == (3.188, "last batches")
+    assert "the density model gives 4.469 at mean 3.188" in estimate.how and "modelled 2.663" in estimate.how
 
 
 # -- tools/gpu_check.py: the GPU calibration, exercised on its simulated device ------------------------
@@ -324,3 +414,21 @@ def test_gpu_check_examples_run() -> None:
 
     for module in (*_gpu_check_tools(), _gpu_check_phase_d()):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_bench_infer_repeat_rows_and_policies() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_infer_repeat", ROOT / "tools" / "bench_infer_repeat.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    plan = {"batch_size": 1, "queue_delay_ms": 0.0, "bench_wall_s": 31.2,
+            "measurements": [{"batch_size": 1, "throughput_per_s": 49.0, "throughput_low_per_s": 47.9,
+                              "throughput_high_per_s": 50.3}],
+            "simulated": {"latency_p99_ms": 61.04, "utilisation": 0.816}, "replayed": [{"latency_p99_ms": 70.0}],
+            "earlier": {"kept": True, "why": "84% busy", "alone_batch_size": 2, "alone_queue_delay_ms": 25.0}}
+    assert tool.policy(plan) == "1 (0 ms)" and tool.policy({"batch_size": None}) == "none"
+    assert tool.row("kept", 4, plan) == ("| 4 | kept | 1 (0 ms) | 49.0 (47.9-50.3) | 61.0 (82%) | 70.0 | "
+                                         "2 (25 ms); kept: 84% busy | 31 s |")
+    assert tool.row("alone", 1, {**plan, "earlier": None}).endswith("| 70.0 | - | 31 s |")
+    assert tool.row("kept", 1, {"error": ["boom"], "wall_s": 1}) == "| 1 | kept | error: boom | | | | | |"

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 # what libraries say when a write failed for lack of space without an errno on the exception
 DISK_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system",
                  "file write failed")  # the last: torch's PytorchStreamWriter on a full disk
+LOCK_NAME = ".lock"  # a cache folder's lock file (`locked_folder`)
 
 
 @contextlib.contextmanager
@@ -69,6 +73,66 @@ def config_dir() -> Path:
     """
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "visionbatch"
+
+
+@contextlib.contextmanager
+def locked_folder(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s lock (an exclusive `flock` on `folder/.lock`, made with the folder) for the block:
+    one writer at a time among processes sharing a cache folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
+
+
+class UnusableEntry(ValueError):
+    """A cache entry that is there but cannot be one (`read_json_entry`); the message says why."""
+
+
+def read_json_entry(path: Path, max_bytes: int) -> Any:
+    """The JSON in a cache entry visionbatch wrote itself: a regular file, not a link, of at most `max_bytes`.
+
+    Nothing in the cache folder is trusted: a link (to /dev/zero, say), a FIFO, a huge file or JSON nested
+    deep enough to exhaust the parser is refused without reading more than `max_bytes + 1` bytes and
+    without blocking.
+
+    Raises:
+        FileNotFoundError: no entry.
+        UnusableEntry: anything else that is not a whole JSON file, with why.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> (folder / "a.json").write_text('{"x": 1}')
+        8
+        >>> read_json_entry(folder / "a.json", 100)
+        {'x': 1}
+        >>> (folder / "b.json").write_text("[" * 100000)
+        100000
+        >>> read_json_entry(folder / "b.json", 1 << 20)
+        Traceback (most recent call last):
+        visionbatch.files.UnusableEntry: unreadable (RecursionError)
+    """
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # ELOOP: a link
+        raise UnusableEntry("a link, not an entry" if exc.errno == errno.ELOOP
+                            else f"unreadable ({exc.strerror or type(exc).__name__})") from None
+    with os.fdopen(handle, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise UnusableEntry("not a regular file")
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UnusableEntry(f"larger than {max_bytes} bytes: not an entry")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: not JSON
+        raise UnusableEntry(f"unreadable ({type(exc).__name__})") from None
 
 
 def _umask() -> int:

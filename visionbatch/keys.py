@@ -164,6 +164,10 @@ KEYS: tuple[Key, ...] = (
     Key("data", "the dataset YAML for precision=: its val split gives the mAP, its train images calibrate INT8",
         ("infer",)),
     Key("calib_images", "train images INT8 is calibrated on (default 64)", ("infer",)),
+    Key("keep_choice", "False chooses afresh from this run's measurements alone (default: keep the policy an "
+                       "earlier run chose for the same model, device, load and budgets while this run's "
+                       "measurements still carry it, so that reruns agree); the new choice is remembered either way",
+        ("infer",), check=_switch("keep_choice")),
 )
 
 

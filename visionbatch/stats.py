@@ -276,6 +276,35 @@ class Timings:
         return next((s for s in self.speeds if s.batch_size == batch_size), None)
 
 
+def time_calls(step: Callable[[], object], min_calls: int, min_seconds: float,
+               clock: Callable[[], float] = time.perf_counter, max_calls: int | None = None,
+               each: Callable[[object], None] | None = None) -> list[float]:
+    """One timing block: call `step` until at least `min_calls` calls and `min_seconds` have passed (or
+    `max_calls` calls, at least one); return each call's seconds. `each` receives every call's result.
+
+    Examples:
+        >>> now = [0.0]
+        >>> def step():
+        ...     now[0] += 0.1
+        >>> [round(s, 3) for s in time_calls(step, 2, 0.35, clock=lambda: now[0])]
+        [0.1, 0.1, 0.1, 0.1]
+        >>> len(time_calls(step, 2, 10.0, clock=lambda: now[0], max_calls=3))
+        3
+    """
+    calls: list[float] = []
+    begin = clock()
+    while True:
+        t0 = clock()
+        out = step()
+        t1 = clock()
+        calls.append(t1 - t0)
+        if each is not None:
+            each(out)
+        if (max_calls is not None and len(calls) >= max_calls) or (len(calls) >= min_calls
+                                                                     and t1 - begin >= min_seconds):
+            return calls
+
+
 def repeat_timings(
     time_block: Callable[[int], Sequence[float] | None],
     batch_sizes: Sequence[int],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from visionbatch.console import table
@@ -23,7 +24,9 @@ max_probes. plan_cache=False fits again without reading or writing it.
 list   shows each entry: its key, when it was fitted, the device, model, imgsz, batch and size
 clear  removes every entry, or the one whose key starts with KEY (visionbatch cache clear 3fa2)
 
-The entries live in $XDG_CACHE_HOME/visionbatch/plans (~/.cache/visionbatch/plans)."""
+The entries live in $XDG_CACHE_HOME/visionbatch/plans (~/.cache/visionbatch/plans). infer's kept
+choices (keep_choice=) live beside them in .../visionbatch/choices: list counts them, and clear
+without a KEY removes them too."""
 
 ACTIONS = ("list", "clear")
 EXAMPLE = "visionbatch cache list, or visionbatch cache clear [KEY]"
@@ -40,7 +43,12 @@ def run(tokens: Sequence[str]) -> PlanCache | ClearedPlans:
     if (action == "list" and rest) or len(rest) > 1:
         raise ConfigError(f"{action} takes {'nothing' if action == 'list' else 'one KEY'} after it, not "
                           f"{shown(' '.join(rest))}: {EXAMPLE}")
-    return list_plans() if action == "list" else clear_plans(rest[0] if rest else None)
+    from visionbatch.infer.kept import clear_choices, count_choices
+
+    if action == "list":
+        return dataclasses.replace(list_plans(), kept_choices=count_choices())
+    cleared = clear_plans(rest[0] if rest else None)
+    return cleared if rest else dataclasses.replace(cleared, kept_choices_removed=clear_choices())
 
 
 def show(result: PlanCache | ClearedPlans) -> str:
@@ -48,9 +56,13 @@ def show(result: PlanCache | ClearedPlans) -> str:
         if result.prefix is not None and not result.removed:
             return f"no entry's key starts with {result.prefix} in {result.folder} (visionbatch cache list shows them)"
         count = len(result.removed)
-        return f"removed {count} plan{'' if count == 1 else 's'} from {result.folder}"
+        choices = result.kept_choices_removed
+        kept = f", and {choices} kept inference choice{'' if choices == 1 else 's'}" if choices else ""
+        return f"removed {count} plan{'' if count == 1 else 's'} from {result.folder}{kept}"
+    kept = (f"infer keeps {result.kept_choices} choice{'' if result.kept_choices == 1 else 's'} for later runs "
+            f"(keep_choice=); visionbatch cache clear removes them too") if result.kept_choices else ""
     if not result.entries:
-        return f"no plans cached in {result.folder}"
+        return f"no plans cached in {result.folder}" + (f"\n{kept}" if kept else "")
     rows = []
     for entry in result.entries:
         when = entry.fitted_at[:16].replace("T", " ") if entry.fitted_at else "-"
@@ -63,4 +75,6 @@ def show(result: PlanCache | ClearedPlans) -> str:
     lines += [f"{entry.key_hash[:12]}: unusable ({entry.problem}); the next fit of its key replaces it"
               for entry in result.entries if entry.problem is not None]
     lines.append("remove one: visionbatch cache clear KEY; all: visionbatch cache clear")
+    if kept:
+        lines.append(kept)
     return "\n".join(lines)

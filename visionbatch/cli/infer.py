@@ -94,6 +94,8 @@ def show(plan: InferencePlan) -> str:
                      f"({verdict})")
     if plan.batch_size is not None:
         lines.append(f"chosen: {plan.reason}")
+        if plan.earlier is not None and plan.earlier.why in ("the same policy", "the same batch"):
+            lines.append(f"an earlier run chose the same: {plan.earlier.describe()}")
         if plan.instances is not None:
             lines.append(f"triton instances: {plan.instances.reason}"
                          + (f" [{plan.instances.timing}]" if plan.instances.timing else ""))

@@ -28,24 +28,28 @@ process may hold memory it did not.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
-import os
 import re
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionbatch.errors import ConfigError, VisionbatchError
-from visionbatch.files import atomic_write_text, config_dir
+from visionbatch.files import (
+    UnusableEntry,
+    atomic_write_text,
+    config_dir,
+    locked_folder,
+    read_json_entry,
+)
 from visionbatch.fit.plan import BatchCheck, BatchPlan, PlanReuse
 from visionbatch.results import to_jsonable, utc_timestamp
+from visionbatch.ultralytics.models import model_sha256
 from visionbatch.units import human_bytes
 
 if TYPE_CHECKING:
@@ -54,7 +58,6 @@ if TYPE_CHECKING:
     from visionbatch.ultralytics.spec import WorkloadSpec
 
 FORMAT = 1  # the entry layout; another value is a miss
-LOCK_NAME = ".lock"
 MAX_ENTRY_BYTES = 16 << 20  # a plan is tens of KiB: anything this large is not one
 ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.json")
 MORE_MEMORY_SHARE = 0.05  # a card offering this much more than when fitted may fit a larger batch: fit again
@@ -163,24 +166,6 @@ def software_versions() -> dict[str, str]:
     return {"torch": str(torch.__version__), "ultralytics": str(ultralytics.__version__), "visionbatch": __version__}
 
 
-def model_sha256(model: str) -> str:
-    """SHA-256 of the model file's bytes: a local YAML or checkpoint, or the Ultralytics YAML a name resolves to.
-
-    A scale letter in a built-in name (yolo11n.yaml reads yolo11.yaml at scale n) is in the key's
-    model name; the hash covers the file Ultralytics builds it from.
-    """
-    from visionbatch.ultralytics.models import find_model_yaml
-
-    path = Path(model).expanduser()
-    if not path.is_file() and str(model).endswith((".yaml", ".yml")):
-        path = find_model_yaml(str(model)) or path
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:  # the job checked it exists
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def density_signature(spec: WorkloadSpec) -> dict[str, Any]:
     """The label counts the plan was measured for: the readable figures, and a hash of the whole distribution.
 
@@ -270,10 +255,12 @@ class PlanCache:
     Attributes:
         folder: where the entries live.
         entries: one `CachedPlan` per entry file.
+        kept_choices: how many choices infer keeps for later runs (`infer.kept`, apart from the plans).
     """
 
     folder: str
     entries: tuple[CachedPlan, ...]
+    kept_choices: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -287,11 +274,14 @@ class ClearedPlans:
         folder: the plan cache's folder.
         removed: the key hashes of the entries removed.
         prefix: the key prefix asked for (None: every entry).
+        kept_choices_removed: how many of infer's kept choices went with them (`infer.kept`; only when every
+            entry is cleared).
     """
 
     folder: str
     removed: tuple[str, ...]
     prefix: str | None = None
+    kept_choices_removed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -300,18 +290,6 @@ class ClearedPlans:
 def plans_dir() -> Path:
     """The plan cache's folder: `$XDG_CACHE_HOME/visionbatch/plans` (made by the first entry written)."""
     return config_dir() / "plans"
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold the cache's lock (an exclusive `flock` on `folder/.lock`) for the block: one writer at a time."""
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(handle)  # closing releases the lock
 
 
 def store_plan(digest: str, key: Mapping[str, Any], plan: BatchPlan, fitted_at: str | None = None) -> Path:
@@ -326,7 +304,7 @@ def store_plan(digest: str, key: Mapping[str, Any], plan: BatchPlan, fitted_at: 
     text = json.dumps({"format": FORMAT, "key_hash": digest, "fitted_at": fitted_at, "key": to_jsonable(key),
                        "plan": plan_to_dict(stored)}, indent=1, allow_nan=False) + "\n"
     folder = plans_dir()
-    with _locked(folder):
+    with locked_folder(folder):
         return atomic_write_text(folder / f"{digest}.json", text)
 
 
@@ -339,13 +317,11 @@ def load_plan(digest: str) -> tuple[BatchPlan, str] | None:
 def _read_entry(path: Path, digest: str) -> tuple[dict[str, Any] | None, BatchPlan | None, str | None]:
     """(the entry's JSON, its plan, None) when it is whole; else (what was read or None, None, why not)."""
     try:
-        if path.stat().st_size > MAX_ENTRY_BYTES:
-            return None, None, f"larger than {human_bytes(MAX_ENTRY_BYTES)}: not a plan"
-        entry = json.loads(path.read_text(encoding="utf-8"))
+        entry = read_json_entry(path, MAX_ENTRY_BYTES)
     except FileNotFoundError:
         return None, None, "no entry"
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: not JSON
-        return None, None, f"unreadable ({type(exc).__name__})"
+    except UnusableEntry as exc:
+        return None, None, str(exc)
     if not isinstance(entry, dict) or entry.get("format") != FORMAT:
         return None, None, f"not an entry of format {FORMAT}"
     if entry.get("key_hash") != digest or not isinstance(entry.get("key"), dict) or key_hash(entry["key"]) != digest:
@@ -452,7 +428,7 @@ def discard_plan(job: TrainingJob, options: FitOptions, device: str) -> bool:
     path = plans_dir() / f"{key_hash(plan_key(job, options, facts))}.json"
     if not path.is_file():
         return False
-    with _locked(path.parent):
+    with locked_folder(path.parent):
         path.unlink(missing_ok=True)
     return True
 
@@ -495,7 +471,7 @@ def clear_plans(prefix: str | None = None) -> ClearedPlans:
     folder = plans_dir()
     if not folder.is_dir():
         return ClearedPlans(str(folder), (), prefix)
-    with _locked(folder):
+    with locked_folder(folder):
         chosen = [p for p in _entry_files(folder) if prefix is None or p.stem.startswith(prefix)]
         if prefix is not None and len(chosen) > 1:
             shown = ", ".join(p.stem[:12] for p in chosen[:4]) + (", ..." if len(chosen) > 4 else "")

@@ -13,7 +13,9 @@ training state alive):
 It stops when the largest batch that fitted is the curve's answer, or is one below a batch that
 did not fit. The answer is always a batch that was actually run (or, for a target GPU, traced);
 typical runs take 4 to 6 probes. The probe and the workload are passed in: a CUDA device, a CPU
-budget, a CPU trace for a GPU elsewhere, or a simulated device in tests.
+budget, a CPU trace for a GPU elsewhere, or a simulated device in tests. The reason tells one story
+with the readings: where the chosen batch's reading lies outside the curve's band it says the reading
+decides, and batches the curve allows above the answer that no step ran are named as not measured.
 
 Then the speed choice. The probed batches above 2 that fit, and the largest batch that fits, are
 timed in interleaved blocks (one warm-up step and `TIMED_STEPS` timed steps each, round robin)
@@ -129,14 +131,19 @@ class _Probing:
     def readings(self, phase: str) -> list[ProbeSample]:
         return [s for s in self.samples if s.phase == phase and s.ok]
 
-    def curve(self, phase: str) -> MemoryCurve | None:
+    def left_out(self, phase: str) -> set[int]:
+        """Batches whose readings the curve leaves out: both sides of every reading that went down
+        as the batch went up (the allocator reusing cached blocks), while two others remain."""
         points = self.readings(phase)
-        # readings that go down as the batch goes up (the allocator reusing cached blocks) would
-        # bend the fit: leave both out while enough others remain; the answer is verified anyway
         bad = {b for pair in monotonic_violations([s.batch_size for s in points], [s.peak_bytes for s in points])
                for b in pair}
-        if len({s.batch_size for s in points if s.batch_size not in bad}) >= 2:
-            points = [s for s in points if s.batch_size not in bad]
+        return bad if len({s.batch_size for s in points if s.batch_size not in bad}) >= 2 else set()
+
+    def curve(self, phase: str) -> MemoryCurve | None:
+        # readings that go down as the batch goes up would bend the fit: leave both out; the answer
+        # is verified anyway, and the plan says where a reading and the curve disagree
+        bad = self.left_out(phase)
+        points = [s for s in self.readings(phase) if s.batch_size not in bad]
         if len({s.batch_size for s in points}) < 2:
             return None
         return fit_memory_curve([s.batch_size for s in points], [s.peak_bytes for s in points],
@@ -272,7 +279,7 @@ def plan_batch(
                         f"{state.upper or 'the curve answer'} might fit too")
     timings = _time_candidates(state, timing_bound_s, clock, measured)
     return _plan(state, capacity, memory_fraction, limit, workload, nominal_batch, sigmas, warnings, timings,
-                 clock() - started, measured)
+                 clock() - started, measured, max_probes if probes >= max_probes else None)
 
 
 def _time_candidates(state: _Probing, bound_s: float, clock: Callable[[], float],
@@ -339,7 +346,7 @@ def _too_small(state: _Probing, capacity: Capacity, fraction: float, workload: W
 
 def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, workload: WorkloadSummary | None,
           nominal_batch: int, sigmas: float, warnings: list[str], timings: Timings | None, seconds: float,
-          measured: bool) -> BatchPlan:
+          measured: bool, probes_spent: int | None = None) -> BatchPlan:
     curve = state.curve("train")
     val_curve = state.curve("val")
     if curve is None:  # only batch 1 ran
@@ -349,7 +356,8 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
     best = state.best
     train_at = {s.batch_size: s for s in state.readings("train")}
     val_at = {s.batch_size: s for s in state.readings("val")}
-    chosen, reason = best, _reason_max(state, capacity, fraction, curve, limit, measured)
+    chosen = best
+    reason = _reason_max(state, capacity, fraction, curve, val_curve, limit, sigmas, measured, probes_spent)
     speeds = timings.speeds if timings else ()
     if len(speeds) > 1:
         pick = smallest_as_fast(speeds)
@@ -363,6 +371,10 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
             reason += ("; no smaller batch is shown as fast: " + ", ".join(f"batch {s.batch_size} {s.describe()}"
                                                                           for s in speeds)
                        + f" ({timings.blocks} interleaved blocks in {timings.elapsed_s:.1f} s, {stop})")
+    if chosen != best and chosen in train_at:  # the largest batch's reading is in _reason_max's words already
+        off = _off_curve(curve, train_at[chosen].peak_bytes, chosen, sigmas, chosen in state.left_out("train"),
+                         measured)
+        reason += f"; batch {chosen} {off}" if off else ""
     violations = monotonic_violations([s.batch_size for s in state.readings("train")],
                                       [s.peak_bytes for s in state.readings("train")])
     if violations:
@@ -413,24 +425,88 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
     )
 
 
-def _reason_max(state: _Probing, capacity: Capacity, fraction: float, curve: MemoryCurve, limit: int,
-                measured: bool = True) -> str:
+def _reason_max(state: _Probing, capacity: Capacity, fraction: float, curve: MemoryCurve,
+                val_curve: MemoryCurve | None, limit: int, sigmas: float, measured: bool = True,
+                probes_spent: int | None = None) -> str:
+    """Why the largest batch that fits is `state.best`: its reading, and what is known of the batch above it.
+
+    The reading decides: where it lies outside the curve's band the sentence says so, and batches
+    above it that the curve allows but no step ran are named as unmeasured, never as fitting.
+    """
     best = state.best
     verb = "measured" if measured else "is estimated at"
     budget = f"{fraction:g} x {human_bytes(capacity.usable_bytes)} = {human_bytes(state.budget_bytes)}"
     if best >= limit:
         return f"batch {best} uses every training image and fits {budget}"
     reading = next(s for s in state.readings("train") if s.batch_size == best)
-    if state.upper is not None:
-        over = next((s for s in state.samples if s.batch_size == state.upper and s.phase == "train"), None)
-        why = "ran out of memory" if over is not None and not over.ok else "did not fit"
-        if state.upper == best + 1:
-            nxt = f"batch {state.upper} {why}"
-        else:
-            nxt = f"batch {best + 1} is predicted to need {human_bytes(curve.predict(best + 1))} (batch {state.upper} {why})"
-    else:
-        nxt = f"batch {best + 1} is predicted to need {human_bytes(curve.predict(best + 1))}"
-    return f"batch {best} is the largest that fits {budget}: it {verb} {human_bytes(reading.peak_bytes)}; {nxt}"
+    off = _off_curve(curve, reading.peak_bytes, best, sigmas, best in state.left_out("train"), measured)
+    said = f"it {off}" if off else f"it {verb} {human_bytes(reading.peak_bytes)}"
+    return f"batch {best} is the largest that fits {budget}: {said}; " + \
+        _above_best(state, curve, val_curve, limit, sigmas, measured, probes_spent)
+
+
+def _off_curve(curve: MemoryCurve, peak_bytes: int, batch_size: int, sigmas: float, left_out: bool,
+               measured: bool = True) -> str | None:
+    """A reading that lies outside the curve's ±`sigmas` band, in words (None when inside it).
+
+    Examples:
+        >>> from visionbatch.fit.curve import fit_memory_curve
+        >>> curve = fit_memory_curve([1, 2, 4], [1 << 30, (1 << 30) + (10 << 20), (1 << 30) + (30 << 20)], 2 << 20)
+        >>> _off_curve(curve, (1 << 30) + (200 << 20), 4, 2.0, False)
+        "measured 1.20 GiB, 170 MiB above the curve's 1.03 GiB ± 4.00 MiB (2σ): the reading decides"
+        >>> _off_curve(curve, (1 << 30) + (31 << 20), 4, 2.0, False) is None
+        True
+    """
+    predicted, band = curve.predict(batch_size), sigmas * curve.uncertainty(batch_size)
+    gap = peak_bytes - predicted
+    if abs(gap) <= band:
+        return None
+    verb = "measured" if measured else "is estimated at"
+    why = ", a reading the curve leaves out (a larger batch read less)" if left_out else ""
+    return (f"{verb} {human_bytes(peak_bytes)}, {human_bytes(abs(gap))} {'above' if gap > 0 else 'below'} the "
+            f"curve's {human_bytes(predicted)} ± {human_bytes(band)} ({sigmas:g}σ){why}: the reading decides")
+
+
+def _above_best(state: _Probing, curve: MemoryCurve, val_curve: MemoryCurve | None, limit: int, sigmas: float,
+                measured: bool, probes_spent: int | None) -> str:
+    """What is known of the batches above the largest that fits: failed, predicted over, or not measured."""
+    best, upper = state.best, state.upper
+    why = ""
+    if upper is not None:
+        over = next((s for s in state.samples if s.batch_size == upper and s.phase == "train"), None)
+        why = f"batch {upper} {'ran out of memory' if over is not None and not over.ok else 'did not fit'}"
+        if upper == best + 1:
+            return why
+    nxt = best + 1
+    sure = _predicted_top(state, curve, val_curve, limit, sigmas)  # fit with the margin
+    maybe = _predicted_top(state, curve, val_curve, limit, 0.0)  # predicted to fit, but not by the margin
+    stop = (f" (the search stopped after max_probes={probes_spent} probes)" if probes_spent
+            else "")
+    largest = f"{best} is the largest {'measured' if measured else 'traced'} to fit" + (f", and {why}" if why else "")
+    if sure > best:
+        span = f"batch {nxt} is" if sure == nxt else f"batches {nxt}-{sure} are"
+        return f"{span} predicted to fit but {'was' if sure == nxt else 'were'} not measured{stop}; {largest}"
+    need = f"batch {nxt} is predicted to need {human_bytes(curve.predict(nxt))}"
+    if maybe > best:
+        need += f" ± {human_bytes(curve.uncertainty(nxt))}"
+        if val_curve is not None:
+            need += (f" in training and {human_bytes(val_curve.predict(2 * nxt))} ± "
+                     f"{human_bytes(val_curve.uncertainty(2 * nxt))} in validation at {2 * nxt}")
+        return (f"{need}, too close to the {human_bytes(state.budget_bytes)} budget to count on ({sigmas:g}σ), "
+                f"and was not measured{stop}; {largest}")
+    return f"{need}, over the budget" + (f" ({why})" if why else "")
+
+
+def _predicted_top(state: _Probing, curve: MemoryCurve, val_curve: MemoryCurve | None, limit: int,
+                   sigmas: float) -> int:
+    """The largest batch below the smallest that did not fit that the curves allow with `sigmas`
+    standard deviations of margin (0: by the predictions alone)."""
+    top = solve_batch(curve, state.budget_bytes, sigmas, below=state.upper, cap=limit)
+    if val_curve is not None:
+        top = min(top, solve_batch(val_curve, state.budget_bytes, sigmas, cap=2 * limit) // 2)
+        if sigmas > 0:
+            top = _together(state, curve, val_curve, top)
+    return top
 
 
 def check_batch(

@@ -6,14 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionbatch.fit.curve import DEFAULT_SIGMAS
 from visionbatch.fit.plan import BatchPlan, MemorySurface
 from visionbatch.plotting import legend_below, new_figure, save_figure
-from visionbatch.units import MIB
+from visionbatch.units import MIB, human_bytes
 
 if TYPE_CHECKING:  # the sweep writes its own plot: a type only, no import of the sweep
     from visionbatch.fit.sweep import ResolutionSweep
 
 GIB = float(1 << 30)
+BAND_SIGMAS = DEFAULT_SIGMAS  # the band drawn around the training fit: the planner's margin
 
 
 def plot_batch_plan(plan: BatchPlan, path: str | Path) -> Path:
@@ -32,13 +34,26 @@ def batch_plan_figure(plan: BatchPlan) -> Any:
     xs = [top * i / 200 for i in range(201)]
     curve = plan.curve
     mean = [curve.predict(x) / GIB for x in xs]
-    band = [2 * curve.uncertainty(x) / GIB for x in xs]
+    band = [BAND_SIGMAS * curve.uncertainty(x) / GIB for x in xs]
+    # the band is the plan's own curve: the one its predicted figure (± 1σ) and its reason quote
+    at_chosen = human_bytes(BAND_SIGMAS * curve.uncertainty(plan.batch_size))
     ax.fill_between(xs, [m - b for m, b in zip(mean, band)], [m + b for m, b in zip(mean, band)],
-                    color="tab:blue", alpha=0.15, linewidth=0, label="training fit ±2σ")
+                    color="tab:blue", alpha=0.15, linewidth=0,
+                    label=f"training fit ±{BAND_SIGMAS:g}σ (±{at_chosen} at batch {plan.batch_size})")
     ax.plot(xs, mean, color="tab:blue", linewidth=1.5, label=f"training fit ({curve.kind})")
     ok = [s for s in train if s.ok]
-    ax.scatter([s.batch_size for s in ok], [s.peak_bytes / GIB for s in ok], color="tab:blue", zorder=3,
+    outside = outside_band(plan)
+    inside = [s for s in ok if s.batch_size not in outside]
+    ax.scatter([s.batch_size for s in inside], [s.peak_bytes / GIB for s in inside], color="tab:blue", zorder=3,
                label=f"training step ({read})")
+    if outside:  # readings the band misses are drawn apart, never left to look like the fit's
+        ax.scatter(outside, [plan.sample(b, "train").peak_bytes / GIB for b in outside], facecolors="white",
+                   edgecolors="tab:red", linewidths=1.5, zorder=4,
+                   label=f"training step outside the ±{BAND_SIGMAS:g}σ band")
+    over = [s for s in ok if not plan.fits(s.batch_size)]
+    if over:  # a reading under the budget line can still be a batch that failed (its validation at 2x)
+        ax.scatter([s.batch_size for s in over], [s.peak_bytes / GIB for s in over], marker="x", s=60,
+                   color="tab:red", zorder=5, label="did not fit (training or validation)")
     if plan.val_curve is not None:
         ax.plot(xs, [plan.val_curve.predict(2 * x) / GIB for x in xs], color="tab:orange", linestyle="--",
                 linewidth=1.2, label="validation at 2x batch (fit)")
@@ -59,7 +74,7 @@ def batch_plan_figure(plan: BatchPlan) -> Any:
                    label=f"largest that fits {plan.max_batch_size}")
     ax.set_xlim(0, top)
     # the axis reaches every horizontal line drawn: the budget, the device total and each reading
-    ax.set_ylim(0, max(plan.budget_bytes, plan.total_bytes or 0, *(s.peak_bytes for s in ok)) / GIB * 1.08)
+    ax.set_ylim(0, max(plan.budget_bytes, plan.total_bytes or 0, *(s.peak_bytes for s in ok + val)) / GIB * 1.08)
     ax.set_xlabel("training batch size (images)")
     ax.set_ylabel("peak memory (GiB)")
     work = plan.workload
@@ -76,6 +91,23 @@ def batch_plan_figure(plan: BatchPlan) -> Any:
         axes.append(right)
     legend_below(fig, axes)
     return fig
+
+
+def outside_band(plan: BatchPlan, sigmas: float = BAND_SIGMAS) -> list[int]:
+    """Training batches whose reading lies outside the plan's curve ± `sigmas` standard deviations.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> from visionbatch.fit.curve import fit_memory_curve
+        >>> from visionbatch.fit.plan import ProbeSample
+        >>> curve = fit_memory_curve([1, 2, 4], [100, 200, 400])
+        >>> samples = [ProbeSample(b, "train", True, p) for b, p in ((1, 100), (2, 200), (4, 400), (8, 900))]
+        >>> outside_band(SimpleNamespace(curve=curve, samples=samples))
+        [8]
+    """
+    curve = plan.curve
+    return sorted(s.batch_size for s in plan.samples if s.phase == "train" and s.ok
+                  and abs(s.peak_bytes - curve.predict(s.batch_size)) > sigmas * curve.uncertainty(s.batch_size))
 
 
 def plot_sweep(sweep: ResolutionSweep, path: str | Path) -> Path:

@@ -31,6 +31,7 @@ When nothing is feasible, `advise` says what would be, with numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -40,6 +41,7 @@ from visionbatch.infer.plan import (
     BatchVerdict,
     Choice,
     Constraints,
+    EarlierChoice,
     StreamLoad,
 )
 from visionbatch.infer.queueing import (
@@ -50,7 +52,12 @@ from visionbatch.infer.queueing import (
     frames_to_simulate,
     simulate,
 )
-from visionbatch.stats import SPEED_TOLERANCE, SpeedEstimate, smallest_not_slower
+from visionbatch.stats import (
+    SPEED_TOLERANCE,
+    SpeedEstimate,
+    measurably_faster,
+    smallest_not_slower,
+)
 from visionbatch.units import human_bytes
 
 
@@ -87,6 +94,10 @@ P99_TIE = 0.10  # simulated p99s within 10% of the lowest count as equal among c
 # needs; below it, more capacity buys nothing and a larger batch costs latency.
 COMFORTABLE_UTILISATION = 0.70
 HEADROOM_TIE = 0.01  # policies of one batch within 1 point of headroom count as equal: the lower p99 wins
+# A kept choice (`keep_earlier`) may run up to 85% busy at the low end of its interval before a fresh one replaces
+# it: the hysteresis band above COMFORTABLE_UTILISATION. There an M/D/1-like queue's mean wait is 2.8 service
+# times (1.2 at 70%), still short, and the simulated p99 must meet the budget all the same.
+KEEP_UTILISATION = 0.85
 
 
 def judge_queued(measurement: BatchMeasurement, constraints: Constraints, policy: QueueStats) -> BatchVerdict:
@@ -128,10 +139,16 @@ def simulate_policies(measurement: BatchMeasurement, constraints: Constraints,
     load = constraints.load
     if load is None:
         raise ValueError("simulate_policies() needs a stream load")
+    return tuple(simulate_policy(measurement, constraints, service_ms, delay)
+                 for delay in delay_grid_ms(measurement.batch_size, load.images_per_s))
+
+
+def simulate_policy(measurement: BatchMeasurement, constraints: Constraints,
+                    service_ms: Mapping[int, Sequence[float]], queue_delay_ms: float) -> QueueStats:
+    """`measurement`'s batch with one queue delay, simulated under the load (as `simulate_policies`)."""
     arrivals = policy_arrivals(measurement.batch_size, constraints)
     service = {b: times for b, times in service_ms.items() if b <= measurement.batch_size and times}
-    return tuple(simulate(arrivals, service, measurement.batch_size, delay, constraints.latency_ms)
-                 for delay in delay_grid_ms(measurement.batch_size, load.images_per_s))
+    return simulate(arrivals, service, measurement.batch_size, queue_delay_ms, constraints.latency_ms)
 
 
 def policy_arrivals(batch_size: int, constraints: Constraints) -> list[float]:
@@ -145,9 +162,9 @@ def policy_arrivals(batch_size: int, constraints: Constraints) -> list[float]:
 
 
 def comfortable(measurement: BatchMeasurement, policy: QueueStats,
-                measurements: Sequence[BatchMeasurement] = ()) -> bool:
-    """Whether `policy` keeps the device at most `COMFORTABLE_UTILISATION` (70%) busy even at the low
-    end of the throughput's interval: then more capacity buys nothing but latency.
+                measurements: Sequence[BatchMeasurement] = (), limit: float = COMFORTABLE_UTILISATION) -> bool:
+    """Whether `policy` keeps the device at most `limit` (`COMFORTABLE_UTILISATION`, 70%) busy even at the
+    low end of the throughput's interval: then more capacity buys nothing but latency.
 
     The interval is that of the sizes the policy's batches run at: with `measurements` given, every
     measured size up to its mean batch rounded up, the slowest low end among them (a max batch of 4
@@ -167,13 +184,25 @@ def comfortable(measurement: BatchMeasurement, policy: QueueStats,
         >>> comfortable(m, single_frames), comfortable(m, single_frames, [one, m])  # 0.6 x 50/40 = 0.75
         (True, False)
     """
+    return busiest(measurement, policy, measurements) <= limit + 1e-9
+
+
+def busiest(measurement: BatchMeasurement, policy: QueueStats, measurements: Sequence[BatchMeasurement] = ()) -> float:
+    """`policy`'s utilisation at the low end of the throughput interval of the sizes it runs (see `comfortable`).
+
+    Examples:
+        >>> m = BatchMeasurement(4, 10, 40.0, 40.0, 40.0, 40.0, 40.0, 10.0, 100.0,
+        ...                      throughput_low_per_s=80.0, throughput_high_per_s=120.0)
+        >>> busiest(m, QueueStats(4, 0.0, 50.0, 60.0, 70.0, 0.6, 0.0, 4.0, 2000))  # 0.6 x 100 / 80
+        0.75
+    """
     served = [x for x in measurements if x.batch_size <= max(1, math.ceil(policy.mean_batch - 1e-9))
               and x.batch_size <= measurement.batch_size] or [measurement]
     slow = 1.0
     for size in served:
         speed = size.speed()
         slow = max(slow, speed.img_per_s / speed.low_img_per_s if speed.low_img_per_s > 0 else math.inf)
-    return policy.utilisation * slow <= COMFORTABLE_UTILISATION + 1e-9
+    return policy.utilisation * slow
 
 
 def best_policy(measurement: BatchMeasurement, constraints: Constraints,
@@ -450,3 +479,109 @@ def _meets(m: BatchMeasurement, constraints: Constraints, latency: bool = True, 
         load=constraints.load,
     )
     return judge(m, relaxed).feasible
+
+
+def keep_earlier(fresh: Choice, earlier: EarlierChoice, measurements: Sequence[BatchMeasurement],
+                 constraints: Constraints, service_ms: Mapping[int, Sequence[float]] | None = None,
+                 tolerance: float = SPEED_TOLERANCE) -> Choice:
+    """`fresh`, or the policy `earlier` chose for the same question while this run's measurements still carry it.
+
+    Hysteresis against a device whose speed moves between runs: any rule with a threshold on speed
+    (`COMFORTABLE_UTILISATION`, an interval's overlap) flips when a run lands on the other side of it. The
+    earlier policy (its batch, with its queue delay under a load) is kept when, on this run's measurements,
+    it meets every constraint (under a load, its simulated p99 within the budget and a queue that does not
+    grow) and either it is at most `KEEP_UTILISATION` (85%) busy at the low end of its interval, or what it
+    carries is not measurably less than what the fresh choice carries; and, when the load leaves headroom
+    enough that the lowest latency chose (`Choice.by_latency`), the fresh policy's p99 is not lower than the
+    earlier one's beyond `P99_TIE`. So the band is in the comfort threshold (70% for a fresh choice, 85% for
+    a kept one), not in the latency: a run that finds a comfortable policy with a lower p99 moves to it.
+    Otherwise the fresh choice stands, and its reason says why the earlier one no longer holds. Nothing is
+    kept when nothing is feasible.
+
+    Returns:
+        A choice whose `earlier` records the verdict; when kept, its candidates (for the replay) start with
+        the kept policy, then the fresh choice's.
+
+    Examples:
+        >>> ms = [BatchMeasurement(b, 10, lat, lat, lat, lat, lat, lat / b, thr, throughput_low_per_s=thr * 0.99,
+        ...                        throughput_high_per_s=thr * 1.01)
+        ...       for b, lat, thr in [(1, 10.0, 100.0), (2, 16.0, 125.0), (4, 30.0, 133.0)]]
+        >>> fresh = choose(ms, Constraints())  # 4: 131.7-134.3 img/s clears 2's 123.8-126.3 by 3%+
+        >>> fresh.batch_size
+        4
+        >>> kept = keep_earlier(fresh, EarlierChoice(2, None, "runs/infer/infer", "2026-11-30T15:00:00Z"), ms,
+        ...                     Constraints())
+        >>> kept.batch_size, kept.earlier.kept, kept.earlier.why
+        (4, False, 'it carries measurably less: 125.0 img/s against 133.0')
+    """
+    earlier = dataclasses.replace(earlier, alone_batch_size=fresh.batch_size, alone_queue_delay_ms=fresh.queue_delay_ms)
+    if fresh.batch_size is None:
+        return dataclasses.replace(fresh, earlier=dataclasses.replace(earlier, kept=False, why="nothing is feasible"))
+    ordered = sorted(measurements, key=lambda m: m.batch_size)
+    old = next((m for m in ordered if m.batch_size == earlier.batch_size), None)
+    if old is None:
+        return _not_kept(fresh, earlier, f"batch {earlier.batch_size} was not measured in this run")
+    queued = constraints.load is not None and bool(service_ms) and fresh.simulated is not None
+    if queued:
+        delay = earlier.queue_delay_ms if earlier.queue_delay_ms is not None else 0.0
+        if delay not in delay_grid_ms(old.batch_size, constraints.load.images_per_s):
+            return _not_kept(fresh, earlier, f"its queue delay of {delay:g} ms is not one this load's policies "
+                                             f"try")
+        policy = simulate_policy(old, constraints, service_ms, delay)
+        verdict = judge_queued(old, constraints, policy)
+        now = next(m for m in ordered if m.batch_size == fresh.batch_size)
+        old_speed, new_speed = carried(old, policy, constraints), carried(now, fresh.simulated, constraints)
+        if (old.batch_size, delay) == (fresh.batch_size, fresh.queue_delay_ms):
+            return dataclasses.replace(fresh, earlier=dataclasses.replace(earlier, kept=True, why="the same policy"))
+    else:
+        policy, verdict = None, judge(old, constraints)
+        now = next(m for m in ordered if m.batch_size == fresh.batch_size)
+        old_speed, new_speed = old.speed(), now.speed()
+        if old.batch_size == fresh.batch_size:
+            return dataclasses.replace(fresh, earlier=dataclasses.replace(earlier, kept=True, why="the same batch"))
+    if not verdict.feasible:
+        return _not_kept(fresh, earlier, verdict.violations[0])
+    busy = busiest(old, policy, ordered) if policy is not None else None
+    if (policy is not None and fresh.by_latency and fresh.simulated is not None
+            and fresh.simulated.latency_p99_ms * (1 + P99_TIE) < policy.latency_p99_ms):
+        return _not_kept(fresh, earlier, f"its simulated p99 is {policy.latency_p99_ms:.1f} ms, and batch "
+                                         f"{fresh.batch_size}, comfortably idle, gives {fresh.simulated.latency_p99_ms:.1f}")
+    if busy is not None and busy <= KEEP_UTILISATION + 1e-9:
+        why = (f"{busy:.0%} busy at the low end of its interval, within the {KEEP_UTILISATION:.0%} a kept "
+               f"choice may reach")
+    elif not measurably_faster(new_speed, old_speed, tolerance):
+        why = (f"it carries {old_speed.img_per_s:.1f} img/s against {new_speed.img_per_s:.1f}, not measurably "
+               f"less")
+    else:
+        busy_text = "" if busy is None else (f"{busy:.0%} busy at the low end of its interval, past the "
+                                             f"{KEEP_UTILISATION:.0%} a kept choice may reach, and ")
+        return _not_kept(fresh, earlier, f"{busy_text}it carries measurably less: {old_speed.img_per_s:.1f} img/s "
+                                         f"against {new_speed.img_per_s:.1f}")
+    record = dataclasses.replace(earlier, kept=True, why=why)
+    reason = f"batch {old.batch_size}: {old.throughput_per_s:.1f} img/s{_interval(old)}, kept from an earlier run "
+    reason += f"({earlier.describe()}): {why}"
+    if policy is not None:
+        reason += (f"; queue delay {policy.queue_delay_ms:g} ms: simulated frame latency p50 "
+                   f"{policy.latency_p50_ms:.1f} / p99 {policy.latency_p99_ms:.1f} ms at {policy.utilisation:.0%} "
+                   f"utilisation")
+    if constraints.latency_ms is not None:
+        reason += f", within the {constraints.latency_ms:g} ms budget"
+    alone = f"batch {fresh.batch_size}"
+    if fresh.simulated is not None:
+        alone += f" (queue delay {fresh.queue_delay_ms:g} ms, simulated p99 {fresh.simulated.latency_p99_ms:.1f} ms)"
+    reason += f". This run alone would choose {alone}; keep_choice=False chooses afresh"
+    verdicts = tuple(verdict if v.batch_size == old.batch_size else v for v in fresh.verdicts)
+    if policy is None:
+        return dataclasses.replace(fresh, batch_size=old.batch_size, reason=reason, verdicts=verdicts,
+                                   earlier=record)
+    others = tuple(p for p in fresh.candidates if (p.batch_size, p.queue_delay_ms) != (old.batch_size, delay))
+    return dataclasses.replace(fresh, batch_size=old.batch_size, reason=reason, verdicts=verdicts,
+                               queue_delay_ms=policy.queue_delay_ms, simulated=policy, candidates=(policy, *others),
+                               earlier=record)
+
+
+def _not_kept(fresh: Choice, earlier: EarlierChoice, why: str) -> Choice:
+    """`fresh`, its reason saying why `earlier` no longer holds."""
+    return dataclasses.replace(fresh, reason=f"{fresh.reason}; an earlier run's choice ({earlier.describe()}) no "
+                                             f"longer holds: {why}",
+                               earlier=dataclasses.replace(earlier, kept=False, why=why))

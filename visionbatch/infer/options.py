@@ -74,6 +74,7 @@ class InferenceOptions:
     project: str | None
     trust_checkpoint: bool = False
     target_memory: Capacity | None = None
+    keep_choice: bool = True
 
 
 def from_cli(pairs: Mapping[str, Any]) -> dict[str, Any]:
@@ -92,10 +93,11 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
                   streams: Any = None, fps: Any = None, half: Any = False, end_to_end: Any = False,
                   warmup_runs: Any = 3, runs: Any = None, seconds_per_batch: Any = 1.0, max_seconds: Any = 90.0,
                   device: Any = None, threads: Any = None, target: Any = None, name: Any = None,
-                  project: Any = None, trust_checkpoint: Any = False) -> InferenceOptions:
+                  project: Any = None, trust_checkpoint: Any = False, keep_choice: Any = True) -> InferenceOptions:
     """Check every argument; raise ConfigError naming the input and the fix."""
     kind = check_source(model)
     trust_checkpoint = check_switch(trust_checkpoint, "trust_checkpoint")
+    keep_choice = check_switch(keep_choice, "keep_choice")
     backend = _backend(backend, kind, model)
     half = check_switch(half, "half")
     device = _device(device, backend)
@@ -155,7 +157,7 @@ def check_options(model: str, *, imgsz: Any = None, backend: str | None = None, 
         end_to_end=check_switch(end_to_end, "end_to_end"), policy=policy, threads=threads, target=planned,
         name=None if name is None else check_run_name(name, "infer"),
         project=None if project is None else check_project(project, "infer"),
-        trust_checkpoint=trust_checkpoint, target_memory=target_memory,
+        trust_checkpoint=trust_checkpoint, target_memory=target_memory, keep_choice=keep_choice,
     )
 
 

@@ -191,7 +191,8 @@ class Choice:
     Under a load, `queue_delay_ms` and `simulated` are the chosen policy's, and `candidates` holds
     every policy that met the constraints in simulation, best first (what a replay tries in turn).
     `by_latency` is True when the load left headroom enough that the lowest latency, not the most
-    capacity, chose (`choice.COMFORTABLE_UTILISATION`).
+    capacity, chose (`choice.COMFORTABLE_UTILISATION`). `earlier` is an earlier run's choice for the
+    same question, judged by `choice.keep_earlier`.
     """
 
     batch_size: int | None
@@ -202,6 +203,37 @@ class Choice:
     simulated: QueueStats | None = None
     candidates: tuple[QueueStats, ...] = ()
     by_latency: bool = False
+    earlier: EarlierChoice | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EarlierChoice:
+    """The policy an earlier run chose for the same question (`visionbatch.infer.kept`), and what became of it.
+
+    Attributes:
+        batch_size: the batch it chose.
+        queue_delay_ms: its queue delay (None without a load).
+        run_dir: the run folder it was chosen in.
+        chosen_at: when (UTC, ISO 8601).
+        kept: whether this run kept it (`choice.keep_earlier`): None until judged.
+        why: why it was kept or not, in a few words.
+        alone_batch_size, alone_queue_delay_ms: what this run's measurements alone chose (None until judged,
+            and when nothing was feasible).
+    """
+
+    batch_size: int
+    queue_delay_ms: float | None
+    run_dir: str
+    chosen_at: str
+    kept: bool | None = None
+    why: str = ""
+    alone_batch_size: int | None = None
+    alone_queue_delay_ms: float | None = None
+
+    def describe(self) -> str:
+        """'batch 1 (queue delay 0 ms), chosen 2026-11-30T15:02:11Z in runs/infer/infer-3'."""
+        delay = "" if self.queue_delay_ms is None else f" (queue delay {self.queue_delay_ms:g} ms)"
+        return f"batch {self.batch_size}{delay}, chosen {self.chosen_at} in {self.run_dir}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -247,6 +279,8 @@ class InferencePlan:
         instances: Triton's instance count: the chosen batch on one instance against two at
             once, both throughputs with their intervals, and the count written
             (`visionbatch.infer.instances`), or 1 with the reason nothing was measured.
+        earlier: the choice an earlier run made for the same model, device, load and budgets
+            (`keep_choice=True`), whether it was kept and why; None when there was none.
     """
 
     model: str
@@ -281,6 +315,7 @@ class InferencePlan:
     simulated: QueueStats | None = None
     replayed: tuple[ReplayResult, ...] = ()
     instances: InstanceSearch | None = None
+    earlier: EarlierChoice | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

@@ -41,6 +41,7 @@ from visionbatch.stats import (
     measurably_faster,
     repeat_alike,
     speed_ratio_bounds,
+    time_calls,
 )
 from visionbatch.text import printable, shown, suggest
 from visionbatch.values import check_switch
@@ -51,6 +52,10 @@ MAX_CALIBRATION_IMAGES = 10_000
 PAD_VALUE = 114  # Ultralytics' LetterBox fill
 BLOCK_CALLS = 3  # a timing block makes at least this many calls...
 BLOCK_SECONDS = 0.25  # ...and lasts at least this long (or a quarter of `seconds`, when that is shorter)
+# The comparison's time bound per precision, in sweep seconds (seconds=, 1 by default): an interval over blocks
+# narrows as 1/sqrt(blocks), and 1 s each gave 7 blocks and an INT8 ratio of 1.10-3.59x on cpu-2. It stops
+# sooner once every comparison with fp32 is settled.
+SECONDS_PER_PRECISION = 5
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -414,14 +419,7 @@ def time_precisions(files: Mapping[str, Path], batch_size: int, imgsz: int, devi
         block_seconds = min(BLOCK_SECONDS, seconds / 4)
 
         def time_block(precision: str) -> list[float]:
-            step, calls, began = steps[precision], [], clock()
-            while True:
-                t0 = clock()
-                step()
-                t1 = clock()
-                calls.append(t1 - t0)
-                if len(calls) >= BLOCK_CALLS and t1 - began >= block_seconds:
-                    return calls
+            return time_calls(steps[precision], BLOCK_CALLS, block_seconds, clock)
 
         bound_s = seconds * len(files)
         timed = repeat_alike(time_block, list(files), lambda precision: batch_size, settled_against, bound_s, clock)

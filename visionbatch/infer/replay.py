@@ -192,5 +192,8 @@ def _replayed(choice: Choice, policy: QueueStats, result: ReplayResult, replays:
     reason = (f"batch {policy.batch_size} with a {policy.queue_delay_ms:g} ms queue delay: simulated frame latency "
               f"p50 {policy.latency_p50_ms:.1f} / p99 {policy.latency_p99_ms:.1f} ms, utilisation "
               f"{policy.utilisation:.0%} (headroom {policy.headroom:.0%}), {line}; {missed}")
+    earlier = choice.earlier
+    if earlier is not None and earlier.kept:  # the kept policy was the first candidate: its replay missed
+        earlier = dataclasses.replace(earlier, kept=False, why=f"{earlier.why}, but its replay missed the budget")
     return dataclasses.replace(choice, batch_size=policy.batch_size, queue_delay_ms=policy.queue_delay_ms,
-                               simulated=policy, reason=reason)
+                               simulated=policy, reason=reason, earlier=earlier)

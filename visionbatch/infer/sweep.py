@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from visionbatch.infer.plan import BatchMeasurement, Constraints
-from visionbatch.stats import SPEED_TOLERANCE, estimate_speed_blocks
+from visionbatch.stats import SPEED_TOLERANCE, estimate_speed_blocks, time_calls
 from visionbatch.units import human_bytes
 
 DEFAULT_MAX_BATCH = 64
@@ -448,23 +448,19 @@ def _first_block(make_step: Callable[[int], Step], batch_size: int, policy: Swee
 def _block(entry: _Timed, policy: SweepPolicy, clock: Callable[[], float], min_calls: int,
            min_seconds: float) -> None:
     """Time calls of one batch until `min_calls` and `min_seconds` (or `max_runs` in all)."""
-    begin = clock()
-    calls = 0
-    while True:
-        t0 = clock()
-        out = entry.step()
-        t1 = clock()
-        entry.latencies_ms.append((t1 - t0) * 1000.0)
-        calls += 1
+    def keep(out: object) -> None:  # end to end, a call also says what its stages took and what NMS kept
         if isinstance(out, dict):
             if "stages_ms" in out:
                 entry.stages.append(out["stages_ms"])
             if "detections" in out:
                 entry.detections.append(out["detections"])
-        if len(entry.latencies_ms) >= policy.max_runs or (calls >= min_calls and t1 - begin >= min_seconds):
-            break
+
+    begin = clock()
+    calls = time_calls(entry.step, min_calls, min_seconds, clock,
+                       max_calls=max(1, policy.max_runs - len(entry.latencies_ms)), each=keep)
+    entry.latencies_ms.extend(seconds * 1000.0 for seconds in calls)
     entry.block_s = clock() - begin
-    entry.block_sizes.append(calls)
+    entry.block_sizes.append(len(calls))
 
 
 def _progress_line(m: BatchMeasurement, index: int, total: int) -> str:

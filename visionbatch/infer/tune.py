@@ -24,10 +24,10 @@ import numpy as np
 from visionbatch.devices import jetson as board
 from visionbatch.devices.jetson import JetsonInfo
 from visionbatch.devices.oom import is_oom
-from visionbatch.errors import ConfigError, ProbeError
+from visionbatch.errors import ConfigError, ProbeError, StorageError
 from visionbatch.infer import deploy, probes
 from visionbatch.infer.budget import memory_budget_for
-from visionbatch.infer.choice import choose
+from visionbatch.infer.choice import choose, keep_earlier
 from visionbatch.infer.export import (
     ModelInfo,
     engine_bytes,
@@ -43,6 +43,7 @@ from visionbatch.infer.instances import (
     not_measured,
     search_instances,
 )
+from visionbatch.infer.kept import choice_key, load_choice, store_choice
 from visionbatch.infer.options import InferenceOptions, check_options
 from visionbatch.infer.pipeline import EndToEnd, model_step
 from visionbatch.infer.plan import (
@@ -54,6 +55,7 @@ from visionbatch.infer.plan import (
     StreamLoad,
 )
 from visionbatch.infer.precision import (
+    SECONDS_PER_PRECISION,
     check_request,
     compare_precisions,
     int8_file_name,
@@ -65,6 +67,7 @@ from visionbatch.keys import refuse_removed_keywords
 from visionbatch.results import write_json
 from visionbatch.rundir import new_run_dir
 from visionbatch.text import identifier
+from visionbatch.ultralytics.models import model_sha256
 from visionbatch.ultralytics.offline import (
     cpu_count,
     offline,
@@ -85,7 +88,8 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
                    threads: int | None = None, target: str | None = None, name: str | None = None,
                    project: str | None = None, trust_checkpoint: bool = False, precision: Any = None,
                    data: str | None = None, calib_images: int | None = None, remap_classes: bool = False,
-                   progress: Callable[[str], None] | None = None, **removed: Any) -> InferencePlan:
+                   keep_choice: bool = True, progress: Callable[[str], None] | None = None,
+                   **removed: Any) -> InferencePlan:
     """Find the inference batch with the most throughput under latency, memory and stream-load limits.
 
     Args:
@@ -125,6 +129,9 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         calib_images: train images INT8 is calibrated on (default 64).
         remap_classes: `data`'s class ids do not run 0..N-1 (COCO's 1..90 with gaps): validate on labels
             renumbered 0..N-1 in the order of names, as a model trained with remap_classes=True predicts them.
+        keep_choice: keep the policy an earlier run chose for the same model, device, load and budgets while
+            this run's measurements still carry it (`infer.kept`, `choice.keep_earlier`), so that reruns agree
+            on a device whose speed moves; False chooses afresh. The choice made is remembered either way.
         progress: receives a line per step of a long sweep.
         **removed: keywords that unifying the keys replaced (`memory_budget_bytes=`): a
             ConfigError names the new one.
@@ -147,7 +154,7 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         latency_ms=latency_ms, memory_budget=memory_budget, memory_fraction=memory_fraction,
         streams=streams, fps=fps, half=half, end_to_end=end_to_end, warmup_runs=warmup_runs, runs=runs,
         seconds_per_batch=seconds_per_batch, max_seconds=max_seconds, device=device, threads=threads,
-        target=target, name=name, project=project, trust_checkpoint=trust_checkpoint)
+        target=target, name=name, project=project, trust_checkpoint=trust_checkpoint, keep_choice=keep_choice)
     precision_request = check_request(precision, data, calib_images, opts.backend, remap_classes)
     say = progress or (lambda line: None)
     notes: list[str] = []
@@ -181,20 +188,32 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
         batch_size=choice.batch_size, reason=choice.reason, advice=choice.advice, speedup_vs_batch1=speedup,
         jetson=run.jetson, target=opts.target, files=files, run_dir=str(run_dir), versions=_versions(),
         wall_s=0.0, notes=tuple(notes), timing=run.result.timing, queue_delay_ms=choice.queue_delay_ms,
-        simulated=choice.simulated, replayed=run.replays, instances=run.instances,
+        simulated=choice.simulated, replayed=run.replays, instances=run.instances, earlier=choice.earlier,
     )
     if precision_request is not None:
         report = compare_precisions(run.info.path, precision_request, run_dir, imgsz=run.imgsz,
                                     batch_size=choice.batch_size or first.batch_size, device=opts.device,
                                     threads=run.threads, task=run.info.task,
-                                    seconds=opts.policy.seconds_per_batch, progress=say)
+                                    seconds=min(SECONDS_PER_PRECISION * opts.policy.seconds_per_batch,
+                                                opts.policy.max_seconds / len(precision_request.precisions)),
+                                    progress=say)
         plan = dataclasses.replace(plan, precisions=report)
     from visionbatch.infer.plot import plot_sweep
 
     plot_sweep(plan, run_dir / "sweep.png")
     plan = dataclasses.replace(plan, wall_s=round(time.perf_counter() - started, 3))
     write_json(run_dir / "plan.json", plan)
+    if choice.batch_size is not None and run.choice_key is not None:  # after plan.json: a crash stores nothing
+        _remember(run.choice_key, choice, run_dir, say)
     return plan
+
+
+def _remember(key: dict[str, Any], choice: Choice, run_dir: Path, say: Callable[[str], None]) -> None:
+    """Store the choice for the next run (`infer.kept`); a cache that cannot be written costs only that."""
+    try:
+        store_choice(key, choice.batch_size, choice.queue_delay_ms, str(run_dir))
+    except (OSError, StorageError) as exc:  # the run's own results are already written
+        say(f"the choice was not remembered for later runs ({exc})")
 
 
 class _RunFolder:
@@ -239,6 +258,7 @@ class _Run:
     result: SweepResult
     choice: Choice | None = None  # made while the runner is open, for the replay
     replays: tuple[ReplayResult, ...] = ()
+    choice_key: dict[str, Any] | None = None  # the question the choice answers (`infer.kept`)
     instances: InstanceSearch | None = None  # measured while the runner is open, for Triton's instance_group
 
 
@@ -274,10 +294,16 @@ def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folde
                                is_out_of_memory=is_oom, progress=say)
             device_name = _device_name(opts.device, jetson)
             device_type = "cuda" if opts.device.startswith("cuda") or jetson else "cpu"
-            choice, replays = None, ()
+            choice, replays, key = None, (), None
             if result.measurements:
                 choice = choose(result.measurements, constraints, imgsz=imgsz, precision=runner.precision,
                                 device_type=device_type, service_ms=result.service_ms)
+                key = _choice_key(opts, runner, imgsz, device_name, threads, constraints)
+                earlier = load_choice(key) if opts.keep_choice else None
+                if earlier is not None:
+                    choice = keep_earlier(choice, earlier, result.measurements, constraints, result.service_ms)
+                    say(f"{'kept' if choice.earlier.kept else 'did not keep'} {earlier.describe()}: "
+                        f"{choice.earlier.why}")
                 choice, replays = verify_choice(choice, result.measurements, constraints, make_step, progress=say)
             instances = _instances(opts, info, imgsz, runner, choice, device_type, device_name, threads,
                                    run_folder, say)
@@ -293,7 +319,7 @@ def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folde
         input_name=getattr(runner, "input_name", info.input_name),
         input_dtype="float16" if getattr(runner, "input_dtype", np.float32) == np.float16 else "float32",
         threads=threads, outputs=tuple(outputs), num_classes=num_classes, constraints=constraints, result=result,
-        choice=choice, replays=replays, instances=instances,
+        choice=choice, replays=replays, instances=instances, choice_key=key,
     )
 
 
@@ -303,8 +329,6 @@ def _instances(opts: InferenceOptions, info: ModelInfo, imgsz: int, runner: Any,
     """Triton's instance count for the chosen batch: 1 against 2 instances, timed here (`infer.instances`)."""
     if choice is None or choice.batch_size is None:
         return not_measured("no batch was chosen")
-    if info.fixed_batch == 1:
-        return not_measured(f"{info.path.name} has a fixed batch of 1")
     if opts.target is not None and device_type == "cpu":
         return not_measured(f"the configs are for {opts.target.name} (KIND_GPU), and two instances on this "
                             f"machine's CPU say nothing about two there")
@@ -515,6 +539,20 @@ def _measurement_notes(opts: InferenceOptions, jetson: JetsonInfo | None, device
 def _sibling_onnx(path: Path) -> Path | None:
     candidate = path.with_suffix(".onnx")
     return candidate if candidate.is_file() else None
+
+
+def _choice_key(opts: InferenceOptions, runner: Any, imgsz: int, device_name: str, threads: int | None,
+                constraints: Constraints) -> dict[str, Any]:
+    """The question this run's choice answers, for `infer.kept`."""
+    target = opts.target
+    return choice_key(
+        model_sha256=model_sha256(opts.model), model=opts.model, backend=opts.backend, provider=runner.provider,
+        precision=runner.precision, imgsz=imgsz, end_to_end=opts.end_to_end, device=opts.device,
+        device_name=device_name, threads=threads, target=None if target is None else getattr(target, "key", str(target)),
+        batch_sizes=opts.batch_sizes, latency_ms=constraints.latency_ms,
+        memory_budget_bytes=opts.memory_budget_bytes, memory_fraction=opts.memory_fraction,
+        streams=constraints.load.streams if constraints.load else None,
+        fps=constraints.load.fps if constraints.load else None, software=_versions())
 
 
 def _versions() -> dict[str, str]:

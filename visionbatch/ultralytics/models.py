@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -218,3 +219,19 @@ def check_model(model: str) -> None:
             )
         return
     raise ConfigError(f"model={text}: expected a model YAML (yolo11n.yaml) or a local checkpoint (.pt)")
+
+
+def model_sha256(model: str) -> str:
+    """SHA-256 of the model file's bytes: a local YAML or checkpoint, or the Ultralytics YAML a name resolves to.
+
+    A scale letter in a built-in name (yolo11n.yaml reads yolo11.yaml at scale n) is in the key's
+    model name; the hash covers the file Ultralytics builds it from.
+    """
+    path = Path(model).expanduser()
+    if not path.is_file() and str(model).endswith((".yaml", ".yml")):
+        path = find_model_yaml(str(model)) or path
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:  # the caller checked it exists
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

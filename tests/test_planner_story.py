@@ -1,0 +1,126 @@
+"""The plan tells one story: the chosen batch's reading against the curve, batches the curve allows
+that no step ran, and the picture of both (issue 11's follow-up: 'predicted 2.49 GiB ± 26 MiB',
+measured 2.66; batch 48 predicted under the budget, 47 called the largest).
+
+A CPU-like simulated device: no card size (so no cache rule), readings above the budget are
+readings, not out-of-memory errors; and a workload with nothing to time, so the answer is the
+largest batch that fits and the reason is the memory one.
+"""
+
+from __future__ import annotations
+
+from visionbatch.devices.memory import Capacity
+from visionbatch.fit.planner import plan_batch
+from visionbatch.fit.plot import batch_plan_figure, outside_band
+from visionbatch.fit.probes.simulated import SimulatedProbe
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+class CpuLikeProbe(SimulatedProbe):
+    """A budget on a CPU: the device reports no total and no reserved memory."""
+
+    def capacity(self) -> Capacity:
+        return Capacity(device="cpu", name="simulated CPU", total_bytes=None, used_by_others_bytes=0,
+                        context_bytes=0, usable_bytes=self.total_bytes)
+
+    def _end(self) -> dict[str, int | None]:
+        return {**super()._end(), "reserved_bytes": None}
+
+
+class UntimedRunner:
+    """Steps that do nothing and cannot be timed: the simulated probe supplies the readings."""
+
+    def train_step(self, batch_size, boundary=None):
+        return 0.0
+
+    def val_step(self, batch_size):
+        return 0.0
+
+    def time_steps(self, batch_size, steps=3):
+        return None
+
+    def persistent(self):
+        return []
+
+
+def step_above_the_curve(batch: int, phase: str) -> float:
+    """Training 1000 MiB + 30 MiB/image, with a real step of 170 MiB from batch 40 to 63 (above it the
+    readings fall back: batch 65 reads less than 62); validation fails from batch 130 (65 x 2)."""
+    if phase == "train":
+        return (1000 + 30 * batch + (170 if 40 <= batch <= 63 else 0)) * MIB
+    return (1000 + 10 * batch + (1000 if batch >= 130 else 0)) * MIB
+
+
+def plan_with_a_step_above_the_curve():
+    probe = CpuLikeProbe(step_above_the_curve, total_bytes=4 * GIB, noise_floor_bytes=4 * MIB)
+    plan = plan_batch(probe, UntimedRunner(), 0.75, dataset_images=10_000, max_probes=6)
+    assert [s.batch_size for s in plan.samples if s.phase == "train"] == [1, 2, 17, 68, 62, 65]
+    return plan
+
+
+def test_a_reading_off_the_curve_is_said_to_decide() -> None:
+    plan = plan_with_a_step_above_the_curve()
+    assert (plan.batch_size, plan.max_batch_size) == (62, 62)
+    # the curve leaves 62 and 65 out (65 read less): it predicts 2.79 GiB ± 4 MiB where 2.96 GiB was read
+    assert plan.measured_bytes == (1000 + 30 * 62 + 170) * MIB
+    assert (plan.predicted_bytes, plan.predicted_uncertainty_bytes) == ((1000 + 30 * 62) * MIB, 4 * MIB)
+    assert plan.reason.startswith(
+        "batch 62 is the largest that fits 0.75 x 4.00 GiB = 3.00 GiB: it measured 2.96 GiB, 170 MiB above the "
+        "curve's 2.79 GiB ± 8.00 MiB (2σ), a reading the curve leaves out (a larger batch read less): "
+        "the reading decides; ")
+
+
+def test_a_batch_the_curve_allows_but_no_step_ran_is_named_unmeasured_never_chosen() -> None:
+    plan = plan_with_a_step_above_the_curve()
+    # 63 and 64 lie between the largest that fitted (62) and the failure (65): the probes ran out
+    assert plan.reason.endswith(
+        "batch 63 is predicted to need 2.82 GiB ± 4.00 MiB in training and 2.80 GiB ± 459 MiB in validation at "
+        "126, too close to the 3.00 GiB budget to count on (2σ), and was not measured (the search stopped after "
+        "max_probes=6 probes); 62 is the largest measured to fit, and batch 65 did not fit")
+
+
+def late_step(batch: int, phase: str) -> float:
+    """900 MiB + 20 MiB/image, with 300 MiB more above batch 45; validation 900 MiB + 8 MiB/image."""
+    if phase == "train":
+        return (900 + 20 * batch + (300 if batch > 45 else 0)) * MIB
+    return (900 + 8 * batch) * MIB
+
+
+def test_batches_predicted_to_fit_but_not_measured_are_named_as_such() -> None:
+    probe = CpuLikeProbe(late_step, total_bytes=3 * GIB, noise_floor_bytes=4 * MIB)  # 108 runs out of memory
+    plan = plan_batch(probe, UntimedRunner(), 1.0, dataset_images=10_000, max_probes=7)
+    assert [s.batch_size for s in plan.samples if s.phase == "train"] == [1, 2, 27, 108, 67, 82, 83]
+    assert (plan.batch_size, plan.max_batch_size) == (83, 83)  # never an unmeasured batch above a measured one
+    assert plan.reason == (
+        "batch 83 is the largest that fits 1 x 3.00 GiB = 3.00 GiB: it measured 2.79 GiB; batches 84-85 are "
+        "predicted to fit but were not measured (the search stopped after max_probes=7 probes); 83 is the largest "
+        "measured to fit, and batch 108 ran out of memory")
+
+
+def test_the_next_batch_over_the_budget_is_said_to_be_over() -> None:
+    probe = CpuLikeProbe(lambda b, phase: (900 + (20 if phase == "train" else 8) * b) * MIB, total_bytes=3 * GIB,
+                         noise_floor_bytes=4 * MIB)
+    plan = plan_batch(probe, UntimedRunner(), 1.0, dataset_images=10_000)
+    assert plan.reason == ("batch 108 is the largest that fits 1 x 3.00 GiB = 3.00 GiB: it measured 2.99 GiB; "
+                           "batch 109 is predicted to need 3.01 GiB, over the budget")
+
+
+def test_the_plot_marks_a_reading_outside_the_band_it_draws() -> None:
+    plan = plan_with_a_step_above_the_curve()
+    assert outside_band(plan) == [62]  # 65 reads 1000 + 30 x 65 MiB, on the curve
+    fig = batch_plan_figure(plan)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[0] == "training fit ±2σ (±8.00 MiB at batch 62)"
+    assert "training step outside the ±2σ band" in labels and "did not fit (training or validation)" in labels
+    marked = [c for c in fig.axes[0].collections if c.get_label() == "training step outside the ±2σ band"]
+    assert [tuple(xy) for xy in marked[0].get_offsets()] == [(62, (1000 + 30 * 62 + 170) * MIB / GIB)]
+
+
+def test_the_plot_marks_nothing_when_every_reading_is_inside_the_band() -> None:
+    probe = CpuLikeProbe(late_step, total_bytes=3 * GIB, noise_floor_bytes=4 * MIB)
+    plan = plan_batch(probe, UntimedRunner(), 1.0, dataset_images=10_000, max_probes=7)
+    assert outside_band(plan) == []
+    labels = [t.get_text() for t in batch_plan_figure(plan).legends[0].get_texts()]
+    assert not any("outside" in label for label in labels)

@@ -1,0 +1,179 @@
+"""The choice an earlier run made for the same question: stored, and offered to the next run (`keep_choice=`).
+
+Why: a device's speed moves between runs (on cpu-2, a shared 2-core machine, batch 1 measured 49 to 88
+img/s in one afternoon), and any rule with a threshold on speed (70% busy, an interval's overlap) flips
+when a run lands on the other side of it: the same command then gives batch 1 one time and batch 2 the
+next. So `infer` remembers the policy it chose, and a later run with the same question keeps it while that
+run's own measurements still carry it (`choice.keep_earlier`: within the constraints, at most 85% busy, or
+not measurably less capacity than a fresh choice): hysteresis, which a deployment engineer wants from a
+tool re-run on the same camera setup. A change that makes it fail moves the answer, and says why.
+
+The question (`choice_key`): the model file's bytes, the backend and its provider, precision, imgsz,
+end_to_end, the device (its name, CPU count and threads), the target, the batch sizes tried, the
+constraints as asked (latency, memory_budget= or memory_fraction=, streams x fps) and the software
+versions. Any part that differs is
+another entry.
+
+An entry is `$XDG_CACHE_HOME/visionbatch/choices/<sha256 of the key>.json`, written whole (`files.atomic_write_text`)
+under the folder's lock. It holds plain JSON, read field by field with their types checked: nothing in it
+can run code, and an entry that cannot be read is no entry (the next choice replaces it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from visionbatch.files import (
+    UnusableEntry,
+    atomic_write_text,
+    config_dir,
+    locked_folder,
+    read_json_entry,
+)
+from visionbatch.infer.plan import EarlierChoice
+from visionbatch.results import to_jsonable, utc_timestamp
+from visionbatch.text import printable
+
+FORMAT = 1  # the entry layout; another value is no entry
+MAX_ENTRY_BYTES = 1 << 20  # an entry is a few hundred bytes: anything this large is not one
+ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.json")
+
+
+def choices_dir() -> Path:
+    """Where the entries live: `$XDG_CACHE_HOME/visionbatch/choices` (made by the first entry written)."""
+    return config_dir() / "choices"
+
+
+def choice_key(*, model_sha256: str, model: str, backend: str, provider: str, precision: str, imgsz: int,
+               end_to_end: bool, device: str, device_name: str, threads: int | None, target: str | None,
+               batch_sizes: tuple[int, ...], latency_ms: float | None, memory_budget_bytes: int | None,
+               memory_fraction: float | None, streams: int | None, fps: float | None,
+               software: Mapping[str, str]) -> dict[str, Any]:
+    """The question a choice answers, as a readable dict (see the module's docstring).
+
+    The memory budget is keyed as asked (`memory_budget=`, `memory_fraction=`), never as computed: a budget
+    taken as a share of the memory free right now differs on every run. `choice.keep_earlier` holds a kept
+    batch to this run's computed budget all the same.
+
+    Examples:
+        >>> key = choice_key(model_sha256="ab", model="m.onnx", backend="onnxruntime", provider="CPU",
+        ...                  precision="fp32", imgsz=320, end_to_end=False, device="cpu", device_name="EPYC",
+        ...                  threads=2, target=None, batch_sizes=(1, 2), latency_ms=500, memory_budget_bytes=None,
+        ...                  memory_fraction=None, streams=4, fps=10, software={"onnxruntime": "1.32.0"})
+        >>> key["load"], key["device"]["cpu_count"] == os.cpu_count()
+        ({'streams': 4, 'fps': 10.0}, True)
+    """
+    return {
+        "format": FORMAT,
+        "model": {"name": Path(model).name, "sha256": model_sha256},
+        "runner": {"backend": backend, "provider": provider, "precision": precision, "imgsz": int(imgsz),
+                   "end_to_end": bool(end_to_end), "batch_sizes": [int(b) for b in batch_sizes]},
+        "device": {"device": device, "name": device_name, "cpu_count": os.cpu_count(), "threads": threads,
+                   "target": target},
+        "constraints": {"latency_ms": None if latency_ms is None else float(latency_ms),
+                        "memory_budget_bytes": memory_budget_bytes,
+                        "memory_fraction": None if memory_fraction is None else float(memory_fraction)},
+        "load": None if streams is None or fps is None else {"streams": int(streams), "fps": float(fps)},
+        "software": dict(sorted(software.items())),
+    }
+
+
+def key_hash(key: Mapping[str, Any]) -> str:
+    """SHA-256 of the key's canonical JSON: the entry's file name.
+
+    Examples:
+        >>> key_hash({"a": 1, "b": [2]}) == key_hash({"b": [2], "a": 1})
+        True
+    """
+    text = json.dumps(to_jsonable(dict(key)), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_choice(key: Mapping[str, Any]) -> EarlierChoice | None:
+    """The choice stored for `key`, or None: no entry, or one that cannot be read as one."""
+    path = choices_dir() / f"{key_hash(key)}.json"
+    try:
+        entry = read_json_entry(path, MAX_ENTRY_BYTES)  # a link, a FIFO, a huge or deeply nested file: none
+    except (OSError, UnusableEntry):
+        return None
+    return choice_from_entry(entry, key_hash(key))
+
+
+def choice_from_entry(entry: Any, digest: str) -> EarlierChoice | None:
+    """An entry's choice, its fields checked by type; None for anything else.
+
+    Examples:
+        >>> entry = {"format": 1, "key_hash": "ab", "batch_size": 2, "queue_delay_ms": 25.0,
+        ...          "run_dir": "runs/infer/infer", "chosen_at": "2026-11-30T15:00:00+00:00"}
+        >>> choice_from_entry(entry, "ab").describe()
+        'batch 2 (queue delay 25 ms), chosen 2026-11-30T15:00:00+00:00 in runs/infer/infer'
+        >>> choice_from_entry({**entry, "batch_size": "2"}, "ab") is None, choice_from_entry(entry, "cd") is None
+        (True, True)
+        >>> choice_from_entry({**entry, "run_dir": "x\\n\\x1b[31m"}, "ab").run_dir  # shown as escapes
+        'x\\\\n\\\\x1b[31m'
+        >>> choice_from_entry({**entry, "chosen_at": "yesterday"}, "ab") is None
+        True
+    """
+    if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("key_hash") != digest:
+        return None
+    batch, delay = entry.get("batch_size"), entry.get("queue_delay_ms")
+    run_dir, chosen_at = entry.get("run_dir"), entry.get("chosen_at")
+    if type(batch) is not int or batch < 1 or not isinstance(run_dir, str) or not isinstance(chosen_at, str):
+        return None
+    if delay is not None and (type(delay) not in (int, float) or not math.isfinite(delay) or delay < 0):
+        return None  # a stored delay is also held to this run's grid of delays (`choice.keep_earlier`)
+    try:
+        datetime.datetime.fromisoformat(chosen_at)
+    except ValueError:
+        return None
+    return EarlierChoice(batch, None if delay is None else float(delay), printable(run_dir, 300), chosen_at)
+
+
+def store_choice(key: Mapping[str, Any], batch_size: int, queue_delay_ms: float | None, run_dir: str,
+                 chosen_at: str | None = None) -> Path:
+    """Write the entry for `key` (whole, under the folder's lock); return its path.
+
+    Raises:
+        StorageError: the disk failed while the entry was written (`files.atomic_path`).
+        OSError: the folder cannot be made or locked.
+    """
+    digest = key_hash(key)
+    entry = {"format": FORMAT, "key_hash": digest, "batch_size": int(batch_size),
+             "queue_delay_ms": None if queue_delay_ms is None else float(queue_delay_ms), "run_dir": str(run_dir),
+             "chosen_at": chosen_at or utc_timestamp(), "key": to_jsonable(dict(key))}
+    folder = choices_dir()
+    with locked_folder(folder):
+        return atomic_write_text(folder / f"{digest}.json", json.dumps(entry, indent=1, allow_nan=False) + "\n")
+
+
+def _entry_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if ENTRY_NAME.fullmatch(p.name) and not p.is_symlink() and p.is_file())
+
+
+def count_choices() -> int:
+    """How many choices are kept (`visionbatch cache list` says so)."""
+    return len(_entry_files(choices_dir()))
+
+
+def clear_choices() -> int:
+    """Remove every kept choice (and leftovers of killed writers), under the folder's lock; return how many."""
+    folder = choices_dir()
+    if not folder.is_dir():
+        return 0
+    with locked_folder(folder):
+        entries = _entry_files(folder)
+        for path in entries:
+            path.unlink(missing_ok=True)
+        for leftover in folder.glob(".*.partial"):
+            leftover.unlink(missing_ok=True)
+    return len(entries)
