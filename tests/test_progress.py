@@ -61,7 +61,7 @@ def law(batch: int, phase: str) -> float:
 # -- the helper ------------------------------------------------------------------------------------
 
 
-def test_steps_count_the_plan_and_say_the_time_left_by_the_mean_step() -> None:
+def test_steps_count_the_plan_and_say_the_time_left_by_the_slower_of_the_mean_and_last_step() -> None:
     lines: list[str] = []
     clock = Clock()
     steps = Steps(lines.append, 4, "probe", exact=False, clock=clock)
@@ -76,8 +76,8 @@ def test_steps_count_the_plan_and_say_the_time_left_by_the_mean_step() -> None:
     steps.finish()
     assert lines == ["probe 1/~4: batch 1...",
                      "probe 1/~4: batch 1 fits; about 18 s left for the probes",  # 6 s a step, 3 to go
-                     "probe 2/~4: batch 2 fits; about 20 s left for the probes",  # 10 s a step, 2 to go
-                     "probe 3/~6: batch 3 fits; about 30 s left for the probes"]  # 10 s a step, 3 to go
+                     "probe 2/~4: batch 2 fits; about 28 s left for the probes",  # the last took 14 s, 2 to go
+                     "probe 3/~6: batch 3 fits; about 30 s left for the probes"]  # mean 10 s (last 10), 3 to go
     assert steps.total == 3  # finished after 3: the plan shrinks to what ran
 
 

@@ -160,9 +160,10 @@ class Steps:
     """The planned steps of a long run, counted for its progress lines: 'probe 3/~5' and the time left.
 
     `total` is the plan; when it is an estimate (`exact=False`, shown as '~5') it grows if the run
-    takes more steps. The time left is the mean finished step times the steps still planned: rough
-    when steps differ in cost, and said as 'about'. A `Progress` sink also gets its bar driven;
-    any other callable gets the lines; None gets nothing.
+    takes more steps. The time left is the slower of the mean step and the last one, times the steps
+    still planned: a fit's later probes run larger batches near the answer and cost more than its
+    first, so the mean alone under-counts. Rough all the same, and said as 'about'. A `Progress` sink
+    also gets its bar driven; any other callable gets the lines; None gets nothing.
 
     Examples:
         >>> lines, now = [], iter([0.0, 10.0, 30.0])
@@ -174,7 +175,7 @@ class Steps:
         ...     print(line)
         probe 1/3: batch 1...
         probe 1/3: batch 1 fits; about 20 s left for the probes
-        probe 2/3: batch 2 fits; about 15 s left for the probes
+        probe 2/3: batch 2 fits; about 20 s left for the probes
     """
 
     def __init__(self, progress: Callable[[str], None] | None, total: int, unit: str = "step", exact: bool = True,
@@ -183,7 +184,8 @@ class Steps:
         self.bar = progress if isinstance(progress, Progress) else None
         self.total, self.unit, self.exact, self.clock = max(total, 1), unit, exact, clock
         self.done = 0
-        self.started = clock()
+        self.started = self.last_end = clock()
+        self.last_s = 0.0
         if self.bar is not None:
             self.bar.plan(self.total, unit)
 
@@ -206,18 +208,21 @@ class Steps:
             self.expect(self.done + 1)
         counter = self._counter()
         self.done += 1
-        left = self.left_s()
+        now = self.clock()
+        self.last_s, self.last_end = now - self.last_end, now
+        left = self.left_s(now)
         self.say(f"{counter}: {what}" + (f"; about {duration(left)} left for the {self.unit}s" if left is not None
                                           else ""))
         if self.bar is not None:
             self.bar.advance()
 
-    def left_s(self) -> float | None:
-        """Seconds the planned steps still need at the mean pace so far (None: no pace yet, or none left)."""
-        elapsed = self.clock() - self.started
+    def left_s(self, now: float | None = None) -> float | None:
+        """Seconds the planned steps still need at the slower of the mean pace and the last step's (None: no
+        pace yet, or none left)."""
+        elapsed = (self.clock() if now is None else now) - self.started
         if not self.done or self.done >= self.total or elapsed <= 0:
             return None
-        return elapsed / self.done * (self.total - self.done)
+        return max(elapsed / self.done, self.last_s) * (self.total - self.done)
 
     def expect(self, total: int) -> None:
         """Plan `total` steps in all now (more than planned, or the run ends after the ones done)."""

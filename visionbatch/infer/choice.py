@@ -98,6 +98,11 @@ HEADROOM_TIE = 0.01  # policies of one batch within 1 point of headroom count as
 # it: the hysteresis band above COMFORTABLE_UTILISATION. There an M/D/1-like queue's mean wait is 2.8 service
 # times (1.2 at 70%), still short, and the simulated p99 must meet the budget all the same.
 KEEP_UTILISATION = 0.85
+# A kept policy gives way to a comfortably idle one whose simulated p99 is lower by more than this share of the
+# latency budget (or P99_TIE of its p99, when that is more): a slow first run must not hold the latency hostage
+# (batch 4 with a 100 ms queue delay, p99 130 ms, against batch 1's 25 ms under a 500 ms budget), while tens of
+# milliseconds under a budget of hundreds are not worth moving a deployed policy for.
+KEEP_P99_SHARE = 0.10
 
 
 def judge_queued(measurement: BatchMeasurement, constraints: Constraints, policy: QueueStats) -> BatchVerdict:
@@ -493,8 +498,9 @@ def keep_earlier(fresh: Choice, earlier: EarlierChoice, measurements: Sequence[B
     grow) and either it is at most `KEEP_UTILISATION` (85%) busy at the low end of its interval, or what it
     carries is not measurably less than what the fresh choice carries; and, when the load leaves headroom
     enough that the lowest latency chose (`Choice.by_latency`), the fresh policy's p99 is not lower than the
-    earlier one's beyond `P99_TIE`. So the band is in the comfort threshold (70% for a fresh choice, 85% for
-    a kept one), not in the latency: a run that finds a comfortable policy with a lower p99 moves to it.
+    earlier one's by more than `KEEP_P99_SHARE` (10%) of the latency budget (`_p99_margin_ms`). So a run that
+    finds a comfortable policy with a clearly lower p99 moves to it, and one that finds a few milliseconds
+    does not.
     Otherwise the fresh choice stands, and its reason says why the earlier one no longer holds. Nothing is
     kept when nothing is feasible.
 
@@ -543,7 +549,7 @@ def keep_earlier(fresh: Choice, earlier: EarlierChoice, measurements: Sequence[B
         return _not_kept(fresh, earlier, verdict.violations[0])
     busy = busiest(old, policy, ordered) if policy is not None else None
     if (policy is not None and fresh.by_latency and fresh.simulated is not None
-            and fresh.simulated.latency_p99_ms * (1 + P99_TIE) < policy.latency_p99_ms):
+            and policy.latency_p99_ms - fresh.simulated.latency_p99_ms > _p99_margin_ms(fresh.simulated, constraints)):
         return _not_kept(fresh, earlier, f"its simulated p99 is {policy.latency_p99_ms:.1f} ms, and batch "
                                          f"{fresh.batch_size}, comfortably idle, gives {fresh.simulated.latency_p99_ms:.1f}")
     if busy is not None and busy <= KEEP_UTILISATION + 1e-9:
@@ -578,6 +584,20 @@ def keep_earlier(fresh: Choice, earlier: EarlierChoice, measurements: Sequence[B
     return dataclasses.replace(fresh, batch_size=old.batch_size, reason=reason, verdicts=verdicts,
                                queue_delay_ms=policy.queue_delay_ms, simulated=policy, candidates=(policy, *others),
                                earlier=record)
+
+
+def _p99_margin_ms(fresh: QueueStats, constraints: Constraints) -> float:
+    """How much higher a kept policy's p99 may be than a comfortable fresh one's before it gives way: `P99_TIE`
+    (10%) of the fresh p99, or `KEEP_P99_SHARE` of the latency budget when that is more (a difference the
+    budget's owner would not notice is not worth a change of the deployed policy).
+
+    Examples:
+        >>> fresh = QueueStats(1, 0.0, 12.0, 24.0, 30.0, 0.5, 0.0, 1.0, 2000)
+        >>> _p99_margin_ms(fresh, Constraints(latency_ms=500)), round(_p99_margin_ms(fresh, Constraints()), 2)
+        (50.0, 2.4)
+    """
+    budget = constraints.latency_ms
+    return max(P99_TIE * fresh.latency_p99_ms, KEEP_P99_SHARE * budget if budget is not None else 0.0)
 
 
 def _not_kept(fresh: Choice, earlier: EarlierChoice, why: str) -> Choice:

@@ -4,9 +4,9 @@ Why: a device's speed moves between runs (on cpu-2, a shared 2-core machine, bat
 img/s in one afternoon), and any rule with a threshold on speed (70% busy, an interval's overlap) flips
 when a run lands on the other side of it: the same command then gives batch 1 one time and batch 2 the
 next. So `infer` remembers the policy it chose, and a later run with the same question keeps it while that
-run's own measurements still carry it (`choice.keep_earlier`: within the constraints, at most 85% busy, or
-not measurably less capacity than a fresh choice): hysteresis, which a deployment engineer wants from a
-tool re-run on the same camera setup. A change that makes it fail moves the answer, and says why.
+run's own measurements still carry it (`choice.keep_earlier`: within the constraints, at most 85% busy or
+not measurably less capacity than a fresh choice, and no comfortable policy lower in p99 by a tenth of the
+latency budget): hysteresis, which a deployment engineer wants from a tool re-run on the same camera setup. A change that makes it fail moves the answer, and says why.
 
 The question (`choice_key`): the model file's bytes, the backend and its provider, precision, imgsz,
 end_to_end, the device (its name, CPU count and threads), the target, the batch sizes tried, the
