@@ -54,7 +54,7 @@ def test_the_fresh_rule_flips_with_the_machine_and_the_kept_choice_does_not() ->
     assert 0.70 < busy <= KEEP_UTILISATION and again.simulated.latency_p99_ms <= 500
     assert (again.earlier.alone_batch_size, again.earlier.alone_queue_delay_ms) == (2, 25.0)
     assert again.earlier.kept and again.earlier.why == (
-        f"{busy:.0%} busy at the low end of its interval, within the 85% a kept choice may reach")
+        f"{busy:.0%} busy at the low end of its interval, within the 85% a kept choice may reach (a new one: 70%)")
     assert again.reason.startswith("batch 1: 49.0 img/s [95% 47.9-50.3], kept from an earlier run (batch 1 "
                                    "(queue delay 0 ms), chosen 2026-11-30T15:00:00+00:00 in runs/infer/infer): ")
     assert again.reason.endswith("This run alone would choose batch 2 (queue delay 25 ms, simulated p99 "
@@ -196,7 +196,7 @@ def test_a_rerun_of_infer_meets_the_earlier_choice_and_keep_choice_false_chooses
     # a 64 px model at 2 img/s is a few percent busy on any CPU: every run's policy is comfortable
     args = dict(batch_sizes=[1, 2], runs=3, warmup_runs=1, streams=2, fps=1, latency_ms=1000)
     first = tune_inference(model, name="first", **args)
-    assert first.earlier is None and first.batch_size is not None
+    assert first.earlier is None and first.batch_size is not None and first.remembered
     second = tune_inference(model, name="second", **args)
     assert second.earlier is not None and second.earlier.run_dir == first.run_dir
     assert (second.earlier.batch_size, second.earlier.queue_delay_ms) == (first.batch_size, first.queue_delay_ms)
@@ -205,7 +205,9 @@ def test_a_rerun_of_infer_meets_the_earlier_choice_and_keep_choice_false_chooses
     other_load = tune_inference(model, name="other", **{**args, "fps": 2})
     assert other_load.earlier is None  # another question
     fresh = tune_inference(model, name="fresh", keep_choice=False, **args)
-    assert fresh.earlier is None
+    assert fresh.earlier.kept is False and fresh.earlier.why == "keep_choice=False: chosen afresh"
+    assert fresh.earlier.run_dir == first.run_dir  # a kept choice keeps the run and time that first made it
+    assert (fresh.earlier.alone_batch_size, fresh.remembered) == (fresh.batch_size, True)
     assert tune_inference(model, name="after", **args).earlier.run_dir == fresh.run_dir  # remembered all the same
 
 
@@ -217,11 +219,18 @@ def test_the_cli_says_when_an_earlier_run_chose_the_same(capsys, workdir, tmp_pa
     model = str(infer_models.tiny_onnx(tmp_path_factory))
     argv = ["infer", model, "batch_sizes=1", "runs=3", "warmup=1", "streams=2", "fps=1", "latency_ms=1000"]
     assert main([*argv, "name=a"]) == 0
-    assert "an earlier run chose the same" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "an earlier run chose the same" not in out
+    assert ("remembered: a later run with the same model, device, load and budgets keeps this choice while its own "
+            "measurements carry it (keep_choice=False chooses afresh)") in out
     assert main([*argv, "name=b"]) == 0  # batch 1 is the only size: the same policy, whatever the timings
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("an earlier run chose the same: "))
     assert line.endswith("runs/infer/a")
+    assert main([*argv, "name=c", "keep_choice=False"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("chosen afresh"))
+    assert line.startswith("chosen afresh (keep_choice=False); an earlier run had chosen batch 1 (queue delay 0 ms)")
+    assert line.endswith("runs/infer/a")  # the run that first chose it, though b kept it since
 
 
 def test_a_kept_policy_whose_replay_missed_is_recorded_as_not_kept() -> None:
@@ -260,3 +269,15 @@ def test_cache_list_counts_the_kept_choices_and_clear_removes_them(capsys) -> No
     assert main(["cache", "clear"]) == 0
     assert capsys.readouterr().out.rstrip().endswith(", and 2 kept inference choices")
     assert kept.count_choices() == 0 and list(kept.choices_dir().iterdir()) == [kept.choices_dir() / ".lock"]
+
+
+def test_advice_when_the_queue_alone_is_over_the_budget_is_a_sane_factor() -> None:
+    # the new-user trial: 4 x 10 fps on a device at 24-29 img/s gave "the work must shrink 90541000000.00x"
+    from visionbatch.infer.choice import advise, judge_queued, simulate_policies
+    ms, service = sweep([(1, 26.0, 25.0, 27.0), (2, 28.0, 27.0, 29.0)])
+    load = Constraints(latency_ms=500, load=StreamLoad(4, 10))
+    verdicts = [judge_queued(m, load, min(simulate_policies(m, load, service), key=lambda p: p.latency_p99_ms))
+                for m in ms]
+    advice = advise(ms, load, imgsz=320, verdicts=verdicts)
+    factors = [float(a.split("must shrink ")[1].split("x")[0]) for a in advice if "must shrink" in a]
+    assert factors == [1.43], advice  # 40 img/s needed / 28 measured: the queue's latency says nothing

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from visionbatch.cli.args import positional
 from visionbatch.console import err, table
+from visionbatch.infer.choice import CHOSEN_AFRESH, SAME_AS_ALONE
 from visionbatch.infer.plan import BatchMeasurement, InferencePlan
 from visionbatch.infer.precision import PrecisionResult
 from visionbatch.keys import help_block
@@ -19,7 +20,9 @@ exported offline with a dynamic batch. Sweeps batch sizes on the backend, choose
 the most throughput within the constraints, writes plan.json, sweep.png and DeepStream / Triton /
 TensorRT settings to runs/infer/<name>/. target= plans for a device from the catalog that this
 machine is not: its memory (less what a Jetson's OS keeps) is the memory the plan must fit, and
-the timings still come from this machine.
+the timings still come from this machine. A rerun of the same question (model, device, load,
+budgets) keeps the earlier run's choice while its own measurements carry it, so that reruns agree
+on a device whose speed moves; keep_choice=False chooses from this run alone.
 
 visionbatch keys:
 """ + help_block("infer") + """
@@ -94,8 +97,14 @@ def show(plan: InferencePlan) -> str:
                      f"({verdict})")
     if plan.batch_size is not None:
         lines.append(f"chosen: {plan.reason}")
-        if plan.earlier is not None and plan.earlier.why in ("the same policy", "the same batch"):
-            lines.append(f"an earlier run chose the same: {plan.earlier.describe()}")
+        earlier = plan.earlier
+        if earlier is not None and earlier.why == SAME_AS_ALONE:
+            lines.append(f"an earlier run chose the same: {earlier.describe()}")
+        elif earlier is not None and not earlier.kept and earlier.why == CHOSEN_AFRESH:
+            lines.append(f"chosen afresh (keep_choice=False); an earlier run had chosen {earlier.describe()}")
+        elif earlier is None and plan.remembered:
+            lines.append("remembered: a later run with the same model, device, load and budgets keeps this choice "
+                         "while its own measurements carry it (keep_choice=False chooses afresh)")
         if plan.instances is not None:
             lines.append(f"triton instances: {plan.instances.reason}"
                          + (f" [{plan.instances.timing}]" if plan.instances.timing else ""))

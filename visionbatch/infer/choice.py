@@ -103,6 +103,8 @@ KEEP_UTILISATION = 0.85
 # (batch 4 with a 100 ms queue delay, p99 130 ms, against batch 1's 25 ms under a 500 ms budget), while tens of
 # milliseconds under a budget of hundreds are not worth moving a deployed policy for.
 KEEP_P99_SHARE = 0.10
+SAME_AS_ALONE = "this run alone chose the same"  # `EarlierChoice.why` when the earlier policy is the fresh one
+CHOSEN_AFRESH = "keep_choice=False: chosen afresh"  # `EarlierChoice.why` when the caller asked not to keep it
 
 
 def judge_queued(measurement: BatchMeasurement, constraints: Constraints, policy: QueueStats) -> BatchVerdict:
@@ -416,7 +418,13 @@ def advise(measurements: Sequence[BatchMeasurement], constraints: Constraints, i
         quickest = min(ordered, key=frame_ms)
         if frame_ms(quickest) > constraints.latency_ms:
             wait = frame_ms(quickest) - quickest.latency_p99_ms  # fill wait, or queueing and batching
-            factor = max(factor, quickest.latency_p99_ms / max(constraints.latency_ms - wait, 1e-9))
+            policy = simulated.get(quickest.batch_size)
+            if wait < constraints.latency_ms:
+                factor = max(factor, quickest.latency_p99_ms / (constraints.latency_ms - wait))
+            elif policy is None or policy.utilisation < 1.0:  # the wait alone is over the budget, near saturation:
+                factor = max(factor, frame_ms(quickest) / constraints.latency_ms)  # it shrinks with the work at least
+            # else the queue grows without bound, and its simulated latency says only how long the simulation ran:
+            # the throughput the load needs (above) says how much the work must shrink
         relaxed = [m for m in ordered if _meets(m, constraints, latency=False)
                    and (m.batch_size not in simulated or simulated[m.batch_size].utilisation < 1.0)]
         if relaxed:
@@ -538,13 +546,13 @@ def keep_earlier(fresh: Choice, earlier: EarlierChoice, measurements: Sequence[B
         now = next(m for m in ordered if m.batch_size == fresh.batch_size)
         old_speed, new_speed = carried(old, policy, constraints), carried(now, fresh.simulated, constraints)
         if (old.batch_size, delay) == (fresh.batch_size, fresh.queue_delay_ms):
-            return dataclasses.replace(fresh, earlier=dataclasses.replace(earlier, kept=True, why="the same policy"))
+            return dataclasses.replace(fresh, earlier=dataclasses.replace(earlier, kept=True, why=SAME_AS_ALONE))
     else:
         policy, verdict = None, judge(old, constraints)
         now = next(m for m in ordered if m.batch_size == fresh.batch_size)
         old_speed, new_speed = old.speed(), now.speed()
         if old.batch_size == fresh.batch_size:
-            return dataclasses.replace(fresh, earlier=dataclasses.replace(earlier, kept=True, why="the same batch"))
+            return dataclasses.replace(fresh, earlier=dataclasses.replace(earlier, kept=True, why=SAME_AS_ALONE))
     if not verdict.feasible:
         return _not_kept(fresh, earlier, verdict.violations[0])
     busy = busiest(old, policy, ordered) if policy is not None else None
@@ -554,7 +562,7 @@ def keep_earlier(fresh: Choice, earlier: EarlierChoice, measurements: Sequence[B
                                          f"{fresh.batch_size}, comfortably idle, gives {fresh.simulated.latency_p99_ms:.1f}")
     if busy is not None and busy <= KEEP_UTILISATION + 1e-9:
         why = (f"{busy:.0%} busy at the low end of its interval, within the {KEEP_UTILISATION:.0%} a kept "
-               f"choice may reach")
+               f"choice may reach (a new one: {COMFORTABLE_UTILISATION:.0%})")
     elif not measurably_faster(new_speed, old_speed, tolerance):
         why = (f"it carries {old_speed.img_per_s:.1f} img/s against {new_speed.img_per_s:.1f}, not measurably "
                f"less")

@@ -279,8 +279,9 @@ class InferencePlan:
         instances: Triton's instance count: the chosen batch on one instance against two at
             once, both throughputs with their intervals, and the count written
             (`visionbatch.infer.instances`), or 1 with the reason nothing was measured.
-        earlier: the choice an earlier run made for the same model, device, load and budgets
-            (`keep_choice=True`), whether it was kept and why; None when there was none.
+        earlier: the choice an earlier run made for the same model, device, load and budgets, whether it
+            was kept and why (`keep_choice=False`: not kept, chosen afresh); None when there was none.
+        remembered: whether this run's choice was stored for later runs of the same question (`infer.kept`).
     """
 
     model: str
@@ -316,6 +317,7 @@ class InferencePlan:
     replayed: tuple[ReplayResult, ...] = ()
     instances: InstanceSearch | None = None
     earlier: EarlierChoice | None = None
+    remembered: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

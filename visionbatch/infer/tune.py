@@ -27,7 +27,7 @@ from visionbatch.devices.oom import is_oom
 from visionbatch.errors import ConfigError, ProbeError, StorageError
 from visionbatch.infer import deploy, probes
 from visionbatch.infer.budget import memory_budget_for
-from visionbatch.infer.choice import choose, keep_earlier
+from visionbatch.infer.choice import CHOSEN_AFRESH, choose, keep_earlier
 from visionbatch.infer.export import (
     ModelInfo,
     engine_bytes,
@@ -201,19 +201,24 @@ def tune_inference(model: str, *, imgsz: int | None = None, backend: str | None 
     from visionbatch.infer.plot import plot_sweep
 
     plot_sweep(plan, run_dir / "sweep.png")
-    plan = dataclasses.replace(plan, wall_s=round(time.perf_counter() - started, 3))
+    remembered = choice.batch_size is not None and run.choice_key is not None and _remember(
+        run.choice_key, choice, run_dir, say)
+    plan = dataclasses.replace(plan, wall_s=round(time.perf_counter() - started, 3), remembered=remembered)
     write_json(run_dir / "plan.json", plan)
-    if choice.batch_size is not None and run.choice_key is not None:  # after plan.json: a crash stores nothing
-        _remember(run.choice_key, choice, run_dir, say)
     return plan
 
 
-def _remember(key: dict[str, Any], choice: Choice, run_dir: Path, say: Callable[[str], None]) -> None:
-    """Store the choice for the next run (`infer.kept`); a cache that cannot be written costs only that."""
+def _remember(key: dict[str, Any], choice: Choice, run_dir: Path, say: Callable[[str], None]) -> bool:
+    """Store the choice for the next run (`infer.kept`): a kept choice with the run and time that first made it.
+    A cache that cannot be written costs only that (False)."""
+    first = choice.earlier if choice.earlier is not None and choice.earlier.kept else None
     try:
-        store_choice(key, choice.batch_size, choice.queue_delay_ms, str(run_dir))
-    except (OSError, StorageError) as exc:  # the run's own results are already written
+        store_choice(key, choice.batch_size, choice.queue_delay_ms, first.run_dir if first else str(run_dir),
+                     chosen_at=first.chosen_at if first else None)
+    except (OSError, StorageError) as exc:
         say(f"the choice was not remembered for later runs ({exc})")
+        return False
+    return True
 
 
 class _RunFolder:
@@ -299,11 +304,15 @@ def _sweep(opts: InferenceOptions, ready: tuple[ModelInfo, int] | str, run_folde
                 choice = choose(result.measurements, constraints, imgsz=imgsz, precision=runner.precision,
                                 device_type=device_type, service_ms=result.service_ms)
                 key = _choice_key(opts, runner, imgsz, device_name, threads, constraints)
-                earlier = load_choice(key) if opts.keep_choice else None
-                if earlier is not None:
+                earlier = load_choice(key)
+                if earlier is not None and opts.keep_choice:
                     choice = keep_earlier(choice, earlier, result.measurements, constraints, result.service_ms)
                     say(f"{'kept' if choice.earlier.kept else 'did not keep'} {earlier.describe()}: "
                         f"{choice.earlier.why}")
+                elif earlier is not None:
+                    choice = dataclasses.replace(choice, earlier=dataclasses.replace(
+                        earlier, kept=False, why=CHOSEN_AFRESH, alone_batch_size=choice.batch_size,
+                        alone_queue_delay_ms=choice.queue_delay_ms))
                 choice, replays = verify_choice(choice, result.measurements, constraints, make_step, progress=say)
             instances = _instances(opts, info, imgsz, runner, choice, device_type, device_name, threads,
                                    run_folder, say)
