@@ -42,6 +42,25 @@ def run(tokens: Sequence[str]) -> InferencePlan:
     return tune_inference(model, progress=lambda line: err(f"visionbatch infer: {line}"), **from_cli(pairs))
 
 
+# A broken constraint in the table's verdict column, in the order a reader needs it: a batch too slow for the load
+# is that first, whatever its simulated latency (which, with a growing queue, says only how long the simulation ran)
+_SHORT_VERDICTS = (("throughput ", "too slow"), ("utilisation ", "queue grows"), ("memory ", "over memory"),
+                   ("simulated p99 ", "over latency"), ("latency ", "over latency"))
+
+
+def _short_verdict(violations: Sequence[str]) -> str:
+    """The table's word for a batch that is out.
+
+    Examples:
+        >>> _short_verdict(["simulated p99 900.0 ms (queue delay 0 ms) > 500 ms budget",
+        ...                 "throughput 28.0 img/s < 40 img/s needed"])
+        'too slow'
+        >>> _short_verdict(["memory 2.00 GiB > 1.00 GiB budget"]), _short_verdict(["something else"])
+        ('over memory', 'out')
+    """
+    return next((word for prefix, word in _SHORT_VERDICTS if any(v.startswith(prefix) for v in violations)), "out")
+
+
 def show(plan: InferencePlan) -> str:
     load = plan.constraints.load is not None
     power = any(m.power_mw is not None for m in plan.measurements)
@@ -66,7 +85,7 @@ def show(plan: InferencePlan) -> str:
                 ) if simulated else []
         row += [None if m.power_mw is None else f"{m.power_mw / 1000:.1f}"] if power else []
         mark = "chosen" if m.batch_size == plan.batch_size else ("ok" if verdict.feasible else
-                                                                  verdict.violations[0].split(" ")[0])
+                                                                  _short_verdict(verdict.violations))
         rows.append(row + [mark])
     memory_source = first.memory_source or "memory"
     title = (f"visionbatch infer: {plan.task} {plan.model} at {plan.imgsz}px, {plan.backend} ({plan.provider}) "

@@ -537,8 +537,8 @@ def _measurement_notes(opts: InferenceOptions, jetson: JetsonInfo | None, device
                      f"machine's choice; run visionbatch infer on {name} for its own numbers")
     fewest = min(m.runs for m in measurements)
     if fewest < 100:
-        notes.append(f"p99 from as few as {fewest} runs sits near the slowest run: give seconds= or runs= "
-                     f"for a steadier tail")
+        notes.append(f"p99 from {fewest} runs (the fewest of any batch) is close to the slowest single run: give "
+                     f"seconds= or runs= for a steadier tail")
     if opts.end_to_end and str(opts.model).endswith((".yaml", ".yml")):
         notes.append("weights are untrained (model from a YAML): NMS finds no candidates, so post-processing "
                      "times are a lower bound; use your trained .pt for real ones")
