@@ -14,6 +14,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -29,6 +30,7 @@ DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 DISK_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system",
                  "file write failed")  # the last: torch's PytorchStreamWriter on a full disk
 LOCK_NAME = ".lock"  # a cache folder's lock file (`locked_folder`)
+CACHE_ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.json")  # a cache entry: its key's SHA-256 (`results.json_sha256`)
 
 
 @contextlib.contextmanager
@@ -86,6 +88,13 @@ def locked_folder(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(handle)  # closing releases the lock
+
+
+def cache_entry_files(folder: Path) -> list[Path]:
+    """The entry files in a cache folder (`CACHE_ENTRY_NAME`), sorted; none when the folder is not there."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if CACHE_ENTRY_NAME.fullmatch(p.name) and p.is_file())
 
 
 class UnusableEntry(ValueError):

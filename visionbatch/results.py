@@ -22,6 +22,21 @@ def utc_timestamp() -> str:
 
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
+def json_sha256(value: Any) -> str:
+    """SHA-256 of `value`'s canonical JSON (`to_jsonable`, keys sorted, no spaces): a cache entry's name.
+
+    Examples:
+        >>> json_sha256({"b": 1, "a": [1, 2]}) == json_sha256({"a": [1, 2], "b": 1})
+        True
+        >>> json_sha256({"a": 1})[:12]
+        '015abd7f5cc5'
+    """
+    import hashlib
+
+    text = json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, paths, tuples and NumPy scalars as plain JSON types; NaN and inf as None."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

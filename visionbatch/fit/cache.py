@@ -43,12 +43,13 @@ from visionbatch.errors import ConfigError, VisionbatchError
 from visionbatch.files import (
     UnusableEntry,
     atomic_write_text,
+    cache_entry_files,
     config_dir,
     locked_folder,
     read_json_entry,
 )
 from visionbatch.fit.plan import BatchCheck, BatchPlan, PlanReuse
-from visionbatch.results import to_jsonable, utc_timestamp
+from visionbatch.results import json_sha256, to_jsonable, utc_timestamp
 from visionbatch.ultralytics.models import model_sha256
 from visionbatch.units import human_bytes
 
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
 
 FORMAT = 1  # the entry layout; another value is a miss
 MAX_ENTRY_BYTES = 16 << 20  # a plan is tens of KiB: anything this large is not one
-ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.json")
 MORE_MEMORY_SHARE = 0.05  # a card offering this much more than when fitted may fit a larger batch: fit again
 # The Ultralytics train arguments the fitted step depends on (`ultralytics.spec`, `density`, `step`,
 # `fit.probes.cpu`); each is keyed with Ultralytics' default when not given.
@@ -144,16 +144,13 @@ def plan_key(job: TrainingJob, options: FitOptions, device: Mapping[str, Any]) -
 
 
 def key_hash(key: Mapping[str, Any]) -> str:
-    """The key's SHA-256 (of its canonical JSON): the entry's file name.
+    """The key's SHA-256 (of its canonical JSON, `results.json_sha256`): the entry's file name.
 
     Examples:
         >>> key_hash({"b": 1, "a": [1, 2]}) == key_hash({"a": [1, 2], "b": 1})
         True
-        >>> key_hash({"a": 1})[:12]
-        '015abd7f5cc5'
     """
-    text = json.dumps(to_jsonable(key), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_sha256(dict(key))
 
 
 def software_versions() -> dict[str, str]:
@@ -447,7 +444,7 @@ def _as_reused(plan: BatchPlan, reuse: PlanReuse, device: str, job: TrainingJob)
 def list_plans() -> PlanCache:
     """Every entry of the plan cache, newest first; unreadable ones too, with their problem. Makes nothing."""
     folder = plans_dir()
-    entries = [_summary(path) for path in _entry_files(folder)]
+    entries = [_summary(path) for path in cache_entry_files(folder)]
     entries.sort(key=lambda e: (e.fitted_at or "", e.key_hash), reverse=True)
     return PlanCache(str(folder), tuple(entries))
 
@@ -472,7 +469,7 @@ def clear_plans(prefix: str | None = None) -> ClearedPlans:
     if not folder.is_dir():
         return ClearedPlans(str(folder), (), prefix)
     with locked_folder(folder):
-        chosen = [p for p in _entry_files(folder) if prefix is None or p.stem.startswith(prefix)]
+        chosen = [p for p in cache_entry_files(folder) if prefix is None or p.stem.startswith(prefix)]
         if prefix is not None and len(chosen) > 1:
             shown = ", ".join(p.stem[:12] for p in chosen[:4]) + (", ..." if len(chosen) > 4 else "")
             raise ConfigError(f"{prefix}: {len(chosen)} entries' keys start with it ({shown}): give "
@@ -483,12 +480,6 @@ def clear_plans(prefix: str | None = None) -> ClearedPlans:
             for leftover in folder.glob(".*.partial"):
                 leftover.unlink(missing_ok=True)
     return ClearedPlans(str(folder), tuple(p.stem for p in chosen), prefix)
-
-
-def _entry_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if ENTRY_NAME.fullmatch(p.name) and p.is_file())
 
 
 def _summary(path: Path) -> CachedPlan:

@@ -169,9 +169,9 @@ def policy_arrivals(batch_size: int, constraints: Constraints) -> list[float]:
 
 
 def comfortable(measurement: BatchMeasurement, policy: QueueStats,
-                measurements: Sequence[BatchMeasurement] = (), limit: float = COMFORTABLE_UTILISATION) -> bool:
-    """Whether `policy` keeps the device at most `limit` (`COMFORTABLE_UTILISATION`, 70%) busy even at the
-    low end of the throughput's interval: then more capacity buys nothing but latency.
+                measurements: Sequence[BatchMeasurement] = ()) -> bool:
+    """Whether `policy` keeps the device at most `COMFORTABLE_UTILISATION` (70%) busy even at the low
+    end of the throughput's interval: then more capacity buys nothing but latency.
 
     The interval is that of the sizes the policy's batches run at: with `measurements` given, every
     measured size up to its mean batch rounded up, the slowest low end among them (a max batch of 4
@@ -191,7 +191,7 @@ def comfortable(measurement: BatchMeasurement, policy: QueueStats,
         >>> comfortable(m, single_frames), comfortable(m, single_frames, [one, m])  # 0.6 x 50/40 = 0.75
         (True, False)
     """
-    return busiest(measurement, policy, measurements) <= limit + 1e-9
+    return busiest(measurement, policy, measurements) <= COMFORTABLE_UTILISATION + 1e-9
 
 
 def busiest(measurement: BatchMeasurement, policy: QueueStats, measurements: Sequence[BatchMeasurement] = ()) -> float:
@@ -535,6 +535,7 @@ def keep_earlier(fresh: Choice, earlier: EarlierChoice, measurements: Sequence[B
     old = next((m for m in ordered if m.batch_size == earlier.batch_size), None)
     if old is None:
         return _not_kept(fresh, earlier, f"batch {earlier.batch_size} was not measured in this run")
+    now = next(m for m in ordered if m.batch_size == fresh.batch_size)
     queued = constraints.load is not None and bool(service_ms) and fresh.simulated is not None
     if queued:
         delay = earlier.queue_delay_ms if earlier.queue_delay_ms is not None else 0.0
@@ -543,20 +544,18 @@ def keep_earlier(fresh: Choice, earlier: EarlierChoice, measurements: Sequence[B
                                              f"try")
         policy = simulate_policy(old, constraints, service_ms, delay)
         verdict = judge_queued(old, constraints, policy)
-        now = next(m for m in ordered if m.batch_size == fresh.batch_size)
         old_speed, new_speed = carried(old, policy, constraints), carried(now, fresh.simulated, constraints)
         if (old.batch_size, delay) == (fresh.batch_size, fresh.queue_delay_ms):
             return dataclasses.replace(fresh, earlier=dataclasses.replace(earlier, kept=True, why=SAME_AS_ALONE))
     else:
         policy, verdict = None, judge(old, constraints)
-        now = next(m for m in ordered if m.batch_size == fresh.batch_size)
         old_speed, new_speed = old.speed(), now.speed()
         if old.batch_size == fresh.batch_size:
             return dataclasses.replace(fresh, earlier=dataclasses.replace(earlier, kept=True, why=SAME_AS_ALONE))
     if not verdict.feasible:
         return _not_kept(fresh, earlier, verdict.violations[0])
     busy = busiest(old, policy, ordered) if policy is not None else None
-    if (policy is not None and fresh.by_latency and fresh.simulated is not None
+    if (policy is not None and fresh.by_latency  # a policy means a queued choice: fresh.simulated is set
             and policy.latency_p99_ms - fresh.simulated.latency_p99_ms > _p99_margin_ms(fresh.simulated, constraints)):
         return _not_kept(fresh, earlier, f"its simulated p99 is {policy.latency_p99_ms:.1f} ms, and batch "
                                          f"{fresh.batch_size}, comfortably idle, gives {fresh.simulated.latency_p99_ms:.1f}")

@@ -14,19 +14,17 @@ constraints as asked (latency, memory_budget= or memory_fraction=, streams x fps
 versions. Any part that differs is
 another entry.
 
-An entry is `$XDG_CACHE_HOME/visionbatch/choices/<sha256 of the key>.json`, written whole (`files.atomic_write_text`)
-under the folder's lock. It holds plain JSON, read field by field with their types checked: nothing in it
+An entry is `$XDG_CACHE_HOME/visionbatch/choices/<key hash>.json` (`results.json_sha256`), written whole
+(`files.atomic_write_text`) under the folder's lock. It holds plain JSON, read field by field with their types checked: nothing in it
 can run code, and an entry that cannot be read is no entry (the next choice replaces it).
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,17 +32,17 @@ from typing import Any
 from visionbatch.files import (
     UnusableEntry,
     atomic_write_text,
+    cache_entry_files,
     config_dir,
     locked_folder,
     read_json_entry,
 )
 from visionbatch.infer.plan import EarlierChoice
-from visionbatch.results import to_jsonable, utc_timestamp
+from visionbatch.results import json_sha256, to_jsonable, utc_timestamp
 from visionbatch.text import printable
 
 FORMAT = 1  # the entry layout; another value is no entry
 MAX_ENTRY_BYTES = 1 << 20  # an entry is a few hundred bytes: anything this large is not one
-ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.json")
 
 
 def choices_dir() -> Path:
@@ -86,25 +84,14 @@ def choice_key(*, model_sha256: str, model: str, backend: str, provider: str, pr
     }
 
 
-def key_hash(key: Mapping[str, Any]) -> str:
-    """SHA-256 of the key's canonical JSON: the entry's file name.
-
-    Examples:
-        >>> key_hash({"a": 1, "b": [2]}) == key_hash({"b": [2], "a": 1})
-        True
-    """
-    text = json.dumps(to_jsonable(dict(key)), sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def load_choice(key: Mapping[str, Any]) -> EarlierChoice | None:
     """The choice stored for `key`, or None: no entry, or one that cannot be read as one."""
-    path = choices_dir() / f"{key_hash(key)}.json"
+    digest = json_sha256(dict(key))
     try:
-        entry = read_json_entry(path, MAX_ENTRY_BYTES)  # a link, a FIFO, a huge or deeply nested file: none
+        entry = read_json_entry(choices_dir() / f"{digest}.json", MAX_ENTRY_BYTES)  # a link, FIFO, huge file: none
     except (OSError, UnusableEntry):
         return None
-    return choice_from_entry(entry, key_hash(key))
+    return choice_from_entry(entry, digest)
 
 
 def choice_from_entry(entry: Any, digest: str) -> EarlierChoice | None:
@@ -145,7 +132,7 @@ def store_choice(key: Mapping[str, Any], batch_size: int, queue_delay_ms: float 
         StorageError: the disk failed while the entry was written (`files.atomic_path`).
         OSError: the folder cannot be made or locked.
     """
-    digest = key_hash(key)
+    digest = json_sha256(dict(key))
     entry = {"format": FORMAT, "key_hash": digest, "batch_size": int(batch_size),
              "queue_delay_ms": None if queue_delay_ms is None else float(queue_delay_ms), "run_dir": str(run_dir),
              "chosen_at": chosen_at or utc_timestamp(), "key": to_jsonable(dict(key))}
@@ -154,15 +141,9 @@ def store_choice(key: Mapping[str, Any], batch_size: int, queue_delay_ms: float 
         return atomic_write_text(folder / f"{digest}.json", json.dumps(entry, indent=1, allow_nan=False) + "\n")
 
 
-def _entry_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if ENTRY_NAME.fullmatch(p.name) and not p.is_symlink() and p.is_file())
-
-
 def count_choices() -> int:
     """How many choices are kept (`visionbatch cache list` says so)."""
-    return len(_entry_files(choices_dir()))
+    return len(cache_entry_files(choices_dir()))
 
 
 def clear_choices() -> int:
@@ -171,7 +152,7 @@ def clear_choices() -> int:
     if not folder.is_dir():
         return 0
     with locked_folder(folder):
-        entries = _entry_files(folder)
+        entries = cache_entry_files(folder)
         for path in entries:
             path.unlink(missing_ok=True)
         for leftover in folder.glob(".*.partial"):
