@@ -196,6 +196,23 @@ def interpolate_batch(low: tuple[int, float], high: tuple[int, float], budget_by
     return min(max(guess, b_low + 1), b_high - 1)
 
 
+def extrapolate_batch(low: tuple[int, float], high: tuple[int, float], budget_bytes: float) -> int | None:
+    """The batch where the straight line through two readings that fitted meets the budget, at or
+    above the larger of them: the local slope, for a search bracketed by an out-of-memory error
+    that left no reading (None when the readings do not grow).
+
+    Examples:
+        >>> extrapolate_batch((27, 1440.0), (67, 2540.0), 3072.0)
+        86
+        >>> extrapolate_batch((67, 2540.0), (86, 2920.0), 3072.0), extrapolate_batch((4, 500.0), (8, 500.0), 900.0)
+        (93, None)
+    """
+    (b_low, m_low), (b_high, m_high) = low, high
+    if b_high <= b_low or m_high <= m_low:
+        return None
+    return b_high + max(0, math.floor((budget_bytes - m_high) * (b_high - b_low) / (m_high - m_low)))
+
+
 def fit_memory_surface(points: Sequence[tuple[int, int, float]]) -> MemorySurface:
     """Fit peak memory over (batch, imgsz): fixed + fixed_per_pixel s^2 + b (per_image + per_image_per_pixel s^2).
 

@@ -8,7 +8,11 @@ training state alive):
    throughput reading), when the answer is far above 2 (never more than 16x past what fitted);
 3. the predicted answer itself; if it does not fit, the next guess comes from the refitted curve
    kept under the failure, from interpolating between the largest batch that fitted and the
-   smallest that did not, and from halving after two misses in a row.
+   smallest that did not, and from halving after two misses in a row. After one out-of-memory
+   error (no reading) the line through the last two readings that fitted may step further than
+   the curve's band (never past halfway to the failure), and where that line puts the next batch
+   over the budget, the next batch is tried: a far failure no longer leaves the search creeping
+   up a batch or two per probe.
 
 It stops when the largest batch that fitted is the curve's answer, or is one below a batch that
 did not fit. The answer is always a batch that was actually run (or, for a target GPU, traced);
@@ -43,6 +47,7 @@ from visionbatch.devices.memory import Capacity
 from visionbatch.errors import BudgetError
 from visionbatch.fit.curve import (
     DEFAULT_SIGMAS,
+    extrapolate_batch,
     fit_memory_curve,
     interpolate_batch,
     monotonic_violations,
@@ -176,6 +181,15 @@ def _together(state: _Probing, train: MemoryCurve, val: MemoryCurve, target: int
     return max(low, 1)
 
 
+def _local_step(state: _Probing) -> int | None:
+    """Where the line through the two largest batches that fitted (in the curve's readings) meets
+    the budget: the bracketed search's secant step (None with fewer than two, or no growth)."""
+    bad = state.left_out("train")
+    fitted = sorted((s.batch_size, s.peak_bytes) for s in state.readings("train")
+                    if s.batch_size <= state.best and s.batch_size not in bad)
+    return extrapolate_batch(fitted[-2], fitted[-1], state.budget_bytes) if len(fitted) >= 2 else None
+
+
 def _target(state: _Probing, limit: int, sigmas: float) -> int:
     """The next batch to verify: the curves' answer under every bound."""
     train_curve, val_curve = state.curve("train"), state.curve("val")
@@ -192,6 +206,10 @@ def _target(state: _Probing, limit: int, sigmas: float) -> int:
         readings = {s.batch_size: s.peak_bytes for s in state.readings("train")}
         middle = (state.best + state.upper) // 2
         if state.misses >= 2 or state.upper not in readings:
+            if state.misses < 2:
+                # an out-of-memory error far above: the band's target alone creeps up a batch or two
+                # per probe; the slope of the last two readings that fitted steps to the budget
+                target = max(target, _local_step(state) or 0)
             target = min(target, max(middle, state.best + 1))
         elif state.best in readings:
             target = min(target, interpolate_batch((state.best, readings[state.best]),
@@ -264,7 +282,10 @@ def plan_batch(
             open_bracket = state.upper is not None and state.upper > nxt
             if not (open_bracket and curve.predict(nxt) - sigmas * curve.uncertainty(nxt) <= budget):
                 break
-            answer = max((state.best + state.upper) // 2, nxt)  # the curve cannot rule it out: bisect
+            # the curve cannot rule it out: bisect, or try the next batch where the last readings'
+            # slope puts it over the budget (a step that would close the bracket)
+            local = _local_step(state)
+            answer = nxt if local is not None and local < nxt else max((state.best + state.upper) // 2, nxt)
         target = answer
         if state.upper is None and state.best <= 2 and answer // 4 > 4:
             target = answer // 4  # an intermediate reading before the long extrapolation
