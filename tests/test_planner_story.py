@@ -139,3 +139,21 @@ def test_the_plot_marks_nothing_when_every_reading_is_inside_the_band() -> None:
     assert outside_band(plan) == []
     labels = [t.get_text() for t in batch_plan_figure(plan).legends[0].get_texts()]
     assert not any("outside" in label for label in labels)
+
+
+def step_at_14(batch: int, phase: str) -> float:
+    """742 MiB + 11 MiB/image, with 453 MiB more from batch 14; validation 742 MiB + 6 MiB/image."""
+    if phase == "train":
+        return (742 + 11 * batch + (453 if batch >= 14 else 0)) * MIB
+    return (742 + 6 * batch) * MIB
+
+
+def test_with_no_failure_yet_a_wide_band_does_not_leave_the_search_creeping() -> None:
+    """The step at 14 widens the curve's band (residual 154 MiB): its 2σ target crept 44, 47, 49, 51 and
+    the default 8 probes ended at 51 of the true 77. The slope of the last readings steps to 77."""
+    probe = CpuLikeProbe(step_at_14, total_bytes=2 * GIB, noise_floor_bytes=4 * MIB)
+    plan = plan_batch(probe, UntimedRunner(), 1.0, dataset_images=10_000)
+    assert [s.batch_size for s in plan.samples if s.phase == "train"] == [1, 2, 27, 37, 44, 77]
+    # 77 is the true largest: 742 + 11 x 77 + 453 = 2042 MiB of 2048; 78 needs 2053
+    assert (plan.batch_size, plan.max_batch_size) == (77, 77)
+    assert plan.reason.startswith("batch 77 is the largest that fits 1 x 2.00 GiB = 2.00 GiB: it measured 1.99 GiB")

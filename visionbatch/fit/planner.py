@@ -8,11 +8,11 @@ training state alive):
    throughput reading), when the answer is far above 2 (never more than 16x past what fitted);
 3. the predicted answer itself; if it does not fit, the next guess comes from the refitted curve
    kept under the failure, from interpolating between the largest batch that fitted and the
-   smallest that did not, and from halving after two misses in a row. After one out-of-memory
-   error (no reading) the line through the last two readings that fitted may step further than
-   the curve's band (never past halfway to the failure), and where that line puts the next batch
-   over the budget, the next batch is tried: a far failure no longer leaves the search creeping
-   up a batch or two per probe.
+   smallest that did not, and from halving after two misses in a row. Where the curve's band is
+   wide (a step in the readings, or noise) its target creeps up a batch or two per probe; then
+   the line through the last two readings that fitted steps to the budget instead: before any
+   failure, and after one out-of-memory error (no reading; never past halfway to it). Where that
+   line puts the next batch over the budget, the next batch is tried.
 
 It stops when the largest batch that fitted is the curve's answer, or is one below a batch that
 did not fit. The answer is always a batch that was actually run (or, for a target GPU, traced);
@@ -74,6 +74,7 @@ from visionbatch.stats import (
 from visionbatch.ultralytics.spec import NOMINAL_BATCH
 from visionbatch.units import human_bytes
 
+CREEP = 1.1  # a band's target under 1.1x the largest batch that fitted is creeping: take the secant step
 GROWTH_LIMIT = 16  # never extrapolate more than 16x past the largest batch that fitted
 MAX_PROBES = 8
 TYPICAL_PROBES = 5  # the probes a search usually takes (4 to 6): the progress estimate's plan
@@ -196,6 +197,10 @@ def _target(state: _Probing, limit: int, sigmas: float) -> int:
     if train_curve.per_image_bytes <= 0 and train_curve.quadratic_bytes <= 0:
         return min(state.best * 4, limit, (state.upper or limit + 1) - 1)  # readings not growing yet: explore
     target = solve_batch(train_curve, state.budget_bytes, sigmas, below=state.upper, cap=limit)
+    if state.upper is None and target < CREEP * state.best:
+        # nothing failed yet, and the band (wide where the readings carry a step or noise) lets the
+        # target creep up a batch or two per probe: the last readings' slope steps to the budget
+        target = max(target, _local_step(state) or 0)
     if val_curve is not None:
         target = min(target, solve_batch(val_curve, state.budget_bytes, sigmas, cap=2 * limit) // 2)
         target = _together(state, train_curve, val_curve, target)
