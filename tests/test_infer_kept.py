@@ -255,22 +255,6 @@ def test_a_kept_policy_whose_replay_missed_is_recorded_as_not_kept() -> None:
     assert replayed.earlier.why.endswith(", but its replay missed the budget")
 
 
-def test_cache_list_counts_the_kept_choices_and_clear_removes_them(capsys) -> None:
-    from visionbatch.cli import main
-
-    kept.store_choice(key(), 2, 25.0, "r")
-    kept.store_choice(key(fps=12), 1, 0.0, "r")
-    (kept.choices_dir() / ".x.json.1.partial").write_text("{")  # a killed writer's leftover
-    assert main(["cache", "list"]) == 0
-    assert "infer keeps 2 choices for later runs (keep_choice=); visionbatch cache clear removes them too" in \
-        capsys.readouterr().out
-    assert main(["cache", "clear", "ab"]) == 0 and kept.count_choices() == 2  # a KEY names a plan only
-    capsys.readouterr()
-    assert main(["cache", "clear"]) == 0
-    assert capsys.readouterr().out.rstrip().endswith(", and 2 kept inference choices")
-    assert kept.count_choices() == 0 and list(kept.choices_dir().iterdir()) == [kept.choices_dir() / ".lock"]
-
-
 def test_advice_when_the_queue_alone_is_over_the_budget_is_a_sane_factor() -> None:
     # the new-user trial: 4 x 10 fps on a device at 24-29 img/s gave "the work must shrink 90541000000.00x"
     from visionbatch.infer.choice import advise, judge_queued, simulate_policies

@@ -33,6 +33,7 @@ from visionbatch.fit.cache import (
 from visionbatch.fit.plan import BatchPlan, PlanReuse, WorkloadSummary
 from visionbatch.fit.planner import plan_batch
 from visionbatch.fit.probes.simulated import SimulatedProbe
+from visionbatch.infer import kept
 from visionbatch.stats import SpeedEstimate, Timings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,7 +421,7 @@ def test_cache_clear_removes_one_by_prefix_or_all(plans: Path, capsys: pytest.Ca
     assert not (plans / f"{digests[0]}.json").exists() and (plans / f"{digests[1]}.json").exists()
     assert main(["cache", "clear", digests[0][:6], "--json"]) == 0  # gone already: nothing removed, not an error
     assert json.loads(capsys.readouterr().out) == {"folder": str(plans), "removed": [], "prefix": digests[0][:6],
-                                                  "kept_choices_removed": 0}
+                                                  "kept_choices_removed": 0, "choices_folder": str(kept.choices_dir())}
     (plans / f".{digests[1]}.json.x1y2.partial").write_text("{")  # a writer killed mid-write left this
     assert main(["cache", "clear"]) == 0
     assert capsys.readouterr().out == f"removed 2 plans from {plans}\n"

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from visionbatch.errors import StorageError
+from visionbatch.errors import ConfigError, StorageError
+from visionbatch.text import printable
 
 # errno values that mean "the disk", not "the program"
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
@@ -31,6 +32,7 @@ DISK_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only fi
                  "file write failed")  # the last: torch's PytorchStreamWriter on a full disk
 LOCK_NAME = ".lock"  # a cache folder's lock file (`locked_folder`)
 CACHE_ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.json")  # a cache entry: its key's SHA-256 (`results.json_sha256`)
+CACHE_KEY_PREFIX = re.compile(r"[0-9a-f]{1,64}")  # what `visionbatch cache clear KEY` accepts
 
 
 @contextlib.contextmanager
@@ -95,6 +97,69 @@ def cache_entry_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if CACHE_ENTRY_NAME.fullmatch(p.name) and p.is_file())
+
+
+def cache_entry_size(path: Path) -> int:
+    """An entry file's size in bytes; 0 when it cannot be read (removed while listed, say)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def remove_cache_entries(folder: Path, prefix: str | None = None) -> tuple[str, ...]:
+    """Remove every entry of a cache folder, or the one whose key hash starts with `prefix`, under the folder's
+    lock; return the key hashes removed. Leftovers of killed writers go too when every entry is removed.
+
+    Raises:
+        ConfigError: `prefix` is not hex digits, or it starts more than one entry's key (nothing is removed).
+
+    Examples:
+        >>> remove_cache_entries(Path("/nonexistent"), "3fa2"), remove_cache_entries(Path("/nonexistent"))
+        ((), ())
+        >>> remove_cache_entries(Path("/nonexistent"), "xyz")
+        Traceback (most recent call last):
+        visionbatch.errors.ConfigError: xyz: a key is hex digits (0-9, a-f), as 'visionbatch cache list' shows them
+    """
+    check_cache_key_prefix(prefix)
+    if not folder.is_dir():
+        return ()
+    with locked_folder(folder):
+        chosen = cache_entries_starting(folder, prefix)
+        for path in chosen:
+            path.unlink(missing_ok=True)
+        if prefix is None:  # under the lock no writer is mid-write: a temporary file left is a killed writer's
+            for leftover in folder.glob(".*.partial"):
+                leftover.unlink(missing_ok=True)
+    return tuple(p.stem for p in chosen)
+
+
+def cache_entries_starting(folder: Path, prefix: str | None) -> list[Path]:
+    """A cache folder's entry files whose key hash starts with `prefix` (all of them for None): at most one.
+
+    Raises:
+        ConfigError: `prefix` is not hex digits, or it starts more than one entry's key.
+    """
+    check_cache_key_prefix(prefix)
+    chosen = [p for p in cache_entry_files(folder) if prefix is None or p.stem.startswith(prefix)]
+    if prefix is not None and len(chosen) > 1:
+        listed = ", ".join(p.stem[:12] for p in chosen[:4]) + (", ..." if len(chosen) > 4 else "")
+        raise ConfigError(f"{prefix}: {len(chosen)} entries' keys start with it ({listed}): give more of the key")
+    return chosen
+
+
+def check_cache_key_prefix(prefix: str | None) -> None:
+    """Refuse a KEY that cannot start an entry's name (`CACHE_KEY_PREFIX`); None (every entry) passes.
+
+    Examples:
+        >>> check_cache_key_prefix("3fa2"), check_cache_key_prefix(None)
+        (None, None)
+        >>> check_cache_key_prefix("3FA2")
+        Traceback (most recent call last):
+        visionbatch.errors.ConfigError: 3FA2: a key is hex digits (0-9, a-f), as 'visionbatch cache list' shows them
+    """
+    if prefix is not None and not CACHE_KEY_PREFIX.fullmatch(prefix):
+        raise ConfigError(f"{printable(prefix, 80)}: a key is hex digits (0-9, a-f), as 'visionbatch cache list' shows them")
 
 
 class UnusableEntry(ValueError):

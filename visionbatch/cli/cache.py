@@ -1,4 +1,4 @@
-"""`visionbatch cache list | clear [KEY]`: the plan cache's entries, shown or removed."""
+"""`visionbatch cache list | clear [KEY]`: the plan cache's entries and infer's kept choices, shown or removed."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from visionbatch.console import table
 from visionbatch.errors import ConfigError
 from visionbatch.fit.cache import ClearedPlans, PlanCache
-from visionbatch.text import shown, suggest
+from visionbatch.text import printable, shown, suggest
 from visionbatch.units import human_bytes
 
-SUMMARY = "list or clear the fitted plans that train batch=auto and fit reuse (the plan cache)"
+SUMMARY = "list or clear the fitted plans that train batch=auto and fit reuse, and infer's kept choices"
 USAGE = """visionbatch cache list
 visionbatch cache clear [KEY]
 
@@ -19,14 +19,17 @@ train batch=auto and fit store every batch plan they search for, and reuse it wh
 shapes memory has changed: the GPU (name, UUID, memory, driver, CUDA) or the CPU budget or the
 target, torch, Ultralytics and visionbatch, the model file's content, task, imgsz, AMP, the label
 density, the train arguments the step depends on, the dataset's images, memory_fraction and
-max_probes. plan_cache=False fits again without reading or writing it.
+max_probes. plan_cache=False fits again without reading or writing it. infer keeps the policy it
+chose for the same question (model, runner, device, budgets, load) for later runs (keep_choice=).
 
-list   shows each entry: its key, when it was fitted, the device, model, imgsz, batch and size
-clear  removes every entry, or the one whose key starts with KEY (visionbatch cache clear 3fa2)
+list   shows each plan: its key, when it was fitted, the device, model, imgsz, batch and size;
+       then each kept choice: its key, when it was first chosen, the model, runner/precision,
+       imgsz, load (streams x fps), batch, queue delay and size
+clear  removes every plan and kept choice, or the plan or kept choice whose key starts with KEY
+       (visionbatch cache clear 3fa2)
 
-The entries live in $XDG_CACHE_HOME/visionbatch/plans (~/.cache/visionbatch/plans). infer's kept
-choices (keep_choice=) live beside them in .../visionbatch/choices: list counts them, and clear
-without a KEY removes them too."""
+The plans live in $XDG_CACHE_HOME/visionbatch/plans (~/.cache/visionbatch/plans), the kept choices
+beside them in .../visionbatch/choices."""
 
 ACTIONS = ("list", "clear")
 EXAMPLE = "visionbatch cache list, or visionbatch cache clear [KEY]"
@@ -43,38 +46,82 @@ def run(tokens: Sequence[str]) -> PlanCache | ClearedPlans:
     if (action == "list" and rest) or len(rest) > 1:
         raise ConfigError(f"{action} takes {'nothing' if action == 'list' else 'one KEY'} after it, not "
                           f"{shown(' '.join(rest))}: {EXAMPLE}")
-    from visionbatch.infer.kept import clear_choices, count_choices
+    from visionbatch.infer.kept import (
+        check_choice_prefix,
+        choices_dir,
+        clear_choices,
+        list_choices,
+    )
 
+    folder = str(choices_dir())
     if action == "list":
-        return dataclasses.replace(list_plans(), kept_choices=count_choices())
-    cleared = clear_plans(rest[0] if rest else None)
-    return cleared if rest else dataclasses.replace(cleared, kept_choices_removed=clear_choices())
+        choices = list_choices()
+        return dataclasses.replace(list_plans(), kept_choices=len(choices), choices=choices, choices_folder=folder)
+    prefix = rest[0] if rest else None
+    if prefix is not None:
+        check_choice_prefix(prefix)  # a KEY refused among the choices removes no plan either
+    cleared = clear_plans(prefix)
+    return dataclasses.replace(cleared, kept_choices_removed=len(clear_choices(prefix)), choices_folder=folder)
 
 
 def show(result: PlanCache | ClearedPlans) -> str:
     if isinstance(result, ClearedPlans):
-        if result.prefix is not None and not result.removed:
-            return f"no entry's key starts with {result.prefix} in {result.folder} (visionbatch cache list shows them)"
-        count = len(result.removed)
-        choices = result.kept_choices_removed
-        kept = f", and {choices} kept inference choice{'' if choices == 1 else 's'}" if choices else ""
-        return f"removed {count} plan{'' if count == 1 else 's'} from {result.folder}{kept}"
-    kept = (f"infer keeps {result.kept_choices} choice{'' if result.kept_choices == 1 else 's'} for later runs "
-            f"(keep_choice=); visionbatch cache clear removes them too") if result.kept_choices else ""
-    if not result.entries:
-        return f"no plans cached in {result.folder}" + (f"\n{kept}" if kept else "")
+        return _cleared(result)
+    lines = _plans(result) if result.entries else [f"no plans cached in {result.folder}"]
+    if result.choices:
+        lines += _choices(result)[1 if lines[-1] == "" else 0:]  # one blank line between the tables
+    if result.entries or result.choices:
+        lines.append("remove one (a plan or a kept choice): visionbatch cache clear KEY; all: visionbatch cache clear")
+    return "\n".join(lines)
+
+
+def _cleared(result: ClearedPlans) -> str:
+    plans, choices = len(result.removed), result.kept_choices_removed
+    if result.prefix is not None and not plans and not choices:
+        return (f"no plan's or kept choice's key starts with {result.prefix} in {result.folder} or "
+                f"{result.choices_folder} (visionbatch cache list shows them)")
+    parts = []
+    if plans or result.prefix is None:
+        parts.append(f"{plans} plan{'' if plans == 1 else 's'} from {result.folder}")
+    if choices:
+        parts.append(f"{choices} kept inference choice{'' if choices == 1 else 's'} from {result.choices_folder}")
+    return "removed " + ", and ".join(parts)
+
+
+def _plans(result: PlanCache) -> list[str]:
     rows = []
     for entry in result.entries:
-        when = entry.fitted_at[:16].replace("T", " ") if entry.fitted_at else "-"
-        rows.append([entry.key_hash[:12], when, entry.device or "-", entry.model or "-",
-                     entry.imgsz if entry.imgsz is not None else "-",
+        rows.append([entry.key_hash[:12], _minutes(entry.fitted_at), printable(entry.device or "-", 60),
+                     printable(entry.model or "-", 60), entry.imgsz if entry.imgsz is not None else "-",
                      entry.batch_size if entry.batch_size is not None and entry.problem is None else "-",
                      human_bytes(entry.size_bytes)])
     lines = ["", table(["key", "fitted (UTC)", "device", "model", "imgsz", "batch", "size"], rows,
                        title=f"visionbatch cache: {len(result.entries)} plans in {result.folder}"), ""]
     lines += [f"{entry.key_hash[:12]}: unusable ({entry.problem}); the next fit of its key replaces it"
               for entry in result.entries if entry.problem is not None]
-    lines.append("remove one: visionbatch cache clear KEY; all: visionbatch cache clear")
-    if kept:
-        lines.append(kept)
-    return "\n".join(lines)
+    return lines
+
+
+def _choices(result: PlanCache) -> list[str]:
+    """The kept choices' table; their text is already printable (`infer.kept.KeptChoice`)."""
+    rows = [[c.key_hash[:12], _minutes(c.chosen_at), c.model or "-", c.runner or "-",
+             c.imgsz if c.imgsz is not None else "-", c.load or "-",
+             c.batch_size if c.batch_size is not None else "-",
+             f"{c.queue_delay_ms:g}" if c.queue_delay_ms is not None else "-", human_bytes(c.size_bytes)]
+            for c in result.choices]
+    count = len(result.choices)
+    lines = ["", table(["key", "chosen (UTC)", "model", "runner", "imgsz", "load", "batch", "queue delay ms", "size"],
+                       rows, title=f"infer's kept choices (keep_choice=): {count} in {result.choices_folder}"), ""]
+    lines += [f"{c.key_hash[:12]}: unusable ({c.problem}); the next infer of its question replaces it"
+              for c in result.choices if c.problem is not None]
+    return lines
+
+
+def _minutes(timestamp: str | None) -> str:
+    """An ISO 8601 time to the minute, as the tables show it ('2026-11-30 15:05'); '-' for none.
+
+    Examples:
+        >>> _minutes("2026-11-30T15:05:09+00:00"), _minutes(None)
+        ('2026-11-30 15:05', '-')
+    """
+    return timestamp[:16].replace("T", " ") if timestamp else "-"

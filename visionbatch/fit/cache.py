@@ -32,21 +32,22 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionbatch.errors import ConfigError, VisionbatchError
+from visionbatch.errors import VisionbatchError
 from visionbatch.files import (
     UnusableEntry,
     atomic_write_text,
     cache_entry_files,
+    cache_entry_size,
     config_dir,
     locked_folder,
     read_json_entry,
+    remove_cache_entries,
 )
 from visionbatch.fit.plan import BatchCheck, BatchPlan, PlanReuse
 from visionbatch.results import json_sha256, to_jsonable, utc_timestamp
@@ -253,11 +254,15 @@ class PlanCache:
         folder: where the entries live.
         entries: one `CachedPlan` per entry file.
         kept_choices: how many choices infer keeps for later runs (`infer.kept`, apart from the plans).
+        choices: those choices, one `infer.kept.KeptChoice` each, newest first (typed loosely: fit sits below infer).
+        choices_folder: where they live (`infer.kept.choices_dir`); None when not asked.
     """
 
     folder: str
     entries: tuple[CachedPlan, ...]
     kept_choices: int = 0
+    choices: tuple[Any, ...] = ()
+    choices_folder: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -271,14 +276,18 @@ class ClearedPlans:
         folder: the plan cache's folder.
         removed: the key hashes of the entries removed.
         prefix: the key prefix asked for (None: every entry).
-        kept_choices_removed: how many of infer's kept choices went with them (`infer.kept`; only when every
-            entry is cleared).
+        kept_choices_removed: how many of infer's kept choices went with them (`infer.kept`: every one, or the
+            one whose key starts with `prefix`).
+        choices_folder: where those choices live; None when not asked (left out of the JSON then).
     """
+
+    JSON_OPTIONAL = ("choices_folder",)
 
     folder: str
     removed: tuple[str, ...]
     prefix: str | None = None
     kept_choices_removed: int = 0
+    choices_folder: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -462,31 +471,12 @@ def clear_plans(prefix: str | None = None) -> ClearedPlans:
         Traceback (most recent call last):
         visionbatch.errors.ConfigError: xyz: a key is hex digits (0-9, a-f), as 'visionbatch cache list' shows them
     """
-    if prefix is not None and not re.fullmatch(r"[0-9a-f]{1,64}", prefix):
-        raise ConfigError(f"{prefix}: a key is hex digits (0-9, a-f), as 'visionbatch cache list' shows "
-                          f"them")
     folder = plans_dir()
-    if not folder.is_dir():
-        return ClearedPlans(str(folder), (), prefix)
-    with locked_folder(folder):
-        chosen = [p for p in cache_entry_files(folder) if prefix is None or p.stem.startswith(prefix)]
-        if prefix is not None and len(chosen) > 1:
-            shown = ", ".join(p.stem[:12] for p in chosen[:4]) + (", ..." if len(chosen) > 4 else "")
-            raise ConfigError(f"{prefix}: {len(chosen)} entries' keys start with it ({shown}): give "
-                              f"more of the key")
-        for path in chosen:
-            path.unlink(missing_ok=True)
-        if prefix is None:  # under the lock no writer is mid-write: a temporary file left is a killed writer's
-            for leftover in folder.glob(".*.partial"):
-                leftover.unlink(missing_ok=True)
-    return ClearedPlans(str(folder), tuple(p.stem for p in chosen), prefix)
+    return ClearedPlans(str(folder), remove_cache_entries(folder, prefix), prefix)  # `files`: shared with infer.kept
 
 
 def _summary(path: Path) -> CachedPlan:
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = 0
+    size = cache_entry_size(path)
     entry, _, problem = _read_entry(path, path.stem)
     key = entry.get("key") if entry is not None and isinstance(entry.get("key"), dict) else None
     plan = entry.get("plan") if entry is not None and isinstance(entry.get("plan"), dict) else {}

@@ -21,6 +21,7 @@ can run code, and an entry that cannot be read is no entry (the next choice repl
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -32,10 +33,13 @@ from typing import Any
 from visionbatch.files import (
     UnusableEntry,
     atomic_write_text,
+    cache_entries_starting,
     cache_entry_files,
+    cache_entry_size,
     config_dir,
     locked_folder,
     read_json_entry,
+    remove_cache_entries,
 )
 from visionbatch.infer.plan import EarlierChoice
 from visionbatch.results import json_sha256, to_jsonable, utc_timestamp
@@ -109,19 +113,37 @@ def choice_from_entry(entry: Any, digest: str) -> EarlierChoice | None:
         >>> choice_from_entry({**entry, "chosen_at": "yesterday"}, "ab") is None
         True
     """
-    if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("key_hash") != digest:
+    if _choice_problem(entry, digest) is not None:
         return None
-    batch, delay = entry.get("batch_size"), entry.get("queue_delay_ms")
-    run_dir, chosen_at = entry.get("run_dir"), entry.get("chosen_at")
-    if type(batch) is not int or batch < 1 or not isinstance(run_dir, str) or not isinstance(chosen_at, str):
-        return None
-    if delay is not None and (type(delay) not in (int, float) or not math.isfinite(delay) or delay < 0):
-        return None  # a stored delay is also held to this run's grid of delays (`choice.keep_earlier`)
-    try:
-        datetime.datetime.fromisoformat(chosen_at)
-    except ValueError:
-        return None
+    batch, delay = entry["batch_size"], entry.get("queue_delay_ms")
+    run_dir, chosen_at = entry["run_dir"], entry["chosen_at"]
     return EarlierChoice(batch, None if delay is None else float(delay), printable(run_dir, 300), chosen_at)
+
+
+def _choice_problem(entry: Any, digest: str) -> str | None:
+    """Why an entry holds no choice `load_choice` would use (one rule for reading and for listing); None if it does.
+
+    Examples:
+        >>> _choice_problem({"format": 1, "key_hash": "ab", "batch_size": 0}, "ab")
+        'its batch is not a whole number of at least 1'
+    """
+    if not isinstance(entry, dict) or entry.get("format") != FORMAT:
+        return f"not an entry of format {FORMAT}"
+    if entry.get("key_hash") != digest:
+        return "its key hash is not its name"
+    batch, delay = entry.get("batch_size"), entry.get("queue_delay_ms")
+    if type(batch) is not int or batch < 1:
+        return "its batch is not a whole number of at least 1"
+    # a stored delay is also held to this run's grid of delays (`choice.keep_earlier`)
+    if delay is not None and (type(delay) not in (int, float) or not math.isfinite(delay) or delay < 0):
+        return "its queue delay is not a number of ms of at least 0"
+    if not isinstance(entry.get("run_dir"), str):
+        return "no run folder"
+    try:
+        datetime.datetime.fromisoformat(entry.get("chosen_at"))
+    except (TypeError, ValueError):
+        return "no time it was chosen"
+    return None
 
 
 def store_choice(key: Mapping[str, Any], batch_size: int, queue_delay_ms: float | None, run_dir: str,
@@ -141,20 +163,111 @@ def store_choice(key: Mapping[str, Any], batch_size: int, queue_delay_ms: float 
         return atomic_write_text(folder / f"{digest}.json", json.dumps(entry, indent=1, allow_nan=False) + "\n")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeptChoice:
+    """One kept choice, as `visionbatch cache list` shows it. Text read from the entry is made printable
+    (`text.printable`): an entry is a file on disk, and its text ends up on a terminal.
+
+    Attributes:
+        key_hash: the question's SHA-256 (the file's name).
+        chosen_at: when it was first chosen (ISO 8601, UTC); None when the entry is unusable.
+        model: the model file's name.
+        runner: the backend and precision ('onnxruntime/fp32').
+        imgsz: the image size.
+        load: the camera load ('4 x 10 fps'); None when the question had none.
+        batch_size, queue_delay_ms: the policy kept.
+        run_dir: the run that first chose it.
+        size_bytes: the entry file's size.
+        path: the entry file.
+        key: the whole question (None when unusable).
+        problem: why the entry cannot be used (None when it can): the next infer of its question replaces it.
+    """
+
+    key_hash: str
+    chosen_at: str | None
+    model: str | None
+    runner: str | None
+    imgsz: int | None
+    load: str | None
+    batch_size: int | None
+    queue_delay_ms: float | None
+    run_dir: str | None
+    size_bytes: int
+    path: str
+    key: dict[str, Any] | None = None
+    problem: str | None = None
+
+
+def list_choices() -> tuple[KeptChoice, ...]:
+    """Every kept choice, newest first; unusable ones too, with their problem. Makes nothing."""
+    rows = [_row(path) for path in cache_entry_files(choices_dir())]
+    rows.sort(key=lambda row: (row.chosen_at or "", row.key_hash), reverse=True)
+    return tuple(rows)
+
+
+def _row(path: Path) -> KeptChoice:
+    """One entry file as a `KeptChoice`: its fields checked by type as `load_choice` checks them."""
+    digest, size = path.stem, cache_entry_size(path)
+    try:
+        entry = read_json_entry(path, MAX_ENTRY_BYTES)
+    except FileNotFoundError:
+        return _unusable(digest, size, path, "no entry (removed while listed)")
+    except UnusableEntry as exc:
+        return _unusable(digest, size, path, str(exc))
+    problem = _choice_problem(entry, digest)
+    key = entry.get("key") if isinstance(entry, dict) else None
+    model, runner = _field(key, "model"), _field(key, "runner")
+    if problem is None and not (isinstance(_field(model, "name"), str) and isinstance(runner, dict)):
+        problem = "its question names no model or runner"
+    if problem is not None:
+        return _unusable(digest, size, path, problem)
+    imgsz, load = runner.get("imgsz"), _field(key, "load")
+    streams, fps = _field(load, "streams"), _field(load, "fps")
+    delay = entry.get("queue_delay_ms")
+    return KeptChoice(
+        key_hash=digest, chosen_at=printable(entry["chosen_at"], 40), model=printable(model["name"], 80),
+        runner=f"{_text(runner.get('backend'), 40)}/{_text(runner.get('precision'), 20)}",
+        imgsz=imgsz if type(imgsz) is int else None,
+        load=f"{streams} x {fps:g} fps" if type(streams) is int and type(fps) in (int, float) else None,
+        batch_size=entry["batch_size"], queue_delay_ms=None if delay is None else float(delay),
+        run_dir=printable(entry["run_dir"], 300), size_bytes=size, path=str(path), key=key,
+    )
+
+
+def _unusable(digest: str, size: int, path: Path, problem: str) -> KeptChoice:
+    return KeptChoice(digest, None, None, None, None, None, None, None, None, size, str(path),
+                      problem=printable(problem, 200))
+
+
+def _text(value: Any, limit: int) -> str:
+    """Text from an entry for a terminal: printable, or '-' when the entry holds no text there."""
+    return printable(value, limit) if isinstance(value, str) else "-"
+
+
+def _field(mapping: Any, name: str) -> Any:
+    return mapping.get(name) if isinstance(mapping, dict) else None
+
+
 def count_choices() -> int:
-    """How many choices are kept (`visionbatch cache list` says so)."""
+    """How many choices are kept."""
     return len(cache_entry_files(choices_dir()))
 
 
-def clear_choices() -> int:
-    """Remove every kept choice (and leftovers of killed writers), under the folder's lock; return how many."""
-    folder = choices_dir()
-    if not folder.is_dir():
-        return 0
-    with locked_folder(folder):
-        entries = cache_entry_files(folder)
-        for path in entries:
-            path.unlink(missing_ok=True)
-        for leftover in folder.glob(".*.partial"):
-            leftover.unlink(missing_ok=True)
-    return len(entries)
+def check_choice_prefix(prefix: str) -> None:
+    """Refuse `prefix` when it is not hex or starts more than one kept choice's key, removing nothing: `visionbatch
+    cache clear KEY` asks this before it removes a plan, so a KEY it refuses removes neither.
+
+    Raises:
+        ConfigError: as `files.cache_entries_starting`.
+    """
+    cache_entries_starting(choices_dir(), prefix)
+
+
+def clear_choices(prefix: str | None = None) -> tuple[str, ...]:
+    """Remove every kept choice (and leftovers of killed writers), or the one whose key starts with `prefix`, under
+    the folder's lock; return the key hashes removed.
+
+    Raises:
+        ConfigError: `prefix` is not hex digits, or it starts more than one choice's key.
+    """
+    return remove_cache_entries(choices_dir(), prefix)
