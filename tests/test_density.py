@@ -148,3 +148,22 @@ def test_the_synthetic_batch_carries_each_images_count(shapes_yaml) -> None:
     assert batch["masks"].dtype == torch.int32  # past 255 objects in one image, as polygons2masks_overlap
     assert [int(batch["masks"][i].max()) <= c for i, c in enumerate((300, 2, 0))] == [True, True, True]
     assert int(batch["masks"][2].max()) == 0
+
+
+def test_the_sentence_names_only_the_augmentations_the_run_uses_and_calls_the_padding_a_quantile() -> None:
+    # epochs=1 with close_mosaic=10 never runs mosaic (nor the mixing that stops with it), yet the sentence said
+    # "through mosaic, the affine crop and mixing"; and at oom_risk=0.1 the padding is a quantile, not "the most"
+    two = image((0.4, 0.4, 0.6, 0.6), (0.1, 0.1, 0.2, 0.2))
+    short = label_density([two] * 8, {"epochs": 1, "mixup": 0.5}, 8, False, oom_risk=0.1)
+    assert short.mixing == () and short.describe() == (
+        "modelled from the dataset's labels through the affine crop alone (mosaic does not run in this run): 1.9 per "
+        "image on average; the batch is padded to 2 labels: at most a 0.05 chance that any of the 8 images drawn "
+        "carries more (half of oom_risk=0.1)")
+    mixed = label_density([two] * 8, {"epochs": 20, "mixup": 0.5, "copy_paste": 0.3}, 8, True, oom_risk=0.1)
+    assert mixed.describe() == (
+        "modelled from the dataset's labels through mosaic, the affine crop, mixup and copy-paste: 4.1 per image on "
+        "average; the batch is padded to 20 labels: at most a 0.05 chance that any of the 160 images drawn carries "
+        "more (half of oom_risk=0.1)")
+    boxes = label_density([two] * 8, {"epochs": 20, "mixup": 0.5, "copy_paste": 0.3}, 8, False)  # no CopyPaste
+    assert boxes.mixing == ("mixup",) and "through mosaic, the affine crop and mixup: " in boxes.describe()
+    assert "(half of oom_risk=0.001)" in boxes.describe()

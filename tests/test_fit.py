@@ -317,7 +317,9 @@ def test_fit_cli_writes_plan_and_curve(capsys, small_shapes: Path, workdir: Path
     assert (folder / "memory_curve.png").stat().st_size > 10_000
     assert plan["batch_size"] == plan["max_batch_size"] == 8  # the copy holds 8 training images
     assert "batch capped at the 8 training images" in plan["warnings"]
-    assert "plan: batch 8 (largest that fits 8; validation batch 16)" in out
+    # validation at twice the batch, but no validation batch holds more than the 4 validation images
+    assert "plan: batch 8 (largest that fits 8; validation batch 4)" in out
+    assert [s["batch_size"] for s in plan["samples"] if s["phase"] == "val"] == [2, 4, 4]
     assert "why: batch 8 uses every training image" in out
 
 
@@ -350,3 +352,102 @@ def test_train_batch_auto_on_cpu_needs_a_budget(capsys, small_shapes: Path, work
     assert code == 2 and "pass memory_budget=" in err and err.count("\n") == 1
     assert main(["train", str(small_shapes), "batch=8", "memory_budget=1GiB"]) == 2
     assert "only applies with batch=auto" in capsys.readouterr().err
+
+
+def test_validation_is_measured_at_no_more_than_the_validation_split() -> None:
+    """Ultralytics validates at twice the batch, but a batch never holds more than the split: with 40
+    validation images, validation at 2b (1000 + 40 x 2b MiB) would stop the search at 25; at most 40
+    images (2600 MiB) it never binds, and training's 1000 + 20 MiB/image decides: 100 of 3000 MiB."""
+    mib = 1 << 20
+
+    class CpuLike(SimulatedProbe):  # no card: readings above the budget are readings, no cache rule
+        def capacity(self):
+            from visionbatch.devices.memory import Capacity
+
+            return Capacity(device="cpu", name="simulated", total_bytes=None, used_by_others_bytes=0,
+                            context_bytes=0, usable_bytes=self.total_bytes)
+
+    def law(batch: int, phase: str) -> int:
+        return (1000 + (20 if phase == "train" else 40) * batch) * mib
+
+    def plan_with(val_images):
+        work = WorkloadSummary("yolo11n.yaml", "detect", 5, 640, 0.0, 8, 8, 1e-3, "", False, None, "SGD", True,
+                               10_000, val_images=val_images)
+        return plan_batch(CpuLike(law, total_bytes=3000 * mib), NullRunner(), 1.0, dataset_images=10_000,
+                          workload=work)
+
+    unbounded, clamped = plan_with(None), plan_with(40)
+    assert (unbounded.batch_size, unbounded.val_batch_size) == (25, 50)
+    assert (clamped.batch_size, clamped.val_batch_size) == (100, 40)
+    assert {s.batch_size for s in clamped.samples if s.phase == "val"} <= set(range(1, 41))
+    assert clamped.val_sample(100).batch_size == 40 and clamped.fits(100) and clamped.max_batch_size == 100
+
+
+def held_together_law(batch: int, phase: str) -> float:
+    """Training 200 MiB + 10 MiB/image; validation 100 MiB + 1 MiB/image, 150 MiB more above batch 160."""
+    if phase == "train":
+        return (200 + 10 * batch) * MIB
+    return (100 + batch + (150 if batch > 160 else 0)) * MIB
+
+
+class UntimedRunner(NullRunner):
+    """Nothing to time: the answer is the largest batch that fits, and the reason the memory one."""
+
+    def time_steps(self, batch_size, steps=3):
+        return None
+
+
+def plan_failing_only_after_validation():
+    """A 16 GiB card with 1700 MiB usable and a 300 MiB CUDA context (the issue's memory_budget=2GB on a
+    T4): training stays far under half the card, so Ultralytics keeps its cache and the two steps are
+    held together after validation. Batch 81 peaks at 1310 MiB in training and 712 MiB in validation at
+    162, each under the 1700 MiB budget, but 1310 + 412 reserved = 1722 MiB held together is over it."""
+    probe = SimulatedProbe(held_together_law, total_bytes=16 * GIB, used_by_others_bytes=16 * GIB - 1700 * MIB,
+                           context_bytes=300 * MIB, name="Simulated T4")
+    work = WorkloadSummary("yolo11n.yaml", "detect", 5, 160, 0.0, 8, 8, 1e-3, "", True, "float16", "AdamW", True,
+                           10_000)
+    plan = plan_batch(probe, UntimedRunner(), 1.0, dataset_images=10_000, workload=work)
+    assert train_batches(probe) == [1, 2, 22, 91, 81, 51, 80]
+    assert (plan.batch_size, plan.max_batch_size, plan.budget_bytes) == (80, 80, 1700 * MIB)
+    return plan
+
+
+def test_a_batch_failing_only_after_validation_says_so_in_the_reason_and_the_table() -> None:
+    from visionbatch.cli.fit import FitRun, show
+
+    plan = plan_failing_only_after_validation()
+    # was "...; batch 81 did not fit", with nothing shown over the budget
+    assert plan.reason == (
+        "batch 80 is the largest that fits 1 x 1.66 GiB = 1.66 GiB: it measured 1.27 GiB; batch 81 did not fit: "
+        "training's 1.28 GiB and validation's 412 MiB reserved (its 712 MiB peak less the CUDA context), held "
+        "together after the first validation, need 1.68 GiB > the 1.66 GiB budget")
+    text = show(FitRun(plan, "runs/fit/x", ("runs/fit/x/plan.json",))).splitlines()
+    assert text[3:6] == ["batch  train peak  val batch  val peak  held after val  img/s (95% interval)  fits",
+                         "-----  ----------  ---------  --------  --------------  --------------------  ----",
+                         "    1     510 MiB          2   402 MiB         612 MiB                     -  yes"]
+    rows = {line.split()[0]: line for line in text[5:12]}
+    assert rows["81"] == "   81    1.28 GiB        162   712 MiB        1.68 GiB                     -  no"
+    assert rows["80"] == "   80    1.27 GiB        160   560 MiB        1.52 GiB                     -  yes"
+    assert text[13].startswith("held after val: training's peak plus validation's reserved memory, held together "
+                               "once validation has run")
+    assert "memory at batch 80: predicted 1.27 GiB ± 0 B (2σ), measured 1.27 GiB; validation 560 MiB" in text
+
+
+def test_the_plot_crosses_a_batch_failing_after_validation_at_its_held_figure_on_a_budget_scale() -> None:
+    from visionbatch.fit.plot import batch_plan_figure
+
+    plan = plan_failing_only_after_validation()
+    fig = batch_plan_figure(plan)
+    ax = fig.axes[0]
+    marks = {c.get_label(): [tuple(xy) for xy in c.get_offsets()] for c in ax.collections}
+    # crossed where the held figure passes the budget line, not at the training peaks under it
+    assert marks["did not fit (at the figure over the budget)"] == [(91, 1842 * MIB / GIB), (81, 1722 * MIB / GIB)]
+    held = dict(marks["held together after validation (measured)"])
+    assert held[80] == (1300 + 260) * MIB / GIB and held[81] == 1722 * MIB / GIB
+    assert dict(marks["validation at 2x batch (measured)"])[81] == 712 * MIB / GIB  # at its training batch
+    # the axis is scaled to the budget and the readings: the 16 GiB card is named in the legend, not drawn
+    assert ax.get_ylim()[1] == 1842 * MIB / GIB * 1.08
+    assert [line.get_ydata()[0] for line in ax.get_lines() if len(set(line.get_ydata())) == 1] == [1700 * MIB / GIB]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "device total 16.00 GiB (above the axis)" in labels
+    assert "held together after validation (fit)" in labels

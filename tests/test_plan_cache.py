@@ -209,11 +209,13 @@ def test_a_miss_fits_and_stores_and_a_hit_is_marked_reused(job, plans: Path) -> 
     entries = sorted(p.name for p in plans.iterdir())
     digest = key_hash(plan_key(job, options, cache.device_facts("cpu", options)))
     assert entries == [".lock", f"{digest}.json"]
-    second = cached_fit(job, options, "cpu", fake_fit(plan, calls))
+    ticks = iter([100.0, 100.25])  # a simulated clock: the lookup took 0.25 s
+    second = cached_fit(job, options, "cpu", fake_fit(plan, calls), clock=lambda: next(ticks))
     assert calls == [1] and second.reused.key == digest and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00",
                                                                          second.reused.fitted_at)
     assert dataclasses.replace(second, reused=None) == plan
-    assert json.loads(json.dumps(second.to_dict()))["reused"] == {"key": digest, "fitted_at": second.reused.fitted_at}
+    assert json.loads(json.dumps(second.to_dict()))["reused"] == {"key": digest, "fitted_at": second.reused.fitted_at,
+                                                                  "seconds": 0.25}
     assert "reused" not in first.to_dict()
 
 
@@ -371,11 +373,18 @@ def test_train_says_its_batch_was_reused(job, monkeypatch: pytest.MonkeyPatch) -
 def test_fit_output_says_the_plan_was_reused() -> None:
     from visionbatch.cli.fit import FitRun, show
 
-    plan = dataclasses.replace(simulated_plan(), reused=PlanReuse("3fa2c1d4e5f6" + "0" * 52, "2026-11-30T10:02:41+00:00"))
+    fresh = simulated_plan()
+    plan = dataclasses.replace(fresh, planning_s=18.7,
+                               reused=PlanReuse("3fa2c1d4e5f6" + "0" * 52, "2026-11-30T10:02:41+00:00", 0.4))
     lines = show(FitRun(plan, "runs/fit/train", ("runs/fit/train/plan.json",))).splitlines()
     assert ("plan: reused from the plan cache (fitted 2026-11-30 10:02 UTC, key 3fa2c1d4e5f6); plan_cache=False "
             "fits again") in lines
-    assert not any("reused" in line for line in show(FitRun(simulated_plan(), "f", ("f",))).splitlines())
+    # the search's 18.7 s was the first fit's; this run searched nothing
+    assert ("planned in 18.7 s when fitted (2026-11-30 10:02 UTC); reused now in 0.4 s; wrote "
+            "runs/fit/train/plan.json") in lines
+    fresh_lines = show(FitRun(fresh, "f", ("f",))).splitlines()
+    assert not any("reused" in line for line in fresh_lines)
+    assert f"planned in {fresh.planning_s:.1f} s; wrote f" in fresh_lines
 
 
 # -- visionbatch cache list / clear -----------------------------------------------------------------------------

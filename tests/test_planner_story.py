@@ -74,11 +74,12 @@ def test_a_reading_off_the_curve_is_said_to_decide() -> None:
 
 def test_a_batch_the_curve_allows_but_no_step_ran_is_named_unmeasured_never_chosen() -> None:
     plan = plan_with_a_step_above_the_curve()
-    # 63 and 64 lie between the largest that fitted (62) and the failure (65): the probes ran out
+    # 63 and 64 lie between the largest that fitted (62) and the failure (65): the probes ran out;
+    # every ± is the 2σ margin, as the plot's band and the printed prediction say
     assert plan.reason.endswith(
-        "batch 63 is predicted to need 2.82 GiB ± 4.00 MiB in training and 2.80 GiB ± 459 MiB in validation at "
-        "126, too close to the 3.00 GiB budget to count on (2σ), and was not measured (the search stopped after "
-        "max_probes=6 probes); 62 is the largest measured to fit, and batch 65 did not fit")
+        "batch 63 is predicted to need 2.82 GiB ± 8.00 MiB (2σ) in training and 2.80 GiB ± 919 MiB (2σ) in "
+        "validation at 126, too close to the 3.00 GiB budget to count on, and was not measured (the search stopped "
+        "after max_probes=6 probes); 62 is the largest measured to fit, and batch 65 did not fit")
 
 
 def late_step(batch: int, phase: str) -> float:

@@ -133,16 +133,16 @@ def test_each_probe_is_said_as_it_starts_and_ends_with_its_peaks_and_the_time_le
     assert lines == [
         "probe 1/~5: batch 1: training step...",
         "probe 1/~5: batch 1: validation step at batch 2...",
-        "probe 1/~5: batch 1: training peak 1.10 GiB, validation at 2 1.04 GiB: fits the 14.4 GiB budget; "
-        "about 40 s left for the probes",
+        "probe 1/~5: batch 1: training peak 1.10 GiB, validation at 2 1.04 GiB, held together after validation "
+        "2.14 GiB: fits the 14.4 GiB budget; about 40 s left for the probes",
         "probe 2/~5: batch 2: training step...",
         "probe 2/~5: batch 2: validation step at batch 4...",
-        "probe 2/~5: batch 2: training peak 1.20 GiB, validation at 4 1.08 GiB: fits the 14.4 GiB budget; "
-        "about 30 s left for the probes",
+        "probe 2/~5: batch 2: training peak 1.20 GiB, validation at 4 1.08 GiB, held together after validation "
+        "2.27 GiB: fits the 14.4 GiB budget; about 30 s left for the probes",
         "probe 3/~5: batch 32: training step...",
         "probe 3/~5: batch 32: validation step at batch 64...",
-        "probe 3/~5: batch 32: training peak 4.12 GiB, validation at 64 2.25 GiB: fits the 14.4 GiB budget; "
-        "about 20 s left for the probes",
+        "probe 3/~5: batch 32: training peak 4.12 GiB, validation at 64 2.25 GiB, held together after validation "
+        "6.38 GiB: fits the 14.4 GiB budget; about 20 s left for the probes",
         "probe 4/~5: batch 137: training step...",
         "probe 4/~5: batch 137: validation step at batch 274...",
         "probe 4/~5: batch 137: training peak 14.4 GiB, validation at 274 6.35 GiB: fits the 14.4 GiB budget; "
@@ -203,7 +203,7 @@ def test_fit_cli_says_each_probe_on_stderr_and_keeps_json_clean(capsys, monkeypa
     from visionbatch.fit.probes import trace
 
     monkeypatch.setattr(trace, "TraceEstimator", FakeEstimator)  # the trace's stages: test_trace_says_its_stages
-    data = make_shapes(4, 2)  # four training images: probes at 1, 2 and 4 (every image)
+    data = make_shapes(4, 2)  # four training images: probes at 1, 2 and 4 (every image); validation at most 2
     code = main(["fit", str(data), "imgsz=64", "target=gtx1050", "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -212,10 +212,11 @@ def test_fit_cli_says_each_probe_on_stderr_and_keeps_json_clean(capsys, monkeypa
     err = captured.err
     for batch in (1, 2, 4):
         assert f"visionbatch fit: probe {[1, 2, 4].index(batch) + 1}/~5: batch {batch}: training step...\n" in err
-        assert f"batch {batch}: validation step at batch {2 * batch}...\n" in err
-        assert re.search(rf"batch {batch}: training traced peak [\d.]+ MiB, validation at {2 * batch} [\d.]+ MiB: "
-                         rf"fits the [\d.]+ GiB budget", err), err
-    assert "visionbatch fit: probe 1/~5: batch 1: training traced peak 604 MiB, validation at 2 607 MiB: fits" in err
+        assert f"batch {batch}: validation step at batch 2...\n" in err  # twice the batch, at most the 2 images
+        assert re.search(rf"batch {batch}: training traced peak [\d.]+ MiB, validation at 2 [\d.]+ MiB, held "
+                         rf"together after validation [\d.]+ GiB: fits the [\d.]+ GiB budget", err), err
+    assert ("visionbatch fit: probe 1/~5: batch 1: training traced peak 604 MiB, validation at 2 607 MiB, held "
+            "together after validation 1.18 GiB: fits") in err
     assert re.search(r"visionbatch fit: probe 2/~5: .*; about \d+ (s|min) left for the probes\n", err), err
     assert "\r" not in err  # a captured stream is not a terminal: lines, no bar
 
@@ -284,3 +285,45 @@ def test_fit_says_the_train_command_with_the_size_and_model_it_fitted(capsys, mo
     assert main(["fit", str(data), "imgsz=64", "target=gtx1050"]) == 0
     out = capsys.readouterr().out
     assert f"train with it: visionbatch train {data} model=yolo11n.yaml imgsz=64 batch=4   (on the " in out
+
+
+def test_fit_suggests_commands_that_carry_the_users_arguments(capsys, monkeypatch: pytest.MonkeyPatch, make_shapes,
+                                                              workdir: Path) -> None:
+    # "find the largest that fits: visionbatch fit DATA (without batch=)" dropped target= and imgsz=: run as printed
+    # on a CPU it failed; and "train with it" dropped epochs=, which the label model depends on
+    from visionbatch.cli import main
+    from visionbatch.fit.probes import trace
+
+    monkeypatch.setattr(trace, "TraceEstimator", FakeEstimator)
+    data = make_shapes(4, 2)
+    code = main(["fit", str(data), "batch=4", "target=gtx1050", "memory_fraction=0.1", "imgsz=64", "epochs=1",
+                 "name=a b"])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert (f"find the largest that fits: visionbatch fit {data} target=gtx1050 memory_fraction=0.1 imgsz=64 "
+            f"epochs=1 'name=a b' (without batch=)") in out.splitlines()
+    # train takes neither target= (the batch was fitted for the target: the line says so) nor memory_fraction=;
+    # it gets the fitted batch, and the model fitted where the user named none
+    assert main(["fit", str(data), "target=gtx1050", "memory_fraction=0.9", "imgsz=64", "epochs=1"]) == 0
+    assert (f"train with it: visionbatch train {data} model=yolo11n.yaml imgsz=64 epochs=1 batch=4   (on the "
+            f"gtx1050)") in capsys.readouterr().out.splitlines()
+
+
+def test_the_trace_says_why_it_runs_the_loss_at_a_smaller_batch() -> None:
+    # "trace: validation loss at batch 8 (221 labels)" in a check of validation batch 32 read like another batch
+    from types import SimpleNamespace
+
+    from visionbatch.fit.probes.trace import TraceEstimator
+
+    lines: list[str] = []
+    estimator = TraceEstimator.__new__(TraceEstimator)  # no model: the loss's bytes come from a stand-in
+    estimator.say, estimator._extras = lines.append, {}
+    estimator.spec = SimpleNamespace(val_batch_labels=lambda b: (20,) + (9,) * (b - 1), batch_labels=None)
+    estimator._measure_loss = lambda phase, counts: 1000 * sum(counts)
+    assert estimator._extra("val", 32) == 1000 * (155 + 9 * 16 * 2 - 9 * 16)  # 16's plus the 8 -> 16 step per image
+    assert estimator._extra("val", 48) == 1000 * (155 + 9 * 32)  # measured already: no new line
+    assert estimator._extra("val", 8) == 83_000  # measured already for the extension: no line
+    assert lines == ["trace: validation loss measured at batch 8 and 16 (83 and 155 labels) for real on the CPU, "
+                     "extended to 32"]
+    estimator._extra("val", 4)
+    assert lines[-1] == "trace: validation loss at batch 4 (47 labels), run for real on the CPU"

@@ -245,6 +245,20 @@ def command_keys(command: str) -> tuple[Key, ...]:
     return tuple(key for key in KEYS if command in key.commands)
 
 
+def accepts(command: str, key: str, ultralytics_keys: Iterable[str] = ()) -> bool:
+    """Whether `command` takes `key=`: one of its registry keys, or one of `ultralytics_keys` (Ultralytics'
+    train keys, `ultralytics.args.ultralytics_defaults`) that the training commands pass through.
+
+    Examples:
+        >>> accepts("fit", "target"), accepts("train", "target"), accepts("train", "memory_budget")
+        (True, False, True)
+        >>> accepts("train", "epochs", ["epochs"]), accepts("infer", "epochs", ["epochs"])
+        (True, False)
+    """
+    return (any(k.name == key for k in command_keys(command))
+            or (command in _TRAINING and key in set(ultralytics_keys)))
+
+
 def visionbatch_keys(command: str) -> dict[str, str]:
     """`command`'s own keys beside Ultralytics' train keys, name -> help (`ultralytics.job.TRAIN_KEYS`).
 

@@ -46,6 +46,46 @@ def read_batch(pairs: dict[str, Any]) -> dict[str, Any]:
     return pairs
 
 
+def typed_pairs(tokens: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The `key=value` arguments as the user typed them (key, value text), for the commands a result suggests.
+
+    Examples:
+        >>> typed_pairs(["data.yaml", "memory_budget=2GiB", "epochs=1"])
+        (('memory_budget', '2GiB'), ('epochs', '1'))
+    """
+    return tuple((key.strip(), value.strip()) for key, _, value in
+                 (token.partition("=") for token in tokens if _is_pair(token)))
+
+
+def suggested_command(command: str, positional: str, typed: Sequence[tuple[str, str]], *,
+                      first: Sequence[tuple[str, object]] = (), last: Sequence[tuple[str, object]] = (),
+                      drop: Sequence[str] = (), ultralytics_keys: Sequence[str] = ()) -> str:
+    """A `visionbatch COMMAND` line to paste into a shell: the user's own arguments carried over.
+
+    `typed` (`typed_pairs`) are kept in their order when `command` takes them (`keys.accepts`) and
+    are not in `drop`; `first` and `last` (what the result chose: the fitted model and size, the
+    batch) go around them and replace the user's value of the same key. Every word is quoted
+    for a POSIX shell.
+
+    Examples:
+        >>> suggested_command("fit", "my data.yaml", [("batch", "16"), ("target", "gtx1050"), ("name", "a b")],
+        ...                   drop=["batch"], ultralytics_keys=["name"])
+        "visionbatch fit 'my data.yaml' target=gtx1050 'name=a b'"
+        >>> suggested_command("train", "d.yaml", [("imgsz", "320"), ("target", "t4"), ("epochs", "1")],
+        ...                   first=[("imgsz", 320)], last=[("batch", 4)], ultralytics_keys=["epochs"])
+        'visionbatch train d.yaml imgsz=320 epochs=1 batch=4'
+    """
+    from shlex import quote
+
+    from visionbatch.keys import accepts
+
+    chosen = {key for key, _ in (*first, *last)}
+    kept = [(key, value) for key, value in typed
+            if key not in chosen and key not in drop and accepts(command, key, ultralytics_keys)]
+    words = [f"{key}={value}" for key, value in (*first, *kept, *last)]
+    return " ".join(quote(word) for word in ("visionbatch", command, positional, *words))
+
+
 def _is_pair(token: str) -> bool:
     """key=value, unless it is a path: a file that exists, or a '/' before the '=' (keys have none)."""
     key, sep, _ = token.partition("=")

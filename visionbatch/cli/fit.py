@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionbatch.cli.args import positional, read_batch
+from visionbatch.cli.args import positional, read_batch, suggested_command, typed_pairs
 from visionbatch.console import Progress, table
 from visionbatch.devices.catalog import TARGETS
+from visionbatch.fit.curve import DEFAULT_SIGMAS
 from visionbatch.fit.distributed import DistributedPlan
 from visionbatch.fit.plan import BatchCheck, BatchPlan, WorkloadSummary
 from visionbatch.keys import help_block, read_keys
@@ -38,11 +39,13 @@ Targets (target=KEY, or a size such as target=6GiB for a generic CUDA GPU):
 
 @dataclass(frozen=True, slots=True)
 class FitRun:
-    """A plan (or the check of one batch) and where it was written."""
+    """A plan (or the check of one batch), where it was written, and the `key=value` arguments as typed
+    (`cli.args.typed_pairs`), which the commands it suggests carry over."""
 
     plan: BatchPlan | BatchCheck | DistributedPlan
     folder: str
     files: tuple[str, ...]
+    args: tuple[tuple[str, str], ...] = ()
 
 
 def run(tokens: Sequence[str]) -> FitRun:
@@ -55,7 +58,7 @@ def run(tokens: Sequence[str]) -> FitRun:
         plan = fit_batch(data, save=True, progress=progress, **pairs)  # the library makes the run folder
     folder = Path(plan.save_dir)
     files = (PLAN_JSON, *curve_names(plan))
-    return FitRun(plan, str(folder), tuple(str(folder / f) for f in files))
+    return FitRun(plan, str(folder), tuple(str(folder / f) for f in files), typed_pairs(tokens))
 
 
 def answered_no(result: FitRun) -> bool:
@@ -112,8 +115,9 @@ def _show_check(result: FitRun) -> str:
     lines += [f"warning: {w}" for w in check.warnings]
     lines.append(f"checked in {check.planning_s:.1f} s; wrote {', '.join(result.files)}")
     if not check.fits:
-        lines.append(f"find the largest that fits: visionbatch fit {check.workload.data or 'DATA.yaml'} "
-                     f"(without batch=)")
+        again = suggested_command("fit", check.workload.data or "DATA.yaml", result.args, drop=("data", "batch"),
+                                  ultralytics_keys=tuple(ultralytics_defaults()))
+        lines.append(f"find the largest that fits: {again} (without batch=)")
     return "\n".join(lines)
 
 
@@ -139,7 +143,7 @@ def _show_distributed(result: FitRun) -> str:
     planning_s = sum(plan.planning_s for plan in ddp.per_device)
     lines.append(f"planned in {planning_s:.1f} s; wrote {', '.join(result.files)}")
     devices = ",".join(device.split(":")[-1] for device in ddp.devices)
-    lines.append(f"train with it: {train_command(work, f'device={devices} batch={ddp.total_batch}')}")
+    lines.append(f"train with it: {train_command(work, result.args, device=devices, batch=ddp.total_batch)}")
     return "\n".join(lines)
 
 
@@ -149,46 +153,80 @@ def show(result: FitRun) -> str:
     if isinstance(result.plan, DistributedPlan):
         return _show_distributed(result)
     plan = result.plan
-    val = {s.batch_size: s for s in plan.samples if s.phase == "val"}
-    rows = []
-    for s in (s for s in plan.samples if s.phase == "train"):
-        v = val.get(2 * s.batch_size)
-        fits = plan.fits(s.batch_size)
-        speed = plan.timings.speed(s.batch_size) if plan.timings and s.ok else None
-        rows.append([s.batch_size, human_bytes(s.peak_bytes) if s.ok else "OOM",
-                     2 * s.batch_size, human_bytes(v.peak_bytes) if v and v.ok else ("OOM" if v else "-"),
-                     f"{speed.img_per_s:.1f} ({speed.low_img_per_s:.1f}-{speed.high_img_per_s:.1f})" if speed else "-",
-                     "yes" if fits else "no"])
     work = plan.workload
-    lines = ["", table(["batch", "train peak", "val batch", "val peak", "img/s (95% interval)", "fits"], rows,
-                       title=_heading(plan)), ""]
+    headers, rows = probe_table(plan)
+    lines = ["", table(headers, rows, title=_heading(plan)), ""]
+    if HELD_COLUMN in headers:  # the column's figure decides "fits" too: say what it counts
+        lines.append(f"{HELD_COLUMN}: training's peak plus validation's reserved memory, held together once "
+                     f"validation has run (Ultralytics empties its CUDA cache only above half the card); "
+                     f"a batch fits when this is within the {human_bytes(plan.budget_bytes)} budget too")
     measured = f", measured {human_bytes(plan.measured_bytes)}" if plan.measured_bytes is not None else ""
     if not plan.measured:
         lines.append("PREDICTED, not measured: the readings above are CPU-trace estimates for the target")
     lines.append(f"plan: batch {plan.batch_size} (largest that fits {plan.max_batch_size}; validation batch "
                  f"{plan.val_batch_size}), accumulate {plan.accumulate} for nominal batch {plan.nominal_batch_size}")
+    # the ± is the planner's margin (DEFAULT_SIGMAS standard deviations), as its reason and the plot's band say
     lines.append(f"memory at batch {plan.batch_size}: predicted {human_bytes(plan.predicted_bytes)} "
-                 f"± {human_bytes(plan.predicted_uncertainty_bytes)}{measured}; "
-                 f"validation {human_bytes(plan.val_measured_bytes or plan.val_predicted_bytes)}")
+                 f"± {human_bytes(DEFAULT_SIGMAS * plan.predicted_uncertainty_bytes)} ({DEFAULT_SIGMAS:g}σ)"
+                 f"{measured}; validation {human_bytes(plan.val_measured_bytes or plan.val_predicted_bytes)}")
     lines.append(f"why: {plan.reason}")
     lines += _cpu_counted(plan)
     lines.append(f"labels: {_labels(plan)}")
     if plan.after_validation_bytes is not None:
         lines.append(f"after the first validation: {human_bytes(plan.after_validation_bytes)} held at batch "
-                     f"{plan.batch_size} (Ultralytics empties its CUDA cache only above half the card; budgeted)")
+                     f"{plan.batch_size}, within the {human_bytes(plan.budget_bytes)} budget (Ultralytics empties "
+                     f"its CUDA cache only above half the card)")
     lines += [f"warning: {w}" for w in plan.warnings]
     if plan.reused is not None:
         lines.append(f"plan: {plan.reused.describe()}; plan_cache=False fits again")
-    lines.append(f"planned in {plan.planning_s:.1f} s; wrote {', '.join(result.files)}")
-    lines.append(f"train with it: {train_command(work, f'batch={plan.batch_size}')}"
+    planned = plan.reused.planned(plan.planning_s) if plan.reused is not None else f"planned in {plan.planning_s:.1f} s"
+    lines.append(f"{planned}; wrote {', '.join(result.files)}")
+    lines.append(f"train with it: {train_command(work, result.args, batch=plan.batch_size)}"
                  + (f"   (on the {work.target})" if work.target else ""))
     return "\n".join(lines)
 
 
-def train_command(work: WorkloadSummary, batch: str) -> str:
-    """The `visionbatch train` line that trains what was fitted: the same data, model and size.
+HELD_COLUMN = "held after val"
 
-    The rest of the step (labels, optimizer, AMP) follows from these and Ultralytics' defaults;
-    arguments that change it (multi_scale=, optimizer=) are the user's to carry over, as they gave them.
+
+def probe_table(plan: BatchPlan) -> tuple[list[str], list[list[object]]]:
+    """The plan's probes as table headers and rows: one row per training batch, with the validation
+    step run beside it. Where Ultralytics' cache rule holds the two together for some probe (a CUDA
+    card, training under half of it: `plan.held_after_validation`), a column shows that figure, so a
+    "no" beside peaks under the budget shows what did not fit."""
+    held = {s.batch_size: plan.held_after_validation(s.batch_size) for s in plan.samples if s.phase == "train"}
+    show_held = any(v is not None for v in held.values())
+    rows = []
+    for s in (s for s in plan.samples if s.phase == "train"):
+        v = plan.val_sample(s.batch_size)
+        speed = plan.timings.speed(s.batch_size) if plan.timings and s.ok else None
+        row = [s.batch_size, human_bytes(s.peak_bytes) if s.ok else "OOM",
+               v.batch_size if v else plan.val_batch_for(s.batch_size),
+               human_bytes(v.peak_bytes) if v and v.ok else ("OOM" if v else "-")]
+        if show_held:
+            row.append(human_bytes(held[s.batch_size]) if held[s.batch_size] is not None else "-")
+        row += [f"{speed.img_per_s:.1f} ({speed.low_img_per_s:.1f}-{speed.high_img_per_s:.1f})" if speed else "-",
+                "yes" if plan.fits(s.batch_size) else "no"]
+        rows.append(row)
+    headers = ["batch", "train peak", "val batch", "val peak", *([HELD_COLUMN] if show_held else []),
+               "img/s (95% interval)", "fits"]
+    return headers, rows
+
+
+def train_command(work: WorkloadSummary, typed: Sequence[tuple[str, str]], **chosen: object) -> str:
+    """The `visionbatch train` line that trains what was fitted, quoted for a shell: the same data, the
+    model and size (the user's spelling where they gave one), every other argument of the user's that
+    train takes (`typed`: epochs=, close_mosaic=, optimizer=, ... shape the step), and `chosen` (the batch).
+
+    memory_budget= is left out: it fits the batch, and train refuses it beside a batch size.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> work = SimpleNamespace(data="d.yaml", model="yolo11n.yaml", imgsz=320)
+        >>> train_command(work, [("memory_budget", "2GiB"), ("epochs", "1"), ("target", "t4")], batch=4)
+        'visionbatch train d.yaml model=yolo11n.yaml imgsz=320 epochs=1 batch=4'
     """
-    return f"visionbatch train {work.data or 'DATA.yaml'} model={work.model} imgsz={work.imgsz} {batch}"
+    given = {key for key, _ in typed}
+    fitted = [(key, value) for key, value in (("model", work.model), ("imgsz", work.imgsz)) if key not in given]
+    return suggested_command("train", work.data or "DATA.yaml", typed, first=fitted, last=tuple(chosen.items()),
+                             drop=("data", "batch", "memory_budget"), ultralytics_keys=tuple(ultralytics_defaults()))

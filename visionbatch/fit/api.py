@@ -463,7 +463,8 @@ def _measured_plan(job: TrainingJob, options: FitOptions, given: Probe | None = 
                 held, note = set_aside(capacity)
                 capacity, notes = replace(capacity, usable_bytes=capacity.usable_bytes - held), (note,)
             description = WorkloadSummary(**spec.describe(), max_imgsz=workload.train_imgsz if workload else spec.imgsz,
-                                          data=job.dataset.yaml_path, device=given.device if given else device_name)
+                                          data=job.dataset.yaml_path, device=given.device if given else device_name,
+                                          val_images=_images(job, spec)[1])
             if options.batch_size is not None:
                 plan = check_batch(probe, steps, options.batch_size, options.memory_fraction, description,
                                    capacity=capacity, images=_images(job, spec), progress=progress)
@@ -526,7 +527,7 @@ def _predicted_plan(job: TrainingJob, options: FitOptions,
         estimator = TraceEstimator(spec, device_model, progress=progress)
         probe = TraceProbe(estimator, capacity)
         description = WorkloadSummary(**spec.describe(), max_imgsz=estimator.train_imgsz, device=capacity.device,
-                                      data=job.dataset.yaml_path, target=gpu.key)
+                                      data=job.dataset.yaml_path, target=gpu.key, val_images=_images(job, spec)[1])
         if options.batch_size is not None:
             plan = check_batch(probe, TraceRunner(), options.batch_size, options.memory_fraction, description,
                                capacity=capacity, measured=False, images=_images(job, spec), progress=progress)

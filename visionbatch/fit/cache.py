@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import time
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -375,7 +376,8 @@ def reuse_problem(plan: BatchPlan, usable_bytes: int) -> str | None:
 
 
 def cached_fit(job: TrainingJob, options: FitOptions, device: str,
-               fit: Callable[[], BatchPlan | BatchCheck]) -> BatchPlan | BatchCheck:
+               fit: Callable[[], BatchPlan | BatchCheck],
+               clock: Callable[[], float] = time.perf_counter) -> BatchPlan | BatchCheck:
     """The stored plan for this job, options and device when there is a usable one; else `fit()`, stored.
 
     Args:
@@ -383,11 +385,13 @@ def cached_fit(job: TrainingJob, options: FitOptions, device: str,
         options: the fit's options (`options.plan_cache` is the caller's to check).
         device: 'cuda:N', 'cpu' or 'target' (see `device_facts`).
         fit: runs the fit; its `BatchPlan` is stored (a `BatchCheck` is returned as it is).
+        clock: seconds now, for how long a reuse took (`PlanReuse.seconds`; tests pass a simulated clock).
 
     Returns:
         A reused plan (`plan.reused` set, its device and data those of this job), or the fresh one.
         A fresh plan that could not be stored says so in its warnings; the fit is never lost to the cache.
     """
+    started = clock()
     facts = device_facts(device, options)
     if facts is None:
         return fit()
@@ -403,7 +407,7 @@ def cached_fit(job: TrainingJob, options: FitOptions, device: str,
 
             problem = reuse_problem(plan, cuda_capacity(int(device.partition(":")[2])).usable_bytes)
         if problem is None:
-            return _as_reused(plan, PlanReuse(digest, fitted_at), device, job)
+            return _as_reused(plan, PlanReuse(digest, fitted_at, round(clock() - started, 3)), device, job)
         passed_over = f"the cached plan {digest[:12]} was fitted again: {problem}"
     plan = fit()
     if not isinstance(plan, BatchPlan):

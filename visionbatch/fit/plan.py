@@ -76,6 +76,51 @@ def after_validation_bytes(train: ProbeSample | None, val: ProbeSample | None, t
     return max(train.peak_bytes, val.peak_bytes)
 
 
+def held_after_validation(train: ProbeSample | None, val: ProbeSample | None, total_bytes: int | None) -> int | None:
+    """Training's peak plus validation's reserved memory, held together once validation has run,
+    where Ultralytics keeps its CUDA cache (training reserves at most half the card). None where
+    that rule does not apply: a CPU, no card size, a step that failed, or training above half the
+    card (the cache is emptied and each peak counts alone).
+
+    Examples:
+        >>> train = ProbeSample(4, "train", ok=True, peak_bytes=30, reserved_bytes=25)
+        >>> val = ProbeSample(8, "val", ok=True, peak_bytes=20, reserved_bytes=15)
+        >>> held_after_validation(train, val, 100), held_after_validation(train, val, 40)
+        (45, None)
+    """
+    after = after_validation_bytes(train, val, total_bytes)
+    kept = after is not None and train.reserved_bytes <= CACHE_KEPT_SHARE * total_bytes
+    return after if kept else None
+
+
+def held_over_budget(train: ProbeSample | None, val: ProbeSample | None, budget_bytes: int,
+                     total_bytes: int | None) -> int | None:
+    """The held-together figure (`held_after_validation`) when it alone is what does not fit: both
+    steps ran and peaked within the budget, and the two held together are over it (else None).
+
+    Examples:
+        >>> train = ProbeSample(4, "train", ok=True, peak_bytes=30, reserved_bytes=25)
+        >>> val = ProbeSample(8, "val", ok=True, peak_bytes=20, reserved_bytes=15)
+        >>> held_over_budget(train, val, 40, 100), held_over_budget(train, val, 50, 100)
+        (45, None)
+    """
+    held = held_after_validation(train, val, total_bytes)
+    if held is None or held <= budget_bytes or max(train.peak_bytes, val.peak_bytes) > budget_bytes:
+        return None
+    return held
+
+
+def val_batch_size(batch_size: int, val_images: int | None) -> int:
+    """Ultralytics' validation batch for training batch `batch_size`: twice it, and no batch holds
+    more than the validation split (`val_images`; None: not known). A plot's fractional batch works too.
+
+    Examples:
+        >>> val_batch_size(16, None), val_batch_size(16, 1000), val_batch_size(85, 40), val_batch_size(2.5, 40)
+        (32, 32, 40, 5.0)
+    """
+    return min(2 * batch_size, val_images) if val_images else 2 * batch_size
+
+
 def batch_fits(train: ProbeSample | None, val: ProbeSample | None, budget_bytes: int,
                total_bytes: int | None = None) -> bool:
     """The one rule for "batch b fits": its training step and its validation step (batch 2b, which
@@ -153,10 +198,16 @@ class PlanReuse:
     Attributes:
         key: the entry's key hash (SHA-256 of the key; `visionbatch cache list` shows its start).
         fitted_at: when the plan was fitted, UTC, ISO 8601 ('2026-11-30T10:02:41+00:00').
+        seconds: how long this run took to find the entry and check that it still applies (the
+            key's model hash and label density, the card's memory now); None when not timed.
     """
 
     key: str
     fitted_at: str
+    seconds: float | None = None
+
+    def _when(self) -> str:
+        return self.fitted_at[:16].replace("T", " ") + (" UTC" if self.fitted_at.endswith("+00:00") else "")
 
     def describe(self) -> str:
         """The reuse in a few words, as `visionbatch fit` and `train` print it.
@@ -165,8 +216,19 @@ class PlanReuse:
             >>> PlanReuse("3fa2c1d4e5f6a7b8" + "0" * 48, "2026-11-30T10:02:41+00:00").describe()
             'reused from the plan cache (fitted 2026-11-30 10:02 UTC, key 3fa2c1d4e5f6)'
         """
-        when = self.fitted_at[:16].replace("T", " ") + (" UTC" if self.fitted_at.endswith("+00:00") else "")
-        return f"reused from the plan cache (fitted {when}, key {self.key[:12]})"
+        return f"reused from the plan cache (fitted {self._when()}, key {self.key[:12]})"
+
+    def planned(self, planning_s: float) -> str:
+        """The planning time of a reused plan: the search's, when it was fitted, and this run's, which ran none.
+
+        Examples:
+            >>> PlanReuse("3fa2c1d4e5f6", "2026-11-30T18:22:05+00:00", 0.42).planned(18.7)
+            'planned in 18.7 s when fitted (2026-11-30 18:22 UTC); reused now in 0.4 s'
+            >>> PlanReuse("3fa2c1d4e5f6", "2026-11-30T18:22:05+00:00").planned(18.7)
+            'planned in 18.7 s when fitted (2026-11-30 18:22 UTC); reused now'
+        """
+        now = "" if self.seconds is None else f" in {self.seconds:.1f} s"
+        return f"planned in {planning_s:.1f} s when fitted ({self._when()}); reused now{now}"
 
 
 
@@ -256,10 +318,27 @@ class BatchPlan:
         """The probe of `phase` ('train' or 'val') at `batch_size`, if one ran."""
         return next((s for s in self.samples if s.batch_size == batch_size and s.phase == phase), None)
 
+    def val_batch_for(self, batch_size: int) -> int:
+        """The validation batch that goes with training batch `batch_size`: twice it, at most the split."""
+        return val_batch_size(batch_size, self.workload.val_images if self.workload else None)
+
+    def val_sample(self, batch_size: int) -> ProbeSample | None:
+        """The validation probe run with the training probe at `batch_size` (the one right after it)."""
+        for index, sample in enumerate(self.samples):
+            if sample.phase == "train" and sample.batch_size == batch_size:
+                after = self.samples[index + 1] if index + 1 < len(self.samples) else None
+                return after if after is not None and after.phase == "val" else None
+        return self.sample(self.val_batch_for(batch_size), "val")
+
     def fits(self, batch_size: int) -> bool:
         """Whether the probes at `batch_size` (training, and validation at twice it) fit the budget."""
-        return batch_fits(self.sample(batch_size, "train"), self.sample(2 * batch_size, "val"), self.budget_bytes,
+        return batch_fits(self.sample(batch_size, "train"), self.val_sample(batch_size), self.budget_bytes,
                           self.total_bytes)
+
+    def held_after_validation(self, batch_size: int) -> int | None:
+        """What training at `batch_size` and its validation hold together where Ultralytics keeps its
+        CUDA cache (`held_after_validation`; None where that rule does not apply)."""
+        return held_after_validation(self.sample(batch_size, "train"), self.val_sample(batch_size), self.total_bytes)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -384,10 +463,13 @@ class WorkloadSummary:
         optimizer: the optimizer Ultralytics' optimizer=auto picks (or the one given).
         ema: whether the step updates an EMA copy (always, as Ultralytics' trainer does).
         dataset_images: training images (sets optimizer=auto's choice and the batch clamp).
+        val_images: validation images: Ultralytics validates at twice the batch, and no validation
+            batch holds more than the split (None: not known, validation at twice the batch).
         device, data, target: where the step ran, the data.yaml, and the target predicted for.
     """
 
-    JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("max_imgsz", "device", "data", "target", "labels_per_batch")
+    JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("max_imgsz", "device", "data", "target", "labels_per_batch",
+                                                "val_images")
 
     model: str
     task: str
@@ -408,3 +490,4 @@ class WorkloadSummary:
     data: str | None = None
     target: str | None = None
     labels_per_batch: int | None = None
+    val_images: int | None = None

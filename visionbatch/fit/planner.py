@@ -62,6 +62,9 @@ from visionbatch.fit.plan import (
     WorkloadSummary,
     after_validation_bytes,
     batch_fits,
+    held_after_validation,
+    held_over_budget,
+    val_batch_size,
 )
 from visionbatch.fit.probes.base import Probe
 from visionbatch.stats import (
@@ -110,6 +113,12 @@ class _Probing:
     context_bytes: int = 0  # in every CUDA peak, counted once when training and validation are held together
     steps: Steps = field(default_factory=lambda: Steps(None, 1))  # the progress lines
     measured: bool = True  # False: the readings are traced estimates
+    val_images: int | None = None  # the validation split: no validation batch holds more
+    val_with: dict[int, ProbeSample] = field(default_factory=dict)  # training batch -> its validation probe
+
+    def val_batch(self, batch_size: int) -> int:
+        """Validation's batch with training at `batch_size` (`plan.val_batch_size`)."""
+        return val_batch_size(batch_size, self.val_images)
 
     def run(self, batch_size: int) -> bool:
         self.steps.begin(f"batch {batch_size}: training step")
@@ -120,12 +129,14 @@ class _Probing:
         self.samples.append(train)
         val = None
         if train.ok:  # validation runs between epochs, at twice the batch, with the training state alive
-            self.steps.begin(f"batch {batch_size}: validation step at batch {2 * batch_size}")
-            val = replace(self.probe.measure(lambda: self.runner.val_step(2 * batch_size), 2 * batch_size, "val",
+            val_b = self.val_batch(batch_size)
+            self.steps.begin(f"batch {batch_size}: validation step at batch {val_b}")
+            val = replace(self.probe.measure(lambda: self.runner.val_step(val_b), val_b, "val",
                                              self.runner.persistent()), step_s=None)
             self.samples.append(val)
+            self.val_with[batch_size] = val
         fits = batch_fits(train, val, self.budget_bytes, self.total_bytes)
-        self.steps.end(probe_line(train, val, fits, self.budget_bytes, self.measured))
+        self.steps.end(probe_line(train, val, fits, self.budget_bytes, self.measured, self.total_bytes))
         if fits:
             self.best = max(self.best, batch_size)
             self.misses = 0
@@ -171,7 +182,7 @@ def _together(state: _Probing, train: MemoryCurve, val: MemoryCurve, target: int
         return train.predict(b) - state.context_bytes <= half
 
     def together(b: int) -> bool:
-        return train.predict(b) + val.predict(2 * b) - state.context_bytes <= state.budget_bytes
+        return train.predict(b) + val.predict(state.val_batch(b)) - state.context_bytes <= state.budget_bytes
 
     if not kept(target) or together(target):
         return target
@@ -191,6 +202,13 @@ def _local_step(state: _Probing) -> int | None:
     return extrapolate_batch(fitted[-2], fitted[-1], state.budget_bytes) if len(fitted) >= 2 else None
 
 
+def _val_bound(state: _Probing, val_curve: MemoryCurve, limit: int, sigmas: float) -> int:
+    """The largest training batch whose validation the curve allows: half its validation batch, or
+    every batch when validation fits at the whole split (no validation batch holds more)."""
+    top = solve_batch(val_curve, state.budget_bytes, sigmas, cap=2 * limit)
+    return limit if state.val_images and top >= state.val_images else top // 2
+
+
 def _target(state: _Probing, limit: int, sigmas: float) -> int:
     """The next batch to verify: the curves' answer under every bound."""
     train_curve, val_curve = state.curve("train"), state.curve("val")
@@ -202,7 +220,7 @@ def _target(state: _Probing, limit: int, sigmas: float) -> int:
         # target creep up a batch or two per probe: the last readings' slope steps to the budget
         target = max(target, _local_step(state) or 0)
     if val_curve is not None:
-        target = min(target, solve_batch(val_curve, state.budget_bytes, sigmas, cap=2 * limit) // 2)
+        target = min(target, _val_bound(state, val_curve, limit, sigmas))
         target = _together(state, train_curve, val_curve, target)
     if state.upper is not None:
         # after a failure the curve may be what failed: step in from the bracket too, by the
@@ -268,6 +286,7 @@ def plan_batch(
     steps = Steps(progress, min(TYPICAL_PROBES, max_probes) if limit >= 2 else 1, "probe", exact=limit < 2,
                   clock=clock)
     state = _Probing(probe, runner, budget, [], total_bytes=capacity.total_bytes,
+                     val_images=workload.val_images if workload is not None else None,
                      context_bytes=capacity.context_bytes, steps=steps, measured=measured)
     warnings: list[str] = []
 
@@ -311,9 +330,8 @@ def plan_batch(
 def _time_candidates(state: _Probing, bound_s: float, clock: Callable[[], float],
                      measured: bool = True) -> Timings | None:
     """Time the batches the speed choice is between, interleaved; each one's step_s becomes its mean step."""
-    val_at = {s.batch_size: s for s in state.readings("val")}
     fitted = {s.batch_size for s in state.readings("train")
-              if s.batch_size <= state.best and batch_fits(s, val_at.get(2 * s.batch_size), state.budget_bytes,
+              if s.batch_size <= state.best and batch_fits(s, state.val_with.get(s.batch_size), state.budget_bytes,
                                                                 state.total_bytes)}
     candidates = sorted({b for b in fitted if b > 2} | {state.best})  # batches 1 and 2 only start the curve
     if measured:  # a trace has nothing to time
@@ -336,20 +354,28 @@ def _time_candidates(state: _Probing, bound_s: float, clock: Callable[[], float]
 
 
 def probe_line(train: ProbeSample, val: ProbeSample | None, fits: bool, budget_bytes: int,
-               measured: bool = True) -> str:
-    """One probe in a progress line: its batch, each phase's peak (or out of memory), and whether it fits.
+               measured: bool = True, total_bytes: int | None = None) -> str:
+    """One probe in a progress line: its batch, each phase's peak (or out of memory), what the two
+    hold together after validation where Ultralytics keeps its CUDA cache (on a card of
+    `total_bytes`: `plan.held_after_validation`), and whether it fits.
 
     Examples:
         >>> probe_line(ProbeSample(8, "train", True, 3 << 30), ProbeSample(16, "val", True, 2 << 30), True, 4 << 30)
         'batch 8: training peak 3.00 GiB, validation at 16 2.00 GiB: fits the 4.00 GiB budget'
         >>> probe_line(ProbeSample(64, "train", False, None), None, False, 4 << 30)
         'batch 64: training ran out of memory: does not fit the 4.00 GiB budget'
+        >>> probe_line(ProbeSample(8, "train", True, 3 << 30, reserved_bytes=3 << 30),
+        ...            ProbeSample(16, "val", True, 2 << 30, reserved_bytes=2 << 30), False, 4 << 30, total_bytes=16 << 30)
+        'batch 8: training peak 3.00 GiB, validation at 16 2.00 GiB, held together after validation 5.00 GiB: does not fit the 4.00 GiB budget'
     """
     peak = "peak" if measured else "traced peak"
     parts = [f"training {peak} {human_bytes(train.peak_bytes)}" if train.ok else "training ran out of memory"]
     if val is not None:
         parts.append(f"validation at {val.batch_size} {human_bytes(val.peak_bytes)}" if val.ok
                      else f"validation at {val.batch_size} ran out of memory")
+    held = held_after_validation(train, val, total_bytes)
+    if held is not None:  # what batch_fits weighs too: say it, or a "does not fit" under the budget reads wrong
+        parts.append(f"held together after validation {human_bytes(held)}")
     verdict = "fits" if fits else "does not fit"
     return f"batch {train.batch_size}: {', '.join(parts)}: {verdict} the {human_bytes(budget_bytes)} budget"
 
@@ -381,7 +407,7 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
         curve = replace(curve, points=1, batch_max=1, sxx=0.0)
     best = state.best
     train_at = {s.batch_size: s for s in state.readings("train")}
-    val_at = {s.batch_size: s for s in state.readings("val")}
+    val_at = {b: s for b, s in state.val_with.items() if s.ok}  # by the training batch it ran with
     chosen = best
     reason = _reason_max(state, capacity, fraction, curve, val_curve, limit, sigmas, measured, probes_spent)
     speeds = timings.speeds if timings else ()
@@ -413,13 +439,13 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
     if best >= limit:
         warnings.append(f"batch capped at the {limit} training images")
     val_max = solve_batch(val_curve, state.budget_bytes, sigmas) if val_curve else None
-    if val_curve is not None and val_curve.extrapolates(2 * chosen):
+    if val_curve is not None and val_curve.extrapolates(state.val_batch(chosen)):
         warnings.append("the validation prediction extrapolates beyond the measured batches")
     top_speed = max((s.img_per_s for s in speeds), default=None)
     return BatchPlan(
         batch_size=chosen,
         max_batch_size=best,
-        val_batch_size=2 * chosen,
+        val_batch_size=state.val_batch(chosen),
         val_max_batch_size=val_max,
         accumulate=max(round(nominal_batch / chosen), 1),
         nominal_batch_size=nominal_batch,
@@ -433,8 +459,8 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
         predicted_bytes=int(curve.predict(chosen)),
         predicted_uncertainty_bytes=int(curve.uncertainty(chosen)),
         measured_bytes=train_at[chosen].peak_bytes if chosen in train_at and measured else None,
-        val_predicted_bytes=int(val_curve.predict(2 * chosen)) if val_curve else None,
-        val_measured_bytes=val_at[2 * chosen].peak_bytes if 2 * chosen in val_at and measured else None,
+        val_predicted_bytes=int(val_curve.predict(state.val_batch(chosen))) if val_curve else None,
+        val_measured_bytes=val_at[chosen].peak_bytes if chosen in val_at and measured else None,
         img_per_s=timings.speed(chosen).img_per_s if timings and timings.speed(chosen) else None,
         best_img_per_s=top_speed,
         samples=tuple(state.samples),
@@ -445,7 +471,7 @@ def _plan(state: _Probing, capacity: Capacity, fraction: float, limit: int, work
         warnings=tuple(warnings),
         measured=measured,
         planning_s=round(seconds, 3),
-        after_validation_bytes=after_validation_bytes(train_at.get(chosen), val_at.get(2 * chosen),
+        after_validation_bytes=after_validation_bytes(train_at.get(chosen), val_at.get(chosen),
                                                       capacity.total_bytes),
         timings=timings,
     )
@@ -501,6 +527,8 @@ def _above_best(state: _Probing, curve: MemoryCurve, val_curve: MemoryCurve | No
     if upper is not None:
         over = next((s for s in state.samples if s.batch_size == upper and s.phase == "train"), None)
         why = f"batch {upper} {'ran out of memory' if over is not None and not over.ok else 'did not fit'}"
+        held = _held_words(over, state.val_with.get(upper), state.budget_bytes, state.total_bytes)
+        why += f": {held}" if held else ""
         if upper == best + 1:
             return why
     nxt = best + 1
@@ -513,14 +541,42 @@ def _above_best(state: _Probing, curve: MemoryCurve, val_curve: MemoryCurve | No
         span = f"batch {nxt} is" if sure == nxt else f"batches {nxt}-{sure} are"
         return f"{span} predicted to fit but {'was' if sure == nxt else 'were'} not measured{stop}; {largest}"
     need = f"batch {nxt} is predicted to need {human_bytes(curve.predict(nxt))}"
-    if maybe > best:
-        need += f" ± {human_bytes(curve.uncertainty(nxt))}"
+    if maybe > best:  # the ± figures are the margin asked for (sigmas σ), as the plot's band and _off_curve
+        need += f" ± {human_bytes(sigmas * curve.uncertainty(nxt))} ({sigmas:g}σ)"
         if val_curve is not None:
-            need += (f" in training and {human_bytes(val_curve.predict(2 * nxt))} ± "
-                     f"{human_bytes(val_curve.uncertainty(2 * nxt))} in validation at {2 * nxt}")
-        return (f"{need}, too close to the {human_bytes(state.budget_bytes)} budget to count on ({sigmas:g}σ), "
+            val_b = state.val_batch(nxt)
+            need += (f" in training and {human_bytes(val_curve.predict(val_b))} ± "
+                     f"{human_bytes(sigmas * val_curve.uncertainty(val_b))} ({sigmas:g}σ) in validation at {val_b}")
+            train_kept = curve.predict(nxt) - state.context_bytes  # training's reserved memory, as _together reads it
+            if state.total_bytes and train_kept <= CACHE_KEPT_SHARE * state.total_bytes:
+                # the figure that is close to the budget where Ultralytics keeps its cache: say it
+                held = train_kept + val_curve.predict(val_b)
+                need += f", {human_bytes(held)} held together after the first validation"
+        return (f"{need}, too close to the {human_bytes(state.budget_bytes)} budget to count on, "
                 f"and was not measured{stop}; {largest}")
     return f"{need}, over the budget" + (f" ({why})" if why else "")
+
+
+def _held_words(train: ProbeSample | None, val: ProbeSample | None, budget_bytes: int,
+                total_bytes: int | None) -> str | None:
+    """Why a batch whose two peaks are within the budget did not fit: what training and validation
+    hold together after the first validation (`plan.held_over_budget`), in words; None otherwise.
+
+    Examples:
+        >>> train = ProbeSample(86, "train", True, 1340 << 20, reserved_bytes=1040 << 20)
+        >>> val = ProbeSample(172, "val", True, 728 << 20, reserved_bytes=428 << 20)
+        >>> _held_words(train, val, 1720 << 20, 16 << 30)
+        "training's 1.31 GiB and validation's 428 MiB reserved (its 728 MiB peak less the CUDA context), held together after the first validation, need 1.73 GiB > the 1.68 GiB budget"
+    """
+    held = held_over_budget(train, val, budget_bytes, total_bytes)
+    if held is None:
+        return None
+    # the sum quotes validation's reserved memory, so the figures add up: the context is counted once
+    less = "" if val.reserved_bytes == val.peak_bytes else \
+        f" (its {human_bytes(val.peak_bytes)} peak less the CUDA context)"
+    return (f"training's {human_bytes(train.peak_bytes)} and validation's {human_bytes(val.reserved_bytes)} "
+            f"reserved{less}, held together after the first validation, need {human_bytes(held)} > the "
+            f"{human_bytes(budget_bytes)} budget")
 
 
 def _predicted_top(state: _Probing, curve: MemoryCurve, val_curve: MemoryCurve | None, limit: int,
@@ -529,7 +585,7 @@ def _predicted_top(state: _Probing, curve: MemoryCurve, val_curve: MemoryCurve |
     standard deviations of margin (0: by the predictions alone)."""
     top = solve_batch(curve, state.budget_bytes, sigmas, below=state.upper, cap=limit)
     if val_curve is not None:
-        top = min(top, solve_batch(val_curve, state.budget_bytes, sigmas, cap=2 * limit) // 2)
+        top = min(top, _val_bound(state, val_curve, limit, sigmas))
         if sigmas > 0:
             top = _together(state, curve, val_curve, top)
     return top
@@ -582,7 +638,7 @@ def check_batch(
     peaks = [s.peak_bytes for s in (train, val) if s is not None and s.ok] + ([after] if after else [])
     margin = budget - max(peaks) if len(peaks) >= 2 else None
     return BatchCheck(
-        batch_size=batch_size, val_batch_size=2 * batch_size, fits=fits, train=train, val=val,
+        batch_size=batch_size, val_batch_size=val_b, fits=fits, train=train, val=val,
         budget_bytes=budget, margin_bytes=margin, memory_fraction=memory_fraction, device=capacity.device,
         device_name=capacity.name, total_bytes=capacity.total_bytes, usable_bytes=capacity.usable_bytes,
         context_bytes=capacity.context_bytes, workload=workload,
@@ -600,8 +656,8 @@ def _check_reason(batch_size: int, train: ProbeSample, val: ProbeSample | None, 
         return f"batch {batch_size} does not fit: training ran out of memory on {capacity.device}"
     if val is not None and not val.ok:
         return (f"batch {batch_size} does not fit: training {verb} {human_bytes(train.peak_bytes)}, but validation "
-                f"at {2 * batch_size} ran out of memory")
-    peaks = (f"training {verb} {human_bytes(train.peak_bytes)}, validation at {2 * batch_size} "
+                f"at {val.batch_size} ran out of memory")
+    peaks = (f"training {verb} {human_bytes(train.peak_bytes)}, validation at {val.batch_size} "
              f"{human_bytes(val.peak_bytes)}")
     worst = max(train.peak_bytes, val.peak_bytes, after or 0)
     if after is not None and after > max(train.peak_bytes, val.peak_bytes):

@@ -3,11 +3,17 @@ memory per image against image size."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionbatch.fit.curve import DEFAULT_SIGMAS
-from visionbatch.fit.plan import BatchPlan, MemorySurface
+from visionbatch.fit.plan import (
+    CACHE_KEPT_SHARE,
+    BatchPlan,
+    MemorySurface,
+    val_batch_size,
+)
 from visionbatch.plotting import legend_below, new_figure, save_figure
 from visionbatch.units import MIB, human_bytes
 
@@ -19,29 +25,38 @@ BAND_SIGMAS = DEFAULT_SIGMAS  # the band drawn around the training fit: the plan
 
 
 def plot_batch_plan(plan: BatchPlan, path: str | Path) -> Path:
-    """Write a PNG: peak memory against training batch (validation at 2x plotted at its training batch)."""
+    """Write a PNG: peak memory against training batch (validation plotted at its training batch)."""
     return save_figure(batch_plan_figure(plan), path)
 
 
+CARD_SCALE = 2.0  # the device total is drawn when it is at most this many times the rest of the plot's top
+
+
 def batch_plan_figure(plan: BatchPlan) -> Any:
-    """The memory curve as a matplotlib Figure, its legend below the axes so it never hides a reading."""
+    """The memory curve as a matplotlib Figure, its legend below the axes so it never hides a reading.
+
+    Every reading is drawn at its training batch (validation's too); where Ultralytics' cache rule
+    holds training and validation together (`plan.held_after_validation`), that figure is drawn
+    beside them; a batch that did not fit is crossed at the figure that was over the budget.
+    """
     fig, ax = new_figure(8.0, 5.5)
     read = "measured" if plan.measured else "traced"
     train = [s for s in plan.samples if s.phase == "train"]
-    val = [s for s in plan.samples if s.phase == "val" and s.ok]
     failed = [s for s in train if not s.ok]
+    ok = [s for s in train if s.ok]
+    val = {s.batch_size: v for s in ok if (v := plan.val_sample(s.batch_size)) is not None and v.ok}
+    held = {s.batch_size: h for s in ok if (h := plan.held_after_validation(s.batch_size)) is not None}
     top = max([s.batch_size for s in train] + [plan.max_batch_size]) * 1.15
     xs = [top * i / 200 for i in range(201)]
     curve = plan.curve
     mean = [curve.predict(x) / GIB for x in xs]
     band = [BAND_SIGMAS * curve.uncertainty(x) / GIB for x in xs]
-    # the band is the plan's own curve: the one its predicted figure (± 1σ) and its reason quote
+    # the band is the plan's own margin: the ± its printed prediction and its reason quote (2σ)
     at_chosen = human_bytes(BAND_SIGMAS * curve.uncertainty(plan.batch_size))
     ax.fill_between(xs, [m - b for m, b in zip(mean, band)], [m + b for m, b in zip(mean, band)],
                     color="tab:blue", alpha=0.15, linewidth=0,
                     label=f"training fit ±{BAND_SIGMAS:g}σ (±{at_chosen} at batch {plan.batch_size})")
     ax.plot(xs, mean, color="tab:blue", linewidth=1.5, label=f"training fit ({curve.kind})")
-    ok = [s for s in train if s.ok]
     outside = outside_band(plan)
     inside = [s for s in ok if s.batch_size not in outside]
     ax.scatter([s.batch_size for s in inside], [s.peak_bytes / GIB for s in inside], color="tab:blue", zorder=3,
@@ -50,31 +65,43 @@ def batch_plan_figure(plan: BatchPlan) -> Any:
         ax.scatter(outside, [plan.sample(b, "train").peak_bytes / GIB for b in outside], facecolors="white",
                    edgecolors="tab:red", linewidths=1.5, zorder=4,
                    label=f"training step outside the ±{BAND_SIGMAS:g}σ band")
-    over = [s for s in ok if not plan.fits(s.batch_size)]
-    if over:  # a reading under the budget line can still be a batch that failed (its validation at 2x)
-        ax.scatter([s.batch_size for s in over], [s.peak_bytes / GIB for s in over], marker="x", s=60,
-                   color="tab:red", zorder=5, label="did not fit (training or validation)")
+    over = [s.batch_size for s in ok if not plan.fits(s.batch_size)]
+    if over:  # crossed at the figure that did not fit: a cross under the budget line would say nothing
+        ax.scatter(over, [failed_at(plan, b) / GIB for b in over], marker="x", s=60, color="tab:red", zorder=5,
+                   label="did not fit (at the figure over the budget)" if held
+                   else "did not fit (training or validation)")
+    capped = plan.workload.val_images if plan.workload else None
+    # no validation batch holds more than the split: said short, so the legend keeps to the figure's width
+    at_val = f"validation at 2x batch, ≤{capped}" if capped else "validation at 2x batch"
     if plan.val_curve is not None:
-        ax.plot(xs, [plan.val_curve.predict(2 * x) / GIB for x in xs], color="tab:orange", linestyle="--",
-                linewidth=1.2, label="validation at 2x batch (fit)")
+        ax.plot(xs, [plan.val_curve.predict(val_batch_size(x, capped)) / GIB for x in xs], color="tab:orange",
+                linestyle="--", linewidth=1.2, label=f"{at_val} (fit)")
     if val:
-        ax.scatter([s.batch_size / 2 for s in val], [s.peak_bytes / GIB for s in val], marker="s", color="tab:orange",
-                   zorder=3, label=f"validation at 2x batch ({read})")
+        ax.scatter(list(val), [v.peak_bytes / GIB for v in val.values()], marker="s", color="tab:orange",
+                   zorder=3, label=f"{at_val} ({read})")
+    if held:
+        _draw_held(ax, plan, xs, held, capped, read)
     if failed:
         ax.scatter([s.batch_size for s in failed], [plan.budget_bytes / GIB] * len(failed), marker="x", s=60,
                    color="tab:red", zorder=4, label="out of memory")
     ax.axhline(plan.budget_bytes / GIB, color="tab:red", linewidth=1,
                label=f"budget {plan.memory_fraction:g} x usable ({plan.budget_bytes / GIB:.2f} GiB)")
-    if plan.total_bytes:
+    # the axis is scaled to what is drawn: the budget and every reading, the card only when it is near
+    drawn = max(plan.budget_bytes, *(s.peak_bytes for s in ok), *(v.peak_bytes for v in val.values()),
+                *held.values())
+    if plan.total_bytes and plan.total_bytes <= CARD_SCALE * drawn:
         ax.axhline(plan.total_bytes / GIB, color="grey", linewidth=0.8, linestyle=":",
                    label=f"device total ({plan.total_bytes / GIB:.2f} GiB)")
+        drawn = max(drawn, plan.total_bytes)
+    elif plan.total_bytes:  # far above the budget: named in the legend, not drawn, or every point sits at the bottom
+        ax.plot([], [], color="grey", linewidth=0.8, linestyle=":",
+                label=f"device total {plan.total_bytes / GIB:.2f} GiB (above the axis)")
     ax.axvline(plan.batch_size, color="tab:green", linewidth=1.2, label=f"chosen batch {plan.batch_size}")
     if plan.max_batch_size != plan.batch_size:
         ax.axvline(plan.max_batch_size, color="tab:green", linewidth=1, linestyle="--",
                    label=f"largest that fits {plan.max_batch_size}")
     ax.set_xlim(0, top)
-    # the axis reaches every horizontal line drawn: the budget, the device total and each reading
-    ax.set_ylim(0, max(plan.budget_bytes, plan.total_bytes or 0, *(s.peak_bytes for s in ok + val)) / GIB * 1.08)
+    ax.set_ylim(0, drawn / GIB * 1.08)
     ax.set_xlabel("training batch size (images)")
     ax.set_ylabel("peak memory (GiB)")
     work = plan.workload
@@ -91,6 +118,46 @@ def batch_plan_figure(plan: BatchPlan) -> Any:
         axes.append(right)
     legend_below(fig, axes)
     return fig
+
+
+def _draw_held(ax: Any, plan: BatchPlan, xs: list[float], held: dict[int, int], val_images: int | None,
+               read: str) -> None:
+    """What training and validation hold together after the first validation: each probe's figure,
+    and the curves' (training's fit plus validation's, the context once) where training stays under
+    half the card, as the planner solves it (`planner._together`)."""
+    if plan.val_curve is not None and plan.total_bytes:
+        half = CACHE_KEPT_SHARE * plan.total_bytes
+
+        def together(x: float) -> float:
+            train = plan.curve.predict(x)
+            if train - plan.context_bytes > half:
+                return math.nan  # the cache is emptied above half the card: nothing is held together
+            return (train + plan.val_curve.predict(val_batch_size(x, val_images)) - plan.context_bytes) / GIB
+
+        ax.plot(xs, [together(x) for x in xs], color="tab:brown", linestyle="-.", linewidth=1.2,
+                label="held together after validation (fit)")
+    ax.scatter(list(held), [h / GIB for h in held.values()], marker="D", s=28, color="tab:brown", zorder=4,
+               label=f"held together after validation ({read})")
+
+
+def failed_at(plan: BatchPlan, batch_size: int) -> int:
+    """Where a batch that ran but did not fit is crossed: the largest of its figures that `batch_fits`
+    weighs (training's peak, validation's, and what the two hold together after validation).
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> from visionbatch.fit.plan import ProbeSample
+        >>> samples = {("train", 86): ProbeSample(86, "train", True, 130, reserved_bytes=100),
+        ...            ("val", 86): ProbeSample(172, "val", True, 70, reserved_bytes=40)}
+        >>> plan = SimpleNamespace(sample=lambda b, phase: samples[("train", b)],
+        ...                        val_sample=lambda b: samples[("val", b)],
+        ...                        held_after_validation=lambda b: 170)
+        >>> failed_at(plan, 86)
+        170
+    """
+    val = plan.val_sample(batch_size)
+    figures = [plan.sample(batch_size, "train").peak_bytes, plan.held_after_validation(batch_size) or 0]
+    return max(figures + ([val.peak_bytes] if val is not None and val.ok else []))
 
 
 def outside_band(plan: BatchPlan, sigmas: float = BAND_SIGMAS) -> list[int]:

@@ -65,6 +65,8 @@ class LabelDensity:
         oom_risk: the chance, at most, that any batch needs more than the plan.
         labels_per_image: the largest per-image count the plan covers (the batch's padding).
         forced: True when `labels_per_image=` forced a count for every image instead.
+        mixing: the augmentations that add labels modelled in the mosaic phase ('mixup', 'cutmix',
+            'copy-paste'), those the run's arguments turn on; Ultralytics stops them with mosaic.
     """
 
     mosaic_pmf: tuple[float, ...]
@@ -74,6 +76,7 @@ class LabelDensity:
     oom_risk: float
     labels_per_image: int
     forced: bool = False
+    mixing: tuple[str, ...] = ()
 
     @classmethod
     def fixed(cls, labels_per_image: int) -> LabelDensity:
@@ -125,14 +128,37 @@ class LabelDensity:
         pmf = self.mosaic_pmf if phase == "mosaic" else self.plain_pmf
         return _risk_quantile([(_power(pmf, batch_size), 1)], 1 - quantile)
 
+    def augmentations(self) -> str:
+        """The augmentations the run uses that the counts were modelled through, in words.
+
+        Examples:
+            >>> LabelDensity((0.5, 0.5), (1.0,), 10, 2, 0.1, 1, mixing=("mixup",)).augmentations()
+            'mosaic, the affine crop and mixup'
+            >>> LabelDensity((), (1.0,), 0, 12, 0.1, 0).augmentations()  # close_mosaic >= epochs, say
+            'the affine crop alone (mosaic does not run in this run)'
+        """
+        if not self.mosaic_draws:  # mixing stops with mosaic, so none of it runs either
+            return "the affine crop alone (mosaic does not run in this run)"
+        *rest, last = ("mosaic", "the affine crop", *self.mixing)
+        return f"{', '.join(rest)} and {last}"
+
     def describe(self) -> str:
-        """One sentence for the plan: what the density is and what it covers."""
+        """One sentence for the plan: what the density is and what it covers.
+
+        The padding is a quantile, not the largest count seen: the chance that any image the run
+        draws carries more is at most half of oom_risk (the other half covers the batch's total).
+
+        Examples:
+            >>> LabelDensity((), (0.5, 0.5), 0, 16000, 0.1, 1).describe()
+            "modelled from the dataset's labels through the affine crop alone (mosaic does not run in this run): 0.5 per image on average; the batch is padded to 1 labels: at most a 0.05 chance that any of the 16,000 images drawn carries more (half of oom_risk=0.1)"
+        """
         if self.forced:
             return f"labels_per_image={self.labels_per_image} forced for every image"
         draws = self.mosaic_draws + self.plain_draws
-        return (f"modelled from the dataset's labels through mosaic, the affine crop and mixing: "
-                f"{self.mean_per_image:.1f} per image on average; the batch is padded to {self.labels_per_image}, "
-                f"the most one image carries in {draws:,} drawn, at oom_risk={self.oom_risk:g}")
+        return (f"modelled from the dataset's labels through {self.augmentations()}: "
+                f"{self.mean_per_image:.1f} per image on average; the batch is padded to {self.labels_per_image} "
+                f"labels: at most a {self.oom_risk / 2:g} chance that any of the {draws:,} images drawn carries "
+                f"more (half of oom_risk={self.oom_risk:g})")
 
 
 def label_density(
@@ -171,6 +197,7 @@ def label_density(
     plain = model.plain_pmf()
     extras = {"mixup": float(args.get("mixup", 0.0)), "cutmix": float(args.get("cutmix", 0.0)),
               "copy_paste": float(args.get("copy_paste", 0.0)) if segments else 0.0}
+    mixing = tuple(name.replace("_", "-") for name, p in extras.items() if p > 0) if mosaic_epochs else ()
     mosaic_pmf = np.zeros(0)
     if mosaic_epochs:
         mosaic_pmf = _mix(mosaic * _pad(model.mosaic_pmf(), len(plain)) + (1 - mosaic) * _pad(plain, len(model.mosaic_pmf())),
@@ -178,7 +205,7 @@ def label_density(
     mosaic_draws, plain_draws = mosaic_epochs * dataset_images, (epochs - mosaic_epochs) * dataset_images
     labels = _risk_quantile([(mosaic_pmf, mosaic_draws), (plain, plain_draws)], oom_risk / 2)
     return LabelDensity(tuple(float(p) for p in mosaic_pmf), tuple(float(p) for p in plain), mosaic_draws,
-                        plain_draws, float(oom_risk), max(labels, 1))
+                        plain_draws, float(oom_risk), max(labels, 1), mixing=mixing)
 
 
 # -- the geometry -------------------------------------------------------------------------------------

@@ -178,6 +178,7 @@ class CpuProbe(Probe):
         self.exact_peaks = True  # False where the OS cannot reset the peak: readings are lifetime peaks
         self._capacity: Capacity | None = None
         self._train_batch = 1
+        self._trained = False  # a training step was measured: validation steps keep its batch
 
     def count_model(self, model: Any) -> None:
         """Count the trainer's own copy of `model` (the fit's model, once built) in the baseline."""
@@ -193,8 +194,12 @@ class CpuProbe(Probe):
         return self._capacity
 
     def measure(self, step: Any, batch_size: int, phase: str, persistent: Sequence[Any] = ()) -> ProbeSample:
-        # the mosaic buffer follows the training batch: validation runs at twice it
-        self._train_batch = batch_size if phase == "train" else max(batch_size // 2, 1)
+        # the mosaic buffer follows the training batch: a validation step runs after its training step (at
+        # twice it, at most the split's images), so it keeps that step's batch; alone, half its own
+        if phase == "train":
+            self._train_batch, self._trained = batch_size, True
+        elif not self._trained:
+            self._train_batch = max(batch_size // 2, 1)
         return super().measure(step, batch_size, phase, persistent)
 
     def _begin(self, persistent: Sequence[Any]) -> None:

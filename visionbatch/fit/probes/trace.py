@@ -262,14 +262,20 @@ class TraceEstimator:
         if batch_size <= EXACT_LOSS_BATCH:
             return self._real_extra(phase, labels(batch_size))
         low, high = EXACT_LOSS_BATCH // 2, EXACT_LOSS_BATCH
-        below, top = self._real_extra(phase, labels(low)), self._real_extra(phase, labels(high))
+        measured = labels(low), labels(high)
+        if any((phase, counts) not in self._extras for counts in measured):  # say why a smaller batch runs
+            self.say(f"trace: {_phase_name(phase)} loss measured at batch {low} and {high} "
+                     f"({sum(measured[0])} and {sum(measured[1])} labels) for real on the CPU, "
+                     f"extended to {batch_size}")
+        below, top = (self._real_extra(phase, counts, quiet=True) for counts in measured)
         return int(top + max(top - below, 0) / (high - low) * (batch_size - high))
 
-    def _real_extra(self, phase: str, counts: tuple[int, ...]) -> int:
+    def _real_extra(self, phase: str, counts: tuple[int, ...], quiet: bool = False) -> int:
         key = (phase, counts)
         if key not in self._extras:
-            self.say(f"trace: {'training' if phase == 'train' else 'validation'} loss at batch {len(counts)} "
-                     f"({sum(counts)} labels), run for real on the CPU")
+            if not quiet:
+                self.say(f"trace: {_phase_name(phase)} loss at batch {len(counts)} "
+                         f"({sum(counts)} labels), run for real on the CPU")
             self._extras[key] = self._measure_loss(phase, counts)
         return self._extras[key]
 
@@ -470,3 +476,13 @@ def proxy_step_peak(model: Any, batch_size: int, imgsz: int, fake: bool = True) 
         for p in model.parameters():
             p.grad = None
     return _total(tracker.get_tracker_snapshot("peak"))
+
+
+def _phase_name(phase: str) -> str:
+    """'train' or 'val' as the trace's lines name it.
+
+    Examples:
+        >>> _phase_name("train"), _phase_name("val")
+        ('training', 'validation')
+    """
+    return "training" if phase == "train" else "validation"
