@@ -73,3 +73,37 @@ def test_traced_surface_reproduces_held_out_traces(capsys, small_shapes: Path, w
     assert rows[64]["per_image_bytes"] < rows[128]["per_image_bytes"]
     assert sweep["max_imgsz"] % 32 == 0 and sweep["measured"] is False
     assert "largest imgsz at batch 16:" in out and "[predicted]" in out
+
+
+def test_the_sweep_validates_at_no_more_than_the_validation_split() -> None:
+    """Validation runs at twice the batch but never at more than the split: validation at 3/4 of
+    training's cost per image limits every size at 2b; with 40 validation images it limits none."""
+    from visionbatch.devices.memory import Capacity
+    from visionbatch.fit.plan import ProbeSample
+    from visionbatch.fit.sweep import _sweep
+
+    class Points:
+        stride = 32
+
+        def read(self, b, s, phase):
+            peak = law(b, s) if phase == "train" else 600 * MIB + b * 0.75 * (2 * MIB + 400 * s * s)
+            return ProbeSample(b, phase, ok=True, peak_bytes=int(peak))
+
+    class Spec:
+        def describe(self):
+            return {"model": "yolo11n.yaml", "task": "detect", "nc": 5, "imgsz": 320, "multi_scale": 0.0,
+                    "labels_per_image": 8, "val_labels_per_image": 8, "oom_risk": None, "label_density": "",
+                    "amp": False, "amp_dtype": None, "optimizer": "SGD", "ema": True, "dataset_images": 160}
+
+    capacity = Capacity(device="cpu", name="simulated", total_bytes=None, used_by_others_bytes=0, context_bytes=0,
+                        usable_bytes=4 << 30)
+
+    def sweep(val_images):
+        return _sweep(Points(), capacity, [320, 400, 480], 1.0, 24, Spec(), measured=True, val_images=val_images)
+
+    at_2b, at_split = sweep(None), sweep(40)
+    assert [r.limited_by for r in at_2b.rows] == ["val", "val", "val"]
+    assert [r.limited_by for r in at_split.rows] == ["train", "train", "train"]
+    for row in at_split.rows:  # training alone decides: its largest batch under the budget
+        assert law(row.max_batch_size, row.imgsz) <= 4 << 30 < law(row.max_batch_size + 1, row.imgsz)
+    assert at_split.max_imgsz > at_2b.max_imgsz  # batch 24's validation at 40 images, not 48

@@ -29,7 +29,12 @@ from visionbatch.fit.curve import (
     surface_max_batch,
     surface_max_imgsz,
 )
-from visionbatch.fit.plan import MemorySurface, ProbeSample, WorkloadSummary
+from visionbatch.fit.plan import (
+    MemorySurface,
+    ProbeSample,
+    WorkloadSummary,
+    val_batch_size,
+)
 from visionbatch.results import to_jsonable
 from visionbatch.ultralytics.density import DEFAULT_OOM_RISK
 from visionbatch.units import human_bytes
@@ -229,7 +234,7 @@ def sweep_resolution(
                     base = TraceEstimator(spec, device_model, progress=progress)
                     probe = _TracePoints(base)
                     result = _sweep(probe, capacity, sizes, fraction, batch_size, spec, measured=False,
-                                    progress=progress)
+                                    progress=progress, val_images=job.dataset.val.images)
             else:
                 device_name, cpu_budget = resolve_device(device, memory_budget)
                 device_type = device_name.split(":")[0]
@@ -240,7 +245,7 @@ def sweep_resolution(
                         say(f"building the training step on {device_name}: {spec.model}, its loss, optimizer and EMA")
                         probe.start(spec)
                         result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True,
-                                        progress=progress)
+                                        progress=progress, val_images=job.dataset.val.images)
                     finally:
                         probe.close()
     result = _finish(result, job, time.perf_counter() - started)
@@ -332,7 +337,8 @@ class _MeasuredPoints:
 
 
 def _sweep(points: Any, capacity: Capacity, sizes: list[int], fraction: float, batch_size: int | None, spec: Any,
-           measured: bool, progress: Callable[[str], None] | None = None) -> ResolutionSweep:
+           measured: bool, progress: Callable[[str], None] | None = None,
+           val_images: int | None = None) -> ResolutionSweep:
     budget = int(fraction * capacity.usable_bytes)
     fitted = [sizes[0], sizes[-1]]
     samples: list[tuple[int, ProbeSample]] = []
@@ -361,7 +367,9 @@ def _sweep(points: Any, capacity: Capacity, sizes: list[int], fraction: float, b
     rows, warnings = [], []
     for s in sizes:
         by_train = surface_max_batch(train, s, budget)
-        by_val = surface_max_batch(val, s, budget) // 2
+        by_val = surface_max_batch(val, s, budget)
+        # validation runs at twice the batch, but never at more than the split's images
+        by_val = by_train if val_images and by_val >= val_images else by_val // 2
         best = min(by_train, by_val)
         rows.append(SizeRow(
             imgsz=s, max_batch_size=best, predicted_bytes=int(train.predict(best, s)) if best else 0,
@@ -377,7 +385,7 @@ def _sweep(points: Any, capacity: Capacity, sizes: list[int], fraction: float, b
     max_imgsz = extrapolated = None
     if batch_size is not None:
         max_imgsz = min(surface_max_imgsz(train, batch_size, budget, points.stride),
-                        surface_max_imgsz(val, 2 * batch_size, budget, points.stride))
+                        surface_max_imgsz(val, val_batch_size(batch_size, val_images), budget, points.stride))
         extrapolated = not fitted[0] <= max_imgsz <= fitted[-1]
         if extrapolated:
             warnings.append(f"the largest imgsz at batch {batch_size} ({max_imgsz}) lies outside the probed sizes "
