@@ -95,6 +95,21 @@ def test_an_unusable_entry_is_listed_as_such_and_text_from_an_entry_is_escaped(
     assert not any("\x1b" in line for line in lines)
 
 
+def test_numbers_no_float_holds_are_unusable_or_left_out_never_a_traceback(
+        home: Path, capsys: pytest.CaptureFixture) -> None:
+    huge = "1" + "0" * 400  # a JSON integer: float() of it overflows
+    delay = kept.store_choice(key(fps=11), 2, 25.0, "r", chosen_at="2026-11-30T15:00:00+00:00")
+    delay.write_text(delay.read_text().replace('"queue_delay_ms": 25.0', f'"queue_delay_ms": {huge}', 1))
+    fps = kept.store_choice(key(fps=12), 2, 25.0, "r", chosen_at="2026-11-30T16:00:00+00:00")
+    fps.write_text(fps.read_text().replace('"fps": 12.0', f'"fps": {huge}', 1))
+    assert huge in delay.read_text() and huge in fps.read_text()
+    lines = listed(capsys)
+    assert f"{delay.stem[:12]}: unusable (its queue delay is not a number of ms of at least 0); the next infer of " \
+           f"its question replaces it" in lines
+    (row,) = [line for line in lines if line.startswith(fps.stem[:12])]
+    assert row.split()[5:8] == ["320", "-", "2"]  # its load is no number: shown as none, the rest as stored
+
+
 def test_cache_clear_key_removes_one_kept_choice_and_leaves_the_other(home: Path,
                                                                       capsys: pytest.CaptureFixture) -> None:
     first, second = stored_two()
@@ -119,16 +134,20 @@ def test_a_key_matching_nothing_names_both_folders(home: Path, capsys: pytest.Ca
     assert kept.count_choices() == 2 and not (home / "plans").exists()
 
 
-def test_a_key_matching_a_plan_and_a_kept_choice_removes_both(home: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_key_starting_a_plan_and_a_kept_choice_removes_neither(home: Path, capsys: pytest.CaptureFixture) -> None:
     first, second = stored_two()
-    assert not second.startswith(first[:4])
+    assert not second.startswith(first[:4])  # fixed hashes (the CPU count is pinned): only the plan below shares it
     plan = home / "plans" / f"{first[:4]}{'f' * 60}.json"  # a plan whose key starts as the first choice's does
     plan.parent.mkdir(parents=True)
     plan.write_text("{}")
-    assert main(["cache", "clear", first[:4]]) == 0
-    assert capsys.readouterr().out == (f"removed 1 plan from {home / 'plans'}, and 1 kept inference choice from "
-                                       f"{home / 'choices'}\n")
-    assert not plan.exists() and [c.key_hash for c in kept.list_choices()] == [second]
+    assert main(["cache", "clear", first[:4]]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{first[:4]}: a plan's key ({first[:4]}{'f' * 8}) and a kept choice's ({first[:12]}) start with it: give "
+        f"more of the key")
+    assert plan.exists() and kept.count_choices() == 2
+    assert main(["cache", "clear", first[:5]]) == 0  # one more digit: the kept choice alone
+    assert capsys.readouterr().out == f"removed 1 kept inference choice from {home / 'choices'}\n"
+    assert plan.exists() and [c.key_hash for c in kept.list_choices()] == [second]
 
 
 def test_a_key_starting_two_kept_choices_removes_nothing(home: Path, capsys: pytest.CaptureFixture) -> None:

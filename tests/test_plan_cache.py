@@ -219,6 +219,23 @@ def test_a_miss_fits_and_stores_and_a_hit_is_marked_reused(job, plans: Path) -> 
     assert "reused" not in first.to_dict()
 
 
+def test_a_reused_plans_words_reach_the_terminal_escaped(job, plans: Path) -> None:
+    """The reason, warnings and device name of a reused plan come from a file on disk: an edited entry's
+    escape sequences are shown as text, never sent to the terminal."""
+    options, calls, plan = FitOptions.check(memory_budget="2GiB"), [], simulated_plan()
+    cached_fit(job, options, "cpu", fake_fit(plan, calls))
+    (entry,) = plans.glob("*.json")
+    stored = json.loads(entry.read_text())
+    stored["plan"]["reason"] = "fits\x1b]0;owned\x07"
+    stored["plan"]["warnings"] = ["\x1b[31mred\x1b[0m"]
+    stored["plan"]["device_name"] = "cpu\rX"
+    entry.write_text(json.dumps(stored))
+    reused = cached_fit(job, options, "cpu", fake_fit(plan, calls))
+    assert calls == [1] and reused.reused is not None  # still a hit: the key is unchanged
+    assert (reused.reason, reused.warnings, reused.device_name) == ("fits\\x1b]0;owned\\x07",
+                                                                     ("\\x1b[31mred\\x1b[0m",), "cpu\\rX")
+
+
 CORRUPTIONS = {
     "not json": lambda text: "{not json",
     "truncated": lambda text: text[: len(text) // 2],

@@ -164,7 +164,8 @@ def test_a_probe_that_runs_out_of_memory_is_said_not_to_fit() -> None:
     assert lines == ["step 1/2: batch 16: training step...",
                      "step 1/2: batch 16: training peak 2.56 GiB; about 10 s left for the steps",
                      "step 2/2: batch 16: validation step at batch 32...",
-                     "step 2/2: batch 16: training peak 2.56 GiB, validation at 32 1.62 GiB: fits the 14.4 GiB budget"]
+                     "step 2/2: batch 16: training peak 2.56 GiB, validation at 32 1.62 GiB, held together after "
+                     "validation 4.19 GiB: fits the 14.4 GiB budget"]
 
 
 # -- through the command line: stderr gets the probes, stdout the JSON alone -------------------------------

@@ -80,7 +80,7 @@ def test_the_sweep_validates_at_no_more_than_the_validation_split() -> None:
     training's cost per image limits every size at 2b; with 40 validation images it limits none."""
     from visionbatch.devices.memory import Capacity
     from visionbatch.fit.plan import ProbeSample
-    from visionbatch.fit.sweep import _sweep
+    from visionbatch.fit.sweep import sweep_points
 
     class Points:
         stride = 32
@@ -99,7 +99,7 @@ def test_the_sweep_validates_at_no_more_than_the_validation_split() -> None:
                         usable_bytes=4 << 30)
 
     def sweep(val_images):
-        return _sweep(Points(), capacity, [320, 400, 480], 1.0, 24, Spec(), measured=True, val_images=val_images)
+        return sweep_points(Points(), capacity, [320, 400, 480], 1.0, 24, Spec(), measured=True, val_images=val_images)
 
     at_2b, at_split = sweep(None), sweep(40)
     assert [r.limited_by for r in at_2b.rows] == ["val", "val", "val"]

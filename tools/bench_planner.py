@@ -66,12 +66,13 @@ def planner_at(revision: str) -> ModuleType:
     """visionbatch.fit.planner as it was at a git revision (its imports resolve to today's package)."""
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:visionbatch/fit/planner.py"],
                             check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="bench-planner-")) / "planner_then.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("planner_then", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["planner_then"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory(prefix="bench-planner-") as folder:
+        path = Path(folder) / "planner_then.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("planner_then", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["planner_then"] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
     return module
 
 
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{planner.MAX_PROBES}")
     print(summary("this checkout", now, truths))
     if args.against:
-        then = [run(planner_at(args.against), memory, total) for memory, total, _ in devices]
+        earlier = planner_at(args.against)
+        then = [run(earlier, memory, total) for memory, total, _ in devices]
         print(summary(args.against, then, truths))
         better = sum(a[0] > b[0] for a, b in zip(now, then))
         worse = [(true, b[0], a[0]) for a, b, true in zip(now, then, truths) if a[0] < b[0]]

@@ -25,8 +25,8 @@ chose for the same question (model, runner, device, budgets, load) for later run
 list   shows each plan: its key, when it was fitted, the device, model, imgsz, batch and size;
        then each kept choice: its key, when it was first chosen, the model, runner/precision,
        imgsz, load (streams x fps), batch, queue delay and size
-clear  removes every plan and kept choice, or the plan or kept choice whose key starts with KEY
-       (visionbatch cache clear 3fa2)
+clear  removes every plan and kept choice, or the one plan or kept choice whose key starts with
+       KEY (visionbatch cache clear 3fa2); a KEY that starts two entries removes nothing
 
 The plans live in $XDG_CACHE_HOME/visionbatch/plans (~/.cache/visionbatch/plans), the kept choices
 beside them in .../visionbatch/choices."""
@@ -46,20 +46,20 @@ def run(tokens: Sequence[str]) -> PlanCache | ClearedPlans:
     if (action == "list" and rest) or len(rest) > 1:
         raise ConfigError(f"{action} takes {'nothing' if action == 'list' else 'one KEY'} after it, not "
                           f"{shown(' '.join(rest))}: {EXAMPLE}")
-    from visionbatch.infer.kept import (
-        check_choice_prefix,
-        choices_dir,
-        clear_choices,
-        list_choices,
-    )
+    from visionbatch.files import cache_entries_starting
+    from visionbatch.fit.cache import plans_dir
+    from visionbatch.infer.kept import choices_dir, clear_choices, list_choices
 
     folder = str(choices_dir())
     if action == "list":
         choices = list_choices()
         return dataclasses.replace(list_plans(), kept_choices=len(choices), choices=choices, choices_folder=folder)
     prefix = rest[0] if rest else None
-    if prefix is not None:
-        check_choice_prefix(prefix)  # a KEY refused among the choices removes no plan either
+    if prefix is not None:  # one entry in both folders, as in one: a KEY that starts two removes nothing
+        plan, choice = cache_entries_starting(plans_dir(), prefix), cache_entries_starting(choices_dir(), prefix)
+        if plan and choice:
+            raise ConfigError(f"{prefix}: a plan's key ({plan[0].stem[:12]}) and a kept choice's "
+                              f"({choice[0].stem[:12]}) start with it: give more of the key")
     cleared = clear_plans(prefix)
     return dataclasses.replace(cleared, kept_choices_removed=len(clear_choices(prefix)), choices_folder=folder)
 
@@ -92,7 +92,7 @@ def _plans(result: PlanCache) -> list[str]:
     rows = []
     for entry in result.entries:
         rows.append([entry.key_hash[:12], _minutes(entry.fitted_at), printable(entry.device or "-", 60),
-                     printable(entry.model or "-", 60), entry.imgsz if entry.imgsz is not None else "-",
+                     printable(entry.model or "-", 60), entry.imgsz if type(entry.imgsz) is int else "-",
                      entry.batch_size if entry.batch_size is not None and entry.problem is None else "-",
                      human_bytes(entry.size_bytes)])
     lines = ["", table(["key", "fitted (UTC)", "device", "model", "imgsz", "batch", "size"], rows,
@@ -118,10 +118,15 @@ def _choices(result: PlanCache) -> list[str]:
 
 
 def _minutes(timestamp: str | None) -> str:
-    """An ISO 8601 time to the minute, as the tables show it ('2026-11-30 15:05'); '-' for none.
+    """An ISO 8601 time to the minute, as the tables show it ('2026-11-30 15:05'); '-' for none, or for
+    text from an entry that is not a time.
 
     Examples:
-        >>> _minutes("2026-11-30T15:05:09+00:00"), _minutes(None)
-        ('2026-11-30 15:05', '-')
+        >>> _minutes("2026-11-30T15:05:09+00:00"), _minutes(None), _minutes("\x1b[31mRED\x1b[0m")
+        ('2026-11-30 15:05', '-', '-')
     """
-    return timestamp[:16].replace("T", " ") if timestamp else "-"
+    import re
+
+    if not isinstance(timestamp, str) or not re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d", timestamp):
+        return "-"
+    return timestamp[:16].replace("T", " ")

@@ -52,6 +52,7 @@ from visionbatch.files import (
 )
 from visionbatch.fit.plan import BatchCheck, BatchPlan, PlanReuse
 from visionbatch.results import json_sha256, to_jsonable, utc_timestamp
+from visionbatch.text import printable
 from visionbatch.ultralytics.models import model_sha256
 from visionbatch.units import human_bytes
 
@@ -443,12 +444,19 @@ def discard_plan(job: TrainingJob, options: FitOptions, device: str) -> bool:
     return True
 
 
+STORED_TEXT = 4000  # the longest reason or warning a reused plan shows (they are a few hundred characters)
+
+
 def _as_reused(plan: BatchPlan, reuse: PlanReuse, device: str, job: TrainingJob) -> BatchPlan:
     """The stored plan for this call: marked reused, on this call's device (a GPU's index may differ) and data."""
-    where = plan.device if device == "target" else device
+    where = printable(plan.device, 120) if device == "target" else device
     workload = dataclasses.replace(plan.workload, data=job.dataset.yaml_path,
-                                   device=where if plan.workload.device is not None else None)
-    return dataclasses.replace(plan, reused=reuse, device=where, workload=workload)
+                                   device=where if plan.workload.device is not None else None,
+                                   label_density=printable(plan.workload.label_density, STORED_TEXT))
+    # the words come from a file on disk: the terminal gets them escaped, as every entry's text
+    return dataclasses.replace(plan, reused=reuse, device=where, workload=workload,
+                               device_name=printable(plan.device_name, 120), reason=printable(plan.reason, STORED_TEXT),
+                               warnings=tuple(printable(w, STORED_TEXT) for w in plan.warnings))
 
 
 # -- list and clear ----------------------------------------------------------------------------------------

@@ -76,6 +76,20 @@ def after_validation_bytes(train: ProbeSample | None, val: ProbeSample | None, t
     return max(train.peak_bytes, val.peak_bytes)
 
 
+def held_predicted(train: MemoryCurve, val: MemoryCurve, batch_size: float, val_batch: float, context_bytes: int,
+                   total_bytes: int | None) -> float | None:
+    """What the curves predict training and validation hold together after the first validation at
+    training batch `batch_size` (validation at `val_batch`): training's peak plus validation's, the
+    CUDA context once, while training's reserved memory stays under half the card (`CACHE_KEPT_SHARE`);
+    None above it (Ultralytics empties its cache) or without a card size. The planner, its reason and
+    the plot all read this one rule.
+    """
+    trained = train.predict(batch_size)
+    if not total_bytes or trained - context_bytes > CACHE_KEPT_SHARE * total_bytes:
+        return None
+    return trained + val.predict(val_batch) - context_bytes
+
+
 def held_after_validation(train: ProbeSample | None, val: ProbeSample | None, total_bytes: int | None) -> int | None:
     """Training's peak plus validation's reserved memory, held together once validation has run,
     where Ultralytics keeps its CUDA cache (training reserves at most half the card). None where

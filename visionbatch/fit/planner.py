@@ -54,7 +54,6 @@ from visionbatch.fit.curve import (
     solve_batch,
 )
 from visionbatch.fit.plan import (
-    CACHE_KEPT_SHARE,
     BatchCheck,
     BatchPlan,
     MemoryCurve,
@@ -64,6 +63,7 @@ from visionbatch.fit.plan import (
     batch_fits,
     held_after_validation,
     held_over_budget,
+    held_predicted,
     val_batch_size,
 )
 from visionbatch.fit.probes.base import Probe
@@ -174,18 +174,13 @@ def _together(state: _Probing, train: MemoryCurve, val: MemoryCurve, target: int
     reserved memory must fit; above it each phase alone must. Batches in between the largest that
     fits together and the last one under half the card are out.
     """
-    if not state.total_bytes:
+    def together(b: int) -> bool:  # nothing held (None: above half the card, or no card size) fits too
+        held = held_predicted(train, val, b, state.val_batch(b), state.context_bytes, state.total_bytes)
+        return held is None or held <= state.budget_bytes
+
+    if together(target):
         return target
-    half = CACHE_KEPT_SHARE * state.total_bytes
-
-    def kept(b: int) -> bool:  # training's reserved memory at b stays under half the card
-        return train.predict(b) - state.context_bytes <= half
-
-    def together(b: int) -> bool:
-        return train.predict(b) + val.predict(state.val_batch(b)) - state.context_bytes <= state.budget_bytes
-
-    if not kept(target) or together(target):
-        return target
+    # training under half the card at target is under it below too: `together` is monotonic there
     low, high = 0, target  # together(low) holds (or low is 0); together(high) does not
     while high - low > 1:
         middle = (low + high) // 2
@@ -547,10 +542,8 @@ def _above_best(state: _Probing, curve: MemoryCurve, val_curve: MemoryCurve | No
             val_b = state.val_batch(nxt)
             need += (f" in training and {human_bytes(val_curve.predict(val_b))} ± "
                      f"{human_bytes(sigmas * val_curve.uncertainty(val_b))} ({sigmas:g}σ) in validation at {val_b}")
-            train_kept = curve.predict(nxt) - state.context_bytes  # training's reserved memory, as _together reads it
-            if state.total_bytes and train_kept <= CACHE_KEPT_SHARE * state.total_bytes:
-                # the figure that is close to the budget where Ultralytics keeps its cache: say it
-                held = train_kept + val_curve.predict(val_b)
+            held = held_predicted(curve, val_curve, nxt, val_b, state.context_bytes, state.total_bytes)
+            if held is not None:  # the figure that is close to the budget where Ultralytics keeps its cache: say it
                 need += f", {human_bytes(held)} held together after the first validation"
         return (f"{need}, too close to the {human_bytes(state.budget_bytes)} budget to count on, "
                 f"and was not measured{stop}; {largest}")
@@ -618,8 +611,8 @@ def check_batch(
     started = clock()
     capacity = capacity or probe.capacity()
     budget = int(memory_fraction * capacity.usable_bytes)
-    train_b, val_b = (min(batch_size, images[0]), min(2 * batch_size, images[1])) if images else \
-        (batch_size, 2 * batch_size)
+    train_b = min(batch_size, images[0]) if images else batch_size
+    val_b = val_batch_size(batch_size, images[1] if images else None)
     steps = Steps(progress, 2, "step", clock=clock)
     steps.begin(f"batch {train_b}: training step")
     train = probe.measure(lambda: runner.train_step(train_b, probe.pass_boundary), train_b, "train",
@@ -633,7 +626,7 @@ def check_batch(
     else:
         steps.expect(1)  # out of memory: there is no validation step
     fits = batch_fits(train, val, budget, capacity.total_bytes)
-    steps.end(probe_line(train, val, fits, budget, measured))
+    steps.end(probe_line(train, val, fits, budget, measured, capacity.total_bytes))
     after = after_validation_bytes(train, val, capacity.total_bytes)
     peaks = [s.peak_bytes for s in (train, val) if s is not None and s.ok] + ([after] if after else [])
     margin = budget - max(peaks) if len(peaks) >= 2 else None

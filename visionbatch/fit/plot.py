@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from visionbatch.fit.curve import DEFAULT_SIGMAS
 from visionbatch.fit.plan import (
-    CACHE_KEPT_SHARE,
     BatchPlan,
     MemorySurface,
+    held_predicted,
     val_batch_size,
 )
 from visionbatch.plotting import legend_below, new_figure, save_figure
@@ -126,13 +126,10 @@ def _draw_held(ax: Any, plan: BatchPlan, xs: list[float], held: dict[int, int], 
     and the curves' (training's fit plus validation's, the context once) where training stays under
     half the card, as the planner solves it (`planner._together`)."""
     if plan.val_curve is not None and plan.total_bytes:
-        half = CACHE_KEPT_SHARE * plan.total_bytes
-
-        def together(x: float) -> float:
-            train = plan.curve.predict(x)
-            if train - plan.context_bytes > half:
-                return math.nan  # the cache is emptied above half the card: nothing is held together
-            return (train + plan.val_curve.predict(val_batch_size(x, val_images)) - plan.context_bytes) / GIB
+        def together(x: float) -> float:  # nan above half the card: the cache is emptied, nothing is held
+            held = held_predicted(plan.curve, plan.val_curve, x, val_batch_size(x, val_images), plan.context_bytes,
+                                  plan.total_bytes)
+            return math.nan if held is None else held / GIB
 
         ax.plot(xs, [together(x) for x in xs], color="tab:brown", linestyle="-.", linewidth=1.2,
                 label="held together after validation (fit)")

@@ -233,7 +233,7 @@ def sweep_resolution(
                 with trainer_globals(bool(job.args.get("deterministic", True)), "cpu"):
                     base = TraceEstimator(spec, device_model, progress=progress)
                     probe = _TracePoints(base)
-                    result = _sweep(probe, capacity, sizes, fraction, batch_size, spec, measured=False,
+                    result = sweep_points(probe, capacity, sizes, fraction, batch_size, spec, measured=False,
                                     progress=progress, val_images=job.dataset.val.images)
             else:
                 device_name, cpu_budget = resolve_device(device, memory_budget)
@@ -244,7 +244,7 @@ def sweep_resolution(
                         spec = job_spec(job, device_type, probe.gpu_name, labels_per_image, oom_risk=options.oom_risk)
                         say(f"building the training step on {device_name}: {spec.model}, its loss, optimizer and EMA")
                         probe.start(spec)
-                        result = _sweep(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True,
+                        result = sweep_points(probe, probe.capacity(), sizes, fraction, batch_size, spec, measured=True,
                                         progress=progress, val_images=job.dataset.val.images)
                     finally:
                         probe.close()
@@ -336,9 +336,12 @@ class _MeasuredPoints:
             self.workload.close()
 
 
-def _sweep(points: Any, capacity: Capacity, sizes: list[int], fraction: float, batch_size: int | None, spec: Any,
-           measured: bool, progress: Callable[[str], None] | None = None,
-           val_images: int | None = None) -> ResolutionSweep:
+def sweep_points(points: Any, capacity: Capacity, sizes: list[int], fraction: float, batch_size: int | None,
+                 spec: Any, measured: bool, progress: Callable[[str], None] | None = None,
+                 val_images: int | None = None) -> ResolutionSweep:
+    """The sweep over `sizes` from `points.read(batch, imgsz, phase)` (measured steps, a trace, or a test's
+    simulated law): batch 1 and 2 at the smallest and largest size, one check between, the surfaces,
+    and each size's largest batch (validation at twice it, at most `val_images`)."""
     budget = int(fraction * capacity.usable_bytes)
     fitted = [sizes[0], sizes[-1]]
     samples: list[tuple[int, ProbeSample]] = []

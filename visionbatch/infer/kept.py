@@ -33,7 +33,6 @@ from typing import Any
 from visionbatch.files import (
     UnusableEntry,
     atomic_write_text,
-    cache_entries_starting,
     cache_entry_files,
     cache_entry_size,
     config_dir,
@@ -47,6 +46,7 @@ from visionbatch.text import printable
 
 FORMAT = 1  # the entry layout; another value is no entry
 MAX_ENTRY_BYTES = 1 << 20  # an entry is a few hundred bytes: anything this large is not one
+MAX_NUMBER = 1 << 53  # the largest integer a float holds exactly: a larger stored number is no entry's
 
 
 def choices_dir() -> Path:
@@ -132,10 +132,10 @@ def _choice_problem(entry: Any, digest: str) -> str | None:
     if entry.get("key_hash") != digest:
         return "its key hash is not its name"
     batch, delay = entry.get("batch_size"), entry.get("queue_delay_ms")
-    if type(batch) is not int or batch < 1:
+    if type(batch) is not int or not 1 <= batch <= MAX_NUMBER:
         return "its batch is not a whole number of at least 1"
     # a stored delay is also held to this run's grid of delays (`choice.keep_earlier`)
-    if delay is not None and (type(delay) not in (int, float) or not math.isfinite(delay) or delay < 0):
+    if delay is not None and (not _number(delay) or delay < 0):
         return "its queue delay is not a number of ms of at least 0"
     if not isinstance(entry.get("run_dir"), str):
         return "no run folder"
@@ -228,7 +228,7 @@ def _row(path: Path) -> KeptChoice:
         key_hash=digest, chosen_at=printable(entry["chosen_at"], 40), model=printable(model["name"], 80),
         runner=f"{_text(runner.get('backend'), 40)}/{_text(runner.get('precision'), 20)}",
         imgsz=imgsz if type(imgsz) is int else None,
-        load=f"{streams} x {fps:g} fps" if type(streams) is int and type(fps) in (int, float) else None,
+        load=f"{streams} x {fps:g} fps" if type(streams) is int and _number(streams) and _number(fps) else None,
         batch_size=entry["batch_size"], queue_delay_ms=None if delay is None else float(delay),
         run_dir=printable(entry["run_dir"], 300), size_bytes=size, path=str(path), key=key,
     )
@@ -244,6 +244,18 @@ def _text(value: Any, limit: int) -> str:
     return printable(value, limit) if isinstance(value, str) else "-"
 
 
+def _number(value: Any) -> bool:
+    """A JSON number a float holds: finite, and no integer beyond 2**53 (a huge one overflows `float`).
+
+    Examples:
+        >>> _number(25.0), _number(3), _number(10 ** 400), _number(float("nan")), _number(True), _number("1")
+        (True, True, False, False, False, False)
+    """
+    if type(value) is int:
+        return abs(value) <= MAX_NUMBER
+    return type(value) is float and math.isfinite(value)
+
+
 def _field(mapping: Any, name: str) -> Any:
     return mapping.get(name) if isinstance(mapping, dict) else None
 
@@ -251,16 +263,6 @@ def _field(mapping: Any, name: str) -> Any:
 def count_choices() -> int:
     """How many choices are kept."""
     return len(cache_entry_files(choices_dir()))
-
-
-def check_choice_prefix(prefix: str) -> None:
-    """Refuse `prefix` when it is not hex or starts more than one kept choice's key, removing nothing: `visionbatch
-    cache clear KEY` asks this before it removes a plan, so a KEY it refuses removes neither.
-
-    Raises:
-        ConfigError: as `files.cache_entries_starting`.
-    """
-    cache_entries_starting(choices_dir(), prefix)
 
 
 def clear_choices(prefix: str | None = None) -> tuple[str, ...]:
