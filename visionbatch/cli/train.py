@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from shlex import quote
 
-from visionbatch.cli.args import positional
+from visionbatch.cli.args import positional, suggested_command, typed_pairs
 from visionbatch.console import table
 from visionbatch.keys import help_block, read_keys
 from visionbatch.train.result import TrainResult
@@ -27,13 +29,31 @@ go into the run folder, and visionbatch.json sets each epoch's peak memory next 
 prediction. On a CPU, batch=auto needs memory_budget=, e.g. memory_budget=8GiB."""
 
 
-def run(tokens: Sequence[str]) -> TrainResult:
+class TrainRun(TrainResult):
+    """A `TrainResult` and the `key=value` arguments as typed (`cli.args.typed_pairs`), which the commands
+    it suggests carry over (`next_steps`).
+
+    `typed` is a slot, not a dataclass field: `--json` prints the result's fields only, the same as
+    visionbatch.json, as the README promises.
+    """
+
+    __slots__ = ("typed",)
+
+    @classmethod
+    def of(cls, result: TrainResult, typed: Sequence[tuple[str, str]]) -> TrainRun:
+        run = cls(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
+        object.__setattr__(run, "typed", tuple(typed))  # set once, like the result's frozen fields
+        return run
+
+
+def run(tokens: Sequence[str]) -> TrainRun:
     from visionbatch.train.run import train
     from visionbatch.ultralytics.args import ultralytics_defaults
 
     data, pairs = positional(tokens, "train", "DATA", "data",
                              "visionbatch train path/to/data.yaml [key=value ...]")
-    return train(data, **read_keys("train", pairs, ultralytics_defaults()))
+    result = train(data, **read_keys("train", pairs, ultralytics_defaults()))
+    return TrainRun.of(result, typed_pairs(tokens))
 
 
 def show(result: TrainResult) -> str:
@@ -66,19 +86,24 @@ def show(result: TrainResult) -> str:
         lines.append("final: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
     lines.append(f"setup {result.setup_s:.1f} s, total {result.wall_s:.1f} s")
     lines.append(f"run folder: {result.save_dir}  (summary: visionbatch.json, weights: weights/best.pt)")
-    lines.extend(next_steps(result))
+    lines.extend(next_steps(result, getattr(result, "typed", ())))  # a library TrainResult has none
     return "\n".join(lines)
 
 
 LOW_MAP = 0.05  # below this mAP50-95 a user deserves a word on why
 
 
-def next_steps(result: TrainResult) -> list[str]:
+def next_steps(result: TrainResult, typed: Sequence[tuple[str, str]] = ()) -> list[str]:
     """What the result means when it looks poor, and what to run next on it.
 
     A model built from a YAML starts from random weights (nothing is downloaded), and its mAP stays
     near 0 for the first epochs: the warm-up alone is 3 epochs. Saying so keeps a short first run
     from looking broken.
+
+    The suggested commands ask about this run: they carry the user's own arguments (`typed`,
+    `cli.args.typed_pairs`) that each command takes (`suggested_command`), so fit and augcost see the
+    same model, size and step-shaping keys. fit drops batch= (it finds the batch); augcost profiles the
+    batch trained with when batch= was given (it takes a size only: batch=auto would be refused).
     """
     lines = []
     metric = result.final_metrics.get("metrics/mAP50-95(M)", result.final_metrics.get("metrics/mAP50-95(B)"))
@@ -91,13 +116,28 @@ def next_steps(result: TrainResult) -> list[str]:
         lines.append(f"note: mAP50-95 {metric:.3f} after {epochs} epoch{'s' * (epochs != 1)}: {why}, and the first "
                      f"{warmup:g} epochs are Ultralytics' warm-up. Train longer (epochs=100), or start from pretrained "
                      f"weights on disk (model=path/to/yolo11n.pt).")
-    weights = f"{result.save_dir}/weights/best.pt"
-    remap = " remap_classes=True" if result.remapped_classes else ""
     lines.append("next:")
-    lines.append(f"  visionbatch fit {result.data}{remap}          # the largest batch this device (or target=) holds")
-    lines.append(f"  visionbatch augcost {result.data}{remap}      # is the data pipeline or the model the bottleneck")
+    fit, augcost = _suggested(result, typed)
+    width = max(len(fit), len(augcost))  # the two comments line up
+    lines.append(f"  {fit.ljust(width)}      # the largest batch this device (or target=) holds")
+    lines.append(f"  {augcost.ljust(width)}      # is the data pipeline or the model the bottleneck")
     imgsz = result.args.get("imgsz")
-    size = f" imgsz={imgsz}" if isinstance(imgsz, int) else ""
-    lines.append(f"  visionbatch infer {weights}{size}   # the deployment batch and its latency "
-                 f"(add precision=fp32,int8 data={result.data}{remap} for INT8's speed and mAP)")
+    size = [("imgsz", imgsz)] if isinstance(imgsz, int) else []
+    infer = suggested_command("infer", f"{result.save_dir}/weights/best.pt", (), first=size)
+    remap = " remap_classes=True" if result.remapped_classes else ""
+    lines.append(f"  {infer}   # the deployment batch and its latency "
+                 f"(add precision=fp32,int8 {quote(f'data={result.data}')}{remap} for INT8's speed and mAP)")
     return lines
+
+
+def _suggested(result: TrainResult, typed: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """The `visionbatch fit` and `visionbatch augcost` lines for this run, quoted for a shell."""
+    from visionbatch.ultralytics.args import ultralytics_defaults
+
+    keys = tuple(ultralytics_defaults())
+    remap = [("remap_classes", True)] if result.remapped_classes else []
+    given_batch = [("batch", result.batch_size)] if any(key == "batch" for key, _ in typed) else []
+    fit = suggested_command("fit", result.data, typed, last=remap, drop=("data", "batch"), ultralytics_keys=keys)
+    augcost = suggested_command("augcost", result.data, typed, last=[*given_batch, *remap], drop=("data",),
+                                ultralytics_keys=keys)
+    return fit, augcost

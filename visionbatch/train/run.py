@@ -536,7 +536,9 @@ def _memory_vs_plan(plan: BatchPlan | None, records: Mapping[int, EpochRecord]) 
         if record.cuda_peak_reserved_bytes is not None:
             measured, what = record.cuda_peak_reserved_bytes + plan.context_bytes, "CUDA peak reserved + context"
         else:
-            measured, what = record.peak_rss_bytes, "process peak RSS (the plan counts tensors only)"
+            # a CPU budget's plan is the process's resident memory too (fit/probes/cpu.py: baseline, the trainer's
+            # share, each step's growth with its allowance): like for like
+            measured, what = record.peak_rss_bytes, "process peak RSS"
         predicted = plan.predicted_bytes  # after an out-of-memory recovery: the plan's curve at the smaller batch
         if record.batch_size is not None and record.batch_size != plan.batch_size:
             predicted = int(plan.curve.predict(record.batch_size))
