@@ -162,6 +162,17 @@ def check_cache_key_prefix(prefix: str | None) -> None:
         raise ConfigError(f"{printable(prefix, 80)}: a key is hex digits (0-9, a-f), as 'visionbatch cache list' shows them")
 
 
+def entry_field(mapping: Any, name: str) -> Any:
+    """`mapping[name]` of a cache entry's JSON when `mapping` is an object, else None: an entry read from disk
+    may hold anything where an object was written.
+
+    Examples:
+        >>> entry_field({"a": 1}, "a"), entry_field([1], "a"), entry_field(None, "a")
+        (1, None, None)
+    """
+    return mapping.get(name) if isinstance(mapping, dict) else None
+
+
 class UnusableEntry(ValueError):
     """A cache entry that is there but cannot be one (`read_json_entry`); the message says why."""
 

@@ -22,6 +22,22 @@ def utc_timestamp() -> str:
 
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
+
+def minutes(timestamp: object) -> str:
+    """A stored ISO 8601 time to the minute, as tables and notes show it ('2026-11-30 15:05'); '-' for none,
+    or for anything else read from a file (never its text: it may not be a time).
+
+    Examples:
+        >>> minutes("2026-11-30T15:05:09+00:00"), minutes(None), minutes("\x1b[31mRED\x1b[0m")
+        ('2026-11-30 15:05', '-', '-')
+    """
+    import re
+
+    if not isinstance(timestamp, str) or not re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d", timestamp):
+        return "-"
+    return timestamp[:16].replace("T", " ")
+
+
 def json_sha256(value: Any) -> str:
     """SHA-256 of `value`'s canonical JSON (`to_jsonable`, keys sorted, no spaces): a cache entry's name.
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from visionbatch.console import table
 from visionbatch.errors import ConfigError
 from visionbatch.fit.cache import ClearedPlans, PlanCache
+from visionbatch.results import minutes
 from visionbatch.text import printable, shown, suggest
 from visionbatch.units import human_bytes
 
@@ -91,7 +92,7 @@ def _cleared(result: ClearedPlans) -> str:
 def _plans(result: PlanCache) -> list[str]:
     rows = []
     for entry in result.entries:
-        rows.append([entry.key_hash[:12], _minutes(entry.fitted_at), printable(entry.device or "-", 60),
+        rows.append([entry.key_hash[:12], minutes(entry.fitted_at), printable(entry.device or "-", 60),
                      printable(entry.model or "-", 60), entry.imgsz if type(entry.imgsz) is int else "-",
                      entry.batch_size if entry.batch_size is not None and entry.problem is None else "-",
                      human_bytes(entry.size_bytes)])
@@ -104,7 +105,7 @@ def _plans(result: PlanCache) -> list[str]:
 
 def _choices(result: PlanCache) -> list[str]:
     """The kept choices' table; their text is already printable (`infer.kept.KeptChoice`)."""
-    rows = [[c.key_hash[:12], _minutes(c.chosen_at), c.model or "-", c.runner or "-",
+    rows = [[c.key_hash[:12], minutes(c.chosen_at), c.model or "-", c.runner or "-",
              c.imgsz if c.imgsz is not None else "-", c.load or "-",
              c.batch_size if c.batch_size is not None else "-",
              f"{c.queue_delay_ms:g}" if c.queue_delay_ms is not None else "-", human_bytes(c.size_bytes)]
@@ -116,17 +117,3 @@ def _choices(result: PlanCache) -> list[str]:
               for c in result.choices if c.problem is not None]
     return lines
 
-
-def _minutes(timestamp: str | None) -> str:
-    """An ISO 8601 time to the minute, as the tables show it ('2026-11-30 15:05'); '-' for none, or for
-    text from an entry that is not a time.
-
-    Examples:
-        >>> _minutes("2026-11-30T15:05:09+00:00"), _minutes(None), _minutes("\x1b[31mRED\x1b[0m")
-        ('2026-11-30 15:05', '-', '-')
-    """
-    import re
-
-    if not isinstance(timestamp, str) or not re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d", timestamp):
-        return "-"
-    return timestamp[:16].replace("T", " ")

@@ -46,6 +46,7 @@ from visionbatch.files import (
     cache_entry_files,
     cache_entry_size,
     config_dir,
+    entry_field,
     locked_folder,
     read_json_entry,
     remove_cache_entries,
@@ -493,14 +494,11 @@ def _summary(path: Path) -> CachedPlan:
     key = entry.get("key") if entry is not None and isinstance(entry.get("key"), dict) else None
     plan = entry.get("plan") if entry is not None and isinstance(entry.get("plan"), dict) else {}
     fitted_at = entry.get("fitted_at") if entry is not None and isinstance(entry.get("fitted_at"), str) else None
-
-    def field(mapping: Any, name: str) -> Any:
-        return mapping.get(name) if isinstance(mapping, dict) else None
-
     return CachedPlan(
-        key_hash=path.stem, fitted_at=fitted_at, device=describe_device(field(key, "device")),
-        model=field(field(key, "model"), "name"), task=field(key, "task"), imgsz=field(key, "imgsz"),
-        batch_size=field(plan, "batch_size"), size_bytes=size, path=str(path), key=key, problem=problem,
+        key_hash=path.stem, fitted_at=fitted_at, device=describe_device(entry_field(key, "device")),
+        model=entry_field(entry_field(key, "model"), "name"), task=entry_field(key, "task"),
+        imgsz=entry_field(key, "imgsz"), batch_size=entry_field(plan, "batch_size"), size_bytes=size, path=str(path),
+        key=key, problem=problem,
     )
 
 

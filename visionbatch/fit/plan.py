@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Any, ClassVar
 
-from visionbatch.results import to_jsonable
+from visionbatch.results import minutes, to_jsonable
 from visionbatch.stats import Timings
 
 
@@ -221,7 +221,7 @@ class PlanReuse:
     seconds: float | None = None
 
     def _when(self) -> str:
-        return self.fitted_at[:16].replace("T", " ") + (" UTC" if self.fitted_at.endswith("+00:00") else "")
+        return minutes(self.fitted_at) + (" UTC" if self.fitted_at.endswith("+00:00") else "")
 
     def describe(self) -> str:
         """The reuse in a few words, as `visionbatch fit` and `train` print it.

@@ -36,6 +36,7 @@ from visionbatch.files import (
     cache_entry_files,
     cache_entry_size,
     config_dir,
+    entry_field,
     locked_folder,
     read_json_entry,
     remove_cache_entries,
@@ -216,13 +217,13 @@ def _row(path: Path) -> KeptChoice:
         return _unusable(digest, size, path, str(exc))
     problem = _choice_problem(entry, digest)
     key = entry.get("key") if isinstance(entry, dict) else None
-    model, runner = _field(key, "model"), _field(key, "runner")
-    if problem is None and not (isinstance(_field(model, "name"), str) and isinstance(runner, dict)):
+    model, runner = entry_field(key, "model"), entry_field(key, "runner")
+    if problem is None and not (isinstance(entry_field(model, "name"), str) and isinstance(runner, dict)):
         problem = "its question names no model or runner"
     if problem is not None:
         return _unusable(digest, size, path, problem)
-    imgsz, load = runner.get("imgsz"), _field(key, "load")
-    streams, fps = _field(load, "streams"), _field(load, "fps")
+    imgsz, load = runner.get("imgsz"), entry_field(key, "load")
+    streams, fps = entry_field(load, "streams"), entry_field(load, "fps")
     delay = entry.get("queue_delay_ms")
     return KeptChoice(
         key_hash=digest, chosen_at=printable(entry["chosen_at"], 40), model=printable(model["name"], 80),
@@ -254,10 +255,6 @@ def _number(value: Any) -> bool:
     if type(value) is int:
         return abs(value) <= MAX_NUMBER
     return type(value) is float and math.isfinite(value)
-
-
-def _field(mapping: Any, name: str) -> Any:
-    return mapping.get(name) if isinstance(mapping, dict) else None
 
 
 def count_choices() -> int:
