@@ -10,7 +10,7 @@ from visionbatch.devices.oom import is_oom
 from visionbatch.errors import BudgetError, ConfigError
 from visionbatch.fit.plan import WorkloadSummary
 from visionbatch.fit.planner import plan_batch
-from visionbatch.fit.probes.simulated import SimulatedProbe
+from visionbatch.fit.probes.simulated import SimulatedBudget, SimulatedProbe
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -360,20 +360,13 @@ def test_validation_is_measured_at_no_more_than_the_validation_split() -> None:
     images (2600 MiB) it never binds, and training's 1000 + 20 MiB/image decides: 100 of 3000 MiB."""
     mib = 1 << 20
 
-    class CpuLike(SimulatedProbe):  # no card: readings above the budget are readings, no cache rule
-        def capacity(self):
-            from visionbatch.devices.memory import Capacity
-
-            return Capacity(device="cpu", name="simulated", total_bytes=None, used_by_others_bytes=0,
-                            context_bytes=0, usable_bytes=self.total_bytes)
-
     def law(batch: int, phase: str) -> int:
         return (1000 + (20 if phase == "train" else 40) * batch) * mib
 
     def plan_with(val_images):
         work = WorkloadSummary("yolo11n.yaml", "detect", 5, 640, 0.0, 8, 8, 1e-3, "", False, None, "SGD", True,
                                10_000, val_images=val_images)
-        return plan_batch(CpuLike(law, total_bytes=3000 * mib), NullRunner(), 1.0, dataset_images=10_000,
+        return plan_batch(SimulatedBudget(law, total_bytes=3000 * mib), NullRunner(), 1.0, dataset_images=10_000,
                           workload=work)
 
     unbounded, clamped = plan_with(None), plan_with(40)

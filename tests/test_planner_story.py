@@ -2,47 +2,19 @@
 that no step ran, and the picture of both (issue 11's follow-up: 'predicted 2.49 GiB ± 26 MiB',
 measured 2.66; batch 48 predicted under the budget, 47 called the largest).
 
-A CPU-like simulated device: no card size (so no cache rule), readings above the budget are
-readings, not out-of-memory errors; and a workload with nothing to time, so the answer is the
+A simulated CPU budget (`SimulatedBudget`: no card size, so no cache rule; a need above the budget
+runs out of memory) and a workload with nothing to time (`UntimedRunner`), so the answer is the
 largest batch that fits and the reason is the memory one.
 """
 
 from __future__ import annotations
 
-from visionbatch.devices.memory import Capacity
 from visionbatch.fit.planner import plan_batch
 from visionbatch.fit.plot import batch_plan_figure, outside_band
-from visionbatch.fit.probes.simulated import SimulatedProbe
+from visionbatch.fit.probes.simulated import SimulatedBudget, UntimedRunner
 
 MIB = 1 << 20
 GIB = 1 << 30
-
-
-class CpuLikeProbe(SimulatedProbe):
-    """A budget on a CPU: the device reports no total and no reserved memory."""
-
-    def capacity(self) -> Capacity:
-        return Capacity(device="cpu", name="simulated CPU", total_bytes=None, used_by_others_bytes=0,
-                        context_bytes=0, usable_bytes=self.total_bytes)
-
-    def _end(self) -> dict[str, int | None]:
-        return {**super()._end(), "reserved_bytes": None}
-
-
-class UntimedRunner:
-    """Steps that do nothing and cannot be timed: the simulated probe supplies the readings."""
-
-    def train_step(self, batch_size, boundary=None):
-        return 0.0
-
-    def val_step(self, batch_size):
-        return 0.0
-
-    def time_steps(self, batch_size, steps=3):
-        return None
-
-    def persistent(self):
-        return []
 
 
 def step_above_the_curve(batch: int, phase: str) -> float:
@@ -54,7 +26,7 @@ def step_above_the_curve(batch: int, phase: str) -> float:
 
 
 def plan_with_a_step_above_the_curve():
-    probe = CpuLikeProbe(step_above_the_curve, total_bytes=4 * GIB, noise_floor_bytes=4 * MIB)
+    probe = SimulatedBudget(step_above_the_curve, total_bytes=4 * GIB, noise_floor_bytes=4 * MIB)
     plan = plan_batch(probe, UntimedRunner(), 0.75, dataset_images=10_000, max_probes=6)
     assert [s.batch_size for s in plan.samples if s.phase == "train"] == [1, 2, 17, 68, 62, 65]
     return plan
@@ -90,7 +62,7 @@ def late_step(batch: int, phase: str) -> float:
 
 
 def test_batches_predicted_to_fit_but_not_measured_are_named_as_such() -> None:
-    probe = CpuLikeProbe(late_step, total_bytes=3 * GIB, noise_floor_bytes=4 * MIB)  # 94 runs out of memory
+    probe = SimulatedBudget(late_step, total_bytes=3 * GIB, noise_floor_bytes=4 * MIB)  # 94 runs out of memory
     plan = plan_batch(probe, UntimedRunner(), 1.0, dataset_images=10_000, max_probes=5)
     assert [s.batch_size for s in plan.samples if s.phase == "train"] == [1, 2, 27, 108, 67]
     assert (plan.batch_size, plan.max_batch_size) == (67, 67)  # never an unmeasured batch above a measured one
@@ -105,7 +77,7 @@ def test_after_a_far_out_of_memory_error_the_last_readings_slope_closes_the_brac
     300 MiB step, so the band is wide) moved 82, 83, 85, 86, 87 and the default 8 probes ended at 87
     of the true 93. The line through the last two readings that fitted goes 67 -> 86 -> 93, and 94
     (over by one batch) closes the bracket."""
-    probe = CpuLikeProbe(late_step, total_bytes=3 * GIB, noise_floor_bytes=4 * MIB)
+    probe = SimulatedBudget(late_step, total_bytes=3 * GIB, noise_floor_bytes=4 * MIB)
     plan = plan_batch(probe, UntimedRunner(), 1.0, dataset_images=10_000)
     assert [s.batch_size for s in plan.samples if s.phase == "train"] == [1, 2, 27, 108, 67, 86, 93, 94]
     # 93 is the true largest: (900 + 20 x 93 + 300) MiB = 3060 MiB of 3072; 94 needs 3080
@@ -116,8 +88,8 @@ def test_after_a_far_out_of_memory_error_the_last_readings_slope_closes_the_brac
 
 
 def test_the_next_batch_over_the_budget_is_said_to_be_over() -> None:
-    probe = CpuLikeProbe(lambda b, phase: (900 + (20 if phase == "train" else 8) * b) * MIB, total_bytes=3 * GIB,
-                         noise_floor_bytes=4 * MIB)
+    probe = SimulatedBudget(lambda b, phase: (900 + (20 if phase == "train" else 8) * b) * MIB,
+                            total_bytes=3 * GIB, noise_floor_bytes=4 * MIB)
     plan = plan_batch(probe, UntimedRunner(), 1.0, dataset_images=10_000)
     assert plan.reason == ("batch 108 is the largest that fits 1 x 3.00 GiB = 3.00 GiB: it measured 2.99 GiB; "
                            "batch 109 is predicted to need 3.01 GiB, over the budget")
@@ -135,7 +107,7 @@ def test_the_plot_marks_a_reading_outside_the_band_it_draws() -> None:
 
 
 def test_the_plot_marks_nothing_when_every_reading_is_inside_the_band() -> None:
-    probe = CpuLikeProbe(late_step, total_bytes=3 * GIB, noise_floor_bytes=4 * MIB)
+    probe = SimulatedBudget(late_step, total_bytes=3 * GIB, noise_floor_bytes=4 * MIB)
     plan = plan_batch(probe, UntimedRunner(), 1.0, dataset_images=10_000, max_probes=7)
     assert outside_band(plan) == []
     labels = [t.get_text() for t in batch_plan_figure(plan).legends[0].get_texts()]
@@ -152,7 +124,7 @@ def step_at_14(batch: int, phase: str) -> float:
 def test_with_no_failure_yet_a_wide_band_does_not_leave_the_search_creeping() -> None:
     """The step at 14 widens the curve's band (residual 154 MiB): its 2σ target crept 44, 47, 49, 51 and
     the default 8 probes ended at 51 of the true 77. The slope of the last readings steps to 77."""
-    probe = CpuLikeProbe(step_at_14, total_bytes=2 * GIB, noise_floor_bytes=4 * MIB)
+    probe = SimulatedBudget(step_at_14, total_bytes=2 * GIB, noise_floor_bytes=4 * MIB)
     plan = plan_batch(probe, UntimedRunner(), 1.0, dataset_images=10_000)
     assert [s.batch_size for s in plan.samples if s.phase == "train"] == [1, 2, 27, 37, 44, 77]
     # 77 is the true largest: 742 + 11 x 77 + 453 = 2042 MiB of 2048; 78 needs 2053

@@ -78,32 +78,10 @@ def planner_at(revision: str) -> ModuleType:
 
 def run(planner: ModuleType, memory, total: int) -> tuple[int, int]:
     """(largest batch found, training probes run) on one simulated device."""
-    from visionbatch.devices.memory import Capacity
-    from visionbatch.fit.probes.simulated import SimulatedProbe
+    from visionbatch.fit.probes.simulated import SimulatedBudget, UntimedRunner
 
-    class BudgetProbe(SimulatedProbe):  # the card's size is the budget; no cache rule
-        def capacity(self) -> Capacity:
-            return Capacity(device="cpu", name="simulated", total_bytes=None, used_by_others_bytes=0,
-                            context_bytes=0, usable_bytes=self.total_bytes)
-
-        def _end(self) -> dict[str, int | None]:
-            return {**super()._end(), "reserved_bytes": None}
-
-    class Untimed:
-        def train_step(self, batch_size, boundary=None):
-            return 0.0
-
-        def val_step(self, batch_size):
-            return 0.0
-
-        def time_steps(self, batch_size, steps=3):
-            return None
-
-        def persistent(self):
-            return []
-
-    plan = planner.plan_batch(BudgetProbe(memory, total_bytes=total, noise_floor_bytes=4 * MIB), Untimed(), 1.0,
-                              dataset_images=100_000)
+    probe = SimulatedBudget(memory, total_bytes=total, noise_floor_bytes=4 * MIB)  # the card's size is the budget
+    plan = planner.plan_batch(probe, UntimedRunner(), 1.0, dataset_images=100_000)
     return plan.max_batch_size, sum(1 for s in plan.samples if s.phase == "train")
 
 

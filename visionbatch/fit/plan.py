@@ -68,12 +68,16 @@ def after_validation_bytes(train: ProbeSample | None, val: ProbeSample | None, t
         >>> after_validation_bytes(train, val, 100), after_validation_bytes(train, val, 40)
         (45, 30)
     """
-    if train is None or val is None or not (train.ok and val.ok) or not total_bytes \
-            or train.reserved_bytes is None or val.reserved_bytes is None:
+    if not _reserved_readings(train, val, total_bytes):
         return None
-    if train.reserved_bytes <= CACHE_KEPT_SHARE * total_bytes:
-        return train.peak_bytes + val.reserved_bytes
-    return max(train.peak_bytes, val.peak_bytes)
+    held = held_after_validation(train, val, total_bytes)
+    return held if held is not None else max(train.peak_bytes, val.peak_bytes)
+
+
+def _reserved_readings(train: ProbeSample | None, val: ProbeSample | None, total_bytes: int | None) -> bool:
+    """Both steps ran on a card of known size and read their reserved memory: the cache rule can be read."""
+    return bool(train is not None and val is not None and train.ok and val.ok and total_bytes
+                and train.reserved_bytes is not None and val.reserved_bytes is not None)
 
 
 def held_predicted(train: MemoryCurve, val: MemoryCurve, batch_size: float, val_batch: float, context_bytes: int,
@@ -102,9 +106,9 @@ def held_after_validation(train: ProbeSample | None, val: ProbeSample | None, to
         >>> held_after_validation(train, val, 100), held_after_validation(train, val, 40)
         (45, None)
     """
-    after = after_validation_bytes(train, val, total_bytes)
-    kept = after is not None and train.reserved_bytes <= CACHE_KEPT_SHARE * total_bytes
-    return after if kept else None
+    if not _reserved_readings(train, val, total_bytes) or train.reserved_bytes > CACHE_KEPT_SHARE * total_bytes:
+        return None
+    return train.peak_bytes + val.reserved_bytes
 
 
 def held_over_budget(train: ProbeSample | None, val: ProbeSample | None, budget_bytes: int,

@@ -85,3 +85,36 @@ class SimulatedProbe(Probe):
         reading = need + (self._random.gauss(0.0, self.noise_bytes) if self.noise_bytes else 0.0)
         return {"peak_bytes": int(reading + self.context_bytes), "allocated_bytes": int(reading),
                 "reserved_bytes": int(reading)}
+
+
+class SimulatedBudget(SimulatedProbe):
+    """A memory budget of `total_bytes` on a CPU, simulated: the capacity names no card (so Ultralytics'
+    cache rule never applies) and readings carry no reserved memory; a need above the budget still
+    fails as out of memory, leaving no reading."""
+
+    def __init__(self, law: MemoryLaw, total_bytes: int, name: str = "simulated CPU", **kwargs: Any) -> None:
+        super().__init__(law, total_bytes, name=name, device="cpu", **kwargs)
+
+    def capacity(self) -> Capacity:
+        return Capacity(device=self.device, name=self.name, total_bytes=None, used_by_others_bytes=0,
+                        context_bytes=0, usable_bytes=self.total_bytes)
+
+    def _end(self) -> dict[str, int | None]:
+        return {**super()._end(), "reserved_bytes": None}
+
+
+class UntimedRunner:
+    """Steps that do nothing and cannot be timed: a simulated probe supplies the readings, and the plan's
+    answer is the largest batch that fits (nothing to time, so no speed choice)."""
+
+    def train_step(self, batch_size: int, boundary: Any = None) -> float:
+        return 0.0
+
+    def val_step(self, batch_size: int) -> float:
+        return 0.0
+
+    def time_steps(self, batch_size: int, steps: int = 3) -> None:
+        return None
+
+    def persistent(self) -> list[Any]:
+        return []
