@@ -85,7 +85,7 @@ def test_published_logs_rows_are_complete_and_consistent() -> None:
         assert 0 <= data["train_backgrounds"] < data["train_images"] and data["classes"] >= 1
         assert data["val_instances"] >= data["val_images"] - data["val_backgrounds"] > 0
         assert labels["mean_per_labelled_image"] >= 1 and len(labels["method"]) > 40
-        assert labels["shape"] in ("poisson", "coco128")
+        assert labels["shape"] in ("estimated", "coco128")
     target = [row for row in rows if not row["older"]]
     assert len(target) >= 15 and sum(row["task"] == "segment" for row in target) >= 4
 
@@ -95,9 +95,14 @@ def test_bench_published_pure_parts() -> None:
     assert [tool.gpu_mem_unit(v) for v in ("8.0.2", "8.3.75", "8.3.76", "8.4.190")] == ["GB", "GB", "GiB", "GiB"]
     assert tool.printed_bytes(2.0, "GiB") == 2 * 2**30 and tool.printed_bytes(2.43, "GB") == 2_430_000_000
     assert tool.error_fraction(2_300, 2_000) == 0.15 and tool.error_fraction(1_900, 2_000) == -0.05
-    # the stand-in histogram: backgrounds first, then 1 + Poisson(mean - 1) at evenly spaced quantiles
-    counts = tool.label_counts({"mean_per_labelled_image": 3.0}, 12, 2)
-    assert counts == [0, 0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 6]
+    # the stand-in histogram: backgrounds first, then 1 + a negative binomial of mean (mean - 1) at evenly spaced
+    # quantiles, coco128's variance / mean by default (a long tail), 1 + Poisson(mean - 1) at a ratio of 1
+    assert tool.label_counts({"mean_per_labelled_image": 3.0}, 12, 2) == [0, 0, 1, 1, 1, 1, 1, 1, 2, 3, 5, 11]
+    assert tool.label_counts({"mean_per_labelled_image": 3.0}, 12, 2, dispersion=1.0) == \
+        [0, 0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 6]
+    assert tool.COUNT_DISPERSION == 9.386
+    counts = tool.label_counts({"mean_per_labelled_image": 8.579}, 2285, 0)  # the stand-in keeps the row's mean
+    assert abs(sum(counts) / len(counts) - 8.579) < 0.01 and max(counts) == 73
     assert all(0 <= v <= 1 for box in tool.box_layout(7) for v in box) and len(tool.box_layout(7)) == 7
 
     def result(row_id, task, predicted, version="8.3.40", val=None):
@@ -155,7 +160,7 @@ def test_bench_published_standin_follows_the_estimate(tmp_path: Path) -> None:
     tool = _bench_published()
     row = {"task": "segment", "dataset": {"classes": 3, "train_images": 9, "train_backgrounds": 2, "val_images": 4,
                                           "val_backgrounds": 1},
-           "labels": {"mean_per_labelled_image": 2.5, "shape": "poisson"}}
+           "labels": {"mean_per_labelled_image": 2.5, "shape": "estimated"}}
     data_yaml = tool.build_standin(row, tmp_path)
     train = sorted((tmp_path / "labels" / "train").glob("*.txt"))
     lines = [[line.split() for line in path.read_text().splitlines()] for path in train]
@@ -176,7 +181,7 @@ def _published_row(**changes):
     row = {"id": "r", "version": "8.3.149", "task": "detect", "imgsz": 640, "batch": 16,
            "train_args": {"epochs": 3, "close_mosaic": 10, "mosaic": 1.0},
            "dataset": {"train_images": 878, "train_backgrounds": 15},
-           "instances_last_batch": [20, 28, 20], "labels": {"mean_per_labelled_image": 1.081, "shape": "poisson"}}
+           "instances_last_batch": [20, 28, 20], "labels": {"mean_per_labelled_image": 1.081, "shape": "estimated"}}
     return row | changes
 
 
@@ -213,13 +218,16 @@ def test_bench_published_label_estimate_pure_parts() -> None:
 def test_bench_published_label_estimate_through_the_density_model() -> None:
     """A tiny stand-in (8 images, 1 background) through visionbatch's own density model: the solved mean makes the
     modelled labels per mosaic image meet the observed 27 / (3 x 2) = 4.5 (the model's steps on 7 labelled images
-    leave it at 4.469)."""
+    leave it at 4.470; 4.469 with session 4's Poisson stand-in)."""
     tool = _bench_published()
-    assert [round(tool.modelled_mosaic_mean(m, 8, 1, 640, False), 4) for m in (1.0, 2.0)] == [2.0422, 3.2285]
+    assert [round(tool.modelled_mosaic_mean(m, 8, 1, 640, False), 4) for m in (1.0, 2.0)] == [2.0422, 2.8518]
+    assert round(tool.modelled_mosaic_mean(2.0, 8, 1, 640, False, dispersion=1.0), 4) == 3.2285
     row = _published_row(batch=3, dataset={"train_images": 8, "train_backgrounds": 1}, instances_last_batch=[9, 8, 10],
-                         labels={"mean_per_labelled_image": 1.5, "shape": "poisson"})
+                         labels={"mean_per_labelled_image": 1.5, "shape": "estimated"})
     estimate = tool.estimate_labels(row)
-    assert (estimate.mean, estimate.rule) == (3.188, "last batches")
+    assert (estimate.mean, estimate.rule) == (3.461, "last batches")
+    assert "the density model gives 4.470 at mean 3.461" in estimate.how and "modelled 2.392" in estimate.how
+    estimate = tool.estimate_labels(row, dispersion=1.0)
     assert "the density model gives 4.469 at mean 3.188" in estimate.how and "modelled 2.663" in estimate.how
 
 
