@@ -38,6 +38,18 @@ COMPOSE = {"__version__": "2.0.8", "transform": {"__class_fullname__": "Compose"
     {"__class_fullname__": "Blur", "p": 0.5}]}}
 
 
+def test_loads_the_module_paths_older_albumentations_saved(tmp_path: Path) -> None:
+    """Older Albumentations wrote module paths; its loader shortens any 'albumentations.' name, and so does the check.
+    A module path outside albumentations is still unknown."""
+    data = json.loads(json.dumps(COMPOSE))
+    data["transform"]["__class_fullname__"] = "albumentations.core.composition.Compose"
+    data["transform"]["transforms"][0]["__class_fullname__"] = "albumentations.augmentations.blur.transforms.Blur"
+    assert load_pipeline(_write(tmp_path, "old.json", json.dumps(data))).names == ("Blur",)
+    data["transform"]["transforms"][0]["__class_fullname__"] = "os.system"
+    with pytest.raises(ConfigError, match="unknown Albumentations transform 'os.system'"):
+        load_pipeline(_write(tmp_path, "evil.json", json.dumps(data)))
+
+
 def _bad(tmp_path: Path, case: str) -> Path:
     if case == "missing":
         return tmp_path / "nope.yaml"

@@ -114,3 +114,29 @@ def test_a_stop_wrapped_by_native_code_is_still_a_clean_stop(capsys, monkeypatch
     monkeypatch.setattr(fit_command, "run", run)
     assert main(["fit", "data.yaml"]) == code
     assert capsys.readouterr().err.strip() == f"visionbatch fit: {words}"
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_stdout_carries_the_result_alone(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                         json_mode: bool) -> None:
+    """Ultralytics' log lines and progress bars (its caching bars print to stdout) go to stderr in table
+    mode too, so `visionbatch augcost ... > report.txt` holds the report and nothing else."""
+    import logging
+
+    from ultralytics.utils import LOGGER  # noqa: F401  (sets up Ultralytics' console handler)
+
+    import visionbatch.cli as cli
+
+    def run(tokens):
+        logging.getLogger("ultralytics").info("train: Caching images (0.0GB RAM): 47%")
+        print("\x1b[Kval: Caching images 100%")  # what a bar writing to sys.stdout leaves
+        return {"answer": 42}
+
+    augcost = cli.command("augcost")
+    monkeypatch.setattr(augcost, "run", run)
+    monkeypatch.setattr(augcost, "show", lambda result: f"the table: {result['answer']}")
+    code = main(["augcost", "d.yaml", *(["--json"] if json_mode else [])])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out == ('{\n  "answer": 42\n}\n' if json_mode else "the table: 42\n")
+    assert "Caching images 100%" in err

@@ -156,11 +156,11 @@ def test_the_fit_output_says_what_a_cpu_budget_counts() -> None:
                       GrowthRunner(rss, (100 * MIB, 50 * MIB), (50 * MIB, 10 * MIB)), 0.9, 10_000, summary())
     text = show(FitRun(plan, "runs/fit/x", ("runs/fit/x/plan.json",)))
     [line] = [x for x in text.splitlines() if x.startswith("counted:")]
-    assert line.startswith("counted: the training process's resident memory: a baseline of 1.34 GiB (measured: "
-                           "Python, torch, Ultralytics, model, optimizer; with the trainer, its loader and what "
+    assert line.startswith("counted: the training process's resident memory: a measured baseline of 1.34 GiB "
+                           "(Python, torch, Ultralytics, model, optimizer; with the trainer, its loader and what "
                            "validation leaves), plus each step's measured growth (+20% for the heap over epochs) "
                            "and the mosaic buffer")
-    assert "workers=0" in line
+    assert "workers=0" in line and plan.to_dict()["counted"] == line.removeprefix("counted: ")
     gpu = plan_batch(SimulatedProbe(lambda b, phase: GIB + b * MIB, total_bytes=16 * GIB),
                      GrowthRunner(rss, (0, 0), (0, 0)), 0.9, 100, summary())
     assert "counted:" not in show(FitRun(gpu, "runs/fit/y", ("runs/fit/y/plan.json",)))

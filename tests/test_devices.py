@@ -142,6 +142,19 @@ def test_check_device_parses_then_checks_the_indices(monkeypatch: pytest.MonkeyP
         check_device("gpu")  # parsed first: the count is never asked
 
 
+def test_check_device_refuses_mps_without_an_mps_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ultralytics trains on the CPU without a word when device=mps has no MPS device (Linux, an Intel Mac)."""
+    import torch
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as info:
+        check_device("mps")
+    assert str(info.value) == ("device=mps: no Apple MPS device is available to torch on this machine: "
+                               "use device=cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert check_device("mps:0") == DeviceRequest("mps", (), "mps:0")
+
+
 # -- each command's policy, on the parsed request -----------------------------------------------------
 
 @pytest.fixture

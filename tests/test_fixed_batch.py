@@ -11,7 +11,7 @@ from test_fit import NullRunner, linear
 from visionbatch.fit.plan import BatchCheck
 from visionbatch.fit.planner import check_batch, plan_batch
 from visionbatch.fit.probes.simulated import SimulatedProbe
-from visionbatch.units import GIB, MIB
+from visionbatch.units import GIB, MIB, human_bytes
 
 
 def test_a_batch_that_fits_reports_both_peaks_and_the_exact_margin() -> None:
@@ -48,6 +48,27 @@ def test_validation_at_twice_the_batch_can_be_what_does_not_fit() -> None:
     assert "does not fit" in check.reason and "over" in check.reason
 
 
+@pytest.mark.parametrize("train_per_image, fits, words", [
+    (101 * MIB, True, "a rerun can answer no; leave at least that much room to be sure"),
+    (103 * MIB, False, "a rerun can answer yes"),
+])
+def test_a_margin_within_the_rerun_spread_says_so(train_per_image: int, fits: bool, words: str) -> None:
+    """Where the probe's readings move between identical runs (a CPU's resident memory), a yes or no closer to the
+    budget than that says it can flip on a rerun; a wide margin says nothing."""
+    probe = SimulatedProbe(linear(0, train_per_image, 0, MIB), total_bytes=2 * GIB)
+    probe.rerun_spread_bytes = 32 * MIB
+    budget = int(0.8 * 2 * GIB)  # 1638.4 MiB; training at 16 needs 1616 or 1648 MiB
+    check = check_batch(probe, NullRunner(), 16, 0.8, workload=None)
+    assert check.fits is fits and abs(check.margin_bytes) < 32 * MIB and check.budget_bytes == budget
+    assert len(check.warnings) == 1 and check.warnings[0].startswith(
+        f"the margin, {human_bytes(check.margin_bytes)}, is within the 32.0 MiB that the same step's reading moves")
+    assert check.warnings[0].endswith(words)
+    wide = check_batch(probe, NullRunner(), 8, 0.8, workload=None)
+    assert wide.fits and wide.warnings == ()
+    assert check_batch(SimulatedProbe(linear(0, train_per_image, 0, MIB), total_bytes=2 * GIB), NullRunner(), 16,
+                       0.8, workload=None).warnings == ()  # readings that repeat exactly: nothing to say
+
+
 @pytest.mark.parametrize("train_need, val_need, words", [
     (20 * GIB, 0, "training ran out of memory"),
     (GIB, 20 * GIB, "validation at 8 ran out of memory"),
@@ -78,6 +99,10 @@ def test_fit_batch_size_answers_on_a_cpu_budget(small_shapes: Path) -> None:
     assert yes.train.ok and yes.val.ok and yes.val.batch_size == 4 and 0 < yes.margin_bytes < yes.budget_bytes
     assert yes.workload.labels_per_batch >= yes.workload.labels_per_image >= 1
     assert yes.warnings == () and yes.after_validation_bytes is None  # no CUDA cache on a CPU
+    # what the yes rests on goes with it, in Python and in the JSON: the whole process, its baseline measured
+    assert yes.counted.startswith(f"the training process's resident memory: a measured baseline of "
+                                  f"{human_bytes(yes.context_bytes)} (")
+    assert yes.to_dict()["counted"] == yes.counted
     no = fit_batch(small_shapes, imgsz=64, target="2GiB", batch_size=16, model="yolo11x.yaml")
     assert not no.fits and no.margin_bytes < 0
     assert no.warnings[0] == ("batch 16 is more than the 8 training images: the run's batches hold 8, and that is "
@@ -100,3 +125,6 @@ def test_fit_cli_batch_is_a_yes_or_no_with_its_exit_code(capsys, small_shapes: P
                  "--json"]) == 3
     result = json.loads(capsys.readouterr().out)
     assert result["plan"]["fits"] is False and result["plan"]["margin_bytes"] < 0
+    assert result["plan"]["counted"].startswith("torch's reserved memory at each step's peak, traced on this "
+                                                "machine's CPU for the target, plus a CUDA context of ")
+    assert check["counted"].startswith("torch's reserved memory")  # plan.json says it too

@@ -57,8 +57,8 @@ def test_reason_names_the_numbers() -> None:
         "batch 4 is out: latency 66.0 ms (fill wait 30.0 + p99 36.0) > 60 ms budget")
     assert choice.advice == ()
     tie = choose(SWEEP, Constraints())
-    assert "batch 8 measured 121.0 img/s, not measurably faster (the intervals come within 3%): the smaller " \
-           "batch wins" in tie.reason
+    assert "batch 8 measured 121.0 img/s, not measurably faster (its interval's low end is not 3% above the other's " \
+           "high end): the smaller batch wins" in tie.reason
 
 
 def test_verdicts_list_every_broken_constraint() -> None:

@@ -21,7 +21,7 @@ BAD = [
     ("imgsz-small", ["imgsz=16"], "imgsz=16 is impossible"),
     ("batch-zero", ["batch_sizes=0,2"], "batch_sizes=0 is impossible"),
     ("batch-text", ["batch_sizes=big"], "batch_sizes=big is not a whole number"),
-    ("batch-old-spelling", ["batch=1,2"], "batch=1,2 is now batch_sizes=1,2 in visionbatch infer"),
+    ("batch-old-spelling", ["batch=1,2"], "batch=1,2: visionbatch infer takes batch_sizes=1,2 instead"),
     ("fraction", ["memory_fraction=1.5"], "memory_fraction=1.5 is out of range"),
     ("budget-units", ["memory_budget=2parsecs"], "memory_budget=2parsecs is not a memory size"),
     ("unknown-target", ["target=orin-nano-16gb"], "(did you mean 'orin-nano-8gb'?): use one of gtx1050,"),

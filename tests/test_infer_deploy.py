@@ -85,7 +85,9 @@ def test_write_deployment_detect(tmp_path: Path) -> None:
     profile = json.loads(files["tensorrt_profile"].read_text())
     assert (profile["min"], profile["opt"], profile["max"]) == ([1, 3, 640, 640], [8, 3, 640, 640], [8, 3, 640, 640])
     script = files["trtexec"].read_text()
-    assert script.startswith("#!/bin/sh\n") and trtexec_command(DETECT, "yolo11n.onnx") in script
+    # the command's words after trtexec's own path, which the script finds (TRTEXEC=, PATH, JetPack's folder)
+    assert script.startswith("#!/bin/sh\n") and script.rstrip().endswith(
+        '"$TRTEXEC"' + trtexec_command(DETECT, "yolo11n.onnx").removeprefix("trtexec"))
     assert files["trtexec"].stat().st_mode & 0o111
 
 
@@ -282,3 +284,26 @@ def test_the_config_names_the_output_layout_and_no_misfitting_parser(tmp_path: P
 def test_the_key_tables_catch_mistakes(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         deepstream_keys.parse(text, deepstream_keys.nvinfer_table)
+
+
+def test_trtexec_script_finds_jetpacks_trtexec_or_says_where_it_looked(tmp_path: Path) -> None:
+    """JetPack installs trtexec at /usr/src/tensorrt/bin, off PATH: the script looks there after PATH, takes
+    TRTEXEC= first, and without any says so in one line (exit 2) instead of 'trtexec: command not found'."""
+    import stat
+
+    files = write_deployment(DETECT, tmp_path / "run", {0: "person", 1: "car", 2: "bus"}, onnx_path=None)
+    script = files["trtexec"]
+    assert "/usr/src/tensorrt/bin/trtexec" in script.read_text()
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no trtexec on this machine's PATH
+    done = subprocess.run(["sh", str(script)], env=bare, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("trtexec.sh: no trtexec on PATH or at /usr/src/tensorrt/bin/trtexec")
+    assert done.stderr.count("\n") == 1
+    fake = tmp_path / "my-trtexec"
+    fake.write_text('#!/bin/sh\necho "$@" > "$HOME/args"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    done = subprocess.run(["sh", str(script)], env={**bare, "TRTEXEC": str(fake)}, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "args").read_text().split()[:2] == [
+        "--onnx=yolo11n.onnx", "--saveEngine=yolo11n.onnx_b8_gpu0_fp16.engine"]

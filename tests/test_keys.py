@@ -176,18 +176,18 @@ def test_old_spelling_is_one_line_naming_the_new_key(capsys, workdir: Path, stub
     code = main([old.command, POSITIONAL[old.command], f"{old.old}=320,640"])
     assert code == 2 and stubbed == {}
     assert capsys.readouterr().err.splitlines() == [
-        f"visionbatch {old.command}: {old.old}=320,640 is now {old.new}=320,640 in visionbatch {old.command}: {old.why}"]
+        f"visionbatch {old.command}: {old.old}=320,640: visionbatch {old.command} takes {old.new}=320,640 instead: {old.why}"]
 
 
 @pytest.mark.parametrize("argv, line", [
     (["infer", "yolo11n.yaml", "batch=1,2,4,8"],
-     "visionbatch infer: batch=1,2,4,8 is now batch_sizes=1,2,4,8 in visionbatch infer: batch= is the training "
+     "visionbatch infer: batch=1,2,4,8: visionbatch infer takes batch_sizes=1,2,4,8 instead: batch= is the training "
      "batch size in every command"),
     (["sweep", DATA, "imgsz=320,640,1024"],
-     "visionbatch sweep: imgsz=320,640,1024 is now sizes=320,640,1024 in visionbatch sweep: imgsz= is one size, "
+     "visionbatch sweep: imgsz=320,640,1024: visionbatch sweep takes sizes=320,640,1024 instead: imgsz= is one size, "
      "the training size, in every command"),
     (["infer", "yolo11n.yaml", "memory_budget_bytes=1048576"],
-     "visionbatch infer: memory_budget_bytes=1048576 is now memory_budget=1048576 in visionbatch infer: "
+     "visionbatch infer: memory_budget_bytes=1048576: visionbatch infer takes memory_budget=1048576 instead: "
      "memory_budget= takes a size (4GiB) or bytes in every command and in Python"),
 ], ids=["infer-batch", "sweep-imgsz-list", "infer-memory-budget-bytes"])
 def test_the_old_spellings_read_exactly(capsys, workdir: Path, argv: list[str], line: str) -> None:
@@ -200,11 +200,11 @@ def test_old_python_keywords_name_the_new_ones(workdir: Path) -> None:
     from visionbatch.fit.sweep import sweep_resolution
     from visionbatch.infer.tune import tune_inference
 
-    with pytest.raises(ConfigError, match=r"^memory_budget_bytes=1048576 is now memory_budget=1048576 in "):
+    with pytest.raises(ConfigError, match=r"^memory_budget_bytes=1048576: visionbatch infer takes memory_budget=1048576 instead"):
         tune_inference("yolo11n.yaml", memory_budget_bytes=2**20)
     with pytest.raises(TypeError, match="tune_inference\\(\\) got an unexpected keyword argument 'latency'"):
         tune_inference("yolo11n.yaml", latency=100)
-    with pytest.raises(ConfigError, match=r"^imgsz=320,640 is now sizes=320,640 in visionbatch sweep"):
+    with pytest.raises(ConfigError, match=r"^imgsz=320,640: visionbatch sweep takes sizes=320,640 instead"):
         sweep_resolution(DATA, imgsz=[320, 640], memory_budget="1GiB")
     with pytest.raises(ConfigError, match=r"^sizes=640: a sweep needs two or more sizes"):
         sweep_resolution(DATA, sizes=[640], imgsz=640, memory_budget="1GiB")  # imgsz is one of the sizes
@@ -373,3 +373,15 @@ def test_batch_keeps_its_meaning_from_python_too(workdir: Path, monkeypatch: pyt
     with pytest.raises(ConfigError, match=r"^device=cpu with target=t4: a prediction runs on this CPU"):
         sweep_resolution(DATA, sizes=[64, 128], target="t4", device="cpu")  # as fit refuses it
     assert not (workdir / "runs").exists()
+
+
+@pytest.mark.parametrize("typed, meant", [("lr", "lr0"), ("learning_rate", "lr0"), ("img_size", "imgsz"),
+                                          ("num_workers", "workers"), ("lrr", "lrf")])
+def test_a_name_other_tools_use_suggests_what_it_means_here(typed: str, meant: str) -> None:
+    """`lr` is closest in letters to `lrf` (the final learning-rate fraction) but means `lr0`."""
+    from visionbatch.keys import check_keys
+    from visionbatch.ultralytics.args import ultralytics_defaults
+
+    with pytest.raises(ConfigError) as info:
+        check_keys({typed: 1}, set(ultralytics_defaults()), "train")
+    assert str(info.value).startswith(f"unknown argument '{typed}=1' (did you mean '{meant}'?): ")

@@ -410,6 +410,27 @@ def test_sigterm_during_augcost_removes_its_temporary_folder(small_shapes: Path,
     assert not list(scratch.glob("visionbatch-*"))  # (torch keeps its own inductor cache there, by design)
 
 
+def test_entry_ends_a_stopped_run_without_finalizing(monkeypatch, capsys) -> None:
+    """After Ctrl-C or SIGTERM the command exits through os._exit (a native thread left running cannot
+    abort the interpreter's finalization); other codes go through sys.exit as usual."""
+    import visionbatch.cli as cli
+
+    exits: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(f"os._exit({code})")
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    for code, how in [(cli.EXIT_TERMINATED, "os._exit"), (cli.EXIT_INTERRUPTED, "os._exit"),
+                      (cli.EXIT_OK, "sys.exit"), (cli.EXIT_BAD_INPUT, "sys.exit")]:
+        monkeypatch.setattr(cli, "main", lambda argv=None, code=code: code)
+        with pytest.raises(SystemExit) as stop:
+            cli.entry([])
+        assert (exits[-1:] == [code]) if how == "os._exit" else (stop.value.code == code), (code, exits)
+    assert exits == [cli.EXIT_TERMINATED, cli.EXIT_INTERRUPTED]
+
+
 FORWARD = textwrap.dedent(
     """
     import os, signal, subprocess, time

@@ -46,9 +46,12 @@ def test_load_yaml_words_each_problem_as_one_line(tmp_path: Path) -> None:
     path.write_text("a: [1, 2\n")
     with pytest.raises(DatasetError, match=r"data.yaml: not valid YAML at line 2"):
         load_yaml(path, DatasetError, "data.yaml")
-    path.write_text("!!python/object/apply:os.system ['true']\n")
-    with pytest.raises(DatasetError, match="not valid YAML"):
+    path.write_text("!!python/object/apply:os.system ['true']\n")  # well-formed: the tag is what is refused
+    with pytest.raises(DatasetError) as info:
         load_yaml(path, DatasetError, "data.yaml")
+    assert str(info.value) == ("data.yaml: the tag !!python/object/apply:os.system at line 1, column 1 is refused: a "
+                               "configuration file holds plain values, and visionbatch never builds objects or runs "
+                               "code from YAML: remove the tag")
     path.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(DatasetError, match="cannot be read .*UTF-8"):
         load_yaml(path, DatasetError, "data.yaml")

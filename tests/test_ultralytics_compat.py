@@ -70,7 +70,8 @@ def test_model_task(model: str, task: str) -> None:
 
 
 @pytest.mark.parametrize("model, words", [
-    ("yolo11n.pt", "never downloads weights"),
+    ("yolo11n.pt", "never downloads weights: pass the path to a local .pt, or model=yolo11n.yaml for random weights$"),
+    ("nope.pt", "never downloads weights: pass the path to a local .pt$"),  # no nope.yaml to point at
     ("nope/yolo11n.yaml", "no such model YAML"),
     ("http://example.com/x.pt", "never downloads"),
     ("model.onnx", "expected a model YAML"),

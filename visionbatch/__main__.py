@@ -1,7 +1,5 @@
 """`python -m visionbatch`: the same as the `visionbatch` command."""
 
-import sys
+from visionbatch.cli import entry
 
-from visionbatch.cli import main
-
-sys.exit(main())
+entry()

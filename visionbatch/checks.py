@@ -6,6 +6,7 @@ Every message names the key, the value as typed, what is valid and an example.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from visionbatch.errors import ConfigError
@@ -101,6 +102,9 @@ def finite_number(value: Any, key: str, *, example: str, minimum: float | None =
 
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a number written as text
+
+
 def whole_number(value: Any, key: str, *, example: str, minimum: int | None = 1, maximum: int = MAX_COUNT,
                  fix: str | None = None) -> int:
     """An integer within [minimum, maximum] (integral floats such as 1e2 count, as in Ultralytics).
@@ -114,6 +118,9 @@ def whole_number(value: Any, key: str, *, example: str, minimum: int | None = 1,
         >>> whole_number(10**30, "epochs", example="epochs=100")
         Traceback (most recent call last):
         visionbatch.errors.ConfigError: epochs=1000000000000000000000000000000 is impossible: use an integer from 1 to 2147483647, e.g. epochs=100
+        >>> whole_number("16", "batch_size", example="batch_size=16")  # from Python; the command line reads a number
+        Traceback (most recent call last):
+        visionbatch.errors.ConfigError: batch_size='16' is text, not a number: pass batch_size=16 without quotes
     """
     # The C-int limits are named only when crossed: most keys read better as 'an integer >= 1'.
     ceiling = None if maximum == MAX_COUNT else maximum
@@ -121,6 +128,9 @@ def whole_number(value: Any, key: str, *, example: str, minimum: int | None = 1,
             isinstance(value, float) and not value.is_integer()):  # also NaN and the infinities
         finite = _non_finite_text(value) or (isinstance(value, float) and not math.isfinite(value))
         advice = fix or f"use {_bound_words(True, minimum, ceiling, None)}, e.g. {example}"
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()) and math.isfinite(float(value)):
+            # '16' from Python (the command line reads 16 as a number): text, not 16
+            raise ConfigError(f"{key}={value!r} is text, not a number: pass {key}={value.strip()} without quotes")
         raise ConfigError(f"{key}={shown(value)} is not {'a finite number' if finite else 'a whole number'}: {advice}")
     floor = minimum if minimum is not None else -MAX_COUNT - 1  # a C int either way
     if floor <= value <= maximum:

@@ -93,7 +93,8 @@ KEYS: tuple[Key, ...] = (
                  "320,640,1024,1280; augcost imgsz and its neighbours at 0.5x and 2x)", ("sweep", "augcost")),
     Key("memory_fraction", "share of the memory to aim at: of memory_budget= when given, else of what this process "
                            "may use (the device's or target's, less what other processes and a Jetson's OS hold), "
-                           "0 < f <= 1 (default 0.9; infer: only with target= or memory_budget=)",
+                           "0 < f <= 1 (default 0.9; infer sets no memory limit unless target=, memory_budget= or "
+                           "memory_fraction= is given)",
         ("fit", "sweep", "infer"), check=check_fraction),
     Key("memory_budget", "the memory to fit into instead of the device's: a size (4GiB, 512MiB) or bytes (a CPU fit "
                          "needs one); on a CPU it bounds the whole training process's resident memory: a measured "
@@ -133,10 +134,11 @@ KEYS: tuple[Key, ...] = (
     Key("images", "images timed per phase and size (default 64)", ("augcost",)),
     Key("repeats", "passes per phase at the training size; each image keeps its fastest (default 2)", ("augcost",)),
     Key("loader_workers", "worker counts to time, e.g. loader_workers=0,2,4 (default: 0, powers of 2, the CPU "
-                          "count)", ("augcost",)),
+                          "count); the run's own workers= is always timed too, for the verdict", ("augcost",)),
     Key("loader_cache", "cache modes to time, e.g. loader_cache=False,ram (default: False,ram,disk; on a temporary "
-                        "copy)", ("augcost",)),
-    Key("step_img_per_s", "the training step's images/s when known (e.g. from a GPU run); default: timed here",
+                        "copy); the run's own cache= is always timed too, for the verdict", ("augcost",)),
+    Key("step_img_per_s", "the training step's images/s when known (e.g. from a GPU run); the verdict then has the "
+        "loader and the step run side by side, as on a GPU; default: timed here, one after the other on a CPU",
         ("augcost",)),
     Key("seed", "seed of every timed pass (default 0)", ("augcost",), check=check_seed),
     # -- infer
@@ -193,7 +195,7 @@ class OldSpelling:
         return not self.lists_only or isinstance(value, (list, tuple))
 
     def message(self, value: Any) -> str:
-        return f"{self.old}={shown(value)} is now {self.new}={shown(value)} in visionbatch {self.command}: {self.why}"
+        return f"{self.old}={shown(value)}: visionbatch {self.command} takes {self.new}={shown(value)} instead: {self.why}"
 
 
 OLD_SPELLINGS: tuple[OldSpelling, ...] = (
@@ -211,7 +213,7 @@ def refuse_old_spelling(command: str, key: str, value: Any) -> None:
         >>> refuse_old_spelling("sweep", "imgsz", 640)  # one size: the training size
         >>> refuse_old_spelling("sweep", "imgsz", (320, 640))
         Traceback (most recent call last):
-        visionbatch.errors.ConfigError: imgsz=320,640 is now sizes=320,640 in visionbatch sweep: imgsz= is one size, the training size, in every command
+        visionbatch.errors.ConfigError: imgsz=320,640: visionbatch sweep takes sizes=320,640 instead: imgsz= is one size, the training size, in every command
     """
     for old in OLD_SPELLINGS:
         if old.command == command and old.old == key and old.applies(value):
@@ -225,7 +227,7 @@ def refuse_removed_keywords(function: str, command: str, removed: Mapping[str, A
         >>> refuse_removed_keywords("tune_inference", "infer", {})  # nothing removed was given
         >>> refuse_removed_keywords("tune_inference", "infer", {"memory_budget_bytes": 1024})
         Traceback (most recent call last):
-        visionbatch.errors.ConfigError: memory_budget_bytes=1024 is now memory_budget=1024 in visionbatch infer: memory_budget= takes a size (4GiB) or bytes in every command and in Python
+        visionbatch.errors.ConfigError: memory_budget_bytes=1024: visionbatch infer takes memory_budget=1024 instead: memory_budget= takes a size (4GiB) or bytes in every command and in Python
     """
     for key, value in removed.items():
         refuse_old_spelling(command, key, value)
@@ -293,6 +295,12 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+# Names other training tools use for an Ultralytics key: `lr` is closest in letters to `lrf` (the final
+# learning-rate fraction), but means `lr0`.
+OTHER_TOOLS_NAMES = {"lr": "lr0", "learning_rate": "lr0", "img_size": "imgsz", "image_size": "imgsz",
+                     "num_workers": "workers", "weight_decay_rate": "weight_decay", "max_epochs": "epochs"}
+
+
 def check_keys(args: Mapping[str, Any], valid: Iterable[str], command: str, *, ultralytics: bool = True) -> None:
     """Refuse keys that neither Ultralytics (when `ultralytics`) nor `command` knows, suggesting the closest.
 
@@ -305,7 +313,9 @@ def check_keys(args: Mapping[str, Any], valid: Iterable[str], command: str, *, u
     for key, value in args.items():
         if key not in valid:
             also = "; every Ultralytics train key works too" if ultralytics else ""
-            raise ConfigError(f"unknown argument '{key}={shown(value)}'{suggest(key, valid)}: "
+            meant = OTHER_TOOLS_NAMES.get(key)  # a name other tools use: what it means here, not the closest letters
+            hint = f" (did you mean '{meant}'?)" if meant in valid else suggest(key, valid)
+            raise ConfigError(f"unknown argument '{key}={shown(value)}'{hint}: "
                               f"see 'visionbatch {command} --help' for visionbatch's keys{also}")
 
 

@@ -57,8 +57,10 @@ def to_jsonable(value: Any) -> Any:
     """Dataclasses, paths, tuples and NumPy scalars as plain JSON types; NaN and inf as None."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         optional = getattr(value, "JSON_OPTIONAL", ())  # fields left out rather than written as null
+        derived = getattr(value, "JSON_PROPERTIES", ())  # properties written after the fields
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not (f.name in optional and getattr(value, f.name) is None)}
+                if not (f.name in optional and getattr(value, f.name) is None)} | {
+                name: to_jsonable(getattr(value, name)) for name in derived}
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

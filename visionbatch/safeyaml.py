@@ -26,6 +26,31 @@ class YamlLimitError(ValueError):
     """The document is larger, deeper or more aliased than a configuration file needs."""
 
 
+TAG_REFUSAL = ("a configuration file holds plain values, and visionbatch never builds objects or runs code from "
+               "YAML: remove the tag")
+
+
+def refused_tag(exc: yaml.YAMLError) -> str | None:
+    """The tag a well-formed document was refused for (it asks for an object to be built), or None.
+
+    Examples:
+        >>> try:
+        ...     parse_yaml("a: !!python/object/apply:os.system ['true']")
+        ... except yaml.YAMLError as exc:
+        ...     refused_tag(exc)
+        '!!python/object/apply:os.system'
+        >>> try:
+        ...     parse_yaml("a: [1, 2")
+        ... except yaml.YAMLError as exc:
+        ...     refused_tag(exc) is None
+        True
+    """
+    problem = getattr(exc, "problem", None) or ""
+    if not isinstance(exc, yaml.constructor.ConstructorError) or "for the tag" not in problem:
+        return None
+    return problem.rpartition("for the tag")[2].strip().strip("'").replace("tag:yaml.org,2002:", "!!")
+
+
 def load_yaml(path: str | os.PathLike, error: type[VisionbatchError], what: str = "") -> Any:
     """Parse one YAML document from `path` with size, depth and alias-expansion limits.
 
@@ -74,6 +99,9 @@ def load_yaml(path: str | os.PathLike, error: type[VisionbatchError], what: str 
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        tag = refused_tag(exc)
+        if tag:
+            raise error(f"{name}: the tag {tag}{where} is refused: {TAG_REFUSAL}") from None
         raise error(f"{name}: not valid YAML{where} ({problem}): fix the syntax there") from None
     except RecursionError:
         raise error(f"{name}: nested too deeply to be a configuration file: flatten it") from None

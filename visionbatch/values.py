@@ -119,10 +119,14 @@ def parse_batch(value: Any) -> BatchRequest:
     Examples:
         >>> parse_batch(16).batch_size, parse_batch("auto").memory_fraction, parse_batch(-1).memory_fraction
         (16, 0.9, 0.6)
+        >>> parse_batch("16").batch_size, parse_batch("0.85").memory_fraction  # as the command line reads them
+        (16, 0.85)
     """
     source = f"batch={shown(value)}"
     if isinstance(value, str) and value.lower() == "auto":
         return BatchRequest(None, DEFAULT_MEMORY_FRACTION, source)
+    if isinstance(value, str):  # from Python, '16' means what batch=16 does on the command line
+        value = smart_value(value.strip())
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{source} is not a batch size: use an integer (batch=16), batch=auto, or a fraction (0.85)")
     if value == -1:

@@ -18,7 +18,13 @@ from typing import Any
 import yaml
 
 from visionbatch.errors import ConfigError
-from visionbatch.safeyaml import MAX_YAML_BYTES, YamlLimitError, parse_yaml
+from visionbatch.safeyaml import (
+    MAX_YAML_BYTES,
+    TAG_REFUSAL,
+    YamlLimitError,
+    parse_yaml,
+    refused_tag,
+)
 from visionbatch.ultralytics.offline import offline
 
 SAVE_HINT = "save it with A.save(compose, 'aug.yaml', data_format='yaml') (or .json)"
@@ -138,6 +144,9 @@ def _parse(text: str, file: Path, label: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        tag = refused_tag(exc)
+        if tag:
+            raise ConfigError(f"{label}: the tag {tag} ({where.rstrip(': ')}) is refused: {TAG_REFUSAL}") from None
         raise ConfigError(f"{label}: not valid YAML or JSON ({where}{problem}): fix it, or {SAVE_HINT}") from None
 
 
@@ -159,7 +168,10 @@ def _reads_files(node: dict) -> str:
 def _check_names(node: dict, known: set[str], label: str, version: str) -> None:
     """Name the first transform Albumentations does not know, with the closest one it does."""
     name = node.get("__class_fullname__")
-    if name not in known:
+    # older Albumentations saved module paths ('albumentations.augmentations.blur.transforms.Blur'); its
+    # loader shortens any 'albumentations.' name to the class name, and so does this check
+    short = str(name).rpartition(".")[-1] if str(name).startswith("albumentations.") else name
+    if short not in known:
         close = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ConfigError(

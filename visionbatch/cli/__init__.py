@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -112,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     result = module.run(args.tokens)
                 print(json.dumps(to_jsonable(result), indent=2))
             else:
-                result = module.run(args.tokens)
+                with logs_to(sys.stderr):  # stdout holds the result alone, `> report.txt` included
+                    result = module.run(args.tokens)
                 print(module.show(result))
             if getattr(module, "answered_no", None) and module.answered_no(result):
                 return EXIT_NO
@@ -143,6 +145,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(f"visionbatch {args.command}: {'stopped by SIGTERM' if stop is Terminated else 'interrupted'}")
         return EXIT_TERMINATED if stop is Terminated else EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def entry(argv: Sequence[str] | None = None) -> None:
+    """The `visionbatch` console script and `python -m visionbatch`: `main`, then exit with its code.
+
+    After a Ctrl-C or SIGTERM the cleanup has already run inside `main` (temporary folders removed,
+    the run recorded as interrupted, workers signalled). The process then ends at once with
+    `os._exit`, skipping the interpreter's finalization: a native thread still running there (a
+    data loader's or a runtime's pool) can abort it ("PyThreadState_Get: ... GIL is released")
+    and turn exit 143 into a crash. `main` itself only returns, so it stays callable in-process.
+    """
+    code = main(argv)
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _stop_in_chain(exc: BaseException) -> type[BaseException] | None:

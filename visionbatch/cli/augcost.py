@@ -88,10 +88,12 @@ def _cost_table(report: AugmentationReport) -> str:
     rows.append(["total per image"] + sum(([p.total_ms, p.total_p95_ms, "100%", ""] for p in phases), []))
     rows.append(["untimed __getitem__"] + sum(([p.unprofiled_ms, "", f"{p.overhead:+.1%}", ""] for p in phases), []))
     chain = f", pipeline={report.pipeline}" if report.pipeline else ""
-    epochs = ", ".join(f"{p.phase} {p.epochs} epochs" for p in phases)
+    epochs = ", ".join(f"{p.phase} {p.epochs} epoch{'s' if p.epochs != 1 else ''}" for p in phases)
     title = (f"visionbatch augcost: {report.task} on {report.data}, imgsz {report.imgsz}, batch {report.batch_size}"
              f"{chain}\nper image over {phases[0].images} images ({epochs}); most expensive first")
     text = table(headers, [[_cell(v) for v in row] for row in rows], title=title)
+    text += ("\n(untimed __getitem__: the loader's time per image with no transform timed; its share column is the "
+             "timed __getitem__ against it, minus 1: what the timing itself costs, and noise where it is below zero)")
     if small:
         text += f"\n({len(small)} more under {SMALL_MS} ms per image: {', '.join(small)})"
     return text

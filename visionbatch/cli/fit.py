@@ -78,12 +78,7 @@ def _heading(plan: BatchPlan | BatchCheck) -> str:
 
 def _cpu_counted(plan: BatchPlan | BatchCheck) -> list[str]:
     """For a CPU budget, one line saying what the readings count (the budget bounds the training process)."""
-    if plan.device != "cpu":
-        return []
-    return [f"counted: the training process's resident memory: a baseline of {human_bytes(plan.context_bytes)} "
-            f"(measured: Python, torch, Ultralytics, model, optimizer; with the trainer, its loader and what "
-            f"validation leaves), plus each step's measured growth (+20% for the heap over epochs) and the "
-            f"mosaic buffer; no DataLoader workers on a CPU (workers=0)"]
+    return [f"counted: {plan.counted}"] if plan.device == "cpu" else []
 
 
 def _labels(plan: BatchPlan | BatchCheck) -> str:
@@ -140,11 +135,31 @@ def _show_distributed(result: FitRun) -> str:
     lines += [f"warning: {w}" for w in ddp.warnings]
     lines += [f"warning: {plan.device}: {w}" for plan in ddp.per_device for w in plan.warnings
               if "set aside for DDP" not in w]  # the title says what was set aside
-    planning_s = sum(plan.planning_s for plan in ddp.per_device)
-    lines.append(f"planned in {planning_s:.1f} s; wrote {', '.join(result.files)}")
+    lines.append(f"{_distributed_planned(ddp.per_device)}; wrote {', '.join(result.files)}")
     devices = ",".join(device.split(":")[-1] for device in ddp.devices)
     lines.append(f"train with it: {train_command(work, result.args, device=devices, batch=ddp.total_batch)}")
     return "\n".join(lines)
+
+
+def _distributed_planned(plans: Sequence[BatchPlan]) -> str:
+    """This run's planning time over every GPU: a GPU whose plan came from the plan cache counts the reuse, not
+    the search it was fitted with then.
+
+    Examples:
+        >>> from types import SimpleNamespace as N
+        >>> fresh, kept = N(planning_s=20.0, reused=None), N(planning_s=18.0, reused=N(seconds=0.25))
+        >>> _distributed_planned([fresh, fresh])
+        'planned in 40.0 s'
+        >>> _distributed_planned([kept, kept])
+        'planned in 0.5 s (2 of 2 GPUs reused their plans from the plan cache)'
+        >>> _distributed_planned([fresh, N(planning_s=18.0, reused=N(seconds=None))])
+        'planned in 20.0 s (1 of 2 GPUs reused their plans from the plan cache)'
+    """
+    reused = [plan for plan in plans if plan.reused is not None]
+    seconds = sum(plan.planning_s for plan in plans if plan.reused is None)
+    seconds += sum(plan.reused.seconds or 0.0 for plan in reused)
+    note = f" ({len(reused)} of {len(plans)} GPUs reused their plans from the plan cache)" if reused else ""
+    return f"planned in {seconds:.1f} s{note}"
 
 
 def show(result: FitRun) -> str:

@@ -61,6 +61,31 @@ def _short_verdict(violations: Sequence[str]) -> str:
     return next((word for prefix, word in _SHORT_VERDICTS if any(v.startswith(prefix) for v in violations)), "out")
 
 
+# what each column of the sweep table means, as `_legend` prints the ones shown
+_COLUMNS = {
+    "runs": "timed calls",
+    "p50 ms": "latency per call (p50, p90, p99)",
+    "ms/img": "mean call time / batch",
+    "95% img/s": "the throughput's 95% interval over the timed blocks",
+    "x b1": "throughput against batch 1's",
+    "fill ms": "the first frame's wait for the camera load to fill the batch",
+    "delay ms": "the batcher's queue delay",
+    "sim p99 ms": "frame latency p99 in the simulated camera load, queueing included",
+    "util": "the share of time the runner is busy under that load",
+}
+
+
+def _legend(headers: list[str], memory_source: str) -> str:
+    """One line saying what the table's less obvious columns hold.
+
+    Examples:
+        >>> print(_legend(["batch", "runs", "p50 ms", "x b1", "memory"], "RSS"))
+        (runs: timed calls; p50 ms: latency per call (p50, p90, p99); x b1: throughput against batch 1's; memory: RSS)
+    """
+    parts = [f"{name}: {_COLUMNS[name]}" for name in headers if name in _COLUMNS]
+    return f"({'; '.join([*parts, f'memory: {memory_source}'])})"
+
+
 def show(plan: InferencePlan) -> str:
     load = plan.constraints.load is not None
     power = any(m.power_mw is not None for m in plan.measurements)
@@ -92,7 +117,7 @@ def show(plan: InferencePlan) -> str:
              f"{plan.precision} on {plan.device_name or plan.device}"
              + (f", {plan.cpu_threads} threads" if plan.cpu_threads else "")
              + (", end to end" if plan.end_to_end else ""))
-    lines = ["", table(headers, rows, title=title), f"(memory: {memory_source})"]
+    lines = ["", table(headers, rows, title=title), _legend(headers, memory_source)]
     if any(m.stages_ms for m in plan.measurements):
         stage_rows = [[m.batch_size, *(_ms(m.stages_ms.get(k)) for k in ("preprocess", "inference", "postprocess")),
                        m.detections_per_image] for m in plan.measurements]

@@ -174,13 +174,20 @@ def check_device(value: Any) -> DeviceRequest:
     """`parse_device`, then refuse CUDA devices that do not exist, before Ultralytics fails on them.
 
     Raises:
-        ConfigError: not a device, no CUDA GPU, or an index past the GPUs torch sees.
+        ConfigError: not a device, no CUDA GPU, an index past the GPUs torch sees, or mps without an MPS device.
 
     Examples:
         >>> check_device("cpu").kind, check_device("-1").picks_idle  # -1 is left to Ultralytics
         ('cpu', True)
     """
     request = parse_device(value)
+    if request.kind == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():  # Ultralytics would train on the CPU without a word
+            raise ConfigError(f"device={request.text}: no Apple MPS device is available to torch on this machine: "
+                              f"use device=cpu")
+        return request
     named = [index for index in request.indices if index != IDLE_GPU]
     if not named:
         return request

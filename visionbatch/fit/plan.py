@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from visionbatch.results import minutes, to_jsonable
 from visionbatch.stats import Timings
+from visionbatch.units import human_bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -250,6 +251,27 @@ class PlanReuse:
 
 
 
+def memory_counted(device: str, measured: bool, context_bytes: int) -> str:
+    """What a plan's or check's memory figures count, in one sentence (`counted` in its JSON; the CLI prints it).
+
+    Examples:
+        >>> memory_counted("cpu", True, 2**30).split(": ")[0]
+        "the training process's resident memory"
+        >>> memory_counted("cuda:0", True, 300 * 2**20)
+        "torch.cuda's peak reserved memory in each step, plus the CUDA context of 300 MiB (NVML); the budget is memory_fraction x what this process can have"
+    """
+    if device == "cpu":
+        return (f"the training process's resident memory: a measured baseline of {human_bytes(context_bytes)} "
+                f"(Python, torch, Ultralytics, model, optimizer; with the trainer, its loader and what validation "
+                f"leaves), plus each step's measured growth (+20% for the heap over epochs) and the mosaic buffer; "
+                f"no DataLoader workers on a CPU (workers=0)")
+    if not measured:
+        return (f"torch's reserved memory at each step's peak, traced on this machine's CPU for the target, plus a "
+                f"CUDA context of {human_bytes(context_bytes)}; the budget is memory_fraction x the target's memory")
+    return (f"torch.cuda's peak reserved memory in each step, plus the CUDA context of {human_bytes(context_bytes)} "
+            f"(NVML); the budget is memory_fraction x what this process can have")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class BatchPlan:
     """The batch size to train with, and everything it was decided from.
@@ -295,6 +317,7 @@ class BatchPlan:
     """
 
     JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("save_dir", "reused")
+    JSON_PROPERTIES: ClassVar[tuple[str, ...]] = ("counted",)
 
     batch_size: int
     max_batch_size: int
@@ -331,6 +354,11 @@ class BatchPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
+
+    @property
+    def counted(self) -> str:
+        """What the memory figures count (`memory_counted`): on a CPU, the whole training process."""
+        return memory_counted(self.device, self.measured, self.context_bytes)
 
     def sample(self, batch_size: int, phase: str) -> ProbeSample | None:
         """The probe of `phase` ('train' or 'val') at `batch_size`, if one ran."""
@@ -390,6 +418,7 @@ class BatchCheck:
     """
 
     JSON_OPTIONAL: ClassVar[tuple[str, ...]] = ("save_dir",)
+    JSON_PROPERTIES: ClassVar[tuple[str, ...]] = ("counted",)
 
     batch_size: int
     val_batch_size: int
@@ -414,6 +443,11 @@ class BatchCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
+
+    @property
+    def counted(self) -> str:
+        """What the memory figures count (`memory_counted`): on a CPU, the whole training process."""
+        return memory_counted(self.device, self.measured, self.context_bytes)
 
     @property
     def peak_bytes(self) -> int | None:

@@ -630,13 +630,18 @@ def check_batch(
     after = after_validation_bytes(train, val, capacity.total_bytes)
     peaks = [s.peak_bytes for s in (train, val) if s is not None and s.ok] + ([after] if after else [])
     margin = budget - max(peaks) if len(peaks) >= 2 else None
+    warnings = []
+    if margin is not None and abs(margin) < probe.rerun_spread_bytes:
+        warnings.append(f"the margin, {human_bytes(margin)}, is within the {human_bytes(probe.rerun_spread_bytes)} "
+                        f"that the same step's reading moves between identical runs here: a rerun can answer "
+                        + ("no; leave at least that much room to be sure" if fits else "yes"))
     return BatchCheck(
         batch_size=batch_size, val_batch_size=val_b, fits=fits, train=train, val=val,
         budget_bytes=budget, margin_bytes=margin, memory_fraction=memory_fraction, device=capacity.device,
         device_name=capacity.name, total_bytes=capacity.total_bytes, usable_bytes=capacity.usable_bytes,
         context_bytes=capacity.context_bytes, workload=workload,
         reason=_check_reason(batch_size, train, val, budget, memory_fraction, capacity, measured, after),
-        warnings=(), measured=measured, planning_s=round(clock() - started, 3),
+        warnings=tuple(warnings), measured=measured, planning_s=round(clock() - started, 3),
         after_validation_bytes=after,
     )
 

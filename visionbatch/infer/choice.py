@@ -348,11 +348,12 @@ def _reason(chosen: BatchMeasurement, verdict: BatchVerdict, best: BatchMeasurem
         pass  # the capacity rule did not pass over a faster batch (under by_latency, choose() says why)
     elif policy is not None:
         text += (f"; batch {best.batch_size} could carry {speeds[best.batch_size].img_per_s:.1f} img/s under the "
-                 f"load against {speeds[chosen.batch_size].img_per_s:.1f}, not measurably more (the intervals come "
-                 f"within {tolerance:.0%}): the smaller batch wins")
+                 f"load against {speeds[chosen.batch_size].img_per_s:.1f}, not measurably more (its interval's low "
+                 f"end is not {tolerance:.0%} above the other's high end): the smaller batch wins")
     else:
         text += (f"; batch {best.batch_size} measured {best.throughput_per_s:.1f} img/s{_interval(best)}, not "
-                 f"measurably faster (the intervals come within {tolerance:.0%}): the smaller batch wins "
+                 f"measurably faster (its interval's low end is not {tolerance:.0%} above the other's high end): the "
+                 f"smaller batch wins "
                  f"(less latency and memory for the same work)")
     larger = [(m, v) for m, v in zip(ordered, verdicts) if m.batch_size > chosen.batch_size and not v.feasible]
     if larger:
@@ -563,8 +564,8 @@ def keep_earlier(fresh: Choice, earlier: EarlierChoice, measurements: Sequence[B
         why = (f"{busy:.0%} busy at the low end of its interval, within the {KEEP_UTILISATION:.0%} a kept "
                f"choice may reach (a new one: {COMFORTABLE_UTILISATION:.0%})")
     elif not measurably_faster(new_speed, old_speed, tolerance):
-        why = (f"it carries {old_speed.img_per_s:.1f} img/s against {new_speed.img_per_s:.1f}, not measurably "
-               f"less")
+        why = (f"it carries {old_speed.img_per_s:.1f} img/s against {new_speed.img_per_s:.1f} for this run's own "
+               f"choice, batch {fresh.batch_size}: not measurably less")
     else:
         busy_text = "" if busy is None else (f"{busy:.0%} busy at the low end of its interval, past the "
                                              f"{KEEP_UTILISATION:.0%} a kept choice may reach, and ")

@@ -61,6 +61,7 @@ from visionbatch.text import (
 DEFAULT_CAMERA_FPS = 30
 MAX_INT32 = 2**31 - 1  # nvstreammux's batched-push-timeout is a gint: a longer wait is written as its largest
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}  # nvinfer network-mode
+JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs trtexec, which is not on PATH
 INT8_CACHE_NAME = "int8_calibration.cache"  # beside the ONNX in deepstream/, where nvinfer and trtexec.sh resolve it
 INT8_CACHE_NOTE = ("the INT8 configs name deepstream/{cache} (nvinfer int8-calib-file, trtexec --calib), which this "
                    "run did not make: a TensorRT calibration cache needs TensorRT on the target (e.g. Ultralytics' "
@@ -473,7 +474,11 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
            f'deepstream/{spec.int8_calibration_cache} is missing: without it trtexec --int8 calibrates on random '
            f'data; make it with TensorRT on this device first" >&2; exit 2; }}']
           if spec.int8_calibration_cache else []),
-        trtexec_command(spec, onnx_file)]) + "\n"
+        f"# trtexec from TRTEXEC=, else PATH, else {JETPACK_TRTEXEC} (JetPack puts it there, off PATH)",
+        f'TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo {JETPACK_TRTEXEC})}}"',
+        f'[ -x "$TRTEXEC" ] || {{ echo "trtexec.sh: no trtexec on PATH or at {JETPACK_TRTEXEC}: install TensorRT '
+        f'(JetPack has it), or run TRTEXEC=/path/to/trtexec sh $0" >&2; exit 2; }}',
+        '"$TRTEXEC"' + trtexec_command(spec, onnx_file).removeprefix("trtexec")]) + "\n"
     files["trtexec"] = _write(tensorrt / "trtexec.sh", script)
     (tensorrt / "trtexec.sh").chmod(0o755)
     return files

@@ -213,9 +213,11 @@ def check_model(model: str) -> None:
         return
     if path.suffix == ".pt":
         if not path.is_file():
+            # the YAML of the same name builds the model with random weights, where Ultralytics has one
+            yaml_hint = f", or model={path.stem}.yaml for random weights" if find_model_yaml(f"{path.stem}.yaml") else ""
             raise ConfigError(
                 f"model={text}: no such file, and visionbatch never downloads weights: "
-                f"pass the path to a local .pt, or model={path.stem}.yaml to train from scratch"
+                f"pass the path to a local .pt{yaml_hint}"
             )
         return
     raise ConfigError(f"model={text}: expected a model YAML (yolo11n.yaml) or a local checkpoint (.pt)")

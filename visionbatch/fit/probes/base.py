@@ -22,6 +22,7 @@ class Probe(ABC):
 
     device: str = "cpu"
     noise_floor_bytes: float = 0.0  # the smallest uncertainty a reading carries
+    rerun_spread_bytes: float = 0.0  # how far the same step's reading moves between identical runs (processes)
 
     @abstractmethod
     def capacity(self) -> Capacity: ...

@@ -166,6 +166,9 @@ class CpuProbe(Probe):
 
     device = "cpu"
     noise_floor_bytes = 4 * MIB  # repeated readings of one step agree to a few MiB (pages, heap arenas)
+    # identical runs, each its own process, move further: on cpu-2 the baseline spread over 8 MiB and batch 8's
+    # growth over 10 MiB in 5 runs (BENCHMARKS, stable choices), batch 16's training peak over 30 MiB in 4 checks
+    rerun_spread_bytes = 32 * MIB
 
     def __init__(self, budget_bytes: int, name: str = "CPU", trainer: TrainerShare | None = None,
                  rss: Any = None) -> None:
