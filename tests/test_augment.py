@@ -130,6 +130,8 @@ def test_custom_albumentations_pipeline_is_costed(small_shapes: Path, tmp_path: 
         base, mine = report.phase(delta.phase, chain="default"), report.phase(delta.phase)
         assert (delta.default_ms, delta.pipeline_ms) == (base.total_ms, mine.total_ms)
         assert delta.added_ms == pytest.approx(mine.total_ms - base.total_ms, abs=1e-5)
+        assert delta.added_low_ms < delta.added_ms < delta.added_high_ms  # the images vary: a real interval
+        assert base.total_sem_ms > 0 and mine.total_sem_ms > 0
     assert any("replaces Ultralytics' default Albumentations" in note for note in report.notes)
 
 

@@ -183,3 +183,23 @@ def test_no_loader_measured() -> None:
 def test_docstring_examples_hold(module) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_pipeline_comparison_carries_a_95_percent_interval() -> None:
+    """Welch's interval over the two passes' per-image totals, at the smaller pass's degrees of freedom; one that
+    holds 0 is 'not measurably different' (a few images of noise must not read as a fact)."""
+    from visionbatch.augment.analysis import pipeline_deltas
+    from visionbatch.stats import t_quantile
+
+    def phase(chain: str, total_ms: float, sem_ms: float, images: int = 10) -> PhaseProfile:
+        return PhaseProfile("mosaic", 640, chain, images, 90, (), total_ms, total_ms, total_ms, total_ms, True, sem_ms)
+
+    [delta] = pipeline_deltas([phase("default", 4.0, 0.3), phase("pipeline", 5.0, 0.4)], 640)
+    assert (delta.added_ms, delta.added_share) == (1.0, 0.25)
+    half = t_quantile(9) * 0.5  # hypot(0.3, 0.4) = 0.5
+    assert (delta.added_low_ms, delta.added_high_ms) == (round(1.0 - half, 6), round(1.0 + half, 6))
+    assert not delta.measured  # 2.262 x 0.5 = 1.13 > 1.0: the interval holds 0
+    [clear] = pipeline_deltas([phase("default", 4.0, 0.03), phase("pipeline", 5.0, 0.04, images=4)], 640)
+    assert clear.measured and clear.added_high_ms - clear.added_low_ms == pytest.approx(2 * t_quantile(3) * 0.05)
+    [one] = pipeline_deltas([phase("default", 4.0, 0.0, images=1), phase("pipeline", 5.0, 0.0, images=1)], 640)
+    assert not one.measured and one.added_low_ms == -float("inf")  # one image says nothing about the noise

@@ -64,6 +64,18 @@ def test_image_list_file(small_shapes: Path) -> None:
     assert load_dataset(small_shapes).train.images == 3
 
 
+def test_a_listed_image_whose_links_loop_is_one_clear_line(small_shapes: Path) -> None:
+    folder = small_shapes.parent
+    first = sorted((folder / "images" / "train").glob("*.jpg"))[0]
+    first.unlink()
+    first.symlink_to("loop.jpg")
+    (folder / "images" / "train" / "loop.jpg").symlink_to(first.name)
+    (folder / "train.txt").write_text(f"./images/train/{first.name}\n")
+    small_shapes.write_text(small_shapes.read_text().replace("train: images/train", "train: train.txt"))
+    with pytest.raises(DatasetError, match=r": links that lead round in a loop: fix the link or remove it"):
+        load_dataset(small_shapes)
+
+
 def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
@@ -105,7 +117,15 @@ BAD_DATASETS = [
     ("label-pixels", lambda d, y: _write(_first(d, "train", "labels"), "0 120 80 30 20\n"), ["normalised"]),
     ("label-mixed", lambda d, y: _write(_first(d, "train", "labels"),
                                         "0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.2 0.1 0.2 0.2\n"), ["mixes box rows"]),
+    ("dangling-link", lambda d, y: _relink(_first(d, "train", "images"), "nothere.jpg"),
+     ["a link that leads to no file (nothere.jpg)", "fix the link or remove it"]),
 ]
+
+
+def _relink(image: Path, to: str) -> None:
+    """Replace `image` by a link to `to` (relative to its folder; its own name makes a loop)."""
+    image.unlink()
+    image.symlink_to(to)
 
 
 @pytest.mark.parametrize("change, words", [pytest.param(c, w, id=i) for i, c, w in BAD_DATASETS])

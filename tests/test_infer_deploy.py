@@ -288,22 +288,33 @@ def test_the_key_tables_catch_mistakes(text: str, message: str) -> None:
 
 def test_trtexec_script_finds_jetpacks_trtexec_or_says_where_it_looked(tmp_path: Path) -> None:
     """JetPack installs trtexec at /usr/src/tensorrt/bin, off PATH: the script looks there after PATH, takes
-    TRTEXEC= first, and without any says so in one line (exit 2) instead of 'trtexec: command not found'."""
+    TRTEXEC= first (an absolute path, one relative to where it is run from, or a name on PATH), and without
+    any says where it looked, in one line (exit 2), instead of 'trtexec: command not found'."""
     import stat
 
     files = write_deployment(DETECT, tmp_path / "run", {0: "person", 1: "car", 2: "bus"}, onnx_path=None)
     script = files["trtexec"]
-    assert "/usr/src/tensorrt/bin/trtexec" in script.read_text()
-    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no trtexec on this machine's PATH
-    done = subprocess.run(["sh", str(script)], env=bare, capture_output=True, text=True, check=False)
-    assert done.returncode == 2
-    assert done.stderr.startswith("trtexec.sh: no trtexec on PATH or at /usr/src/tensorrt/bin/trtexec")
-    assert done.stderr.count("\n") == 1
-    fake = tmp_path / "my-trtexec"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "my-trtexec"
     fake.write_text('#!/bin/sh\necho "$@" > "$HOME/args"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    done = subprocess.run(["sh", str(script)], env={**bare, "TRTEXEC": str(fake)}, capture_output=True, text=True,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "args").read_text().split()[:2] == [
-        "--onnx=yolo11n.onnx", "--saveEngine=yolo11n.onnx_b8_gpu0_fp16.engine"]
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no trtexec on this machine's PATH
+
+    def run(env: dict, cwd: Path = tmp_path) -> subprocess.CompletedProcess:
+        (tmp_path / "args").unlink(missing_ok=True)
+        return subprocess.run(["sh", str(script)], env={**bare, **env}, cwd=cwd, capture_output=True, text=True,
+                              check=False)
+
+    for env, where in [({}, "on PATH or at /usr/src/tensorrt/bin/trtexec"),
+                       ({"TRTEXEC": "nope"}, "named TRTEXEC=nope on PATH"),
+                       ({"TRTEXEC": "/no/such/trtexec"}, "at TRTEXEC=/no/such/trtexec")]:
+        done = run(env)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, (env, done.stderr)
+        assert done.stderr.startswith(f"trtexec.sh: no trtexec {where}: install TensorRT"), done.stderr
+    for env in ({"TRTEXEC": str(fake)}, {"TRTEXEC": "bin/my-trtexec"},  # relative to where it runs from
+                {"TRTEXEC": "my-trtexec", "PATH": f"{bin_dir}:/usr/bin:/bin"}):
+        done = run(env)
+        assert done.returncode == 0, (env, done.stderr)
+        assert (tmp_path / "args").read_text().split()[:2] == [
+            "--onnx=yolo11n.onnx", "--saveEngine=yolo11n.onnx_b8_gpu0_fp16.engine"]

@@ -52,6 +52,15 @@ def test_load_yaml_words_each_problem_as_one_line(tmp_path: Path) -> None:
     assert str(info.value) == ("data.yaml: the tag !!python/object/apply:os.system at line 1, column 1 is refused: a "
                                "configuration file holds plain values, and visionbatch never builds objects or runs "
                                "code from YAML: remove the tag")
+    path.write_text("epochs: !!int abc\n")  # PyYAML's constructor raises a plain ValueError here
+    with pytest.raises(DatasetError) as info:
+        load_yaml(path, DatasetError, "data.yaml")
+    assert str(info.value) == ("data.yaml: a tagged value that does not fit its tag (ValueError: invalid literal for "
+                               "int() with base 10: 'abc'): remove the tag (!!int, !!bool, ...) or fix its value")
+    for text in ("a: !!bool maybe\n", "a: !!timestamp foo\n", "a: !!float x\n"):
+        path.write_text(text)
+        with pytest.raises(DatasetError, match="a tagged value that does not fit its tag"):
+            load_yaml(path, DatasetError, "data.yaml")
     path.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(DatasetError, match="cannot be read .*UTF-8"):
         load_yaml(path, DatasetError, "data.yaml")

@@ -102,7 +102,7 @@ def finite_number(value: Any, key: str, *, example: str, minimum: float | None =
 
 
 
-_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a number written as text
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # a number written as text (ASCII)
 
 
 def whole_number(value: Any, key: str, *, example: str, minimum: int | None = 1, maximum: int = MAX_COUNT,
@@ -129,7 +129,11 @@ def whole_number(value: Any, key: str, *, example: str, minimum: int | None = 1,
         finite = _non_finite_text(value) or (isinstance(value, float) and not math.isfinite(value))
         advice = fix or f"use {_bound_words(True, minimum, ceiling, None)}, e.g. {example}"
         if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()) and math.isfinite(float(value)):
-            # '16' from Python (the command line reads 16 as a number): text, not 16
+            # '16' from Python (the command line reads 16 as a number): text, not 16. A number that would be
+            # refused anyway ('-3', '16.5') gets that number's own message.
+            number = float(value)
+            number = int(number) if number.is_integer() and abs(number) < 2**63 else number
+            whole_number(number, key, example=example, minimum=minimum, maximum=maximum, fix=fix)
             raise ConfigError(f"{key}={value!r} is text, not a number: pass {key}={value.strip()} without quotes")
         raise ConfigError(f"{key}={shown(value)} is not {'a finite number' if finite else 'a whole number'}: {advice}")
     floor = minimum if minimum is not None else -MAX_COUNT - 1  # a C int either way

@@ -25,6 +25,7 @@ This module needs no Ultralytics import: it runs before the offline set-up, and 
 from __future__ import annotations
 
 import array
+import errno
 import math
 import os
 import stat
@@ -609,11 +610,15 @@ def _check_image(file: str) -> tuple[str, int, int]:
             width, height = im.size
             fmt = (im.format or "").lower()
     except FileNotFoundError:
+        if os.path.islink(file):  # found in a folder, but its link leads nowhere (or round in a loop)
+            return f"{file}: a link that leads to no file ({os.readlink(file)}): fix the link or remove it", 0, 0
         return f"{file}: listed but missing: restore it or remove it from the list", 0, 0
     except Image.DecompressionBombError:
         return (f"{file}: more pixels than PIL will open (a decompression bomb, or an image far too large to train "
                 f"on): remove it or shrink it", 0, 0)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+            return f"{file}: links that lead round in a loop: fix the link or remove it", 0, 0
         return f"{file}: corrupt or not an image ({exc.__class__.__name__}): replace or remove it", 0, 0
     if width < 10 or height < 10:
         return f"{file}: {width}x{height} pixels is too small (Ultralytics needs 10x10): remove it", 0, 0

@@ -26,6 +26,7 @@ class YamlLimitError(ValueError):
     """The document is larger, deeper or more aliased than a configuration file needs."""
 
 
+BAD_TAGGED_VALUE = "a tagged value that does not fit its tag"
 TAG_REFUSAL = ("a configuration file holds plain values, and visionbatch never builds objects or runs code from "
                "YAML: remove the tag")
 
@@ -102,6 +103,8 @@ def load_yaml(path: str | os.PathLike, error: type[VisionbatchError], what: str 
         tag = refused_tag(exc)
         if tag:
             raise error(f"{name}: the tag {tag}{where} is refused: {TAG_REFUSAL}") from None
+        if problem.startswith(BAD_TAGGED_VALUE):
+            raise error(f"{name}: {problem}: remove the tag (!!int, !!bool, ...) or fix its value") from None
         raise error(f"{name}: not valid YAML{where} ({problem}): fix the syntax there") from None
     except RecursionError:
         raise error(f"{name}: nested too deeply to be a configuration file: flatten it") from None
@@ -111,12 +114,15 @@ def parse_yaml(text: str) -> Any:
     """Safe-load one document from `text`, refusing alias bombs, cycles and deep nesting.
 
     Raises:
-        yaml.YAMLError: not valid YAML.
+        yaml.YAMLError: not valid YAML, or a standard tag with a value it cannot hold (`!!int abc`).
         YamlLimitError: over a limit.
 
     Examples:
         >>> parse_yaml("names: &n [cat, dog]\\nalso: *n")
         {'names': ['cat', 'dog'], 'also': ['cat', 'dog']}
+        >>> parse_yaml("epochs: !!int abc")
+        Traceback (most recent call last):
+        yaml.constructor.ConstructorError: a tagged value that does not fit its tag (ValueError: invalid literal for int() with base 10: 'abc')
     """
     loader = yaml.SafeLoader(text)
     try:
@@ -124,7 +130,14 @@ def parse_yaml(text: str) -> Any:
         if node is None:
             return None
         _check_size(node)
-        return loader.construct_document(node)
+        try:
+            return loader.construct_document(node)
+        except (ValueError, KeyError, AttributeError, TypeError, OverflowError) as exc:
+            # a standard tag with a value it cannot hold (`!!int abc`, `!!bool maybe`): PyYAML's constructors raise
+            # plain Python errors there, not a YAMLError
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{BAD_TAGGED_VALUE} ({exc.__class__.__name__}: {str(exc)[:80]})",
+                None) from None
     finally:
         loader.dispose()
 

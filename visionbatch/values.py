@@ -123,7 +123,7 @@ def parse_batch(value: Any) -> BatchRequest:
         (16, 0.85)
     """
     source = f"batch={shown(value)}"
-    if isinstance(value, str) and value.lower() == "auto":
+    if isinstance(value, str) and value.strip().lower() == "auto":
         return BatchRequest(None, DEFAULT_MEMORY_FRACTION, source)
     if isinstance(value, str):  # from Python, '16' means what batch=16 does on the command line
         value = smart_value(value.strip())

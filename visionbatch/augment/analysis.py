@@ -23,6 +23,7 @@ from visionbatch.augment.report import (
     Verdict,
 )
 from visionbatch.checks import STRIDE
+from visionbatch.stats import t_quantile
 
 NOT_DROPPABLE = frozenset({LOAD, LABELS, COLLATE, OTHER, "Format"})  # rows no augmentation setting removes
 ENOUGH = 1.1  # a loader this much faster than the step keeps it fed despite jitter
@@ -306,13 +307,37 @@ def resolution_fits(phases: Sequence[PhaseProfile], chain: str) -> tuple[Resolut
     return tuple(fits)
 
 
+def total_sem_ms(images: Sequence[Mapping[str, float]]) -> float:
+    """The standard error of the mean per-image total, in ms (0 for fewer than two images).
+
+    Examples:
+        >>> total_sem_ms([{"a": 0.003, "b": 0.001}, {"a": 0.005}]), total_sem_ms([{"a": 0.003}])
+        (0.5, 0.0)
+    """
+    totals = [sum(image.values()) * 1000 for image in images]
+    if len(totals) < 2:
+        return 0.0
+    mean = sum(totals) / len(totals)
+    variance = sum((t - mean) ** 2 for t in totals) / (len(totals) - 1)
+    return round(math.sqrt(variance / len(totals)), 6)
+
+
 def pipeline_deltas(phases: Sequence[PhaseProfile], imgsz: int) -> tuple[PipelineDelta, ...]:
+    """The user's pipeline against the default chain per phase at the training size, with a 95% interval.
+
+    The interval is Welch's over the two passes' per-image totals (the t quantile at the smaller pass's
+    degrees of freedom: conservative); a few images give a wide one, and the report says when it holds 0.
+    """
     deltas = []
     for phase in ("mosaic", "close_mosaic"):
         ours = next((p for p in phases if (p.phase, p.imgsz, p.chain) == (phase, imgsz, "pipeline")), None)
         base = next((p for p in phases if (p.phase, p.imgsz, p.chain) == (phase, imgsz, "default")), None)
         if ours and base:
             added = ours.total_ms - base.total_ms
+            fewest = min(ours.images, base.images)
+            half = (t_quantile(fewest - 1) * math.hypot(ours.total_sem_ms, base.total_sem_ms)
+                    if fewest >= 2 else math.inf)
             deltas.append(PipelineDelta(phase, base.total_ms, ours.total_ms, round(added, 6),
-                                        round(added / base.total_ms, 6) if base.total_ms else 0.0))
+                                        round(added / base.total_ms, 6) if base.total_ms else 0.0,
+                                        round(added - half, 6), round(added + half, 6)))
     return tuple(deltas)

@@ -172,7 +172,7 @@ def _check_names(node: dict, known: set[str], label: str, version: str) -> None:
     # loader shortens any 'albumentations.' name to the class name, and so does this check
     short = str(name).rpartition(".")[-1] if str(name).startswith("albumentations.") else name
     if short not in known:
-        close = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(short), sorted(known), n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ConfigError(
             f"{label}: unknown Albumentations transform '{name}' (albumentations {version}): {hint}"

@@ -269,6 +269,7 @@ class _Run:
             getitem_ms=round(1000 * getitem / len(result.images), 6),
             unprofiled_ms=round(1000 * sum(result.unprofiled_s) / len(result.unprofiled_s), 6),
             identical_output=result.identical,
+            total_sem_ms=analysis.total_sem_ms(result.images),
         )
         top = ", ".join(f"{r.name} {r.mean_ms:.1f}" for r in rows[:3])
         self.say(f"augcost: {phase:<12} imgsz={imgsz:<5} {chain:<8} {total:7.2f} ms/img "

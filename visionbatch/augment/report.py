@@ -53,6 +53,7 @@ class PhaseProfile:
         getitem_ms: mean milliseconds of `__getitem__` alone, with the timers in place.
         unprofiled_ms: the same images through `__getitem__` with no timer, same seed.
         identical_output: the timed pass produced exactly the tensors of the untimed one.
+        total_sem_ms: the standard error of `total_ms` over the images (0 for one image).
     """
 
     phase: str
@@ -66,6 +67,7 @@ class PhaseProfile:
     getitem_ms: float
     unprofiled_ms: float
     identical_output: bool
+    total_sem_ms: float = 0.0
 
     @property
     def overhead(self) -> float:
@@ -168,6 +170,8 @@ class PipelineDelta:
         pipeline_ms: the same with the user's pipeline in its place.
         added_ms: pipeline_ms - default_ms.
         added_share: added_ms / default_ms.
+        added_low_ms, added_high_ms: the 95% interval of added_ms (Welch, over the images timed); when it
+            holds 0, the two chains are not measurably different.
     """
 
     phase: str
@@ -175,6 +179,13 @@ class PipelineDelta:
     pipeline_ms: float
     added_ms: float
     added_share: float
+    added_low_ms: float
+    added_high_ms: float
+
+    @property
+    def measured(self) -> bool:
+        """Whether the interval leaves out 0: the pipeline is measurably slower or faster."""
+        return self.added_low_ms > 0 or self.added_high_ms < 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,9 @@ def show(report: AugmentationReport) -> str:
     if report.pipeline_delta:
         lines += ["", "your pipeline against Ultralytics' default Albumentations transforms: " + "; ".join(
             f"{d.phase} {d.pipeline_ms:.2f} vs {d.default_ms:.2f} ms/img ({d.added_ms:+.2f} ms, "
-            f"{d.added_share:+.0%})" for d in report.pipeline_delta)]
+            f"{d.added_share:+.0%}; 95% interval {d.added_low_ms:+.2f} to {d.added_high_ms:+.2f} ms"
+            f"{'' if d.measured else ': not measurably different, time more images= to tell'})"
+            for d in report.pipeline_delta)]
     if len(report.sizes) > 1:
         lines += ["", _resolution_table(report)]
     if report.loader:

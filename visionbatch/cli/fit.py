@@ -14,7 +14,7 @@ from visionbatch.fit.distributed import DistributedPlan
 from visionbatch.fit.plan import BatchCheck, BatchPlan, WorkloadSummary
 from visionbatch.keys import help_block, read_keys
 from visionbatch.ultralytics.args import ultralytics_defaults
-from visionbatch.units import human_bytes
+from visionbatch.units import human_bytes, parse_bytes
 
 SUMMARY = "find the largest (and the fastest) training batch that fits the GPU, by measuring it"
 USAGE = """visionbatch fit DATA.yaml [key=value ...]
@@ -81,6 +81,23 @@ def _cpu_counted(plan: BatchPlan | BatchCheck) -> list[str]:
     return [f"counted: {plan.counted}"] if plan.device == "cpu" else []
 
 
+def _decimal_budget(args: Sequence[tuple[str, str]]) -> list[str]:
+    """A line when memory_budget= was typed in decimal units, which every figure here shows in binary ones.
+
+    Examples:
+        >>> _decimal_budget([("memory_budget", "2GB")])
+        ['memory_budget=2GB: 2,000,000,000 bytes = 1.86 GiB (GB and MB are powers of 1000, GiB and MiB of 1024)']
+        >>> _decimal_budget([("memory_budget", "2GiB")]), _decimal_budget([("memory_budget", "4g")])
+        ([], [])
+    """
+    typed = dict(args).get("memory_budget", "")
+    if not any(typed.strip().upper().endswith(unit) for unit in ("KB", "MB", "GB", "TB")):
+        return []
+    size = parse_bytes(typed)
+    return [f"memory_budget={typed}: {size:,} bytes = {human_bytes(size)} (GB and MB are powers of 1000, GiB and "
+            f"MiB of 1024)"]
+
+
 def _labels(plan: BatchPlan | BatchCheck) -> str:
     work = plan.workload
     batch = f"{work.labels_per_batch} in the batch of {plan.batch_size} measured; " if work.labels_per_batch else ""
@@ -105,7 +122,7 @@ def _show_check(result: FitRun) -> str:
         else f" ({human_bytes(-check.margin_bytes)} over)")
     lines.append(f"batch {check.batch_size} fits: {answer}{margin}")
     lines.append(f"why: {check.reason}")
-    lines += _cpu_counted(check)
+    lines += _cpu_counted(check) + _decimal_budget(result.args)
     lines.append(f"labels: {_labels(check)}")
     lines += [f"warning: {w}" for w in check.warnings]
     lines.append(f"checked in {check.planning_s:.1f} s; wrote {', '.join(result.files)}")
@@ -185,7 +202,7 @@ def show(result: FitRun) -> str:
                  f"± {human_bytes(DEFAULT_SIGMAS * plan.predicted_uncertainty_bytes)} ({DEFAULT_SIGMAS:g}σ)"
                  f"{measured}; validation {human_bytes(plan.val_measured_bytes or plan.val_predicted_bytes)}")
     lines.append(f"why: {plan.reason}")
-    lines += _cpu_counted(plan)
+    lines += _cpu_counted(plan) + _decimal_budget(result.args)
     lines.append(f"labels: {_labels(plan)}")
     if plan.after_validation_bytes is not None:
         lines.append(f"after the first validation: {human_bytes(plan.after_validation_bytes)} held at batch "

@@ -258,7 +258,7 @@ def memory_counted(device: str, measured: bool, context_bytes: int) -> str:
         >>> memory_counted("cpu", True, 2**30).split(": ")[0]
         "the training process's resident memory"
         >>> memory_counted("cuda:0", True, 300 * 2**20)
-        "torch.cuda's peak reserved memory in each step, plus the CUDA context of 300 MiB (NVML); the budget is memory_fraction x what this process can have"
+        "torch.cuda's peak reserved memory in each step, plus the CUDA context of 300 MiB (NVML); the budget is memory_fraction x the usable memory (what this process can have, or memory_budget=)"
     """
     if device == "cpu":
         return (f"the training process's resident memory: a measured baseline of {human_bytes(context_bytes)} "
@@ -267,9 +267,11 @@ def memory_counted(device: str, measured: bool, context_bytes: int) -> str:
                 f"no DataLoader workers on a CPU (workers=0)")
     if not measured:
         return (f"torch's reserved memory at each step's peak, traced on this machine's CPU for the target, plus a "
-                f"CUDA context of {human_bytes(context_bytes)}; the budget is memory_fraction x the target's memory")
+                f"CUDA context of {human_bytes(context_bytes)}; the budget is memory_fraction x the usable memory "
+                f"(the target's, or memory_budget=)")
     return (f"torch.cuda's peak reserved memory in each step, plus the CUDA context of {human_bytes(context_bytes)} "
-            f"(NVML); the budget is memory_fraction x what this process can have")
+            f"(NVML); the budget is memory_fraction x the usable memory (what this process can have, or "
+            f"memory_budget=)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

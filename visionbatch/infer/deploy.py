@@ -469,15 +469,21 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
         f"# to ../triton/{spec.model_name}/1/model.plan, and in its config.pbtxt set platform: \"tensorrt_plan\"",
         "# and default_model_filename: \"model.plan\".",
         "set -e",
+        f"# trtexec from TRTEXEC= (a path, or a name on PATH), else PATH, else {JETPACK_TRTEXEC} (where JetPack",
+        "# installs it, off PATH); found before the cd below, so a relative TRTEXEC= means from where you are",
+        'case "${TRTEXEC:-}" in',
+        f'  "") TRTEXEC="$(command -v trtexec || echo {JETPACK_TRTEXEC})"; WHERE="on PATH or at {JETPACK_TRTEXEC}" ;;',
+        '  /*) WHERE="at TRTEXEC=$TRTEXEC" ;;',
+        '  */*) TRTEXEC="$PWD/$TRTEXEC"; WHERE="at TRTEXEC=$TRTEXEC" ;;',
+        '  *) WHERE="named TRTEXEC=$TRTEXEC on PATH"; TRTEXEC="$(command -v "$TRTEXEC" || echo "$TRTEXEC")" ;;',
+        'esac',
+        '[ -x "$TRTEXEC" ] || { echo "trtexec.sh: no trtexec $WHERE: install TensorRT (JetPack has it), or run '
+        'TRTEXEC=/path/to/trtexec sh $0" >&2; exit 2; }',
         'cd "$(dirname "$0")/../deepstream"',
         *([f'[ -f {shlex.quote(spec.int8_calibration_cache)} ] || {{ echo "trtexec.sh: '
            f'deepstream/{spec.int8_calibration_cache} is missing: without it trtexec --int8 calibrates on random '
            f'data; make it with TensorRT on this device first" >&2; exit 2; }}']
           if spec.int8_calibration_cache else []),
-        f"# trtexec from TRTEXEC=, else PATH, else {JETPACK_TRTEXEC} (JetPack puts it there, off PATH)",
-        f'TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo {JETPACK_TRTEXEC})}}"',
-        f'[ -x "$TRTEXEC" ] || {{ echo "trtexec.sh: no trtexec on PATH or at {JETPACK_TRTEXEC}: install TensorRT '
-        f'(JetPack has it), or run TRTEXEC=/path/to/trtexec sh $0" >&2; exit 2; }}',
         '"$TRTEXEC"' + trtexec_command(spec, onnx_file).removeprefix("trtexec")]) + "\n"
     files["trtexec"] = _write(tensorrt / "trtexec.sh", script)
     (tensorrt / "trtexec.sh").chmod(0o755)
