@@ -135,14 +135,17 @@ def test_custom_albumentations_pipeline_is_costed(small_shapes: Path, tmp_path: 
     assert any("replaces Ultralytics' default Albumentations" in note for note in report.notes)
 
 
-def test_dataset_untouched_by_every_cache_mode(small_shapes: Path) -> None:
+def test_dataset_untouched_by_every_cache_mode(small_shapes: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """cache=disk writes .npy beside the images it reads: augcost reads a linked sample, never the dataset."""
     before = tree_digest(small_shapes.parent)  # not even a label cache may appear
-    leftovers = set(glob.glob(os.path.join(tempfile.gettempdir(), "visionbatch-augcost-*")))
+    scratch = tmp_path / "scratch"  # this test's own temporary folder: another augcost on the machine is not seen
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     report = profile_augmentation(small_shapes, workers=1, batch=4,  # the training's own workers are timed too
                                   **{**FAST, "loader_cache": "False,ram,disk", "loader_workers": [0]})
     assert tree_digest(small_shapes.parent) == before
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "visionbatch-augcost-*"))) == leftovers
+    assert not glob.glob(os.path.join(str(scratch), "visionbatch-augcost-*"))  # its temporary folder is gone
     measured = {(s.cache, s.workers): s for s in report.loader}
     assert set(measured) == {(c, w) for c in ("none", "ram", "disk") for w in (0, 1)}
     assert all(s.images_per_s > 0 and s.images > 0 for s in measured.values())
