@@ -64,6 +64,23 @@ def test_image_list_file(small_shapes: Path) -> None:
     assert load_dataset(small_shapes).train.images == 3
 
 
+def test_a_list_whose_relative_lines_lead_nowhere_says_how_they_are_read(small_shapes: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines without ./ are read from the working folder, as Ultralytics reads them: not found from elsewhere, the
+    message says so, instead of blaming missing labels."""
+    folder = small_shapes.parent
+    images = sorted((folder / "images" / "train").glob("*.jpg"))[:3]
+    (folder / "train.txt").write_text("\n".join(f"images/train/{p.name}" for p in images) + "\n")
+    small_shapes.write_text(small_shapes.read_text().replace("train: images/train", "train: train.txt"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(small_shapes)
+    assert str(info.value) == (
+        f"{folder / 'train.txt'}: none of its 3 listed images exists (the first: images/train/{images[0].name}); a "
+        f"line without ./ is read from the working folder ({tmp_path}), as Ultralytics reads it: start lines with ./ "
+        f"for paths beside the list, or write absolute ones")
+
+
 def test_a_listed_image_whose_links_loop_is_one_clear_line(small_shapes: Path) -> None:
     folder = small_shapes.parent
     first = sorted((folder / "images" / "train").glob("*.jpg"))[0]
@@ -119,6 +136,8 @@ BAD_DATASETS = [
                                         "0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.2 0.1 0.2 0.2\n"), ["mixes box rows"]),
     ("dangling-link", lambda d, y: _relink(_first(d, "train", "images"), "nothere.jpg"),
      ["a link that leads to no file (nothere.jpg)", "fix the link or remove it"]),
+    ("link-loop", lambda d, y: _relink(_first(d, "train", "images"), _first(d, "train", "images").name),
+     ["links that lead round in a loop", "fix the link or remove it"]),
 ]
 
 

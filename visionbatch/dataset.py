@@ -480,8 +480,10 @@ def _files_under(folder: str) -> list[str]:
                     stack.append((entry.path, chain + (node,)))
                 elif "." in entry.name:
                     found.append(entry.path)
-            except OSError:
-                continue  # a dangling link: glob skips it too
+            except OSError:  # links that loop (ELOOP), or an entry that cannot be read: glob lists the name
+                if "." in entry.name:
+                    found.append(entry.path)  # and the image check names the problem in one line
+                continue
     return found
 
 
@@ -646,6 +648,14 @@ def _scan_split(sources: Sequence[Path], images: list[str], ids: Mapping[int, in
         raise DatasetError(f"{odd[0]}: not a regular file (a FIFO, device, folder or dangling link): make it a .txt "
                            f"label file or remove it{note}")
     present = [f for f in labels if os.path.isfile(f)]
+    lists = [source for source in sources if source.is_file()]
+    if not present and lists and not any(os.path.exists(f) for f in unique):
+        relative = next((f for f in unique if not os.path.isabs(f)), None)
+        where = (f"; a line without ./ is read from the working folder ({os.getcwd()}), as Ultralytics reads it: "
+                 f"start lines with ./ for paths beside the list, or write absolute ones" if relative else
+                 ": fix the paths")
+        raise DatasetError(f"{lists[0]}: none of its {len(unique)} listed images exists (the first: {unique[0]})"
+                           f"{where}{note}")
     if not present:
         expected = Path(labels[0]).parent
         raise DatasetError(

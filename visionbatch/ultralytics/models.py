@@ -110,8 +110,9 @@ def load_checkpoint_safely(path: str | os.PathLike, trust: bool = False, key: st
     if zipfile.is_zipfile(path):
         _check_archive(path, name)
     elif not trust:  # trusted, a legacy (pre-zip) pickle may still load
-        raise ConfigError(f"{name} is not a PyTorch checkpoint (not a torch.save archive): pass a .pt "
-                          f"saved by Ultralytics training (weights/best.pt), or a model YAML")
+        raise ConfigError(f"{name} is not a PyTorch checkpoint in torch.save's zip format (its format since torch 1.6; "
+                          f"an older pickle cannot be checked before it runs): pass a .pt saved by Ultralytics training "
+                          f"(weights/best.pt), a model YAML, or trust_checkpoint=True for a file you trust")
     with offline(), trusted_checkpoints(trust):
         from ultralytics.nn.tasks import _SafeLoad, guess_model_task, torch_safe_load
 
