@@ -612,7 +612,7 @@ def _check_image(file: str) -> tuple[str, int, int]:
             width, height = im.size
             fmt = (im.format or "").lower()
     except FileNotFoundError:
-        if os.path.islink(file):  # found in a folder, but its link leads nowhere (or round in a loop)
+        if os.path.islink(file):  # its link leads nowhere (a loop raises ELOOP instead: below)
             return f"{file}: a link that leads to no file ({os.readlink(file)}): fix the link or remove it", 0, 0
         return f"{file}: listed but missing: restore it or remove it from the list", 0, 0
     except Image.DecompressionBombError:

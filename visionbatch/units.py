@@ -18,6 +18,20 @@ _BYTE_UNITS = {
 }
 
 
+DECIMAL_UNITS = frozenset({"kb", "mb", "gb", "tb"})  # powers of 1000; every figure visionbatch prints is binary
+_SIZE = re.compile(r"\s*((?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*")  # number, unit
+
+
+def size_unit(value: Any) -> str:
+    """The unit of a size as typed, lower case ('' for plain bytes or anything that is not a size).
+
+    Examples:
+        >>> size_unit("2GB"), size_unit(" 1.5 GiB "), size_unit(4096), size_unit("lots")
+        ('gb', 'gib', '', '')
+    """
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    return match.group(2).lower() if match else ""
+
 
 def parse_bytes(value: Any, key: str = "memory_budget") -> int:
     """A memory size: bytes as a number, or a number with a unit (GiB, GB, MiB, MB, ...).
@@ -35,7 +49,7 @@ def parse_bytes(value: Any, key: str = "memory_budget") -> int:
     if isinstance(value, (int, float)):
         number, unit = value, "b"
     else:
-        match = re.fullmatch(r"\s*((?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        match = _SIZE.fullmatch(str(value))
         if not match or (match.group(2) and match.group(2).lower() not in _BYTE_UNITS):
             raise ConfigError(f"{key}={text} is not a memory size: use e.g. {key}=4GiB, {key}=512MiB or bytes")
         number, unit = float(match.group(1)), (match.group(2) or "b").lower()

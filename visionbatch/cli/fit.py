@@ -14,7 +14,7 @@ from visionbatch.fit.distributed import DistributedPlan
 from visionbatch.fit.plan import BatchCheck, BatchPlan, WorkloadSummary
 from visionbatch.keys import help_block, read_keys
 from visionbatch.ultralytics.args import ultralytics_defaults
-from visionbatch.units import human_bytes, parse_bytes
+from visionbatch.units import DECIMAL_UNITS, human_bytes, parse_bytes, size_unit
 
 SUMMARY = "find the largest (and the fastest) training batch that fits the GPU, by measuring it"
 USAGE = """visionbatch fit DATA.yaml [key=value ...]
@@ -91,7 +91,7 @@ def _decimal_budget(args: Sequence[tuple[str, str]]) -> list[str]:
         ([], [])
     """
     typed = dict(args).get("memory_budget", "")
-    if not any(typed.strip().upper().endswith(unit) for unit in ("KB", "MB", "GB", "TB")):
+    if size_unit(typed) not in DECIMAL_UNITS:
         return []
     size = parse_bytes(typed)
     return [f"memory_budget={typed}: {size:,} bytes = {human_bytes(size)} (GB and MB are powers of 1000, GiB and "

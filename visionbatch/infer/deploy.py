@@ -385,8 +385,9 @@ def tensorrt_profile(spec: DeploymentSpec) -> dict[str, object]:
     }
 
 
-def trtexec_command(spec: DeploymentSpec, onnx_file: str) -> str:
-    """The trtexec line that builds the engine the nvinfer config names, every word shell-quoted.
+def trtexec_command(spec: DeploymentSpec, onnx_file: str, program: str = "trtexec") -> str:
+    """The trtexec line that builds the engine the nvinfer config names, every word shell-quoted but `program`,
+    which is one shell word as given (trtexec.sh passes "$TRTEXEC").
 
     Examples:
         >>> spec = DeploymentSpec("yolo11n", "detect", 640, 8, "fp16", 80, ())
@@ -398,7 +399,7 @@ def trtexec_command(spec: DeploymentSpec, onnx_file: str) -> str:
     profile = tensorrt_profile(spec)
     shapes = {k: "x".join(str(d) for d in profile[k]) for k in ("min", "opt", "max")}
     parts = [
-        "trtexec", f"--onnx={onnx_file}", f"--saveEngine={engine_file_name(spec)}",
+        f"--onnx={onnx_file}", f"--saveEngine={engine_file_name(spec)}",
         f"--minShapes={spec.input_name}:{shapes['min']}",
         f"--optShapes={spec.input_name}:{shapes['opt']}",
         f"--maxShapes={spec.input_name}:{shapes['max']}",
@@ -407,7 +408,7 @@ def trtexec_command(spec: DeploymentSpec, onnx_file: str) -> str:
         parts.append("--fp16")
     if spec.int8_calibration_cache is not None:
         parts += ["--int8", f"--calib={spec.int8_calibration_cache}"]
-    return " ".join(shlex.quote(part) for part in parts)
+    return " ".join([program, *(shlex.quote(part) for part in parts)])
 
 
 def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], onnx_path: Path | None = None,
@@ -484,7 +485,7 @@ def write_deployment(spec: DeploymentSpec, folder: Path, names: dict[int, str], 
            f'deepstream/{spec.int8_calibration_cache} is missing: without it trtexec --int8 calibrates on random '
            f'data; make it with TensorRT on this device first" >&2; exit 2; }}']
           if spec.int8_calibration_cache else []),
-        '"$TRTEXEC"' + trtexec_command(spec, onnx_file).removeprefix("trtexec")]) + "\n"
+        trtexec_command(spec, onnx_file, program='"$TRTEXEC"')]) + "\n"
     files["trtexec"] = _write(tensorrt / "trtexec.sh", script)
     (tensorrt / "trtexec.sh").chmod(0o755)
     return files
